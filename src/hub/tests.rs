@@ -1,0 +1,209 @@
+//! Deterministic hub tests: time is passed in, no sleeps.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::subscriber::Next;
+use super::*;
+
+#[derive(Default)]
+struct FakeEncoder {
+    requests: AtomicUsize,
+}
+
+impl KeyframeSource for FakeEncoder {
+    fn request_keyframe(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn chunk(tag: &str) -> Bytes {
+    Bytes::from(tag.as_bytes().to_vec())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn drain(sub: &mut Subscriber, now: Instant) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Next::Data(b) = sub.try_next(now) {
+        got.push(String::from_utf8_lossy(&b).into_owned());
+    }
+    got
+}
+
+fn hub_with_encoder() -> (Hub, Arc<FakeEncoder>) {
+    let hub = Hub::new(HubConfig::default());
+    let enc = Arc::new(FakeEncoder::default());
+    hub.begin_run(Some(enc.clone()));
+    hub.set_psi(chunk("PSI"));
+    (hub, enc)
+}
+
+#[test]
+fn new_viewer_asks_for_a_keyframe_and_starts_on_it_without_backlog() {
+    let (hub, enc) = hub_with_encoder();
+    let t0 = Instant::now();
+    hub.publish(chunk("K1"), true, t0);
+    for i in 0..30 {
+        hub.publish(chunk(&format!("d{i}")), false, t0 + ms(33 * (i + 1)));
+    }
+    let join = t0 + ms(1100);
+    let mut sub = hub.subscribe(join);
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 1, "a join asks the encoder once");
+    assert_eq!(drain(&mut sub, join), Vec::<String>::new(), "no backlog of old frames");
+    hub.publish(chunk("d-late"), false, join + ms(5));
+    hub.publish(chunk("K2"), true, join + ms(20));
+    hub.publish(chunk("d2"), false, join + ms(53));
+    assert_eq!(drain(&mut sub, join + ms(60)), ["PSI", "K2", "d2"]);
+}
+
+#[test]
+fn joiners_share_one_keyframe_request() {
+    let (hub, enc) = hub_with_encoder();
+    let t0 = Instant::now();
+    let mut a = hub.subscribe(t0);
+    let mut b = hub.subscribe(t0 + ms(10));
+    let mut c = hub.subscribe(t0 + ms(20));
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 1);
+    hub.publish(chunk("K"), true, t0 + ms(30));
+    for s in [&mut a, &mut b, &mut c] {
+        assert_eq!(drain(s, t0 + ms(31)), ["PSI", "K"]);
+    }
+    // Just after that keyframe, a joiner starts on its (fresh) GOP instead of asking again.
+    hub.publish(chunk("d"), false, t0 + ms(63));
+    let mut d = hub.subscribe(t0 + ms(100));
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(drain(&mut d, t0 + ms(100)), ["PSI", "K", "d"]);
+    // Later, the next joiner asks again.
+    let _e = hub.subscribe(t0 + ms(700));
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn producer_without_keyframes_on_demand_hands_out_the_cached_gop() {
+    let hub = Hub::new(HubConfig::default());
+    hub.begin_run(None);
+    hub.set_psi(chunk("PSI"));
+    let t0 = Instant::now();
+    hub.publish(chunk("K1"), true, t0);
+    hub.publish(chunk("x"), false, t0 + ms(33));
+    hub.publish(chunk("K2"), true, t0 + ms(66));
+    hub.publish(chunk("a"), false, t0 + ms(99));
+    hub.publish(chunk("b"), false, t0 + ms(132));
+    let mut sub = hub.subscribe(t0 + ms(140));
+    assert_eq!(drain(&mut sub, t0 + ms(140)), ["PSI", "K2", "a", "b"]);
+    // And then it continues live, with nothing lost or repeated at the seam.
+    hub.publish(chunk("c"), false, t0 + ms(165));
+    assert_eq!(drain(&mut sub, t0 + ms(170)), ["c"]);
+    assert_eq!(hub.stats().gop_joins, 1);
+}
+
+#[test]
+fn a_lagging_viewer_skips_to_the_next_keyframe_and_others_are_untouched() {
+    let (hub, _enc) = hub_with_encoder();
+    let t0 = Instant::now();
+    let mut slow = hub.subscribe(t0);
+    let mut fast = hub.subscribe(t0);
+    hub.publish(chunk("K1"), true, t0 + ms(10));
+    assert_eq!(drain(&mut slow, t0 + ms(11)), ["PSI", "K1"]);
+    let mut fast_got = drain(&mut fast, t0 + ms(11));
+    // 60 frames at 30 fps = 2 s; the slow one reads nothing meanwhile.
+    for i in 0..60u64 {
+        let key = i == 45;
+        let name = if key { "K2".to_string() } else { format!("d{i}") };
+        hub.publish(chunk(&name), key, t0 + ms(10 + 33 * (i + 1)));
+        fast_got.extend(drain(&mut fast, t0 + ms(11 + 33 * (i + 1))));
+    }
+    assert_eq!(fast_got.len(), 2 + 60, "the fast viewer got every chunk");
+    // The slow viewer wakes at t≈2 s: d0.. are > max_lag (1.5 s) old -> skip to K2 (fresh).
+    let now = t0 + ms(10 + 33 * 60 + 5);
+    let got = drain(&mut slow, now);
+    assert_eq!(got.first().map(String::as_str), Some("PSI"));
+    assert_eq!(got.get(1).map(String::as_str), Some("K2"), "resumes on a keyframe, not mid-GOP: {got:?}");
+    assert_eq!(got.len(), 2 + 14);
+    assert_eq!(slow.stats().lag_skips, 1);
+}
+
+#[test]
+fn an_overrun_viewer_resyncs_on_a_keyframe() {
+    let cfg = HubConfig { capacity: 8, ..HubConfig::default() };
+    let hub = Hub::new(cfg);
+    hub.begin_run(None);
+    let t0 = Instant::now();
+    let mut sub = hub.subscribe(t0);
+    for i in 0..20u64 {
+        let key = i % 10 == 0;
+        hub.publish(chunk(&format!("{}{i}", if key { "K" } else { "d" })), key, t0 + ms(i));
+    }
+    // The ring (8) was overrun: the viewer must not start on d12.
+    let got = drain(&mut sub, t0 + ms(20));
+    assert!(got.is_empty(), "K10 fell out of the ring; wait for the next keyframe: {got:?}");
+    hub.publish(chunk("K20"), true, t0 + ms(21));
+    assert_eq!(drain(&mut sub, t0 + ms(21)), ["K20"]);
+}
+
+#[test]
+fn memory_stays_bounded_whatever_viewers_do() {
+    let cfg = HubConfig { capacity: 64, gop_max_bytes: 64 * 1024, ..HubConfig::default() };
+    let hub = Hub::new(cfg);
+    hub.begin_run(None);
+    let t0 = Instant::now();
+    // 100 viewers that never read.
+    let subs: Vec<_> = (0..100).map(|_| hub.subscribe(t0)).collect();
+    let payload = Bytes::from(vec![0u8; 4096]);
+    hub.publish(payload.clone(), true, t0);
+    // A GOP that never ends: 10 000 chunks of 4 KiB = 40 MiB published.
+    for i in 0..10_000u64 {
+        hub.publish(payload.clone(), false, t0 + ms(i));
+    }
+    assert!(hub.gop_bytes() <= 64 * 1024, "GOP cache bounded: {}", hub.gop_bytes());
+    // The ring holds `capacity` chunks; every one is the same shared allocation.
+    assert_eq!(hub.inner.tx.len(), 64);
+    drop(subs);
+    assert_eq!(hub.stats().bytes, 4096 * 10_001);
+}
+
+#[test]
+fn a_new_producer_run_resyncs_viewers_on_its_first_keyframe() {
+    let (hub, _enc) = hub_with_encoder();
+    let t0 = Instant::now();
+    let mut sub = hub.subscribe(t0);
+    hub.publish(chunk("K1"), true, t0);
+    hub.publish(chunk("d1"), false, t0 + ms(33));
+    assert_eq!(drain(&mut sub, t0 + ms(40)), ["PSI", "K1", "d1"]);
+    // Encoder crashed; a new run begins. Its first chunks are not keyframes.
+    hub.begin_run(Some(Arc::new(FakeEncoder::default())));
+    hub.set_psi(chunk("PSI2"));
+    hub.publish(chunk("junk"), false, t0 + ms(600));
+    hub.publish(chunk("K-new"), true, t0 + ms(633));
+    assert_eq!(drain(&mut sub, t0 + ms(640)), ["PSI2", "K-new"]);
+}
+
+#[test]
+fn ts_bytes_pushed_in_pieces_become_keyed_chunks() {
+    let hub = Hub::new(HubConfig::default());
+    hub.begin_run(None);
+    let t0 = Instant::now();
+    let mut s = Vec::new();
+    s.extend(crate::ts::chunker::tests_support::pat(0x1000));
+    s.extend(crate::ts::chunker::tests_support::pmt(0x1000, 0x41, 0x42));
+    s.extend(crate::ts::chunker::tests_support::ts_packet(0x41, true, true, &[]));
+    s.extend(crate::ts::chunker::tests_support::ts_packet(0x41, true, false, &[]));
+    for part in s.chunks(100) {
+        hub.push_ts(part, t0);
+    }
+    hub.flush_ts(t0);
+    let mut sub = hub.subscribe(t0);
+    let got: Vec<usize> = std::iter::from_fn(|| match sub.try_next(t0) {
+        Next::Data(b) => Some(b.len()),
+        _ => None,
+    })
+    .collect();
+    // PSI (2 packets), then the GOP: [PAT PMT K] [F]
+    assert_eq!(got, vec![376, 3 * 188, 188]);
+}

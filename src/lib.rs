@@ -1,0 +1,15 @@
+//! pixelpass: share a live screen with many viewers at once.
+//!
+//! Data flows one way: `source` → `pipeline` → `hub` → `egress`, with the
+//! `supervisor` beside it starting and stopping producers for viewer leases.
+
+pub mod cli;
+pub mod egress;
+pub mod hub;
+pub mod net;
+pub mod pipeline;
+pub mod server;
+pub mod source;
+pub mod supervisor;
+pub mod token;
+pub mod ts;

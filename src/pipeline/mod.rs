@@ -1,0 +1,1 @@
+//! GStreamer graphs (filled in by the pipeline work).

@@ -1,0 +1,294 @@
+//! Stream lifecycle: viewer leases, lazy start / stop, restarts with back-off.
+//!
+//! The rules live in [`machine`] (sans-IO, unit-tested without sleeps); this
+//! file is the thin async driver that carries out the machine's commands on a
+//! real [`Producer`] and publishes a [`Status`].
+
+pub mod machine;
+mod producer;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+pub use machine::{Command, Full, Machine, Policy, State};
+pub use producer::{BoxFuture, Producer, ProducerError, Run, RunHandle};
+
+use crate::hub::Hub;
+
+/// What `GET /{token}/status` shows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    pub state: State,
+    pub viewers: usize,
+    pub max_viewers: usize,
+    /// The encoder of the current (or last) run.
+    pub encoder: Option<String>,
+    /// Seconds since the host started.
+    pub uptime_s: u64,
+    /// Seconds the current capture has been live (0 when not live).
+    pub live_s: u64,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub start_failures: u64,
+}
+
+struct Shared {
+    machine: Mutex<Machine>,
+    notify: Notify,
+    status: watch::Sender<Status>,
+    encoder: Mutex<Option<String>>,
+    hub: Hub,
+    born: Instant,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, m: &Machine, now: Instant) {
+        let encoder = self.encoder.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let status = Status {
+            state: m.state(),
+            viewers: m.viewers(),
+            max_viewers: m.max_viewers(),
+            encoder,
+            uptime_s: now.saturating_duration_since(self.born).as_secs(),
+            live_s: m.live_since().map_or(0, |t| now.saturating_duration_since(t).as_secs()),
+            restarts: m.restarts(),
+            last_error: m.last_error().map(str::to_owned),
+            start_failures: m.start_failures(),
+        };
+        self.status.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+    }
+}
+
+/// Why a waiting viewer will not get media.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReady {
+    #[error("capture could not start: {0}")]
+    StartFailed(String),
+    #[error("capture did not start within {0} s")]
+    Timeout(u64),
+    #[error("the host is shutting down")]
+    ShuttingDown,
+}
+
+/// The supervisor of one stream. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    driver: Arc<Mutex<Option<JoinHandle<()>>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Supervisor {
+    /// Spawns the driver task on the current tokio runtime.
+    pub fn spawn(policy: Policy, hub: Hub, producer: Arc<dyn Producer>) -> Self {
+        let now = Instant::now();
+        let machine = Machine::new(policy);
+        let (status, _) = watch::channel(Status {
+            state: machine.state(),
+            viewers: 0,
+            max_viewers: machine.max_viewers(),
+            encoder: None,
+            uptime_s: 0,
+            live_s: 0,
+            restarts: 0,
+            last_error: None,
+            start_failures: 0,
+        });
+        let shared = Arc::new(Shared {
+            machine: Mutex::new(machine),
+            notify: Notify::new(),
+            status,
+            encoder: Mutex::new(None),
+            hub,
+            born: now,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let driver = tokio::spawn(drive(shared.clone(), producer, shutdown_rx));
+        Self { shared, driver: Arc::new(Mutex::new(Some(driver))), shutdown }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.shared.hub
+    }
+
+    /// Take a viewer slot; refused when the stream is full.
+    pub fn acquire(&self) -> Result<Lease, Full> {
+        let now = Instant::now();
+        let mut m = self.shared.lock();
+        m.acquire(now)?;
+        let base = m.start_failures();
+        self.shared.publish(&m, now);
+        drop(m);
+        self.shared.notify.notify_one();
+        Ok(Lease { shared: self.shared.clone(), start_failures_at_acquire: base })
+    }
+
+    pub fn status(&self) -> Status {
+        let now = Instant::now();
+        let m = self.shared.lock();
+        self.shared.publish(&m, now);
+        drop(m);
+        self.shared.status.borrow().clone()
+    }
+
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.shared.status.subscribe()
+    }
+
+    /// Stop the producer and the driver; returns when the run is stopped.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let handle = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// A viewer's slot. Dropping it releases the slot.
+pub struct Lease {
+    shared: Arc<Shared>,
+    start_failures_at_acquire: u64,
+}
+
+impl Lease {
+    /// Wait until media flows, or until the start this viewer waits for failed.
+    pub async fn ready(&self, timeout: Duration) -> Result<(), NotReady> {
+        let mut rx = self.shared.status.subscribe();
+        let wait = async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if s.state == State::Live {
+                        return Ok(());
+                    }
+                    if s.start_failures > self.start_failures_at_acquire {
+                        return Err(NotReady::StartFailed(s.last_error.clone().unwrap_or_default()));
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(NotReady::ShuttingDown);
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(NotReady::Timeout(timeout.as_secs())),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut m = self.shared.lock();
+        m.release(now);
+        self.shared.publish(&m, now);
+        drop(m);
+        self.shared.notify.notify_one();
+    }
+}
+
+async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: watch::Receiver<bool>) {
+    let mut running: Option<Run> = None;
+    let mut starting: Option<JoinHandle<Result<Run, ProducerError>>> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let now = Instant::now();
+        let (cmd, wake) = {
+            let mut m = shared.lock();
+            let r = m.poll(now);
+            shared.publish(&m, now);
+            r
+        };
+        match cmd {
+            Some(Command::Start) => {
+                tracing::info!("starting capture");
+                starting = Some(tokio::spawn(producer.start(shared.hub.clone())));
+            }
+            Some(Command::Stop) => {
+                tracing::info!("last viewer left: stopping capture");
+                stop_run(&shared, running.take()).await;
+                let now = Instant::now();
+                let mut m = shared.lock();
+                m.on_stopped(now);
+                shared.publish(&m, now);
+                continue;
+            }
+            None => {}
+        }
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shared.notify.notified() => {}
+            _ = sleep => {}
+            _ = shutdown.changed() => {}
+            res = async { starting.as_mut().expect("guarded by the select condition").await }, if starting.is_some() => {
+                starting = None;
+                let now = Instant::now();
+                match res {
+                    Ok(Ok(run)) => {
+                        tracing::info!(encoder = %run.encoder, "capture is live");
+                        *shared.encoder.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.encoder.clone());
+                        running = Some(run);
+                        shared.lock().on_started(now);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!("capture could not start: {e}");
+                        shared.lock().on_start_failed(now, e.0);
+                    }
+                    Err(join) => {
+                        tracing::error!("capture start panicked: {join}");
+                        shared.lock().on_start_failed(now, format!("capture start panicked: {join}"));
+                    }
+                }
+            }
+            err = async { running.as_mut().expect("guarded by the select condition").failures.recv().await }, if running.is_some() => {
+                let msg = err.map_or_else(|| "the producer ended without saying why".to_owned(), |e| e.0);
+                tracing::error!("capture failed: {msg}; restarting with back-off");
+                stop_run(&shared, running.take()).await;
+                shared.lock().on_failed(Instant::now(), msg);
+            }
+        }
+    }
+    // Shutdown: a start under way is awaited so whatever it opened is closed.
+    if let Some(start) = starting.take() {
+        if let Ok(Ok(run)) = start.await {
+            running = Some(run);
+        }
+    }
+    stop_run(&shared, running.take()).await;
+    let now = Instant::now();
+    let mut m = shared.lock();
+    m.on_stopped(now);
+    shared.publish(&m, now);
+}
+
+async fn stop_run(shared: &Shared, run: Option<Run>) {
+    if let Some(run) = run {
+        shared.hub.end_run();
+        run.handle.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
