@@ -1,1 +1,3 @@
-//! Viewer paths.
+//! Viewer paths: each takes a lease from the supervisor and a subscriber from the hub.
+
+pub mod http_ts;

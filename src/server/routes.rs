@@ -1,0 +1,51 @@
+//! URL layout. Every stream URL starts with the stream's token; a wrong
+//! token is the same plain 404 as any unknown path.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::Registry;
+use crate::egress::http_ts;
+
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/{token}/stream.ts", get(stream_ts).head(stream_ts_head))
+        .route("/{token}/status", get(status))
+        .fallback(not_found)
+        .with_state(registry)
+}
+
+pub(crate) async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")], "not found\n").into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn stream_ts(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
+    match registry.by_token(&token) {
+        Some(entry) => http_ts::get(entry).await,
+        None => not_found().await,
+    }
+}
+
+async fn stream_ts_head(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
+    match registry.by_token(&token) {
+        Some(_) => http_ts::head(),
+        None => not_found().await,
+    }
+}
+
+async fn status(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
+    match registry.by_token(&token) {
+        Some(entry) => {
+            ([(header::CACHE_CONTROL, "no-store")], axum::Json(entry.supervisor.status())).into_response()
+        }
+        None => not_found().await,
+    }
+}
