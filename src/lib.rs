@@ -3,6 +3,7 @@
 //! Data flows one way: `source` → `pipeline` → `hub` → `egress`, with the
 //! `supervisor` beside it starting and stopping producers for viewer leases.
 
+pub mod bench;
 pub mod cli;
 pub mod egress;
 pub mod hub;
