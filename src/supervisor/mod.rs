@@ -94,7 +94,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Spawns the driver task on the current tokio runtime.
     pub fn spawn(policy: Policy, hub: Hub, producer: Arc<dyn Producer>) -> Self {
-        let now = Instant::now();
+        let now = clock_now();
         let machine = Machine::new(policy);
         let (status, _) = watch::channel(Status {
             state: machine.state(),
@@ -126,7 +126,7 @@ impl Supervisor {
 
     /// Take a viewer slot; refused when the stream is full.
     pub fn acquire(&self) -> Result<Lease, Full> {
-        let now = Instant::now();
+        let now = clock_now();
         let mut m = self.shared.lock();
         m.acquire(now)?;
         let base = m.start_failures();
@@ -137,7 +137,7 @@ impl Supervisor {
     }
 
     pub fn status(&self) -> Status {
-        let now = Instant::now();
+        let now = clock_now();
         let m = self.shared.lock();
         self.shared.publish(&m, now);
         drop(m);
@@ -193,13 +193,18 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let now = Instant::now();
+        let now = clock_now();
         let mut m = self.shared.lock();
         m.release(now);
         self.shared.publish(&m, now);
         drop(m);
         self.shared.notify.notify_one();
     }
+}
+
+/// The driver's clock: tokio's, so tests can run it on paused (virtual) time.
+fn clock_now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: watch::Receiver<bool>) {
@@ -209,7 +214,7 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
         if *shutdown.borrow() {
             break;
         }
-        let now = Instant::now();
+        let now = clock_now();
         let (cmd, wake) = {
             let mut m = shared.lock();
             let r = m.poll(now);
@@ -224,7 +229,7 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
             Some(Command::Stop) => {
                 tracing::info!("last viewer left: stopping capture");
                 stop_run(&shared, running.take()).await;
-                let now = Instant::now();
+                let now = clock_now();
                 let mut m = shared.lock();
                 m.on_stopped(now);
                 shared.publish(&m, now);
@@ -244,7 +249,7 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
             _ = shutdown.changed() => {}
             res = async { starting.as_mut().expect("guarded by the select condition").await }, if starting.is_some() => {
                 starting = None;
-                let now = Instant::now();
+                let now = clock_now();
                 match res {
                     Ok(Ok(run)) => {
                         tracing::info!(encoder = %run.encoder, "capture is live");
@@ -266,7 +271,7 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
                 let msg = err.map_or_else(|| "the producer ended without saying why".to_owned(), |e| e.0);
                 tracing::error!("capture failed: {msg}; restarting with back-off");
                 stop_run(&shared, running.take()).await;
-                shared.lock().on_failed(Instant::now(), msg);
+                shared.lock().on_failed(clock_now(), msg);
             }
         }
     }
@@ -277,7 +282,7 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
         }
     }
     stop_run(&shared, running.take()).await;
-    let now = Instant::now();
+    let now = clock_now();
     let mut m = shared.lock();
     m.on_stopped(now);
     shared.publish(&m, now);

@@ -1,0 +1,131 @@
+//! The async driver with a fake producer, on tokio's paused clock: time jumps
+//! straight to the next timer, so linger and back-off cost no real time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::hub::{Hub, HubConfig};
+
+#[derive(Default)]
+struct Fake {
+    starts: AtomicUsize,
+    stops: Arc<AtomicUsize>,
+    /// Errors for the next starts (consumed in order); empty = start fine.
+    start_errors: Mutex<Vec<String>>,
+    /// The failure sender of the current run, to crash it from the test.
+    crash: Mutex<Option<mpsc::UnboundedSender<ProducerError>>>,
+}
+
+struct FakeRun {
+    stops: Arc<AtomicUsize>,
+}
+
+impl RunHandle for FakeRun {
+    fn stop(self: Box<Self>) -> BoxFuture<()> {
+        self.stops.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
+    }
+}
+
+impl Producer for Fake {
+    fn start(&self, hub: Hub) -> BoxFuture<Result<Run, ProducerError>> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        let err = self.start_errors.lock().unwrap().pop();
+        let (tx, rx) = mpsc::unbounded_channel();
+        if err.is_none() {
+            *self.crash.lock().unwrap() = Some(tx);
+        }
+        let stops = self.stops.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(e) = err {
+                return Err(ProducerError(e));
+            }
+            hub.begin_run(None);
+            Ok(Run { encoder: "fake264".into(), failures: rx, handle: Box::new(FakeRun { stops }) })
+        })
+    }
+}
+
+fn setup(max: usize, linger_ms: u64) -> (Supervisor, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let policy = Policy { max_viewers: max, linger: Duration::from_millis(linger_ms), ..Policy::default() };
+    let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), fake.clone());
+    (sup, fake)
+}
+
+async fn wait_state(sup: &Supervisor, want: State) {
+    let mut rx = sup.watch_status();
+    let r = tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| s.state == want)).await;
+    assert!(r.is_ok(), "state never became {want:?}; now {:?}", sup.status());
+}
+
+#[tokio::test(start_paused = true)]
+async fn lazy_start_linger_stop() {
+    let (sup, fake) = setup(2, 5000);
+    assert_eq!(sup.status().state, State::Idle);
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 0, "nothing runs before a viewer");
+    let lease = sup.acquire().unwrap();
+    lease.ready(Duration::from_secs(5)).await.unwrap();
+    let st = sup.status();
+    assert_eq!((st.state, st.viewers, st.encoder.as_deref()), (State::Live, 1, Some("fake264")));
+    let left_at = tokio::time::Instant::now();
+    drop(lease);
+    wait_state(&sup, State::Idle).await;
+    let lingered = left_at.elapsed();
+    assert!(lingered >= Duration::from_millis(5000) && lingered < Duration::from_millis(5100), "{lingered:?}");
+    assert_eq!(fake.stops.load(Ordering::SeqCst), 1);
+    sup.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn cap_refuses_the_extra_viewer() {
+    let (sup, _fake) = setup(2, 0);
+    let _a = sup.acquire().unwrap();
+    let _b = sup.acquire().unwrap();
+    let full = sup.acquire().err().unwrap();
+    assert_eq!(full.to_string(), "host is full (2/2 viewers)");
+    sup.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_restarts_with_backoff_while_the_viewer_stays() {
+    let (sup, fake) = setup(2, 5000);
+    let lease = sup.acquire().unwrap();
+    lease.ready(Duration::from_secs(5)).await.unwrap();
+    let crashed_at = tokio::time::Instant::now();
+    let tx = fake.crash.lock().unwrap().take().unwrap();
+    tx.send(ProducerError::new("x264enc0: internal data stream error")).unwrap();
+    wait_state(&sup, State::Failed).await;
+    assert_eq!(sup.status().last_error.as_deref(), Some("x264enc0: internal data stream error"));
+    wait_state(&sup, State::Live).await;
+    // 0.5 s back-off + 0.1 s start.
+    let took = crashed_at.elapsed();
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_millis(700), "{took:?}");
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
+    assert_eq!(fake.stops.load(Ordering::SeqCst), 1, "the dead run was cleaned up");
+    assert_eq!(sup.status().restarts, 1);
+    drop(lease);
+    sup.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_start_is_told_to_the_waiting_viewer_and_the_next_one_retries() {
+    let (sup, fake) = setup(2, 0);
+    fake.start_errors.lock().unwrap().push("portal: the user cancelled the dialog".into());
+    let lease = sup.acquire().unwrap();
+    let err = lease.ready(Duration::from_secs(5)).await.unwrap_err();
+    assert_eq!(err.to_string(), "capture could not start: portal: the user cancelled the dialog");
+    drop(lease);
+    wait_state(&sup, State::Idle).await;
+    let lease = sup.acquire().unwrap();
+    lease.ready(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
+    drop(lease);
+    sup.shutdown().await;
+    assert_eq!(fake.stops.load(Ordering::SeqCst), 1, "shutdown stops the live run");
+}
