@@ -9,6 +9,7 @@ pub mod egress;
 pub mod hub;
 pub mod net;
 pub mod pipeline;
+pub mod rtp;
 pub mod server;
 pub mod source;
 pub mod supervisor;

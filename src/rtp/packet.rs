@@ -1,0 +1,129 @@
+//! RTP fixed header (RFC 3550 §5.1): parse what the fan-out needs, borrow the payload.
+
+/// A borrowed, validated RTP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpPacket<'a> {
+    pub payload_type: u8,
+    pub marker: bool,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    /// The payload after CSRCs, extension and before padding.
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RtpError {
+    #[error("RTP packet shorter than its header")]
+    Short,
+    #[error("not RTP version 2")]
+    Version,
+    #[error("RTP padding longer than the packet")]
+    Padding,
+}
+
+impl<'a> RtpPacket<'a> {
+    pub fn parse(b: &'a [u8]) -> Result<Self, RtpError> {
+        if b.len() < 12 {
+            return Err(RtpError::Short);
+        }
+        if b[0] >> 6 != 2 {
+            return Err(RtpError::Version);
+        }
+        let padding = b[0] & 0x20 != 0;
+        let extension = b[0] & 0x10 != 0;
+        let csrc_count = usize::from(b[0] & 0x0f);
+        let mut start = 12 + 4 * csrc_count;
+        if extension {
+            let ext = b.get(start..start + 4).ok_or(RtpError::Short)?;
+            let words = usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+            start += 4 + 4 * words;
+        }
+        let mut end = b.len();
+        if padding {
+            let pad = usize::from(*b.last().ok_or(RtpError::Short)?);
+            end = end.checked_sub(pad).ok_or(RtpError::Padding)?;
+        }
+        if start > end {
+            return Err(RtpError::Short);
+        }
+        Ok(Self {
+            payload_type: b[1] & 0x7f,
+            marker: b[1] & 0x80 != 0,
+            sequence: u16::from_be_bytes([b[2], b[3]]),
+            timestamp: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+            payload: &b[start..end],
+        })
+    }
+}
+
+/// Is this RTP/H.264 payload (RFC 6184) the start of a keyframe: an SPS, or
+/// an IDR slice, alone, in a STAP-A, or in the first fragment of an FU-A?
+pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else { return false };
+    let is_key = |nal_type: u8| nal_type == 5 || nal_type == 7;
+    match first & 0x1f {
+        24 => {
+            // STAP-A: [size(2) NAL]...
+            let mut i = 1;
+            while i + 2 < payload.len() {
+                let size = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
+                if let Some(&nal) = payload.get(i + 2) {
+                    if is_key(nal & 0x1f) {
+                        return true;
+                    }
+                }
+                i += 2 + size;
+            }
+            false
+        }
+        28 => payload.get(1).is_some_and(|&fu| fu & 0x80 != 0 && is_key(fu & 0x1f)),
+        t => is_key(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, pt | 0x80, (seq >> 8) as u8, seq as u8, 0, 0, 0x0b, 0xb8, 1, 2, 3, 4];
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn parses_the_header() {
+        let b = packet(102, 65535, &[0x65, 1, 2]);
+        let p = RtpPacket::parse(&b).unwrap();
+        assert_eq!((p.payload_type, p.marker, p.sequence, p.timestamp, p.ssrc), (102, true, 65535, 3000, 0x01020304));
+        assert_eq!(p.payload, &[0x65, 1, 2]);
+    }
+
+    #[test]
+    fn skips_extension_and_padding() {
+        let mut b = packet(111, 1, &[]);
+        b[0] |= 0x10 | 0x20;
+        b.extend_from_slice(&[0xbe, 0xde, 0, 1, 9, 9, 9, 9]); // one-word extension
+        b.extend_from_slice(&[7, 7, 0, 2]); // payload 7 7 + 2 bytes padding
+        assert_eq!(RtpPacket::parse(&b).unwrap().payload, &[7, 7]);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(RtpPacket::parse(&[0x80; 5]), Err(RtpError::Short));
+        assert_eq!(RtpPacket::parse(&[0x40; 12]), Err(RtpError::Version));
+    }
+
+    #[test]
+    fn finds_h264_keyframe_starts() {
+        assert!(h264_starts_keyframe(&[0x65])); // IDR
+        assert!(h264_starts_keyframe(&[0x67])); // SPS
+        assert!(!h264_starts_keyframe(&[0x41])); // non-IDR slice
+        assert!(h264_starts_keyframe(&[0x78, 0, 2, 0x67, 0, 0, 2, 0x68, 0])); // STAP-A SPS+PPS
+        assert!(h264_starts_keyframe(&[0x7c, 0x85])); // FU-A start of IDR
+        assert!(!h264_starts_keyframe(&[0x7c, 0x05])); // FU-A continuation
+        assert!(!h264_starts_keyframe(&[]));
+    }
+}
