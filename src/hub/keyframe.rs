@@ -20,17 +20,47 @@ pub struct KeyframeLimiter {
     requested_at: Option<Instant>,
     pending: bool,
     last_keyframe: Option<Instant>,
+    /// Someone needs a keyframe but the limit held the request back.
+    deferred: bool,
 }
 
 impl KeyframeLimiter {
     pub fn new(interval: Duration) -> Self {
-        Self { interval, requested_at: None, pending: false, last_keyframe: None }
+        Self { interval, requested_at: None, pending: false, last_keyframe: None, deferred: false }
     }
 
     pub fn reset(&mut self) {
         self.requested_at = None;
         self.pending = false;
         self.last_keyframe = None;
+        self.deferred = false;
+    }
+
+    /// Ask for a keyframe as soon as the limit allows (a peer that cannot use
+    /// a cached GOP). Returns true when the request may go out now.
+    pub fn want_fresh(&mut self, now: Instant) -> bool {
+        match self.want(now) {
+            Decision::Request => true,
+            Decision::Pending => false,
+            Decision::Recent => {
+                self.deferred = true;
+                false
+            }
+        }
+    }
+
+    /// Called on every publish: true when a deferred request may go out now.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        if !self.deferred {
+            return false;
+        }
+        if self.last_keyframe.is_some_and(|t| now.saturating_duration_since(t) < self.interval) {
+            return false;
+        }
+        self.deferred = false;
+        self.requested_at = Some(now);
+        self.pending = true;
+        true
     }
 
     pub fn on_keyframe_at(&mut self, now: Instant) {
@@ -69,6 +99,17 @@ mod tests {
         assert_eq!(l.want(t0 + Duration::from_millis(300)), Decision::Recent);
         // Once it is older than the interval, a joiner asks again.
         assert_eq!(l.want(t0 + Duration::from_millis(600)), Decision::Request);
+    }
+
+    #[test]
+    fn a_held_back_request_goes_out_once_the_interval_passed() {
+        let t0 = Instant::now();
+        let mut l = KeyframeLimiter::new(Duration::from_millis(500));
+        l.on_keyframe_at(t0);
+        assert!(!l.want_fresh(t0 + Duration::from_millis(100)), "a keyframe just came: held back");
+        assert!(!l.poll(t0 + Duration::from_millis(499)));
+        assert!(l.poll(t0 + Duration::from_millis(500)));
+        assert!(!l.poll(t0 + Duration::from_millis(501)), "once");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! (FFmpeg) always hands new viewers the cached last GOP.
 
 mod keyframe;
+mod rtp;
 mod subscriber;
 
 use std::collections::VecDeque;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 pub use keyframe::KeyframeLimiter;
+pub use rtp::{RtpPkt, RtpSubscriber, Track};
 pub use subscriber::Subscriber;
 
 use crate::ts;
@@ -55,6 +57,8 @@ pub struct HubConfig {
     pub gop_max_bytes: usize,
     /// At most one keyframe request per this interval.
     pub min_keyframe_interval: Duration,
+    /// RTP packets held per track for peers that are a little behind.
+    pub rtp_capacity: usize,
 }
 
 impl Default for HubConfig {
@@ -64,6 +68,7 @@ impl Default for HubConfig {
             max_lag: Duration::from_millis(1500),
             gop_max_bytes: 8 << 20,
             min_keyframe_interval: Duration::from_millis(500),
+            rtp_capacity: 1024,
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct HubStats {
     pub keyframes: u64,
     pub keyframe_requests: u64,
     pub gop_joins: u64,
+    /// Video RTP packets that start a keyframe.
+    pub keyframes_rtp: u64,
 }
 
 #[derive(Clone)]
@@ -86,6 +93,7 @@ pub struct Hub {
 struct Inner {
     cfg: HubConfig,
     tx: broadcast::Sender<Chunk>,
+    rtp: rtp::RtpTracks,
     state: Mutex<State>,
 }
 
@@ -109,6 +117,7 @@ impl Hub {
         let keyframes = KeyframeLimiter::new(cfg.min_keyframe_interval);
         Self {
             inner: Arc::new(Inner {
+                rtp: rtp::RtpTracks::new(cfg.rtp_capacity.max(2)),
                 cfg,
                 tx,
                 state: Mutex::new(State {
@@ -199,7 +208,18 @@ impl Hub {
         self.lock().psi = Some(psi);
     }
 
+    /// A keyframe request held back by the rate limit goes out once allowed.
+    fn poll_deferred_keyframe(&self, st: &mut State, now: Instant) {
+        if st.source.is_some() && st.keyframes.poll(now) {
+            st.stats.keyframe_requests += 1;
+            if let Some(source) = &st.source {
+                source.request_keyframe();
+            }
+        }
+    }
+
     fn publish_chunk(&self, st: &mut State, chunk: Chunk) {
+        self.poll_deferred_keyframe(st, chunk.at);
         st.stats.chunks += 1;
         st.stats.bytes += chunk.data.len() as u64;
         if chunk.key {

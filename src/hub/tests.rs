@@ -207,3 +207,33 @@ fn ts_bytes_pushed_in_pieces_become_keyed_chunks() {
     // PSI (2 packets), then the GOP: [PAT PMT K] [F]
     assert_eq!(got, vec![376, 3 * 188, 188]);
 }
+
+fn rtp(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt, (seq >> 8) as u8, seq as u8, 0, 0, 0, 0, 0, 0, 0, 1];
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn rtp_peers_share_one_payload_and_joins_request_keyframes_within_the_limit() {
+    let (hub, enc) = hub_with_encoder();
+    let t0 = Instant::now();
+    let mut a = hub.subscribe_rtp(t0);
+    let mut b = hub.subscribe_rtp(t0);
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 1, "both joiners share one request");
+    hub.publish_rtp(Track::Video, &rtp(102, 7, &[0x7c, 0x85, 1]), t0 + ms(20)).unwrap();
+    hub.publish_rtp(Track::Audio, &rtp(111, 9, &[0xfc]), t0 + ms(21)).unwrap();
+    let (va, vb) = (a.video.try_recv().unwrap(), b.video.try_recv().unwrap());
+    assert!(va.key && va.sequence == 7 && va.payload_type == 102);
+    assert!(Arc::ptr_eq(&va.payload, &vb.payload), "one payload allocation for every peer");
+    assert_eq!(a.audio.try_recv().unwrap().payload.as_ref(), &[0xfc]);
+    // A peer connecting just after that keyframe: its request is held back...
+    let _c = hub.subscribe_rtp(t0 + ms(100));
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 1);
+    hub.publish_rtp(Track::Video, &rtp(102, 8, &[0x41]), t0 + ms(300)).unwrap();
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 1);
+    // ...and goes out with the first packet published once 500 ms have passed.
+    hub.publish_rtp(Track::Video, &rtp(102, 9, &[0x41]), t0 + ms(520)).unwrap();
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 2);
+    assert!(hub.publish_rtp(Track::Video, &[1, 2, 3], t0).is_err(), "garbage is refused, not published");
+}
