@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Install what pixelpass needs to build, run and test on Debian 12 / Ubuntu.
+#
+# Idempotent and fast when everything is present: apt runs only when
+# `dpkg-query` says a package is missing, rustup only when there is no cargo.
+# Run as root, or as a user with sudo (apt steps use sudo; Rust goes to the
+# invoking user's ~/.cargo).
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# ── Debian packages, one list per purpose (adding one is one line) ──────────
+PKGS_BUILD=(build-essential pkg-config clang mold git ca-certificates curl)
+PKGS_GSTREAMER=(
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-tools
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav
+  gstreamer1.0-pipewire gstreamer1.0-pulseaudio gstreamer1.0-x
+)
+# The integration tests decode what viewers receive with ffprobe/ffmpeg.
+PKGS_TEST=(ffmpeg)
+
+ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_TEST[@]}")
+
+# Rust: the oldest toolchain that builds the crate (Cargo.toml rust-version).
+RUST_MIN=1.92
+
+if [[ $(id -u) -eq 0 ]]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  SUDO=()  # decided below, only if apt has work to do
+fi
+
+missing_packages() {
+  local p
+  for p in "$@"; do
+    # "ii " = installed and configured.
+    if [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null) != "ii "* ]]; then
+      printf '%s\n' "$p"
+    fi
+  done
+}
+
+install_packages() {
+  command -v dpkg-query >/dev/null 2>&1 || die "this script supports Debian/Ubuntu (dpkg/apt) only"
+  local missing
+  mapfile -t missing < <(missing_packages "${ALL_PKGS[@]}")
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "Debian packages: all ${#ALL_PKGS[@]} present"
+    return
+  fi
+  if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
+    die "need root to install: ${missing[*]} (run as root or install sudo)"
+  fi
+  log "installing ${#missing[@]} Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  mapfile -t missing < <(missing_packages "${ALL_PKGS[@]}")
+  [[ ${#missing[@]} -eq 0 ]] || die "still missing after apt-get install: ${missing[*]}"
+}
+
+version_ge() { # version_ge A B: A >= B (dotted numbers)
+  [[ $(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1) == "$2" ]]
+}
+
+install_rust() {
+  # A rustup install from an earlier run may not be on PATH yet.
+  if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    log "cargo not found: installing Rust with rustup into $HOME/.cargo"
+    local installer
+    installer=$(mktemp)
+    if ! curl --proto '=https' --tlsv1.2 -sSf --retry 3 --connect-timeout 20 https://sh.rustup.rs -o "$installer"; then
+      rm -f "$installer"
+      die "cargo is missing and rustup could not be downloaded from https://sh.rustup.rs; install Rust >= $RUST_MIN by hand (https://rustup.rs) and run this again"
+    fi
+    sh "$installer" -y --profile minimal --default-toolchain stable --no-modify-path >/dev/null \
+      || { rm -f "$installer"; die "rustup failed to install the stable toolchain; install Rust >= $RUST_MIN by hand (https://rustup.rs)"; }
+    rm -f "$installer"
+    export PATH="$HOME/.cargo/bin:$PATH"
+    log "installed $(rustc --version); add \$HOME/.cargo/bin to PATH (or: . \"\$HOME/.cargo/env\")"
+  fi
+  local have
+  have=$(rustc --version | awk '{print $2}')
+  if ! version_ge "$have" "$RUST_MIN"; then
+    if command -v rustup >/dev/null 2>&1; then
+      log "rustc $have is older than $RUST_MIN: updating the stable toolchain"
+      rustup toolchain install stable --profile minimal >/dev/null
+      rustup default stable >/dev/null
+      have=$(rustc --version | awk '{print $2}')
+      version_ge "$have" "$RUST_MIN" || die "rustc $have is still older than $RUST_MIN"
+    else
+      die "rustc $have is older than $RUST_MIN (a distribution package?); install a current toolchain with rustup (https://rustup.rs)"
+    fi
+  fi
+  log "Rust: $(cargo --version)"
+}
+
+check_gstreamer() {
+  # The elements the host pipeline needs, with the package that has each.
+  local el pkg missing=()
+  while read -r el pkg; do
+    gst-inspect-1.0 --exists "$el" 2>/dev/null || missing+=("$el ($pkg)")
+  done <<'LIST'
+videotestsrc gstreamer1.0-plugins-base
+audiotestsrc gstreamer1.0-plugins-base
+x264enc gstreamer1.0-plugins-ugly
+avenc_aac gstreamer1.0-libav
+mpegtsmux gstreamer1.0-plugins-bad
+h264parse gstreamer1.0-plugins-bad
+appsink gstreamer1.0-plugins-base
+LIST
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    die "GStreamer elements missing: ${missing[*]}"
+  fi
+  log "GStreamer: $(gst-inspect-1.0 --version | head -n1 | awk '{print $NF}'), needed elements present"
+}
+
+install_packages
+install_rust
+check_gstreamer
+log "done"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, and integration tests that run the real
+# `pixelpass` binary against ffprobe/ffmpeg. Extra arguments go to the test
+# harness filter, e.g. `scripts/test.sh status`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+for tool in cargo ffprobe ffmpeg gst-inspect-1.0; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "test: $tool not found; run scripts/setup.sh first" >&2; exit 1; }
+done
+
+# --all-targets builds the binary the integration tests run, the benches and examples too.
+exec cargo test --locked --all-targets -- "$@"
