@@ -17,6 +17,12 @@ use tokio::task::JoinHandle;
 pub use machine::{Command, Full, Machine, Policy, State};
 pub use producer::{BoxFuture, Producer, ProducerError, Run, RunHandle};
 
+/// Called when a stream's producer stops for good: see [`Supervisor::on_teardown`].
+pub type TeardownHook = Arc<dyn Fn() -> BoxFuture<()> + Send + Sync>;
+
+/// How long one teardown hook may take before the producer is stopped anyway.
+const TEARDOWN_HOOK_TIMEOUT: Duration = Duration::from_secs(1);
+
 use crate::hub::Hub;
 
 /// What `GET /{token}/status` shows.
@@ -44,6 +50,7 @@ struct Shared {
     encoder: Mutex<Option<String>>,
     hub: Hub,
     born: Instant,
+    teardown: Mutex<Vec<(&'static str, TeardownHook)>>,
 }
 
 impl Shared {
@@ -114,6 +121,7 @@ impl Supervisor {
             encoder: Mutex::new(None),
             hub,
             born: now,
+            teardown: Mutex::new(Vec::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let driver = tokio::spawn(drive(shared.clone(), producer, shutdown_rx));
@@ -146,6 +154,20 @@ impl Supervisor {
 
     pub fn watch_status(&self) -> watch::Receiver<Status> {
         self.shared.status.subscribe()
+    }
+
+    /// Run `hook` whenever this stream's producer stops for good (the last
+    /// viewer's linger ran out, or shutdown), BEFORE the producer is told to
+    /// stop, so no consumer is left fanning out of a closed source. Not run on
+    /// a crash-restart: consumers stay and resume on the new run's keyframe.
+    /// A hook registered under the same `name` replaces the previous one, so
+    /// registering on every viewer is harmless. Each hook gets at most 1 s.
+    pub fn on_teardown(&self, name: &'static str, hook: TeardownHook) {
+        let mut hooks = self.shared.teardown.lock().unwrap_or_else(|e| e.into_inner());
+        match hooks.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = hook,
+            None => hooks.push((name, hook)),
+        }
     }
 
     /// Stop the producer and the driver; returns when the run is stopped.
@@ -228,6 +250,7 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
             }
             Some(Command::Stop) => {
                 tracing::info!("last viewer left: stopping capture");
+                run_teardown(&shared).await;
                 stop_run(&shared, running.take()).await;
                 let now = clock_now();
                 let mut m = shared.lock();
@@ -281,11 +304,23 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
             running = Some(run);
         }
     }
+    run_teardown(&shared).await;
     stop_run(&shared, running.take()).await;
     let now = clock_now();
     let mut m = shared.lock();
     m.on_stopped(now);
     shared.publish(&m, now);
+}
+
+/// The teardown hooks, in registration order (cloned out: no lock across an await).
+async fn run_teardown(shared: &Shared) {
+    let hooks: Vec<(&'static str, TeardownHook)> =
+        shared.teardown.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (name, hook) in hooks {
+        if tokio::time::timeout(TEARDOWN_HOOK_TIMEOUT, hook()).await.is_err() {
+            tracing::warn!("teardown hook {name} took over {TEARDOWN_HOOK_TIMEOUT:?}; stopping the producer anyway");
+        }
+    }
 }
 
 async fn stop_run(shared: &Shared, run: Option<Run>) {

@@ -129,3 +129,51 @@ async fn a_failed_start_is_told_to_the_waiting_viewer_and_the_next_one_retries()
     sup.shutdown().await;
     assert_eq!(fake.stops.load(Ordering::SeqCst), 1, "shutdown stops the live run");
 }
+
+/// Records what the teardown hook saw: how many producer stops had happened when it ran.
+fn order_hook(fake: &Arc<Fake>, log: &Arc<Mutex<Vec<String>>>) -> TeardownHook {
+    let stops = fake.stops.clone();
+    let log = log.clone();
+    Arc::new(move || {
+        let stops = stops.clone();
+        let log = log.clone();
+        Box::pin(async move {
+            // The hook may await (closing peers); the producer must still be running meanwhile.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            log.lock().unwrap().push(format!("hook (stops so far: {})", stops.load(Ordering::SeqCst)));
+        })
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn teardown_hooks_run_before_the_producer_stops_for_good_and_not_on_a_crash() {
+    let (sup, fake) = setup(2, 1000);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    sup.on_teardown("test", order_hook(&fake, &log));
+    // Registering again under the same name replaces, not adds.
+    sup.on_teardown("test", order_hook(&fake, &log));
+    let lease = sup.acquire().unwrap();
+    lease.ready(Duration::from_secs(5)).await.unwrap();
+
+    // A crash-restart is not "for good": no hook.
+    let tx = fake.crash.lock().unwrap().take().unwrap();
+    tx.send(ProducerError::new("x264enc0: boom")).unwrap();
+    wait_state(&sup, State::Failed).await;
+    wait_state(&sup, State::Live).await;
+    assert_eq!(fake.stops.load(Ordering::SeqCst), 1, "the crashed run was stopped");
+    assert!(log.lock().unwrap().is_empty(), "no teardown on a crash-restart: {:?}", log.lock().unwrap());
+
+    // Linger stop: the hook runs once, while the run is still up.
+    drop(lease);
+    wait_state(&sup, State::Idle).await;
+    assert_eq!(fake.stops.load(Ordering::SeqCst), 2);
+    assert_eq!(*log.lock().unwrap(), vec!["hook (stops so far: 1)".to_owned()]);
+
+    // Shutdown with a live run: hook first, then the producer's stop.
+    let lease = sup.acquire().unwrap();
+    lease.ready(Duration::from_secs(5)).await.unwrap();
+    sup.shutdown().await;
+    assert_eq!(fake.stops.load(Ordering::SeqCst), 3);
+    assert_eq!(log.lock().unwrap().last().map(String::as_str), Some("hook (stops so far: 2)"));
+    drop(lease);
+}
