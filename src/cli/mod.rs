@@ -1,2 +1,110 @@
-//! Command line.
+//! Command line: argument parsing and wiring only; the work lives in the library.
+
+mod banner;
+mod host;
 pub mod view;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::source::SourceKind;
+
+/// Default HTTP port of `pixelpass host`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8860";
+
+#[derive(Parser, Debug)]
+#[command(name = "pixelpass", version, about = "Share a live screen with many viewers at once (HTTP MPEG-TS)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Share this desktop (or a test pattern) with viewers over HTTP MPEG-TS.
+    Host(HostArgs),
+    /// Watch a stream in mpv (or ffplay / VLC) with low-latency options.
+    View(ViewArgs),
+    /// Benchmarks that print numbers.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ViewArgs {
+    /// The stream URL, e.g. http://192.168.1.5:8860/TOKEN/stream.ts
+    pub url: String,
+    /// Which player to use (default: the first of mpv, ffplay, vlc found on PATH).
+    #[arg(long, value_enum)]
+    pub player: Option<view::Player>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HostArgs {
+    /// What to capture: `auto` picks the desktop when there is one, else the test pattern.
+    #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
+    pub source: SourceKind,
+    /// Share one window instead of a whole monitor (portal source).
+    #[arg(long)]
+    pub window: bool,
+    /// Frames per second sent to viewers.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub framerate: u32,
+    /// Video bitrate in kbit/s (constant bitrate).
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(100..=100_000))]
+    pub bitrate: u32,
+    /// Scale the picture to this width (keeps the source size when absent).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=7680))]
+    pub width: Option<u32>,
+    /// Scale the picture to this height (keeps the source size when absent).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=4320))]
+    pub height: Option<u32>,
+    /// How many viewers may watch at once; one more gets "host is full".
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_viewers: u32,
+    /// HTTP address and port to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// The secret part of every stream URL (default: a fresh random 128-bit token).
+    #[arg(long, env = "PIXELPASS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Seconds capture keeps running after the last viewer leaves (0: stop at once).
+    #[arg(long, default_value_t = 5.0)]
+    pub linger: f64,
+    /// Print one JSON line with the URLs instead of the banner (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Host(args) => host::run(args),
+        Command::View(args) => view::run(&args.url, args.player).map(exit_code),
+        Command::Bench(args) => crate::bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pixelpass: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Logs go to stderr; `PIXELPASS_LOG` (or `RUST_LOG`) sets the filter, default `info`.
+fn init_logging() {
+    let filter = std::env::var("PIXELPASS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
+}

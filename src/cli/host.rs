@@ -1,0 +1,120 @@
+//! `pixelpass host`: wire source → pipeline → hub → HTTP, with the supervisor beside it.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use super::{banner, HostArgs};
+use crate::hub::{Hub, HubConfig};
+use crate::pipeline::{self, GstProducer, PipelineConfig};
+use crate::server::{self, Limits, Registry, StreamEntry};
+use crate::supervisor::{Policy, Supervisor};
+use crate::{source, token};
+
+/// SIGINT/SIGTERM must end the process within 2 s; the producer gets this long to stop.
+const STOP_BUDGET: Duration = Duration::from_millis(1500);
+
+pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
+    if !(args.linger.is_finite() && args.linger >= 0.0 && args.linger <= 86_400.0) {
+        anyhow::bail!("--linger must be between 0 and 86400 seconds, not {}", args.linger);
+    }
+    let token = match &args.token {
+        Some(t) => {
+            token::validate(t).map_err(|e| anyhow::anyhow!("--token / PIXELPASS_TOKEN: {e}"))?;
+            t.clone()
+        }
+        None => token::generate()?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pixelpass")
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = rt.block_on(host(args, token));
+    // Blocking tasks (a pipeline going to NULL) get a short grace period, not forever.
+    rt.shutdown_timeout(Duration::from_millis(300));
+    code
+}
+
+async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
+    pipeline::init()?;
+    let (source, notice) = source::resolve(args.source);
+    if let Some(notice) = &notice {
+        eprintln!("pixelpass: {notice}");
+    }
+    let cfg = PipelineConfig {
+        source,
+        window: args.window,
+        framerate: args.framerate,
+        bitrate_kbps: args.bitrate,
+        width: args.width,
+        height: args.height,
+        audio: true,
+    };
+    let encoder = pipeline::preflight(&cfg)?;
+    tracing::info!("encoder: {encoder}");
+
+    let listener = server::bind(args.listen).await?;
+    let local = listener.local_addr().context("cannot read the listening address")?;
+
+    let policy = Policy {
+        max_viewers: args.max_viewers as usize,
+        linger: Duration::from_secs_f64(args.linger),
+        ..Policy::default()
+    };
+    let hub = Hub::new(HubConfig::default());
+    let producer = Arc::new(GstProducer::new(cfg, encoder));
+    let supervisor = Supervisor::spawn(policy, hub, producer);
+    let registry = Registry::new();
+    registry.insert(StreamEntry { id: "host".into(), token: token.clone(), supervisor: supervisor.clone() });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, server::router(registry), Limits::default(), shutdown_rx));
+
+    let info = banner::Info {
+        local,
+        token: &token,
+        source: source_label(source),
+        encoder: encoder.to_string(),
+        encoder_element: encoder.element,
+        max_viewers: args.max_viewers,
+        linger: args.linger,
+    };
+    if args.json {
+        banner::print_json(&info)?;
+    } else {
+        banner::print_human(&info);
+    }
+
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    let _ = shutdown_tx.send(true);
+    if tokio::time::timeout(STOP_BUDGET, supervisor.shutdown()).await.is_err() {
+        tracing::warn!("capture did not stop within {} ms; exiting anyway", STOP_BUDGET.as_millis());
+    }
+    server.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn source_label(kind: source::SourceKind) -> &'static str {
+    match kind {
+        source::SourceKind::Test => "test pattern",
+        source::SourceKind::Portal => "desktop (screen-cast portal)",
+        source::SourceKind::X11 => "X11 display",
+        source::SourceKind::Auto => "auto",
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
