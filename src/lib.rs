@@ -15,3 +15,4 @@ pub mod source;
 pub mod supervisor;
 pub mod token;
 pub mod ts;
+pub mod web;
