@@ -7,4 +7,4 @@ mod routes;
 
 pub use listener::{bind, serve, Limits};
 pub use registry::{Registry, StreamEntry};
-pub use routes::router;
+pub use routes::{router, router_with};

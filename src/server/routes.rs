@@ -9,14 +9,24 @@ use axum::Router;
 
 use super::Registry;
 use crate::egress::http_ts;
+use crate::egress::whep::{self, Whep};
 
 pub fn router(registry: Registry) -> Router {
-    Router::new()
+    router_with(registry, None)
+}
+
+/// The routes, plus the WHEP endpoints (`/{token}/whep…`) when `whep` is given.
+pub fn router_with(registry: Registry, whep: Option<Whep>) -> Router {
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/{token}/stream.ts", get(stream_ts).head(stream_ts_head))
         .route("/{token}/status", get(status))
         .fallback(not_found)
-        .with_state(registry)
+        .with_state(registry.clone());
+    match whep {
+        Some(whep) => base.merge(whep::http::routes(registry, whep)),
+        None => base,
+    }
 }
 
 pub(crate) async fn not_found() -> Response {

@@ -1,0 +1,181 @@
+//! WebRTC options (`pixelpass host` flattens [`WebRtcArgs`]) and the
+//! STUN/TURN servers handed to browsers in `Link` headers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default UDP port of the shared WebRTC socket.
+pub const DEFAULT_UDP_PORT: u16 = 8861;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebRtcArgs {
+    /// UDP address of the ONE socket all WebRTC viewers use. Bound to
+    /// 0.0.0.0 (or [::]) every interface address is offered to browsers; bound
+    /// to one address, only that one.
+    #[arg(long = "webrtc-udp", value_name = "ADDR:PORT", default_value = "0.0.0.0:8861")]
+    pub webrtc_udp: SocketAddr,
+
+    /// An address browsers can reach this host at that it does not see on its
+    /// own interfaces (a router's port forward, a cloud 1:1 NAT). HOST is an IP
+    /// or a name (resolved at start); with :PORT when the router maps another
+    /// port. Repeatable.
+    #[arg(long = "public-host", value_name = "HOST[:PORT]")]
+    pub public_host: Vec<String>,
+
+    /// A STUN/TURN server for browsers, sent in `Link: <…>; rel="ice-server"`
+    /// headers. Repeatable. TURN credentials go in the URL:
+    /// `turn:USER:PASSWORD@HOST:PORT?transport=udp` (also `turns:`);
+    /// e.g. `stun:stun.l.google.com:19302`.
+    #[arg(long = "ice-server", value_name = "URL", value_parser = IceServer::parse)]
+    pub ice_server: Vec<IceServer>,
+
+    /// RTP payload type of H.264 as the producer writes it (each browser gets
+    /// the one its offer chose).
+    #[arg(long = "video-pt", value_name = "PT", default_value_t = 102, value_parser = clap::value_parser!(u8).range(96..=127))]
+    pub video_pt: u8,
+
+    /// RTP payload type of Opus as the producer writes it.
+    #[arg(long = "audio-pt", value_name = "PT", default_value_t = 111, value_parser = clap::value_parser!(u8).range(96..=127))]
+    pub audio_pt: u8,
+
+    /// A WebRTC viewer that sends nothing (no ICE consent, no RTCP) for this
+    /// many seconds is dropped and its slot freed; also the time a viewer has
+    /// to connect after its offer was answered.
+    #[arg(long = "webrtc-timeout", value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub webrtc_timeout: u64,
+}
+
+impl Default for WebRtcArgs {
+    fn default() -> Self {
+        Self {
+            webrtc_udp: SocketAddr::from(([0, 0, 0, 0], DEFAULT_UDP_PORT)),
+            public_host: Vec::new(),
+            ice_server: Vec::new(),
+            video_pt: 102,
+            audio_pt: 111,
+            webrtc_timeout: 15,
+        }
+    }
+}
+
+impl WebRtcArgs {
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_secs(self.webrtc_timeout)
+    }
+}
+
+/// A STUN or TURN server as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceServer {
+    /// The URL without credentials (`turn:host:3478?transport=udp`).
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// `stun:host[:port]`, `stuns:…`, `turn:[user:pass@]host[:port][?transport=udp|tcp]`, `turns:…`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (scheme, rest) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected stun:HOST or turn:USER:PASS@HOST"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "stun" | "stuns" | "turn" | "turns") {
+            return Err(format!("{s:?}: the scheme must be stun, stuns, turn or turns"));
+        }
+        // Everything lands in a quoted header parameter or between <>: refuse what could break out.
+        if let Some(c) = s.chars().find(|c| matches!(c, '"' | '<' | '>' | ',' | ';' | '\\') || c.is_whitespace() || c.is_control()) {
+            return Err(format!("{s:?}: the character {c:?} is not allowed in an ICE server URL"));
+        }
+        let (creds, host) = match rest.rsplit_once('@') {
+            Some((creds, host)) => (Some(creds), host),
+            None => (None, rest),
+        };
+        if host.is_empty() || host.starts_with(':') || host.starts_with('?') {
+            return Err(format!("{s:?}: no host"));
+        }
+        let (username, credential) = match creds {
+            None => (None, None),
+            Some(_) if scheme.starts_with("stun") => return Err(format!("{s:?}: STUN servers take no credentials")),
+            Some(c) => {
+                let (user, pass) = c.split_once(':').ok_or_else(|| format!("{s:?}: credentials must be USER:PASSWORD@"))?;
+                if user.is_empty() {
+                    return Err(format!("{s:?}: empty TURN user name"));
+                }
+                (Some(user.to_owned()), Some(pass.to_owned()))
+            }
+        };
+        Ok(Self { url: format!("{scheme}:{host}"), username, credential })
+    }
+
+    /// The `Link` header value (draft-ietf-wish-whep / RFC 9725 §4.6).
+    pub fn link_header(&self) -> String {
+        let mut v = format!("<{}>; rel=\"ice-server\"", self.url);
+        if let Some(u) = &self.username {
+            v.push_str(&format!("; username=\"{u}\""));
+        }
+        if let Some(c) = &self.credential {
+            v.push_str(&format!("; credential=\"{c}\"; credential-type=\"password\""));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        webrtc: WebRtcArgs,
+    }
+
+    #[test]
+    fn parses_stun_and_turn_with_credentials() {
+        let stun = IceServer::parse("stun:stun.example.org:19302").unwrap();
+        assert_eq!(stun.link_header(), "<stun:stun.example.org:19302>; rel=\"ice-server\"");
+        let turn = IceServer::parse("turn:alice:s3cr:et@turn.example.org:3478?transport=udp").unwrap();
+        assert_eq!(turn.url, "turn:turn.example.org:3478?transport=udp");
+        assert_eq!((turn.username.as_deref(), turn.credential.as_deref()), (Some("alice"), Some("s3cr:et")));
+        assert_eq!(
+            turn.link_header(),
+            "<turn:turn.example.org:3478?transport=udp>; rel=\"ice-server\"; username=\"alice\"; \
+             credential=\"s3cr:et\"; credential-type=\"password\""
+        );
+    }
+
+    #[test]
+    fn refuses_bad_ice_servers() {
+        for bad in ["http://x", "stun", "stun:", "stun:u:p@host", "turn:user@host", "turn:a:b@h\"x", "turn:a:b@h>, <x"] {
+            assert!(IceServer::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn defaults_and_repeatable_flags() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.webrtc.webrtc_udp, "0.0.0.0:8861".parse().unwrap());
+        assert_eq!((cli.webrtc.video_pt, cli.webrtc.audio_pt, cli.webrtc.webrtc_timeout), (102, 111, 15));
+        let cli = Cli::try_parse_from([
+            "x",
+            "--webrtc-udp",
+            "127.0.0.1:0",
+            "--public-host",
+            "203.0.113.7",
+            "--public-host",
+            "example.org:40000",
+            "--ice-server",
+            "stun:a:1",
+            "--ice-server",
+            "turn:u:p@b:2",
+            "--video-pt",
+            "96",
+        ])
+        .unwrap();
+        assert_eq!(cli.webrtc.public_host, vec!["203.0.113.7", "example.org:40000"]);
+        assert_eq!(cli.webrtc.ice_server.len(), 2);
+        assert_eq!(cli.webrtc.video_pt, 96);
+        assert!(Cli::try_parse_from(["x", "--video-pt", "8"]).is_err(), "static payload types are refused");
+    }
+}

@@ -1,0 +1,434 @@
+//! The one task that drives every WebRTC peer (sans-IO str0m):
+//!
+//! - the shared UDP socket: each datagram goes to the `Rtc` that `accepts` it
+//!   (source address → peer cached), then that `Rtc` is drained;
+//! - timers: one ordered set of (deadline, peer), so a wake-up costs log N;
+//! - media: ONE hub subscription per stream (not per peer), opened when the
+//!   stream's first peer connects; a small forwarder task per stream moves
+//!   its packets into this task, which writes each packet to every peer of
+//!   the stream (payload shared) and drains each touched peer once a batch;
+//! - commands from the HTTP side: add a peer, remove one, close a stream.
+//!
+//! A peer is dropped (and its lease freed through the index) on DELETE, on
+//! ICE consent loss or silence for the configured timeout, when it never
+//! connects, on DTLS failure/close, or when str0m errors or panics on it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Input, Output, Rtc};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::index::Index;
+use super::peer::{Action, Peer};
+use super::udp::Udp;
+use crate::hub::{Hub, RtpPkt, RtpSubscriber, Track};
+
+type PeerId = u64;
+
+/// Datagrams handled per wake-up before other work gets a turn.
+const RECV_BATCH: usize = 64;
+/// Hub packets handled per batch before the touched peers are drained.
+const MEDIA_BATCH: usize = 128;
+/// Packets in flight from the per-stream forwarders to the engine.
+const MEDIA_QUEUE: usize = 1024;
+/// Outputs drained from one `Rtc` at most in one go (a guard, never reached in practice).
+const MAX_DRAIN: usize = 10_000;
+
+pub struct NewPeer {
+    pub resource: Arc<str>,
+    pub stream: Arc<str>,
+    pub hub: Hub,
+    pub rtc: Rtc,
+    pub created: Instant,
+}
+
+pub enum Cmd {
+    Add(Box<NewPeer>),
+    Remove(Arc<str>),
+    CloseStream(Arc<str>, oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// A silent (or never connected) peer is dropped after this.
+    pub timeout: Duration,
+    /// The producer's payload types (video, audio).
+    pub producer_pts: (u8, u8),
+}
+
+struct MediaMsg {
+    feed: u64,
+    track: Track,
+    /// `None`: the hub dropped packets (this stream's peers lagged).
+    pkt: Option<RtpPkt>,
+}
+
+/// One stream's hub subscription and the peers it feeds.
+struct Feed {
+    id: u64,
+    hub: Hub,
+    peers: Vec<PeerId>,
+    forwarder: JoinHandle<()>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
+}
+
+pub struct Engine {
+    udp: Arc<Udp>,
+    index: Arc<Index>,
+    cfg: EngineConfig,
+    peers: HashMap<PeerId, Peer>,
+    hubs: HashMap<PeerId, Hub>,
+    by_resource: HashMap<Arc<str>, PeerId>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    feeds: HashMap<Arc<str>, Feed>,
+    timers: BTreeSet<(Instant, PeerId)>,
+    media_tx: mpsc::Sender<MediaMsg>,
+    next_id: u64,
+    buf: Vec<u8>,
+}
+
+impl Engine {
+    pub fn spawn(udp: Arc<Udp>, index: Arc<Index>, cfg: EngineConfig, cmds: mpsc::UnboundedReceiver<Cmd>) -> JoinHandle<()> {
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+        let engine = Engine {
+            udp,
+            index,
+            cfg,
+            peers: HashMap::new(),
+            hubs: HashMap::new(),
+            by_resource: HashMap::new(),
+            by_addr: HashMap::new(),
+            feeds: HashMap::new(),
+            timers: BTreeSet::new(),
+            media_tx,
+            next_id: 1,
+            buf: vec![0; 2048],
+        };
+        tokio::spawn(engine.run(cmds, media_rx))
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, mut media: mpsc::Receiver<MediaMsg>) {
+        let udp = self.udp.clone();
+        loop {
+            let next = self.timers.first().map(|(t, _)| *t);
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    None => break,
+                    Some(Cmd::Shutdown(done)) => {
+                        self.remove_all().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_cmd(cmd).await,
+                },
+                r = udp.readable() => match r {
+                    Ok(()) => self.on_readable().await,
+                    Err(e) => {
+                        tracing::error!("WebRTC UDP socket failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(m) = media.recv() => self.on_media(m, &mut media).await,
+                _ = sleep => self.on_timers().await,
+            }
+        }
+        self.remove_all().await;
+    }
+
+    async fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Add(new) => self.add(*new).await,
+            Cmd::Remove(resource) => {
+                if let Some(&id) = self.by_resource.get(&resource) {
+                    self.remove(id, "the viewer hung up (DELETE)", true).await;
+                }
+            }
+            Cmd::CloseStream(stream, done) => {
+                let ids: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.stream == stream).map(|(id, _)| *id).collect();
+                for id in ids {
+                    self.remove(id, "the stream ended", true).await;
+                }
+                self.index.remove_stream(&stream);
+                let _ = done.send(());
+            }
+            Cmd::Shutdown(_) => {}
+        }
+    }
+
+    async fn add(&mut self, new: NewPeer) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = Instant::now();
+        let peer = Peer::new(new.rtc, new.resource.clone(), new.stream, self.cfg.producer_pts, new.created);
+        self.by_resource.insert(new.resource, id);
+        self.hubs.insert(id, new.hub);
+        self.peers.insert(id, peer);
+        self.input(id, None, now).await;
+    }
+
+    async fn on_readable(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        for _ in 0..RECV_BATCH {
+            let (n, addrs) = match self.udp.try_recv(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("WebRTC UDP receive: {e}");
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            let Ok(recv) = Receive::new(Protocol::Udp, addrs.source, addrs.destination, &buf[..n]) else {
+                continue; // not STUN/DTLS/RTP/RTCP
+            };
+            let input = Input::Receive(now, recv);
+            let Some(id) = self.route(addrs.source, &input) else { continue };
+            self.input(id, Some(input), now).await;
+        }
+        self.buf = buf;
+    }
+
+    /// The peer this datagram belongs to (cached by source address).
+    fn route(&mut self, source: SocketAddr, input: &Input<'_>) -> Option<PeerId> {
+        if let Some(&id) = self.by_addr.get(&source) {
+            if self.peers.get(&id).is_some_and(|p| p.rtc.accepts(input)) {
+                return Some(id);
+            }
+        }
+        let id = self.peers.iter().find(|(_, p)| p.rtc.accepts(input)).map(|(id, _)| *id)?;
+        if let Some(old) = self.by_addr.insert(source, id) {
+            if let Some(p) = self.peers.get_mut(&old) {
+                p.addrs.retain(|a| *a != source);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.addrs.push(source);
+        }
+        Some(id)
+    }
+
+    /// Feed one input (or a timeout at `now`) to a peer, drain it, act on what it said.
+    async fn input(&mut self, id: PeerId, input: Option<Input<'_>>, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if input.is_some() {
+            peer.last_rx = now;
+        }
+        let input = input.unwrap_or(Input::Timeout(now));
+        let fed = catch_unwind(AssertUnwindSafe(|| peer.rtc.handle_input(input)));
+        let actions = match fed {
+            Ok(Ok(())) => drain(&self.udp, peer, now, self.cfg.timeout).await,
+            Ok(Err(e)) => vec![Action::Remove(format!("WebRTC error: {e}"))],
+            Err(_) => vec![Action::Remove("str0m panicked on this peer's input".into())],
+        };
+        self.after_drain(id, actions, now).await;
+    }
+
+    async fn after_drain(&mut self, id: PeerId, actions: Vec<Action>, now: Instant) {
+        for a in actions {
+            match a {
+                Action::Connected => self.attach(id, now),
+                Action::Keyframe => {
+                    if let Some(hub) = self.hubs.get(&id) {
+                        hub.request_keyframe(now);
+                    }
+                }
+                Action::Remove(why) => {
+                    self.remove(id, &why, false).await;
+                    return;
+                }
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if !peer.rtc.is_alive() {
+            self.remove(id, "the connection closed", false).await;
+            return;
+        }
+        if let Some(f) = peer.filed.take() {
+            self.timers.remove(&(f, id));
+        }
+        self.timers.insert((peer.wake, id));
+        peer.filed = Some(peer.wake);
+    }
+
+    /// The peer is connected: it joins its stream's feed (the first one opens
+    /// the hub subscription; later ones ask for a keyframe).
+    fn attach(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get(&id) else { return };
+        let Some(hub) = self.hubs.get(&id) else { return };
+        tracing::info!(
+            resource = %peer.resource,
+            stream = %peer.stream,
+            connect_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
+            "WebRTC viewer connected"
+        );
+        match self.feeds.get_mut(&peer.stream) {
+            Some(feed) => {
+                feed.peers.push(id);
+                feed.hub.request_keyframe(now);
+            }
+            None => {
+                let feed_id = self.next_id;
+                self.next_id += 1;
+                let sub = hub.subscribe_rtp(now);
+                let forwarder = tokio::spawn(forward(feed_id, sub, self.media_tx.clone()));
+                let feed = Feed { id: feed_id, hub: hub.clone(), peers: vec![id], forwarder };
+                self.feeds.insert(peer.stream.clone(), feed);
+            }
+        }
+    }
+
+    async fn on_media(&mut self, first: MediaMsg, rx: &mut mpsc::Receiver<MediaMsg>) {
+        let now = Instant::now();
+        let mut touched: Vec<PeerId> = Vec::new();
+        let mut msg = Some(first);
+        for _ in 0..MEDIA_BATCH {
+            let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) else { break };
+            let Some(feed) = self.feeds.values().find(|f| f.id == m.feed) else { continue };
+            for id in &feed.peers {
+                let Some(peer) = self.peers.get_mut(id) else { continue };
+                match &m.pkt {
+                    Some(pkt) => {
+                        let was = peer.dirty;
+                        peer.write(m.track, pkt, now);
+                        if peer.dirty && !was {
+                            touched.push(*id);
+                        }
+                    }
+                    None => peer.lagged(m.track),
+                }
+            }
+        }
+        for id in touched {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            peer.dirty = false;
+            let actions = drain(&self.udp, peer, now, self.cfg.timeout).await;
+            self.after_drain(id, actions, now).await;
+        }
+    }
+
+    async fn on_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(Instant, PeerId)> = self.timers.iter().take_while(|(t, _)| *t <= now).copied().collect();
+        for (t, id) in due {
+            let Some(peer) = self.peers.get(&id) else {
+                self.timers.remove(&(t, id));
+                continue;
+            };
+            if peer.deadline(self.cfg.timeout) <= now {
+                let why = if peer.is_connected() {
+                    format!("no word from the browser for {} s (consent timeout)", self.cfg.timeout.as_secs())
+                } else {
+                    format!("did not connect within {} s", self.cfg.timeout.as_secs())
+                };
+                self.remove(id, &why, false).await;
+                continue;
+            }
+            self.input(id, None, now).await;
+        }
+    }
+
+    async fn remove(&mut self, id: PeerId, why: &str, close: bool) {
+        let Some(mut peer) = self.peers.remove(&id) else { return };
+        if let Some(f) = peer.filed.take() {
+            self.timers.remove(&(f, id));
+        }
+        self.hubs.remove(&id);
+        self.by_resource.remove(&peer.resource);
+        for a in &peer.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        if let Some(feed) = self.feeds.get_mut(&peer.stream) {
+            feed.peers.retain(|p| *p != id);
+            if feed.peers.is_empty() {
+                self.feeds.remove(&peer.stream);
+            }
+        }
+        // The lease goes with the index entry: the slot is free from here on.
+        self.index.remove(&peer.resource);
+        let (video, audio) = peer.sent();
+        tracing::info!(resource = %peer.resource, stream = %peer.stream, video, audio, "WebRTC viewer removed: {why}");
+        if close && peer.rtc.is_alive() {
+            // RTCP BYE and DTLS close_notify, so the browser knows at once.
+            if catch_unwind(AssertUnwindSafe(|| peer.rtc.close())).is_ok_and(|r| r.is_ok()) {
+                let _ = drain(&self.udp, &mut peer, Instant::now(), self.cfg.timeout).await;
+            }
+        }
+    }
+
+    async fn remove_all(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove(id, "the server is shutting down", true).await;
+        }
+    }
+}
+
+/// Drain a peer's output: send its datagrams, collect what its events mean,
+/// and set `peer.wake` to its next timeout (or its deadline, if sooner).
+async fn drain(udp: &Udp, peer: &mut Peer, now: Instant, timeout: Duration) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for _ in 0..MAX_DRAIN {
+        match catch_unwind(AssertUnwindSafe(|| peer.rtc.poll_output())) {
+            Ok(Ok(Output::Transmit(t))) => {
+                if let Err(e) = udp.send(&t.contents, t.destination).await {
+                    tracing::debug!(to = %t.destination, "WebRTC UDP send: {e}");
+                }
+            }
+            Ok(Ok(Output::Event(ev))) => actions.extend(peer.on_event(ev, now)),
+            Ok(Ok(Output::Timeout(t))) => {
+                peer.wake = t.min(peer.deadline(timeout)).max(now);
+                return actions;
+            }
+            Ok(Err(e)) => {
+                actions.push(Action::Remove(format!("WebRTC error: {e}")));
+                return actions;
+            }
+            Err(_) => {
+                actions.push(Action::Remove("str0m panicked while polling this peer".into()));
+                return actions;
+            }
+        }
+    }
+    peer.wake = now;
+    actions
+}
+
+/// One stream's hub packets into the engine. Ends when the engine drops the
+/// feed (aborted) or goes away.
+async fn forward(feed: u64, mut sub: RtpSubscriber, tx: mpsc::Sender<MediaMsg>) {
+    loop {
+        let (track, r) = tokio::select! {
+            r = sub.video.recv() => (Track::Video, r),
+            r = sub.audio.recv() => (Track::Audio, r),
+        };
+        let pkt = match r {
+            Ok(p) => Some(p),
+            Err(broadcast::error::RecvError::Lagged(_)) => None,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if tx.send(MediaMsg { feed, track, pkt }).await.is_err() {
+            return;
+        }
+    }
+}

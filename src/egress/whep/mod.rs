@@ -1,0 +1,144 @@
+//! WebRTC viewers over WHEP (draft-ietf-wish-whep), with str0m.
+//!
+//! - [`config`]: `--webrtc-udp`, `--public-host`, `--ice-server`, payload types;
+//! - [`udp`]: the ONE UDP socket all peers share, and our host candidates;
+//! - [`offer`]: a first look at offers, for one-line `422` reasons;
+//! - [`peer`]: one viewer's `Rtc` (ice-lite, RTP mode) and its events;
+//! - [`forward`]: per-peer sequence numbers, keyframe starts, timestamps;
+//! - [`engine`]: the one task driving every peer, its timers and media;
+//! - [`index`]: WHEP resources and the leases they hold;
+//! - [`http`]: POST / PATCH / DELETE / OPTIONS under the stream token.
+//!
+//! ICE restart (PATCH with `If-Match: "*"`) is answered `422`: a viewer
+//! whose network changed POSTs a new offer instead, which is as fast here
+//! (ice-lite, one round trip) and keeps the server simple.
+
+pub mod config;
+mod engine;
+pub mod forward;
+pub mod http;
+pub mod index;
+pub mod offer;
+pub mod peer;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use config::{IceServer, WebRtcArgs};
+pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
+
+use engine::{Cmd, Engine, EngineConfig, NewPeer};
+use index::Index;
+use peer::RtcFactory;
+use udp::Udp;
+
+use crate::hub::Hub;
+
+/// The WHEP service: the UDP socket, the engine task, the resource index.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Whep {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    index: Arc<Index>,
+    factory: RtcFactory,
+    ice_servers: Vec<IceServer>,
+    local: SocketAddr,
+    engine: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Whep {
+    /// Bind the UDP socket, work out our candidates and start the engine.
+    pub async fn start(args: &WebRtcArgs) -> anyhow::Result<Self> {
+        let udp = Udp::bind(args.webrtc_udp)?;
+        let local = udp.local_addr();
+        let public = udp::resolve_public_hosts(&args.public_host, local.port()).await?;
+        let candidates = udp::candidate_addrs(local, &public);
+        let factory = RtcFactory::new(candidates)?;
+        let index = Arc::new(Index::default());
+        let (cmds, rx) = mpsc::unbounded_channel();
+        let cfg = EngineConfig { timeout: args.peer_timeout(), producer_pts: (args.video_pt, args.audio_pt) };
+        let engine = Engine::spawn(Arc::new(udp), index.clone(), cfg, rx);
+        tracing::info!(udp = %local, candidates = ?factory.candidates(), "WebRTC (WHEP) ready");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cmds,
+                index,
+                factory,
+                ice_servers: args.ice_server.clone(),
+                local,
+                engine: Mutex::new(Some(engine)),
+            }),
+        })
+    }
+
+    /// The UDP address the socket is bound to (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// The addresses offered to browsers as host candidates.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        self.inner.factory.candidates()
+    }
+
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.inner.ice_servers
+    }
+
+    /// WHEP resources of `stream` (or of all streams), connected or not.
+    pub fn peers(&self, stream: Option<&str>) -> usize {
+        self.inner.index.count(stream)
+    }
+
+    /// Close every peer of `stream` and free their slots; returns once the
+    /// engine writes no more media to them. The supervisor's teardown hook.
+    pub async fn close_all(&self, stream: &str) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.cmds.send(Cmd::CloseStream(stream.into(), tx)).is_ok() {
+            let _ = rx.await;
+        }
+        // Whatever the engine did, no resource of the stream survives.
+        self.inner.index.remove_stream(stream);
+    }
+
+    /// Close every peer and stop the engine (at most ~1 s).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.cmds.send(Cmd::Shutdown(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+        }
+        let engine = self.inner.engine.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(engine) = engine {
+            engine.abort();
+            let _ = engine.await;
+        }
+    }
+
+    pub(crate) fn index(&self) -> &Index {
+        &self.inner.index
+    }
+
+    pub(crate) fn factory(&self) -> &RtcFactory {
+        &self.inner.factory
+    }
+
+    /// Hand a negotiated peer to the engine.
+    pub(crate) fn add_peer(&self, resource: Arc<str>, stream: Arc<str>, hub: Hub, rtc: str0m::Rtc, created: Instant) -> bool {
+        let new = NewPeer { resource, stream, hub, rtc, created };
+        self.inner.cmds.send(Cmd::Add(Box::new(new))).is_ok()
+    }
+
+    /// Tell the engine a resource was deleted (its lease is already gone).
+    pub(crate) fn remove_peer(&self, resource: Arc<str>) {
+        let _ = self.inner.cmds.send(Cmd::Remove(resource));
+    }
+}
