@@ -22,6 +22,7 @@ use gstreamer_app as gst_app;
 use super::element::{build, builder, caps_int, link_chain, make};
 use super::encoder::{self, EncoderChoice, EncoderSettings};
 use super::error::PipelineError;
+use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
 use crate::source::{self, SourceKind, VideoParams};
 
@@ -42,6 +43,8 @@ pub(crate) struct Graph {
     #[allow(dead_code)] // the tap point of the Opus branch (later issue)
     pub audio_raw: Option<gst::Element>,
     pub appsink: gst_app::AppSink,
+    /// The WebRTC branch's appsinks, when asked for.
+    pub rtp: Option<RtpSinks>,
 }
 
 /// Every element `cfg` needs, for the preflight check (the encoders are
@@ -58,7 +61,7 @@ pub(crate) fn required_elements(cfg: &PipelineConfig) -> Vec<&'static str> {
     v
 }
 
-pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice) -> Result<Graph, PipelineError> {
+pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice, rtp: Option<RtpOutput>) -> Result<Graph, PipelineError> {
     if cfg.framerate == 0 {
         return Err(PipelineError::Config("the framerate must be at least 1".into()));
     }
@@ -120,8 +123,16 @@ pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice) -> Result
         None
     };
 
-    let appsink = link_ts_branch(&pipeline, &video_encoded, audio_raw.as_ref())?;
-    Ok(Graph { pipeline, encoder, video_encoded, audio_raw, appsink })
+    // The WebRTC branch tees off both tap points; the TS branch then hangs off the tees.
+    let (video_tap, audio_tap, rtp) = match rtp {
+        Some(out) => {
+            let taps = rtp::link_branch(&pipeline, &video_encoded, audio_raw.as_ref(), out)?;
+            (taps.video, taps.audio, Some(taps.sinks))
+        }
+        None => (video_encoded.clone(), audio_raw.clone(), None),
+    };
+    let appsink = link_ts_branch(&pipeline, &video_tap, audio_tap.as_ref())?;
+    Ok(Graph { pipeline, encoder, video_encoded, audio_raw, appsink, rtp })
 }
 
 /// videorate → videoconvert → [videoscale] → capsfilter(I420, fps, size).

@@ -6,7 +6,8 @@
 //! - [`graph`]: the element graph (source → encoder → MPEG-TS → appsink);
 //! - [`ingest`]: appsink → channel → ingest thread → hub;
 //! - [`bus`]: the bus watch turning every ERROR into a typed failure;
-//! - [`producer`]: [`GstProducer`], the supervisor's [`Producer`](crate::supervisor::Producer).
+//! - [`producer`]: [`GstProducer`], the supervisor's [`Producer`](crate::supervisor::Producer);
+//! - [`rtp`]: the WebRTC branch (RTP H.264 from the same encoder, Opus), on request.
 
 pub mod bus;
 pub(crate) mod element;
@@ -15,10 +16,12 @@ pub mod error;
 pub(crate) mod graph;
 pub mod ingest;
 pub mod producer;
+pub mod rtp;
 
 pub use encoder::{EncoderChoice, EncoderKind};
 pub use error::{check_elements, debian_package_for, PipelineError};
 pub use producer::{GstProducer, RunProbe};
+pub use rtp::RtpOutput;
 
 use gstreamer as gst;
 

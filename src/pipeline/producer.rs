@@ -24,6 +24,7 @@ use super::encoder::{EncoderChoice, EncoderKeyframes};
 use super::error::PipelineError;
 use super::graph;
 use super::ingest::{self, IngestStats, SinkCounters};
+use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
 use crate::hub::Hub;
 use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
@@ -44,11 +45,20 @@ pub struct RunProbe {
 pub struct GstProducer {
     cfg: PipelineConfig,
     encoder: EncoderChoice,
+    rtp: Option<RtpOutput>,
 }
 
 impl GstProducer {
     pub fn new(cfg: PipelineConfig, encoder: EncoderChoice) -> Self {
-        Self { cfg, encoder }
+        Self { cfg, encoder, rtp: None }
+    }
+
+    /// Also feed the hub's RTP tracks (for WebRTC viewers) from the same
+    /// encoder; fails at once when an element of that branch is missing.
+    pub fn with_rtp(mut self, out: RtpOutput) -> Result<Self, PipelineError> {
+        super::error::check_elements(rtp::ELEMENTS.iter().copied())?;
+        self.rtp = Some(out);
+        Ok(self)
     }
 
     pub fn encoder(&self) -> EncoderChoice {
@@ -62,11 +72,12 @@ impl GstProducer {
     ) -> impl std::future::Future<Output = Result<(Run, RunProbe), ProducerError>> + Send + 'static {
         let cfg = self.cfg.clone();
         let choice = self.encoder;
+        let rtp_out = self.rtp;
         async move {
             let (fail_tx, mut failures) = mpsc::unbounded_channel();
             let baseline = hub.stats().chunks;
             let launch_hub = hub.clone();
-            let launched = tokio::task::spawn_blocking(move || Running::launch(&cfg, choice, launch_hub, fail_tx))
+            let launched = tokio::task::spawn_blocking(move || Running::launch(&cfg, choice, rtp_out, launch_hub, fail_tx))
                 .await
                 .map_err(|e| ProducerError::new(format!("pipeline start panicked: {e}")))?;
             let running = match launched {
@@ -143,6 +154,7 @@ async fn shutdown_blocking(mut running: Running) {
 struct Running {
     pipeline: gst::Pipeline,
     appsink: gst_app::AppSink,
+    rtp: Option<RtpSinks>,
     ingest: Option<JoinHandle<IngestStats>>,
     bus: Option<BusWatch>,
     counters: Arc<SinkCounters>,
@@ -153,20 +165,25 @@ impl Running {
     fn launch(
         cfg: &PipelineConfig,
         choice: EncoderChoice,
+        rtp_out: Option<RtpOutput>,
         hub: Hub,
         failures: mpsc::UnboundedSender<ProducerError>,
     ) -> Result<Self, PipelineError> {
-        let graph = graph::build_graph(cfg, choice)?;
+        let graph = graph::build_graph(cfg, choice, rtp_out)?;
         let keyframes = EncoderKeyframes::new(&graph.encoder)?;
         let (tx, rx) = std_mpsc::sync_channel(ingest::CHANNEL_CAPACITY);
         let ingest = ingest::spawn(rx, hub.clone(), "pixelpass-ingest")
             .map_err(|e| PipelineError::Thread { what: "ingest", message: e.to_string() })?;
         let counters = Arc::new(SinkCounters::default());
         ingest::attach(&graph.appsink, tx, counters.clone());
+        if let Some(sinks) = &graph.rtp {
+            rtp::attach(sinks, &hub);
+        }
         // From here on, `running` owns every thread: an early return tears it all down.
         let mut running = Running {
             pipeline: graph.pipeline,
             appsink: graph.appsink,
+            rtp: graph.rtp,
             ingest: Some(ingest),
             bus: None,
             counters,
@@ -188,6 +205,9 @@ impl Running {
         }
         // The pipeline is stopped: no streaming thread is in the callback.
         ingest::detach(&self.appsink);
+        if let Some(sinks) = &self.rtp {
+            rtp::detach(sinks);
+        }
         if let Some(mut bus) = self.bus.take() {
             bus.stop();
         }
