@@ -863,7 +863,13 @@ pub fn count_video_frames(file: &Path) -> u64 {
     .arg(file);
     let out = run_tool(cmd, Duration::from_secs(120));
     assert!(out.success(), "ffprobe -count_frames failed on {}: {}", file.display(), out.stderr);
-    out.stdout.trim().trim_end_matches(',').parse().unwrap_or_else(|_| panic!("frame count {:?}", out.stdout))
+    // MPEG-TS streams are listed twice (under the program and on their own).
+    out.stdout
+        .lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .find(|l| !l.is_empty())
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("frame count {:?}", out.stdout))
 }
 
 /// What `ffmpeg -v error` says while decoding the whole file (empty = clean).
