@@ -100,7 +100,7 @@ pub fn validate_url(url: &str) -> Result<()> {
     } else if let Some(r) = lower.strip_prefix("https://") {
         r
     } else {
-        bail!("not an http(s) URL: {url:?} (expected e.g. http://192.168.1.20:8787/TOKEN/stream.ts)");
+        bail!("not an http(s) URL: {url:?} (expected e.g. http://192.168.1.20:8860/TOKEN/stream.ts)");
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() {
