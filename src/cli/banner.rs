@@ -15,6 +15,8 @@ pub struct Info<'a> {
     pub encoder_element: &'a str,
     pub max_viewers: u32,
     pub linger: f64,
+    /// The WebRTC UDP socket (firewalls must let it through).
+    pub webrtc_udp: SocketAddr,
 }
 
 impl Info<'_> {
@@ -25,6 +27,10 @@ impl Info<'_> {
     fn stream_urls(&self) -> Vec<String> {
         self.bases().iter().map(|b| format!("{b}/{}/stream.ts", self.token)).collect()
     }
+
+    fn player_urls(&self) -> Vec<String> {
+        self.bases().iter().map(|b| format!("{b}/{}/", self.token)).collect()
+    }
 }
 
 #[derive(Serialize)]
@@ -33,8 +39,11 @@ struct JsonBanner<'a> {
     token: &'a str,
     stream_url: String,
     status_url: String,
-    player_url: Option<String>,
+    player_url: String,
+    whep_url: String,
     urls: Vec<String>,
+    player_urls: Vec<String>,
+    webrtc_udp: String,
     max_viewers: u32,
     encoder: &'a str,
     source: &'a str,
@@ -49,8 +58,11 @@ pub fn print_json(info: &Info<'_>) -> anyhow::Result<()> {
         token: info.token,
         stream_url: format!("{first}/{}/stream.ts", info.token),
         status_url: format!("{first}/{}/status", info.token),
-        player_url: None,
+        player_url: format!("{first}/{}/", info.token),
+        whep_url: format!("{first}/{}/whep", info.token),
         urls: info.stream_urls(),
+        player_urls: info.player_urls(),
+        webrtc_udp: info.webrtc_udp.to_string(),
         max_viewers: info.max_viewers,
         encoder: info.encoder_element,
         source: info.source,
@@ -71,7 +83,11 @@ pub fn print_human(info: &Info<'_>) {
     };
     let mut s = String::new();
     s.push_str(&format!("\npixelpass is sharing: {} · encoder {}\n\n", info.source, info.encoder));
-    s.push_str("Viewer URLs (private: anyone with the link can watch):\n");
+    s.push_str("Open in a browser (private: anyone with the link can watch):\n");
+    for u in info.player_urls() {
+        s.push_str(&format!("  {u}\n"));
+    }
+    s.push_str("\nOr in a player (HTTP MPEG-TS):\n");
     for u in &urls {
         s.push_str(&format!("  {u}\n"));
     }
@@ -84,6 +100,10 @@ pub fn print_human(info: &Info<'_>) {
         "\nUp to {} viewer{} at once. Capture starts when the first viewer connects and {linger}.\n",
         info.max_viewers,
         if info.max_viewers == 1 { "" } else { "s" }
+    ));
+    s.push_str(&format!(
+        "Browsers get the picture over WebRTC on UDP {} (let it through a firewall).\n",
+        info.webrtc_udp
     ));
     s.push_str("Press Ctrl+C to stop.\n");
     let mut out = std::io::stdout().lock();

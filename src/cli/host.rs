@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use super::{banner, HostArgs};
 use crate::hub::{Hub, HubConfig};
-use crate::pipeline::{self, GstProducer, PipelineConfig};
+use crate::egress::whep::Whep;
+use crate::pipeline::{self, GstProducer, PipelineConfig, RtpOutput};
 use crate::server::{self, Limits, Registry, StreamEntry};
 use crate::supervisor::{Policy, Supervisor};
 use crate::{source, token};
@@ -57,8 +58,12 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
     let encoder = pipeline::preflight(&cfg)?;
     tracing::info!("encoder: {encoder}");
 
+    let producer = GstProducer::new(cfg, encoder)
+        .with_rtp(RtpOutput { video_pt: args.webrtc.video_pt, audio_pt: args.webrtc.audio_pt })?;
+
     let listener = server::bind(args.listen).await?;
     let local = listener.local_addr().context("cannot read the listening address")?;
+    let whep = Whep::start(&args.webrtc).await?;
 
     let policy = Policy {
         max_viewers: args.max_viewers as usize,
@@ -66,13 +71,12 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         ..Policy::default()
     };
     let hub = Hub::new(HubConfig::default());
-    let producer = Arc::new(GstProducer::new(cfg, encoder));
-    let supervisor = Supervisor::spawn(policy, hub, producer);
+    let supervisor = Supervisor::spawn(policy, hub, Arc::new(producer));
     let registry = Registry::new();
     registry.insert(StreamEntry { id: "host".into(), token: token.clone(), supervisor: supervisor.clone() });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, server::router(registry), Limits::default(), shutdown_rx));
+    let server = tokio::spawn(server::serve(listener, server::router_with(registry, Some(whep.clone())), Limits::default(), shutdown_rx));
 
     let info = banner::Info {
         local,
@@ -82,6 +86,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         encoder_element: encoder.element,
         max_viewers: args.max_viewers,
         linger: args.linger,
+        webrtc_udp: whep.local_addr(),
     };
     if args.json {
         banner::print_json(&info)?;
@@ -92,7 +97,12 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
     wait_for_signal().await?;
     tracing::info!("stopping");
     let _ = shutdown_tx.send(true);
-    if tokio::time::timeout(STOP_BUDGET, supervisor.shutdown()).await.is_err() {
+    let stop_all = async {
+        // Peers first, then the producer (the error matrix's teardown order).
+        whep.shutdown().await;
+        supervisor.shutdown().await;
+    };
+    if tokio::time::timeout(STOP_BUDGET, stop_all).await.is_err() {
         tracing::warn!("capture did not stop within {} ms; exiting anyway", STOP_BUDGET.as_millis());
     }
     server.abort();

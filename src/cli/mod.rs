@@ -15,7 +15,7 @@ use crate::source::SourceKind;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8860";
 
 #[derive(Parser, Debug)]
-#[command(name = "pixelpass", version, about = "Share a live screen with many viewers at once (HTTP MPEG-TS)")]
+#[command(name = "pixelpass", version, about = "Share a live screen with many viewers at once: browsers over WebRTC (WHEP), players over HTTP MPEG-TS")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -23,7 +23,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Share this desktop (or a test pattern) with viewers over HTTP MPEG-TS.
+    /// Share this desktop (or a test pattern) with browsers (WebRTC) and players (HTTP MPEG-TS).
     Host(HostArgs),
     /// Watch a stream in mpv (or ffplay / VLC) with low-latency options.
     View(ViewArgs),
@@ -75,6 +75,8 @@ pub struct HostArgs {
     /// Print one JSON line with the URLs instead of the banner (for scripts).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub webrtc: crate::egress::whep::WebRtcArgs,
 }
 
 /// Entry point used by `main.rs`.

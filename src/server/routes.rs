@@ -19,6 +19,7 @@ pub fn router(registry: Registry) -> Router {
 pub fn router_with(registry: Registry, whep: Option<Whep>) -> Router {
     let base = Router::new()
         .route("/healthz", get(healthz))
+        .route("/{token}/", get(player_page))
         .route("/{token}/stream.ts", get(stream_ts).head(stream_ts_head))
         .route("/{token}/status", get(status))
         .fallback(not_found)
@@ -35,6 +36,13 @@ pub(crate) async fn not_found() -> Response {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+async fn player_page(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
+    match registry.by_token(&token) {
+        Some(_) => crate::web::player(),
+        None => not_found().await,
+    }
 }
 
 async fn stream_ts(State(registry): State<Registry>, Path(token): Path<String>) -> Response {

@@ -1,0 +1,115 @@
+// Opens the pixelpass player page in headless Debian Chromium and reports,
+// as one JSON line on stdout, what the <video> really decoded.
+//
+//   node player.mjs --url http://127.0.0.1:PORT/TOKEN/ [--seconds 10] [--frames 30] [--screenshot out.png]
+//
+// Exit status 0 when the page decoded at least --frames frames within
+// --seconds and a sampled frame is not uniformly black; 1 otherwise; 2 on
+// a usage or launch error. Meant to run inside a network namespace that has
+// only loopback (tests/player_browser.rs does that).
+
+import { chromium } from "playwright-core";
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf("--" + name);
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+const url = arg("url");
+const seconds = Number(arg("seconds", "10"));
+const wantFrames = Number(arg("frames", "30"));
+const screenshot = arg("screenshot");
+if (!url) {
+  console.error("usage: node player.mjs --url URL [--seconds N] [--frames N] [--screenshot FILE]");
+  process.exit(2);
+}
+
+let browser;
+let result = { ok: false };
+try {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      "--autoplay-policy=no-user-gesture-required",
+      // (playwright gives the browser a fresh temporary profile.)
+      // Loopback is the only network here: let WebRTC use it, unobfuscated.
+      "--allow-loopback-in-peer-connection",
+      "--disable-features=WebRtcHideLocalIpsWithMdns",
+    ],
+  });
+  const page = await browser.newPage();
+  const logs = [];
+  page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  const t0 = Date.now();
+  await page.goto(url, { waitUntil: "domcontentloaded", timeout: 10000 });
+  // Count frames as the compositor presents them.
+  await page.evaluate(() => {
+    const v = document.getElementById("video");
+    window.__frames = 0;
+    window.__firstFrameAt = 0;
+    const tick = () => {
+      window.__frames++;
+      if (!window.__firstFrameAt) window.__firstFrameAt = performance.now();
+      v.requestVideoFrameCallback(tick);
+    };
+    v.requestVideoFrameCallback(tick);
+  });
+  const deadline = t0 + seconds * 1000;
+  let state = {};
+  while (Date.now() < deadline) {
+    state = await page.evaluate(() => {
+      const v = document.getElementById("video");
+      const q = v.getVideoPlaybackQuality();
+      return {
+        frames: Math.max(window.__frames, q.totalVideoFrames - q.droppedVideoFrames),
+        callbackFrames: window.__frames,
+        decoded: q.totalVideoFrames,
+        dropped: q.droppedVideoFrames,
+        width: v.videoWidth,
+        height: v.videoHeight,
+        state: document.getElementById("state").textContent,
+        message: document.getElementById("message").textContent,
+        firstFrameMs: window.__firstFrameAt ? Math.round(window.__firstFrameAt) : null,
+      };
+    });
+    if (state.frames >= wantFrames) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const elapsedMs = Date.now() - t0;
+  // Sample the current frame: mean and spread of luma.
+  const sample = await page.evaluate(() => {
+    const v = document.getElementById("video");
+    if (!v.videoWidth) return null;
+    const c = document.createElement("canvas");
+    c.width = v.videoWidth;
+    c.height = v.videoHeight;
+    const g = c.getContext("2d");
+    g.drawImage(v, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let sum = 0, sum2 = 0, n = 0;
+    for (let i = 0; i < d.length; i += 4 * 16) {
+      const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+      sum += y; sum2 += y * y; n++;
+    }
+    const mean = sum / n;
+    return { mean, stddev: Math.sqrt(Math.max(0, sum2 / n - mean * mean)) };
+  });
+  if (screenshot) await page.screenshot({ path: screenshot });
+  const notBlack = !!sample && (sample.mean > 16 || sample.stddev > 8);
+  result = { ok: state.frames >= wantFrames && notBlack, elapsedMs, ...state, sample, notBlack, logs: logs.slice(-20) };
+} catch (e) {
+  result = { ok: false, error: String(e && e.stack ? e.stack : e) };
+} finally {
+  if (browser) await browser.close().catch(() => {});
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : result.error ? 2 : 1);

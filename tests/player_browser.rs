@@ -1,0 +1,49 @@
+//! Headless Chromium opens the player page and really plays the stream over
+//! WebRTC (WHEP). Runs in a private network namespace that has only
+//! loopback, so the browser's WebRTC traffic cannot go anywhere else.
+//! Needs what scripts/setup.sh installs: chromium, node + playwright-core
+//! (tests/browser/node_modules), and root for `unshare --net`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn chromium_plays_the_player_page_over_whep() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run scripts/setup.sh (it runs `npm ci` in tests/browser)"
+    );
+    assert!(Path::new("/usr/bin/chromium").exists(), "chromium is missing: run scripts/setup.sh");
+    let shot = std::env::temp_dir().join(format!("pixelpass-player-{}.png", std::process::id()));
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .args(["-k", "5", "60", "unshare", "--net", "--"])
+        .arg(browser_dir.join("in-netns.sh"))
+        .arg(env!("CARGO_BIN_EXE_pixelpass"))
+        .args(["--seconds", "10", "--frames", "30", "--screenshot"])
+        .arg(&shot)
+        .output()
+        .expect("cannot run unshare/timeout");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("unshare failed") && !stderr.contains("Operation not permitted"),
+        "this test needs root for `unshare --net` (CI runs as root): {stderr}"
+    );
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
+        panic!("no result from player.mjs (status {:?})\nstdout: {stdout}\nstderr: {stderr}", out.status)
+    });
+    let r: serde_json::Value = serde_json::from_str(line).expect("player.mjs prints JSON");
+    let frames = r["frames"].as_u64().unwrap_or(0);
+    assert!(r["ok"] == true && out.status.success(), "player page did not play: {r}\nstderr: {stderr}");
+    assert!(frames >= 30, "decoded {frames} frames: {r}");
+    assert!(r["elapsedMs"].as_u64().unwrap_or(u64::MAX) <= 10_000, "took too long: {r}");
+    assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(640), Some(360)), "{r}");
+    assert!(r["notBlack"] == true, "the sampled frame is uniformly black: {r}");
+    assert_eq!(r["state"], "live", "the page says it is live: {r}");
+    let _ = std::fs::remove_file(&shot);
+    eprintln!("chromium: {frames} frames in {} ms (whole test {:?})", r["elapsedMs"], started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
