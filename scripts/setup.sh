@@ -19,10 +19,13 @@ PKGS_GSTREAMER=(
   gstreamer1.0-libav
   gstreamer1.0-pipewire gstreamer1.0-pulseaudio gstreamer1.0-x
 )
-# The integration tests decode what viewers receive with ffprobe/ffmpeg.
-PKGS_TEST=(ffmpeg)
+# The integration tests decode what viewers receive with ffprobe/ffmpeg, and
+# run the browser test in a private network namespace (ip, unshare).
+PKGS_TEST=(ffmpeg iproute2 util-linux)
+# Headless Chromium plays the player page (driven by playwright-core from npm).
+PKGS_BROWSER=(chromium fonts-dejavu-core)
 
-ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_TEST[@]}")
+ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_TEST[@]}" "${PKGS_BROWSER[@]}")
 
 # Rust: the oldest toolchain that builds the crate (Cargo.toml rust-version).
 RUST_MIN=1.92
@@ -116,6 +119,9 @@ avenc_aac gstreamer1.0-libav
 mpegtsmux gstreamer1.0-plugins-bad
 h264parse gstreamer1.0-plugins-bad
 appsink gstreamer1.0-plugins-base
+opusenc gstreamer1.0-plugins-base
+rtph264pay gstreamer1.0-plugins-good
+rtpopuspay gstreamer1.0-plugins-good
 LIST
   if [[ ${#missing[@]} -gt 0 ]]; then
     die "GStreamer elements missing: ${missing[*]}"
@@ -123,7 +129,28 @@ LIST
   log "GStreamer: $(gst-inspect-1.0 --version | head -n1 | awk '{print $NF}'), needed elements present"
 }
 
+install_node() {
+  # Node may come from elsewhere than Debian (its npm conflicts with Debian's):
+  # install Debian's only when there is none.
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    log "node/npm not found: installing Debian's nodejs and npm"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  if [[ ! -f "$dir/node_modules/playwright-core/package.json" ]] \
+    || ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"; then
+    log "npm ci in tests/browser (playwright-core; the browser is Debian's chromium)"
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+  fi
+  log "Node: $(node --version), playwright-core $(node -p "require('$dir/node_modules/playwright-core/package.json').version")"
+}
+
 install_packages
 install_rust
+install_node
 check_gstreamer
 log "done"
