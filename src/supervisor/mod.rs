@@ -250,12 +250,7 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
             }
             Some(Command::Stop) => {
                 tracing::info!("last viewer left: stopping capture");
-                run_teardown(&shared).await;
-                stop_run(&shared, running.take()).await;
-                let now = clock_now();
-                let mut m = shared.lock();
-                m.on_stopped(now);
-                shared.publish(&m, now);
+                stop_for_good(&shared, running.take()).await;
                 continue;
             }
             None => {}
@@ -304,8 +299,14 @@ async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: w
             running = Some(run);
         }
     }
-    run_teardown(&shared).await;
-    stop_run(&shared, running.take()).await;
+    stop_for_good(&shared, running.take()).await;
+}
+
+/// The producer stops for good (not a crash-restart): consumers first (the
+/// teardown hooks), then the producer, then the machine hears it stopped.
+async fn stop_for_good(shared: &Shared, run: Option<Run>) {
+    run_teardown(shared).await;
+    stop_run(shared, run).await;
     let now = clock_now();
     let mut m = shared.lock();
     m.on_stopped(now);
