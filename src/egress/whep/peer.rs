@@ -19,9 +19,10 @@ use crate::hub::{RtpPkt, Track};
 
 /// H.264 as the encoder emits it: constrained baseline 3.1, FU-A/STAP-A.
 pub const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
-/// Video packets kept per peer to answer NACKs (≈ 1.3 s at 4 Mbit/s). The
-/// payloads are shared with the hub; a slot costs a header and an `Arc`.
-const NACK_HISTORY: usize = 512;
+/// Video packets kept per peer to answer NACKs (≈ 0.9 s at 4 Mbit/s, far more
+/// than a round trip). The payloads are shared with the hub, but str0m keeps a
+/// ~400-byte packet struct per slot: 384 slots ≈ 160 KiB of each peer's memory.
+const NACK_HISTORY: usize = 384;
 
 /// Why an offer gets no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

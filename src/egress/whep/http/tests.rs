@@ -233,3 +233,20 @@ async fn a_capture_that_cannot_start_is_a_503_with_the_reason() {
     s.whep.shutdown().await;
     s.sup.shutdown().await;
 }
+
+#[tokio::test]
+async fn browser_offer_quirks_are_accepted() {
+    let s = setup(3, Arc::new(Instant_)).await;
+    // Chrome hides host addresses behind mDNS names; Firefox ends its candidate list.
+    let mdns = "a=candidate:1 1 udp 2122260223 1f4712db-ea17-4bcf-a596-105139dfd8bf.local 54400 typ host generation 0 network-id 1\r\n";
+    let quirky = offer(|c| c).replace("a=mid:", &format!("{mdns}a=end-of-candidates\r\na=mid:"));
+    assert!(quirky.contains(".local"));
+    let (status, _, body) = send(&s.app, Method::POST, "/t0ken/whep", &[SDP], &quirky).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // No candidates at all (a non-trickle client that sends them by PATCH later).
+    let bare: String = offer(|c| c).lines().filter(|l| !l.starts_with("a=candidate")).map(|l| format!("{l}\r\n")).collect();
+    let (status, _, body) = send(&s.app, Method::POST, "/t0ken/whep", &[SDP], &bare).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.whep.shutdown().await;
+    s.sup.shutdown().await;
+}
