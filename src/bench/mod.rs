@@ -1,4 +1,15 @@
 //! Benchmarks that print numbers (`pixelpass bench …`).
+//!
+//! - `bench fanout`: one MPEG-TS stream to N loopback HTTP viewers through
+//!   the real hub, supervisor, server and egress; prints server CPU, delivered
+//!   throughput, core per Gbit/s, stalls and RSS per viewer ([`fanout`]).
+//! - `bench fanout-client` (hidden): the load generator `fanout` starts as
+//!   its child process ([`client`]).
+
+pub mod client;
+pub mod fanout;
+pub mod procstat;
+pub mod replay;
 
 use std::process::ExitCode;
 
@@ -9,8 +20,18 @@ pub struct BenchArgs {
 }
 
 #[derive(clap::Subcommand, Debug)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// Serve a 4 Mbit/s MPEG-TS stream to N loopback HTTP viewers and print
+    /// server CPU, throughput, core per Gbit/s, stalls and RSS per viewer.
+    Fanout(fanout::FanoutArgs),
+    /// The load generator of `fanout` (started by it as a child process).
+    #[command(hide = true)]
+    FanoutClient(client::ClientArgs),
+}
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    match args.command {}
+    match args.command {
+        BenchCommand::Fanout(a) => fanout::run(a),
+        BenchCommand::FanoutClient(a) => client::run(a),
+    }
 }
