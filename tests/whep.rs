@@ -379,7 +379,8 @@ async fn a_client_that_vanishes_frees_its_slot_within_the_consent_timeout() {
     drop(client);
     let took = server.viewers_become(0, timeout + Duration::from_secs(3)).await;
     println!("slot freed {} ms after the client went silent (timeout {timeout:?})", took.as_millis());
-    assert!(took >= timeout - Duration::from_millis(1100), "not before the client could have been silent that long: {took:?}");
+    // The client's last datagram (RTCP, every ~1 s ± jitter) may precede the drop by up to ~1.5 s.
+    assert!(took >= timeout - Duration::from_millis(1500), "not before the client could have been silent that long: {took:?}");
     assert_eq!(server.whep.peers(None), 0);
     server.shutdown().await;
 }

@@ -307,10 +307,17 @@ impl Engine {
                 let Some(peer) = self.peers.get_mut(id) else { continue };
                 match &m.pkt {
                     Some(pkt) => {
-                        let was = peer.dirty;
+                        let (was, had_key) = (peer.dirty, peer.first_key_at.is_some());
                         peer.write(m.track, pkt, now);
                         if peer.dirty && !was {
                             touched.push(*id);
+                        }
+                        if !had_key && peer.first_key_at.is_some() {
+                            tracing::debug!(
+                                resource = %peer.resource,
+                                join_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
+                                "first keyframe sent to a WebRTC viewer"
+                            );
                         }
                     }
                     None => peer.lagged(m.track),
