@@ -67,7 +67,7 @@ impl HostBuilder {
     }
 
     pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = ["host", "--source", "test", "--listen", "127.0.0.1:0", "--json"]
+        let mut a: Vec<String> = ["host", "--source", "test", "--listen", "127.0.0.1:0", "--webrtc-udp", "127.0.0.1:0", "--json"]
             .iter()
             .map(|s| s.to_string())
             .collect();
