@@ -86,7 +86,7 @@ impl RtcFactory {
         // str0m parses untrusted input here: a panic in it is a bad offer, not a dead server.
         let offer = catch_unwind(|| SdpOffer::from_sdp_string(offer_sdp))
             .unwrap_or_else(|_| Err(str0m::error::SdpError::ParseError("str0m panicked".into())))
-            .map_err(|e| OfferError::Malformed(format!("the offer is not valid SDP: {e}")))?;
+            .map_err(|e| OfferError::Malformed(format!("the offer is not valid SDP: {}", one_line(&e.to_string()))))?;
         offer::check(offer_sdp).map_err(OfferError::Unacceptable)?;
         let res = catch_unwind(AssertUnwindSafe(|| {
             let mut rtc = self.config().build(now);
@@ -279,4 +279,24 @@ impl Peer {
 /// SRTP protects the stream; this only avoids every peer starting alike).
 fn fastrand_seed(resource: &str) -> u64 {
     resource.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A parser's multi-line message as one line (status bodies are one line).
+fn one_line(msg: &str) -> String {
+    let joined = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    // The parser quotes a pointer address that says nothing to the sender.
+    let cleaned = match (joined.find(" at PointerOffset("), joined.find(')')) {
+        (Some(a), Some(b)) if b > a => format!("{}{}", &joined[..a], &joined[b + 1..]),
+        _ => joined,
+    };
+    cleaned.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    #[test]
+    fn parser_messages_become_one_short_line() {
+        let m = super::one_line("SDP parse: Parse error at PointerOffset(0x7f86)\nUnexpected `g`\nExpected `v`\nsdp line\n");
+        assert_eq!(m, "SDP parse: Parse error Unexpected `g` Expected `v` sdp line");
+    }
 }
