@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod egress;
 pub mod hub;
+pub mod latency;
 pub mod net;
 pub mod pipeline;
 pub mod rtp;

@@ -114,6 +114,7 @@ fn source_label(kind: source::SourceKind) -> &'static str {
         source::SourceKind::Test => "test pattern",
         source::SourceKind::Portal => "desktop (screen-cast portal)",
         source::SourceKind::X11 => "X11 display",
+        source::SourceKind::Clock => "clock (test pattern stamped with the time)",
         source::SourceKind::Auto => "auto",
     }
 }

@@ -81,7 +81,7 @@ pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice, rtp: Opti
     let settings = EncoderSettings {
         bitrate_kbps: cfg.bitrate_kbps,
         framerate: cfg.framerate,
-        screen: !matches!(cfg.source, SourceKind::Test | SourceKind::Auto),
+        screen: !matches!(cfg.source, SourceKind::Test | SourceKind::Auto | SourceKind::Clock),
     };
     let enc_queue = build(
         builder("queue", "encoder-queue")?

@@ -5,6 +5,7 @@
 //! Today only the test source exists; the portal (Wayland) and X11 sources
 //! are a later issue and fail to start with a clear message.
 
+pub mod clock;
 pub mod test;
 
 use gstreamer as gst;
@@ -22,6 +23,9 @@ pub enum SourceKind {
     Portal,
     /// X11 screen capture (not built yet).
     X11,
+    /// A moving test pattern stamped with the wall-clock time of each frame
+    /// (for latency measurements: `pixelpass bench latency`).
+    Clock,
 }
 
 impl SourceKind {
@@ -32,6 +36,7 @@ impl SourceKind {
             SourceKind::Test => "test",
             SourceKind::Portal => "portal",
             SourceKind::X11 => "x11",
+            SourceKind::Clock => "clock",
         }
     }
 }
@@ -70,6 +75,13 @@ pub(crate) fn required_elements(kind: SourceKind, audio: bool) -> Vec<&'static s
             }
             v
         }
+        SourceKind::Clock => {
+            let mut v = clock::VIDEO_ELEMENTS.to_vec();
+            if audio {
+                v.extend_from_slice(test::AUDIO_ELEMENTS);
+            }
+            v
+        }
         SourceKind::Portal | SourceKind::X11 => Vec::new(),
     }
 }
@@ -86,6 +98,7 @@ pub(crate) struct VideoParams {
 pub(crate) fn video(kind: SourceKind, p: VideoParams) -> Result<Vec<gst::Element>, PipelineError> {
     match kind {
         SourceKind::Auto | SourceKind::Test => test::video(p),
+        SourceKind::Clock => clock::video(p),
         SourceKind::Portal => Err(PipelineError::SourceUnavailable("portal (Wayland)")),
         SourceKind::X11 => Err(PipelineError::SourceUnavailable("X11")),
     }
@@ -95,7 +108,7 @@ pub(crate) fn video(kind: SourceKind, p: VideoParams) -> Result<Vec<gst::Element
 /// (not an error: the stream goes on video-only).
 pub(crate) fn audio(kind: SourceKind) -> Result<Option<Vec<gst::Element>>, PipelineError> {
     match kind {
-        SourceKind::Auto | SourceKind::Test => test::audio().map(Some),
+        SourceKind::Auto | SourceKind::Test | SourceKind::Clock => test::audio().map(Some),
         SourceKind::Portal => Err(PipelineError::SourceUnavailable("portal (Wayland)")),
         SourceKind::X11 => Err(PipelineError::SourceUnavailable("X11")),
     }
