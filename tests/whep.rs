@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use pixelpass::client::{WhepClient, WhepEvent, WhepOptions};
 
 use pixelpass::egress::whep::{WebRtcArgs, Whep};
 use pixelpass::hub::{Hub, HubConfig};
@@ -22,12 +24,8 @@ use pixelpass::server::{self, Limits, Registry, StreamEntry};
 use pixelpass::source::SourceKind;
 use pixelpass::supervisor::{BoxFuture, Policy, Producer, ProducerError, Run, RunHandle, Supervisor};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-
 const TOKEN: &str = "whep-test-token";
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 // ─────────────────────────────── the server ───────────────────────────────
 
@@ -126,106 +124,9 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str
 }
 
 // ───────────────────────────── the str0m client ─────────────────────────────
-
-struct Client {
-    rtc: Rtc,
-    sock: UdpSocket,
-    local: SocketAddr,
-    video: Mid,
-    audio: Mid,
-    pending: Option<SdpPendingOffer>,
-    buf: Vec<u8>,
-    /// Drop every Nth original H.264 RTP packet (to make the server resend on NACK).
-    drop_every: Option<(u8, usize)>,
-    seen: usize,
-    pub dropped: usize,
-}
-
-impl Client {
-    /// A browser-like receiver: full ICE, recvonly video (all H.264 profiles, VP8, …) + audio.
-    async fn new() -> (Self, String) {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let local = sock.local_addr().unwrap();
-        let mut rtc = RtcConfig::new()
-            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-        let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = api.apply().expect("an offer");
-        let client = Self {
-            rtc,
-            sock,
-            local,
-            video,
-            audio,
-            pending: Some(pending),
-            buf: vec![0; 2048],
-            drop_every: None,
-            seen: 0,
-            dropped: 0,
-        };
-        (client, offer.to_sdp_string())
-    }
-
-    /// Lose every `n`th H.264 packet (not RTX: that has its own payload type).
-    fn lose_video_packets(&mut self, answer: &str, n: usize) {
-        let pt = answer
-            .lines()
-            .find_map(|l| l.strip_prefix("a=rtpmap:").filter(|l| l.contains("H264/90000")))
-            .and_then(|l| l.split(' ').next()?.parse().ok())
-            .expect("H.264 in the answer");
-        self.drop_every = Some((pt, n));
-    }
-
-    fn accept(&mut self, answer: &str) {
-        let answer = SdpAnswer::from_sdp_string(answer).expect("the answer parses");
-        let pending = self.pending.take().expect("one answer");
-        self.rtc.sdp_api().accept_answer(pending, answer).expect("the answer is accepted");
-    }
-
-    /// Drive the client until `until`; returns the events of this step (maybe none).
-    async fn step(&mut self, until: Instant) -> Vec<Event> {
-        let mut events = Vec::new();
-        let timeout = loop {
-            match self.rtc.poll_output().expect("client poll") {
-                Output::Transmit(t) => {
-                    let _ = self.sock.send_to(&t.contents, t.destination).await;
-                }
-                Output::Event(e) => events.push(e),
-                Output::Timeout(t) => break t,
-            }
-        };
-        if !events.is_empty() {
-            return events;
-        }
-        let wait = timeout.min(until);
-        tokio::select! {
-            r = self.sock.recv_from(&mut self.buf) => {
-                let (n, from) = r.expect("client recv");
-                // RTP (not RTCP/STUN/DTLS) of the H.264 payload type: the header is in clear.
-                if let Some((pt, every)) = self.drop_every {
-                    let b = &self.buf[..n];
-                    if n > 12 && b[0] >> 6 == 2 && b[1] & 0x7f == pt {
-                        self.seen += 1;
-                        if self.seen.is_multiple_of(every) {
-                            self.dropped += 1;
-                            return events;
-                        }
-                    }
-                }
-                if let Ok(recv) = Receive::new(Protocol::Udp, from, self.local, &self.buf[..n]) {
-                    self.rtc.handle_input(Input::Receive(Instant::now(), recv)).expect("client input");
-                }
-            }
-            _ = tokio::time::sleep_until(wait.into()) => {
-                self.rtc.handle_input(Input::Timeout(Instant::now())).expect("client timeout");
-            }
-        }
-        events
-    }
-}
+//
+// The client lives in the library (`pixelpass::client::WhepClient`): the
+// benchmarks use the same one.
 
 /// What the client got.
 #[derive(Default)]
@@ -239,44 +140,46 @@ struct Got {
 }
 
 impl Got {
-    fn take(&mut self, c: &Client, ev: Event) {
+    fn take(&mut self, ev: WhepEvent) {
         match ev {
-            Event::Connected => self.connected = true,
-            Event::Closed => self.closed = true,
-            Event::MediaData(d) if d.mid == c.video => {
-                assert!(d.contiguous, "every frame arrives whole and in order on loopback");
-                self.first_video_at.get_or_insert_with(Instant::now);
-                self.annexb.extend_from_slice(&d.data);
+            WhepEvent::Connected => self.connected = true,
+            WhepEvent::Closed => self.closed = true,
+            WhepEvent::Video(f) => {
+                assert!(f.contiguous, "every frame arrives whole and in order on loopback");
+                if self.video_frames == 0 {
+                    assert!(f.keyframe, "the first frame is a keyframe (with its SPS/PPS)");
+                }
+                self.first_video_at.get_or_insert(f.arrived);
+                self.annexb.extend_from_slice(&f.annexb);
                 self.video_frames += 1;
             }
-            Event::MediaData(d) if d.mid == c.audio => {
-                assert!(!d.data.is_empty());
+            WhepEvent::Audio(a) => {
+                assert!(!a.data.is_empty());
                 self.audio_packets += 1;
             }
-            _ => {}
+            WhepEvent::IceState(_) => {}
         }
     }
 }
 
+fn whep_url(server: &Server) -> String {
+    format!("http://{}/{TOKEN}/whep", server.http)
+}
+
 /// POST the client's offer; 201 with a Location.
-async fn join(server: &Server) -> (Client, String) {
+async fn join(server: &Server) -> (WhepClient, String) {
     join_losing(server, None).await
 }
 
-async fn join_losing(server: &Server, lose_every: Option<usize>) -> (Client, String) {
-    let (mut client, offer) = Client::new().await;
-    let r = http(server.http, "POST", &format!("/{TOKEN}/whep"), &[("Content-Type", "application/sdp")], &offer).await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(r.header("content-type"), Some("application/sdp"));
-    if let Some(n) = lose_every {
-        client.lose_video_packets(&r.body, n);
-    }
-    client.accept(&r.body);
-    (client, r.header("location").expect("Location").to_owned())
+async fn join_losing(server: &Server, lose_every: Option<usize>) -> (WhepClient, String) {
+    let opts = WhepOptions { lose_video_every: lose_every, ..WhepOptions::default() };
+    let client = WhepClient::connect_with(&whep_url(server), LOOPBACK, opts).await.expect("WHEP POST answered 201");
+    let location = client.resource_path().expect("Location").to_owned();
+    (client, location)
 }
 
 /// Drive `client` until `done` says so, or panic at `deadline`.
-async fn drive(client: &mut Client, got: &mut Got, within: Duration, done: impl Fn(&Got) -> bool) {
+async fn drive(client: &mut WhepClient, got: &mut Got, within: Duration, done: impl Fn(&Got) -> bool) {
     let deadline = Instant::now() + within;
     while !done(got) {
         assert!(
@@ -286,8 +189,8 @@ async fn drive(client: &mut Client, got: &mut Got, within: Duration, done: impl 
             got.video_frames,
             got.audio_packets
         );
-        for ev in client.step(deadline).await {
-            got.take(client, ev);
+        if let Some(ev) = client.next_event(deadline).await.expect("the client runs") {
+            got.take(ev);
         }
     }
 }
@@ -441,7 +344,8 @@ async fn at_teardown_peers_close_before_the_producer_stops() {
 async fn bad_whep_requests_over_http_get_their_status_codes() {
     // One slot; the producer starts only for a lease, so most of this runs no pipeline.
     let server = Server::start(1, 10, |_| Arc::new(gst_producer())).await;
-    let (_client, offer) = Client::new().await;
+    let client = WhepClient::new(LOOPBACK, WhepOptions::default()).await.unwrap();
+    let offer = client.offer_sdp().to_owned();
     let sdp = [("Content-Type", "application/sdp")];
     let path = format!("/{TOKEN}/whep");
     assert_eq!(http(server.http, "POST", "/nope/whep", &sdp, &offer).await.status, 404);
@@ -473,13 +377,14 @@ async fn lost_video_packets_are_resent_on_nack() {
     let mut got = Got::default();
     // Got::take asserts every frame is complete (contiguous): each loss was repaired.
     drive(&mut client, &mut got, Duration::from_secs(20), |g| g.video_frames >= 45).await;
-    assert!(client.dropped >= 3, "the test lost only {} packets", client.dropped);
+    let dropped = client.stats().dropped;
+    assert!(dropped >= 3, "the test lost only {dropped} packets");
     let file = temp("nack.h264");
     std::fs::write(&file, &got.annexb).unwrap();
     let errors = ffmpeg_errors(&file);
     let _ = std::fs::remove_file(&file);
     assert!(errors.is_empty(), "ffmpeg: {errors}");
-    println!("{} video packets lost and recovered by NACK/RTX", client.dropped);
+    println!("{dropped} video packets lost and recovered by NACK/RTX");
     server.shutdown().await;
 }
 
