@@ -42,18 +42,27 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
 
 async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
     pipeline::init()?;
-    let (source, notice) = source::resolve(args.source);
+    let (source, notice) = source::resolve(args.source, args.display.as_deref()).await;
     if let Some(notice) = &notice {
         eprintln!("pixelpass: {notice}");
     }
+    if args.pick {
+        let target = if args.window { source::portal::Target::Window } else { source::portal::Target::Monitor };
+        if let Some(store) = source::portal::TokenStore::for_target(target) {
+            store.clear();
+        }
+    }
+    let (audio, audio_source) = args.audio.split();
     let cfg = PipelineConfig {
         source,
         window: args.window,
+        display: args.display.clone(),
         framerate: args.framerate,
         bitrate_kbps: args.bitrate,
         width: args.width,
         height: args.height,
-        audio: true,
+        audio,
+        audio_source,
     };
     let encoder = pipeline::preflight(&cfg)?;
     tracing::info!("encoder: {encoder}");

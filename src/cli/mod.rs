@@ -48,6 +48,16 @@ pub struct HostArgs {
     /// Share one window instead of a whole monitor (portal source).
     #[arg(long)]
     pub window: bool,
+    /// Forget the remembered screen selection and ask again (portal source).
+    #[arg(long)]
+    pub pick: bool,
+    /// The X display to capture (x11 source; default: $DISPLAY).
+    #[arg(long, value_name = "DISPLAY")]
+    pub display: Option<String>,
+    /// Sound to send: `system` (what this machine plays; the test pattern keeps
+    /// its tone), `none`, or a PulseAudio source name.
+    #[arg(long, default_value = "system", value_name = "system|none|DEVICE")]
+    pub audio: crate::source::audio::AudioArg,
     /// Frames per second sent to viewers.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
     pub framerate: u32,
@@ -106,7 +116,9 @@ fn init_logging() {
     let filter = std::env::var("PIXELPASS_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
+    // zbus (under ashpd) warns about routine portal traffic: only its errors, unless asked.
+    let filter = if filter.contains("zbus") { filter } else { format!("{filter},zbus=error") };
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,zbus=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
 }

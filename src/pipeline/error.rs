@@ -109,9 +109,6 @@ pub enum PipelineError {
     #[error("the pipeline ended (end of stream)")]
     EndOfStream,
 
-    #[error("the {0} capture source is not available in this build yet (use --source test)")]
-    SourceUnavailable(&'static str),
-
     #[error("no media from the pipeline within {0} s")]
     NoMedia(u64),
 

@@ -24,7 +24,8 @@ use super::encoder::{self, EncoderChoice, EncoderSettings};
 use super::error::PipelineError;
 use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
-use crate::source::{self, SourceKind, VideoParams};
+use crate::source::portal::PortalStream;
+use crate::source::{self, Desktop, SourceKind, VideoParams};
 
 /// AAC bitrate in the TS branch.
 pub const AAC_BITRATE: u64 = 128_000;
@@ -61,7 +62,12 @@ pub(crate) fn required_elements(cfg: &PipelineConfig) -> Vec<&'static str> {
     v
 }
 
-pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice, rtp: Option<RtpOutput>) -> Result<Graph, PipelineError> {
+pub(crate) fn build_graph(
+    cfg: &PipelineConfig,
+    choice: EncoderChoice,
+    rtp: Option<RtpOutput>,
+    portal: Option<PortalStream>,
+) -> Result<Graph, PipelineError> {
     if cfg.framerate == 0 {
         return Err(PipelineError::Config("the framerate must be at least 1".into()));
     }
@@ -72,7 +78,8 @@ pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice, rtp: Opti
     let params = VideoParams { framerate: cfg.framerate, width: cfg.width, height: cfg.height };
 
     // Video: raw.
-    let mut raw = source::video(cfg.source, params)?;
+    let desktop = Desktop { display: cfg.display.as_deref(), portal };
+    let mut raw = source::video(cfg.source, params, desktop)?;
     raw.extend(raw_video_tail(cfg)?);
     add_and_link(&pipeline, &raw)?;
     let raw_out = last(&raw)?;
@@ -105,7 +112,7 @@ pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice, rtp: Opti
 
     // Audio: raw, then AAC.
     let audio_raw = if cfg.audio {
-        match source::audio(cfg.source)? {
+        match source::audio(cfg.source, &cfg.audio_source)? {
             Some(mut chain) => {
                 chain.push(make("audioconvert", "audioconvert")?);
                 chain.push(make("audioresample", "audioresample")?);
@@ -114,10 +121,8 @@ pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice, rtp: Opti
                 add_and_link(&pipeline, &chain)?;
                 Some(last(&chain)?)
             }
-            None => {
-                tracing::warn!("no audio device: the stream goes on video-only");
-                None
-            }
+            // The source said why, once.
+            None => None,
         }
     } else {
         None
@@ -137,8 +142,10 @@ pub(crate) fn build_graph(cfg: &PipelineConfig, choice: EncoderChoice, rtp: Opti
 
 /// videorate → videoconvert → [videoscale] → capsfilter(I420, fps, size).
 fn raw_video_tail(cfg: &PipelineConfig) -> Result<Vec<gst::Element>, PipelineError> {
-    // Cap the rate: drop frames above it, never invent duplicates.
-    let rate = build(builder("videorate", "videorate")?.property("drop-only", true), "videorate")?;
+    // Cap the rate: drop frames above it. A source that sends frames only on
+    // change also gets the gaps filled with repeats, for a steady rate.
+    let repeat = source::needs_frame_repeat(cfg.source);
+    let rate = build(builder("videorate", "videorate")?.property("drop-only", !repeat), "videorate")?;
     let mut v = vec![rate, make("videoconvert", "videoconvert")?];
     let mut caps = gst::Caps::builder("video/x-raw")
         .field("format", "I420")

@@ -25,20 +25,25 @@ pub use rtp::RtpOutput;
 
 use gstreamer as gst;
 
+use crate::source::audio::AudioSource;
 use crate::source::SourceKind;
 
 /// What `pixelpass host` asks of the pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineConfig {
     pub source: SourceKind,
-    /// Capture one window rather than a whole monitor (portal; later issue).
+    /// Capture one window rather than a whole monitor (portal).
     pub window: bool,
+    /// The X display (X11 source; `None`: `$DISPLAY`).
+    pub display: Option<String>,
     pub framerate: u32,
     pub bitrate_kbps: u32,
     /// Scale to this size (keeping the aspect ratio); `None`: source size.
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub audio: bool,
+    /// Where audio comes from when `audio` is on.
+    pub audio_source: AudioSource,
 }
 
 impl Default for PipelineConfig {
@@ -46,11 +51,13 @@ impl Default for PipelineConfig {
         Self {
             source: SourceKind::Test,
             window: false,
+            display: None,
             framerate: 30,
             bitrate_kbps: 2500,
             width: None,
             height: None,
             audio: true,
+            audio_source: AudioSource::System,
         }
     }
 }
@@ -90,8 +97,7 @@ fn debug_level(level: i32) -> gst::DebugLevel {
 }
 
 /// Called at host start: every element the graph needs exists, and the
-/// best usable H.264 encoder. Sources that are not built yet pass here and
-/// fail at start.
+/// best usable H.264 encoder.
 pub fn preflight(cfg: &PipelineConfig) -> Result<EncoderChoice, PipelineError> {
     init()?;
     check_elements(graph::required_elements(cfg))?;

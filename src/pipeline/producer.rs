@@ -1,11 +1,14 @@
 //! [`GstProducer`]: one run = one pipeline feeding the hub.
 //!
-//! Start: build the graph, spawn the ingest thread and the bus watch, tell
-//! the hub a run begins (with the encoder as keyframe source), go to PLAYING,
-//! and resolve once the hub has its first chunk — or with the first bus
-//! ERROR, or after [`START_TIMEOUT`]. Stop: NULL, then end the ingest and
-//! bus threads; nothing is left running. A run dropped without `stop`
-//! (e.g. a cancelled start) is torn down the same way by `Drop`.
+//! Start: (portal source: get a screencast from the portal first, which may
+//! show its dialog), build the graph, spawn the ingest thread and the bus
+//! watch, tell the hub a run begins (with the encoder as keyframe source), go
+//! to PLAYING, and resolve once the hub has its first chunk — or with the
+//! first bus ERROR, or after [`START_TIMEOUT`]. Stop: NULL, then end the
+//! ingest and bus threads, then close the portal session; nothing is left
+//! running. A run dropped without `stop` (e.g. a cancelled start) is torn
+//! down the same way by `Drop` (the portal session then ends with its D-Bus
+//! connection).
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
@@ -27,6 +30,8 @@ use super::ingest::{self, IngestStats, SinkCounters};
 use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
 use crate::hub::Hub;
+use crate::source::portal::{PortalCapture, Target, TokenStore};
+use crate::source::SourceKind;
 use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
 
 /// How long a start may take until the hub has media.
@@ -74,18 +79,29 @@ impl GstProducer {
         let choice = self.encoder;
         let rtp_out = self.rtp;
         async move {
+            let capture = match cfg.source {
+                SourceKind::Portal => Some(open_portal(cfg.window).await?),
+                _ => None,
+            };
+            let stream = capture.as_ref().map(PortalCapture::stream);
             let (fail_tx, mut failures) = mpsc::unbounded_channel();
             let baseline = hub.stats().chunks;
             let launch_hub = hub.clone();
-            let launched = tokio::task::spawn_blocking(move || Running::launch(&cfg, choice, rtp_out, launch_hub, fail_tx))
-                .await
-                .map_err(|e| ProducerError::new(format!("pipeline start panicked: {e}")))?;
+            let launched =
+                tokio::task::spawn_blocking(move || Running::launch(&cfg, choice, rtp_out, launch_hub, fail_tx, stream))
+                    .await
+                    .map_err(|e| ProducerError::new(format!("pipeline start panicked: {e}")));
             let running = match launched {
-                Ok(r) => r,
-                Err(e) => {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    close_portal(capture).await;
                     // A failed state change has its reason on the bus: the
                     // watch handled it before `launch` returned.
                     return Err(failures.try_recv().unwrap_or_else(|_| e.into()));
+                }
+                Err(e) => {
+                    close_portal(capture).await;
+                    return Err(e);
                 }
             };
             let probe = RunProbe { pipeline: running.pipeline.downgrade(), counters: running.counters.clone() };
@@ -108,12 +124,13 @@ impl GstProducer {
             };
             match outcome {
                 Ok(()) => {
-                    let handle = GstRunHandle { running: Some(running) };
+                    let handle = GstRunHandle { running: Some(running), capture };
                     let run = Run { encoder: choice.element.to_owned(), failures, handle: Box::new(handle) };
                     Ok((run, probe))
                 }
                 Err(e) => {
                     shutdown_blocking(running).await;
+                    close_portal(capture).await;
                     Err(e)
                 }
             }
@@ -128,17 +145,39 @@ impl Producer for GstProducer {
     }
 }
 
+/// A screencast from the portal (a dialog unless a saved selection is
+/// restored), as a start error the waiting viewer can read.
+async fn open_portal(window: bool) -> Result<PortalCapture, ProducerError> {
+    let target = if window { Target::Window } else { Target::Monitor };
+    let store = TokenStore::for_target(target);
+    if store.is_none() {
+        tracing::warn!("no XDG_STATE_HOME or HOME: the screen selection cannot be remembered");
+    }
+    PortalCapture::open(target, store.as_ref()).await.map_err(|e| ProducerError::new(e.to_string()))
+}
+
+async fn close_portal(capture: Option<PortalCapture>) {
+    if let Some(c) = capture {
+        c.close().await;
+    }
+}
+
 struct GstRunHandle {
     running: Option<Running>,
+    /// The portal's session and PipeWire fd, kept until the pipeline stopped.
+    capture: Option<PortalCapture>,
 }
 
 impl RunHandle for GstRunHandle {
     fn stop(mut self: Box<Self>) -> BoxFuture<()> {
         let running = self.running.take();
+        let capture = self.capture.take();
         Box::pin(async move {
             if let Some(running) = running {
                 shutdown_blocking(running).await;
             }
+            // The pipeline no longer reads the fd: end the screencast.
+            close_portal(capture).await;
         })
     }
 }
@@ -168,8 +207,9 @@ impl Running {
         rtp_out: Option<RtpOutput>,
         hub: Hub,
         failures: mpsc::UnboundedSender<ProducerError>,
+        portal: Option<crate::source::portal::PortalStream>,
     ) -> Result<Self, PipelineError> {
-        let graph = graph::build_graph(cfg, choice, rtp_out)?;
+        let graph = graph::build_graph(cfg, choice, rtp_out, portal)?;
         let keyframes = EncoderKeyframes::new(&graph.encoder)?;
         let (tx, rx) = std_mpsc::sync_channel(ingest::CHANNEL_CAPACITY);
         let ingest = ingest::spawn(rx, hub.clone(), "pixelpass-ingest")

@@ -17,12 +17,12 @@ use crate::supervisor::{Producer, Run};
 fn small(audio: bool) -> PipelineConfig {
     PipelineConfig {
         source: SourceKind::Test,
-        window: false,
         framerate: 30,
         bitrate_kbps: 1000,
         width: Some(320),
         height: Some(240),
         audio,
+        ..PipelineConfig::default()
     }
 }
 
@@ -227,18 +227,18 @@ async fn openh264_video_only_stream() {
 }
 
 #[tokio::test]
-async fn unavailable_source_fails_to_start_with_a_clear_error() {
+async fn an_x_display_that_does_not_open_fails_the_start_naming_it() {
     init().expect("gst init");
     let hub = Hub::new(HubConfig::default());
-    for kind in [SourceKind::Portal, SourceKind::X11] {
-        let cfg = PipelineConfig { source: kind, ..small(true) };
-        let producer = GstProducer::new(cfg, EncoderChoice::new(EncoderKind::X264));
-        let err = match producer.start(hub.clone()).await {
-            Ok(_) => panic!("{kind:?} started"),
-            Err(e) => e,
-        };
-        assert!(err.0.contains("not available in this build yet"), "{err}");
-    }
+    let cfg = PipelineConfig { source: SourceKind::X11, display: Some(":4711".into()), ..small(false) };
+    let producer = GstProducer::new(cfg, EncoderChoice::new(EncoderKind::X264));
+    let err = match tokio::time::timeout(Duration::from_secs(15), producer.start(hub.clone())).await {
+        Ok(Ok(_)) => panic!("an X11 capture of :4711 started"),
+        Ok(Err(e)) => e,
+        Err(_) => panic!("the failed start did not resolve"),
+    };
+    assert!(err.0.starts_with("ximagesrc: "), "{err}");
+    assert!(err.0.contains(":4711") || err.0.to_lowercase().contains("display"), "{err}");
     assert_eq!(hub.stats().chunks, 0);
 }
 
