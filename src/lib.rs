@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod doctor;
 pub mod egress;
 pub mod hub;
 pub mod latency;

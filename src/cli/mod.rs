@@ -27,6 +27,8 @@ pub enum Command {
     Host(HostArgs),
     /// Watch a stream in mpv (or ffplay / VLC) with low-latency options.
     View(ViewArgs),
+    /// What works on this machine for `host` (capture, audio, encoders, viewers) and how to fix the rest.
+    Doctor(DoctorArgs),
     /// Benchmarks that print numbers.
     Bench(crate::bench::BenchArgs),
 }
@@ -38,6 +40,13 @@ pub struct ViewArgs {
     /// Which player to use (default: the first of mpv, ffplay, vlc found on PATH).
     #[arg(long, value_enum)]
     pub player: Option<view::Player>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -96,6 +105,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Host(args) => host::run(args),
         Command::View(args) => view::run(&args.url, args.player).map(exit_code),
+        Command::Doctor(args) => crate::doctor::run(args.json),
         Command::Bench(args) => crate::bench::run(args),
     };
     match result {
