@@ -37,16 +37,20 @@ impl KeyframeLimiter {
     }
 
     /// Ask for a keyframe as soon as the limit allows (a peer that cannot use
-    /// a cached GOP). Returns true when the request may go out now.
-    pub fn want_fresh(&mut self, now: Instant) -> bool {
-        match self.want(now) {
-            Decision::Request => true,
-            Decision::Pending => false,
-            Decision::Recent => {
-                self.deferred = true;
-                false
-            }
+    /// a cached GOP). `Request`: it may go out now; `Recent`: it is held back
+    /// and [`poll`](Self::poll) lets it out once the interval has passed.
+    pub fn want_fresh(&mut self, now: Instant) -> Decision {
+        let d = self.want(now);
+        if d == Decision::Recent {
+            self.deferred = true;
         }
+        d
+    }
+
+    /// Someone needs a fresh keyframe that the limit holds back (after
+    /// [`want`](Self::want) said `Recent`): [`poll`](Self::poll) lets it out.
+    pub fn defer(&mut self) {
+        self.deferred = true;
     }
 
     /// Called on every publish: true when a deferred request may go out now.
@@ -106,7 +110,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = KeyframeLimiter::new(Duration::from_millis(500));
         l.on_keyframe_at(t0);
-        assert!(!l.want_fresh(t0 + Duration::from_millis(100)), "a keyframe just came: held back");
+        assert_eq!(l.want_fresh(t0 + Duration::from_millis(100)), Decision::Recent, "a keyframe just came: held back");
         assert!(!l.poll(t0 + Duration::from_millis(499)));
         assert!(l.poll(t0 + Duration::from_millis(500)));
         assert!(!l.poll(t0 + Duration::from_millis(501)), "once");

@@ -12,6 +12,10 @@
 //! the request limiter holds back, the viewer starts on that cached GOP (at
 //! most `min_keyframe_interval` old). A producer that cannot make keyframes
 //! (FFmpeg) always hands new viewers the cached last GOP.
+//!
+//! WebRTC peers join the same way on the RTP side ([`Hub::join_rtp`]), with
+//! a GOP cache of video RTP packets bounded by `rtp_gop_max_bytes` /
+//! `rtp_gop_max_packets`.
 
 mod keyframe;
 mod rtp;
@@ -25,7 +29,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 pub use keyframe::KeyframeLimiter;
-pub use rtp::{RtpPkt, RtpSubscriber, Track};
+pub use rtp::{RtpJoin, RtpPkt, RtpSubscriber, Track};
 pub use subscriber::Subscriber;
 
 use crate::ts;
@@ -59,6 +63,10 @@ pub struct HubConfig {
     pub min_keyframe_interval: Duration,
     /// RTP packets held per track for peers that are a little behind.
     pub rtp_capacity: usize,
+    /// Bounds of the cached video GOP in RTP (from its keyframe on); a GOP
+    /// that outgrows either is dropped from the cache until the next keyframe.
+    pub rtp_gop_max_bytes: usize,
+    pub rtp_gop_max_packets: usize,
 }
 
 impl Default for HubConfig {
@@ -69,6 +77,10 @@ impl Default for HubConfig {
             gop_max_bytes: 8 << 20,
             min_keyframe_interval: Duration::from_millis(500),
             rtp_capacity: 1024,
+            // ≈ 1 s at 4 Mbit/s: joins use it only within the keyframe rate
+            // limit (500 ms) when the producer makes keyframes on demand.
+            rtp_gop_max_bytes: 1 << 20,
+            rtp_gop_max_packets: 400,
         }
     }
 }
@@ -83,6 +95,10 @@ pub struct HubStats {
     pub gop_joins: u64,
     /// Video RTP packets that start a keyframe.
     pub keyframes_rtp: u64,
+    /// Keyframe requests (WebRTC joins, PLI/FIR) held back by the rate limit.
+    pub keyframe_requests_deferred: u64,
+    /// WebRTC peers started on the cached GOP of RTP packets.
+    pub rtp_gop_joins: u64,
 }
 
 #[derive(Clone)]
@@ -109,6 +125,7 @@ struct State {
     keyframes: KeyframeLimiter,
     source: Option<Arc<dyn KeyframeSource>>,
     stats: HubStats,
+    rtp: rtp::RtpState,
 }
 
 impl Hub {
@@ -131,6 +148,7 @@ impl Hub {
                     keyframes,
                     source: None,
                     stats: HubStats::default(),
+                    rtp: rtp::RtpState::default(),
                 }),
             }),
         }
@@ -159,6 +177,7 @@ impl Hub {
         st.chunker = ts::Chunker::new();
         st.keyframes.reset();
         st.source = source;
+        st.rtp.begin_run();
     }
 
     /// The producer run ended: no more keyframe requests go to it.

@@ -237,3 +237,112 @@ fn rtp_peers_share_one_payload_and_joins_request_keyframes_within_the_limit() {
     assert_eq!(enc.requests.load(Ordering::SeqCst), 2);
     assert!(hub.publish_rtp(Track::Video, &[1, 2, 3], t0).is_err(), "garbage is refused, not published");
 }
+
+fn rtp_at(seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 102, (seq >> 8) as u8, seq as u8];
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 1]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// One keyframe access unit as rtph264pay sends it: SPS/PPS in a STAP-A, then
+/// two IDR slices in FU-A (each slice's first packet carries an IDR NAL start).
+fn publish_keyframe(hub: &Hub, seq: u16, ts: u32, at: Instant) -> u16 {
+    let stap = [0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce];
+    hub.publish_rtp(Track::Video, &rtp_at(seq, ts, &stap), at).unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 1, ts, &[0x7c, 0x85, 1]), at).unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 2, ts, &[0x7c, 0x45, 2]), at).unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 3, ts, &[0x7c, 0x85, 3]), at).unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 4, ts, &[0x7c, 0x45, 4]), at).unwrap();
+    seq + 5
+}
+
+#[test]
+fn rtp_keyframe_starts_are_the_first_packet_of_the_access_unit() {
+    let (hub, _enc) = hub_with_encoder();
+    let t0 = Instant::now();
+    let mut rx = hub.rtp_receivers();
+    publish_keyframe(&hub, 1, 3000, t0);
+    let keys: Vec<bool> = std::iter::from_fn(|| rx.video.try_recv().ok()).map(|p| p.key).collect();
+    assert_eq!(keys, vec![true, false, false, false, false], "the second slice's IDR start is no new start");
+    assert_eq!(hub.stats().keyframes_rtp, 1);
+}
+
+#[test]
+fn a_peer_joining_within_the_rate_limit_starts_on_the_cached_rtp_gop() {
+    let (hub, enc) = hub_with_encoder();
+    let t0 = Instant::now();
+    let requests = || enc.requests.load(Ordering::SeqCst);
+    // Nothing cached yet: the first peer asks for a keyframe and waits for it.
+    let mut feed = hub.rtp_receivers();
+    assert!(matches!(hub.join_rtp(t0), RtpJoin::Live));
+    assert_eq!(requests(), 1);
+    let seq = publish_keyframe(&hub, 100, 9000, t0 + ms(30));
+    hub.publish_rtp(Track::Audio, &rtp(111, 1, &[0xfc]), t0 + ms(40)).unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq, 12000, &[0x41, 9]), t0 + ms(63)).unwrap();
+    let live: Vec<RtpPkt> = std::iter::from_fn(|| feed.video.try_recv().ok()).collect();
+    assert_eq!(live.len(), 6);
+
+    // 200 ms after that keyframe a second peer connects: no request (it would
+    // be held back until 530 ms), it gets the GOP so far, keyframe first.
+    let RtpJoin::Cached(gop) = hub.join_rtp(t0 + ms(230)) else { panic!("expected the cached GOP") };
+    assert_eq!(requests(), 1);
+    assert_eq!(gop.iter().map(|p| p.sequence).collect::<Vec<_>>(), vec![100, 101, 102, 103, 104, 105]);
+    assert!(gop[0].key && gop[1..].iter().all(|p| !p.key));
+    assert!(Arc::ptr_eq(&gop[5].payload, &live[5].payload), "cached packets share the live payloads");
+    assert_eq!(gop.last().map(|p| p.index), live.last().map(|p| p.index), "the snapshot ends where the live feed is");
+    let st = hub.stats();
+    assert_eq!((st.rtp_gop_joins, st.keyframe_requests_deferred), (1, 0));
+    assert_eq!(hub.rtp_gop_cached(), (6, 14 + 9));
+
+    // Once the keyframe is older than the interval, a peer asks for a fresh one.
+    assert!(matches!(hub.join_rtp(t0 + ms(530)), RtpJoin::Live));
+    assert_eq!(requests(), 2);
+    // A request on its way serves the next joiner too.
+    assert!(matches!(hub.join_rtp(t0 + ms(540)), RtpJoin::Live));
+    assert_eq!(requests(), 2);
+}
+
+#[test]
+fn a_gop_beyond_the_cache_bounds_is_not_served_and_the_join_waits_out_the_limit() {
+    let cfg = HubConfig { rtp_gop_max_packets: 8, ..HubConfig::default() };
+    let hub = Hub::new(cfg);
+    let enc = Arc::new(FakeEncoder::default());
+    hub.begin_run(Some(enc.clone()));
+    let t0 = Instant::now();
+    let mut seq = publish_keyframe(&hub, 1, 0, t0);
+    for i in 0..4u32 {
+        hub.publish_rtp(Track::Video, &rtp_at(seq, 3000 * (i + 1), &[0x41]), t0 + ms(10)).unwrap();
+        seq += 1;
+    }
+    assert_eq!(hub.rtp_gop_cached(), (0, 0), "9 packets > 8: dropped");
+    assert!(matches!(hub.join_rtp(t0 + ms(100)), RtpJoin::Live));
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 0, "held back by the limit");
+    assert_eq!(hub.stats().keyframe_requests_deferred, 1);
+    hub.publish_rtp(Track::Video, &rtp_at(seq, 90_000, &[0x41]), t0 + ms(499)).unwrap();
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 0);
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 1, 93_000, &[0x41]), t0 + ms(500)).unwrap();
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 1, "the deferred request goes out once allowed");
+    // The next keyframe starts a new cache.
+    publish_keyframe(&hub, seq + 2, 96_000, t0 + ms(530));
+    assert_eq!(hub.rtp_gop_cached().0, 5);
+}
+
+#[test]
+fn without_keyframes_on_demand_rtp_peers_always_start_on_the_cached_gop() {
+    let hub = Hub::new(HubConfig::default());
+    hub.begin_run(None);
+    let t0 = Instant::now();
+    hub.publish_rtp(Track::Video, &rtp_at(1, 0, &[0x41]), t0).unwrap();
+    assert!(matches!(hub.join_rtp(t0), RtpJoin::Live), "mid-GOP, nothing cached: wait for the next keyframe");
+    publish_keyframe(&hub, 2, 3000, t0);
+    hub.publish_rtp(Track::Video, &rtp_at(7, 6000, &[0x41]), t0 + ms(33)).unwrap();
+    // However old the keyframe is.
+    let RtpJoin::Cached(gop) = hub.join_rtp(t0 + ms(1900)) else { panic!("expected the cached GOP") };
+    assert_eq!(gop.len(), 6);
+    // A new run forgets the old run's GOP.
+    hub.begin_run(None);
+    assert!(matches!(hub.join_rtp(t0 + ms(2000)), RtpJoin::Live));
+    assert_eq!(hub.stats().rtp_gop_joins, 1);
+}

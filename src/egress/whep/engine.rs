@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use super::index::Index;
 use super::peer::{Action, Peer};
 use super::udp::Udp;
-use crate::hub::{Hub, RtpPkt, RtpSubscriber, Track};
+use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
 
 type PeerId = u64;
 
@@ -74,7 +74,6 @@ struct MediaMsg {
 /// One stream's hub subscription and the peers it feeds.
 struct Feed {
     id: u64,
-    hub: Hub,
     peers: Vec<PeerId>,
     forwarder: JoinHandle<()>,
 }
@@ -242,20 +241,29 @@ impl Engine {
         self.after_drain(id, actions, now).await;
     }
 
-    async fn after_drain(&mut self, id: PeerId, actions: Vec<Action>, now: Instant) {
-        for a in actions {
-            match a {
-                Action::Connected => self.attach(id, now),
-                Action::Keyframe => {
-                    if let Some(hub) = self.hubs.get(&id) {
-                        hub.request_keyframe(now);
+    async fn after_drain(&mut self, id: PeerId, mut actions: Vec<Action>, now: Instant) {
+        loop {
+            for a in actions {
+                match a {
+                    Action::Connected => self.attach(id, now),
+                    Action::Keyframe => {
+                        if let Some(hub) = self.hubs.get(&id) {
+                            hub.request_keyframe(now);
+                        }
+                    }
+                    Action::Remove(why) => {
+                        self.remove(id, &why, false).await;
+                        return;
                     }
                 }
-                Action::Remove(why) => {
-                    self.remove(id, &why, false).await;
-                    return;
-                }
             }
+            let Some(peer) = self.peers.get_mut(&id) else { return };
+            // Media written while acting (the cached GOP of a new peer) goes out now.
+            if !peer.dirty {
+                break;
+            }
+            peer.dirty = false;
+            actions = drain(&self.udp, peer, now, self.cfg.timeout).await;
         }
         let Some(peer) = self.peers.get_mut(&id) else { return };
         if !peer.rtc.is_alive() {
@@ -270,7 +278,8 @@ impl Engine {
     }
 
     /// The peer is connected: it joins its stream's feed (the first one opens
-    /// the hub subscription; later ones ask for a keyframe).
+    /// the hub subscription) and starts on a keyframe: a fresh one (asked for
+    /// now) or, within the keyframe rate limit, the hub's cached GOP.
     fn attach(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peers.get(&id) else { return };
         let Some(hub) = self.hubs.get(&id) else { return };
@@ -280,19 +289,28 @@ impl Engine {
             connect_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
             "WebRTC viewer connected"
         );
+        // The feed's receivers exist before the join: no packet after the
+        // cached GOP's snapshot can miss this peer.
         match self.feeds.get_mut(&peer.stream) {
-            Some(feed) => {
-                feed.peers.push(id);
-                feed.hub.request_keyframe(now);
-            }
+            Some(feed) => feed.peers.push(id),
             None => {
                 let feed_id = self.next_id;
                 self.next_id += 1;
-                let sub = hub.subscribe_rtp(now);
+                let sub = hub.rtp_receivers();
                 let forwarder = tokio::spawn(forward(feed_id, sub, self.media_tx.clone()));
-                let feed = Feed { id: feed_id, hub: hub.clone(), peers: vec![id], forwarder };
+                let feed = Feed { id: feed_id, peers: vec![id], forwarder };
                 self.feeds.insert(peer.stream.clone(), feed);
             }
+        }
+        if !peer.video_ready() {
+            // No video m-line mapped yet: it starts on the next live keyframe.
+            hub.request_keyframe(now);
+            return;
+        }
+        let join = hub.join_rtp(now);
+        if let (RtpJoin::Cached(gop), Some(peer)) = (join, self.peers.get_mut(&id)) {
+            tracing::debug!(resource = %peer.resource, packets = gop.len(), "WebRTC viewer starts on the cached GOP");
+            peer.start_on_gop(&gop, now);
         }
     }
 

@@ -6,6 +6,8 @@
 //!   packet sent: packets skipped here leave no gap for the receiver to NACK.
 //! - Video starts on a keyframe, and waits for the next one after the peer
 //!   fell behind or the producer restarted.
+//! - A peer started on the hub's cached GOP got those packets at once; the
+//!   live ones it already has (same hub `index` or older) are skipped.
 //! - Timestamps pass through, except across a producer restart (a new
 //!   epoch): they are rebased so they continue from where the peer was, by
 //!   the wall-clock time that passed.
@@ -25,6 +27,8 @@ pub struct TrackOut {
     /// The last timestamp sent and the wall-clock time of its packet.
     last: Option<(u32, Instant)>,
     sent: u64,
+    /// Skip packets up to this hub index (already sent from the cached GOP).
+    skip_through: Option<u64>,
 }
 
 impl TrackOut {
@@ -38,6 +42,7 @@ impl TrackOut {
             ts_offset: 0,
             last: None,
             sent: 0,
+            skip_through: None,
         }
     }
 
@@ -65,8 +70,20 @@ impl TrackOut {
         }
     }
 
+    /// Packets up to hub index `index` were sent already (the cached GOP):
+    /// the live feed's copies of them are not sent again.
+    pub fn skip_through(&mut self, index: u64) {
+        self.skip_through = Some(index);
+    }
+
     /// Should `pkt` go out, and as which (extended sequence number, timestamp)?
     pub fn admit(&mut self, pkt: &RtpPkt) -> Option<(u64, u32)> {
+        if let Some(last) = self.skip_through {
+            if pkt.index <= last {
+                return None;
+            }
+            self.skip_through = None;
+        }
         match self.epoch {
             Some(e) if e != pkt.epoch => {
                 self.epoch = Some(pkt.epoch);
@@ -109,6 +126,7 @@ mod tests {
 
     fn pkt(seq: u16, ts: u32, key: bool, epoch: u64, at: Instant) -> RtpPkt {
         RtpPkt {
+            index: u64::from(seq) + (epoch << 32),
             payload: Arc::from(&[0u8][..]),
             payload_type: 102,
             sequence: seq,
@@ -145,6 +163,21 @@ mod tests {
         let mut a = TrackOut::new(Track::Audio, 0);
         a.lagged();
         assert_eq!(a.admit(&pkt(7, 960, false, 1, t)), Some((0, 960)));
+    }
+
+    #[test]
+    fn after_the_cached_gop_the_live_copies_are_skipped_without_a_gap() {
+        let t = Instant::now();
+        let mut v = TrackOut::new(Track::Video, 0);
+        // The cached GOP, written at once: keyframe first.
+        assert_eq!(v.admit(&pkt(10, 900, true, 1, t)), Some((0, 900)));
+        assert_eq!(v.admit(&pkt(11, 900, false, 1, t)), Some((1, 900)));
+        v.skip_through(pkt(11, 0, false, 1, t).index);
+        // The live feed had them queued too; then new packets follow on.
+        assert_eq!(v.admit(&pkt(10, 900, true, 1, t)), None);
+        assert_eq!(v.admit(&pkt(11, 900, false, 1, t)), None);
+        assert_eq!(v.admit(&pkt(12, 3900, false, 1, t)), Some((2, 3900)));
+        assert_eq!(v.admit(&pkt(13, 3900, false, 1, t)), Some((3, 3900)));
     }
 
     #[test]

@@ -269,6 +269,22 @@ impl Peer {
         self.dirty = true;
     }
 
+    /// Video can be written (connected, and the video m-line is mapped).
+    pub fn video_ready(&self) -> bool {
+        self.connected_at.is_some() && self.video.is_some()
+    }
+
+    /// Start video on the hub's cached GOP (keyframe first): write it all
+    /// now and skip the live feed's copies of these packets.
+    pub fn start_on_gop(&mut self, gop: &[RtpPkt], now: Instant) {
+        for p in gop {
+            self.write(Track::Video, p, now);
+        }
+        if let (Some(last), Some(out)) = (gop.last(), self.video.as_mut()) {
+            out.track.skip_through(last.index);
+        }
+    }
+
     /// Packets sent per track (video, audio).
     pub fn sent(&self) -> (u64, u64) {
         (self.video.as_ref().map_or(0, |o| o.track.sent()), self.audio.as_ref().map_or(0, |o| o.track.sent()))
