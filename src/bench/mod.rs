@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod fanout;
+pub mod join;
 pub mod procstat;
 pub mod replay;
 
@@ -27,11 +28,14 @@ pub enum BenchCommand {
     /// The load generator of `fanout` (started by it as a child process).
     #[command(hide = true)]
     FanoutClient(client::ClientArgs),
+    /// Time WebRTC (WHEP) joins: POST to the first decodable keyframe, p50/p95/max.
+    Join(join::JoinArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Fanout(a) => fanout::run(a),
         BenchCommand::FanoutClient(a) => client::run(a),
+        BenchCommand::Join(a) => join::run(a),
     }
 }
