@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! video_encoded ─► tee ─► queue(video-mux-queue) ─► mpegtsmux …                (TS, as before)
-//!                      └► queue(leaky) ─► rtph264pay(pt, mtu 1200, SPS/PPS at every IDR) ─► appsink
+//!                      └► queue(leaky) ─► rtph264pay(pt, mtu 1200; SPS/PPS in-band from h264parse) ─► appsink
 //! audio_raw     ─► tee ─► queue ─► AAC …                                        (TS, as before)
 //!                      └► queue(leaky) ─► audioconvert ─► opusenc ─► rtpopuspay(pt) ─► appsink
 //! ```
@@ -65,7 +65,13 @@ pub(crate) fn link_branch(
     let pay = make("rtph264pay", "rtph264pay")?;
     set_num(&pay, "pt", u64::from(out.video_pt))?;
     set_num(&pay, "mtu", u64::from(MTU))?;
-    set_str(&pay, "config-interval", "-1")?;
+    // The stream already carries SPS/PPS before every IDR (h264parse,
+    // config-interval=-1). The payloader's own -1 would insert them again
+    // before EACH IDR slice: with x264's sliced threads that put an SPS
+    // between two slices of one picture, which by H.264 7.4.1.2.3 starts a
+    // new access unit, and a strict decoder (h264parse + avdec_h264) then
+    // decodes half a keyframe and conceals the rest until the next one.
+    set_str(&pay, "config-interval", "0")?;
     soft(set_str(&pay, "aggregate-mode", "zero-latency"));
     let vsink = appsink("rtp-video-sink")?;
     let vchain = [vtee.clone(), branch_queue("rtp-video-queue")?, pay, vsink.clone()];
@@ -203,6 +209,15 @@ mod tests {
         v
     }
 
+    /// NAL units that START in a payload: single, STAP-A, or the first FU-A fragment.
+    fn nal_starts(p: &[u8]) -> Vec<u8> {
+        match p[0] & 0x1f {
+            28 if p[1] & 0x80 != 0 => vec![p[1] & 0x1f],
+            28 => vec![],
+            _ => nal_types(p),
+        }
+    }
+
     async fn next(rx: &mut tokio::sync::broadcast::Receiver<RtpPkt>, want: impl Fn(&RtpPkt) -> bool) -> RtpPkt {
         let wait = async {
             loop {
@@ -242,6 +257,16 @@ mod tests {
         // The keyframe starts with its SPS (and PPS): alone, or in a STAP-A.
         let nals = nal_types(&key.payload);
         assert!(nals.contains(&7), "SPS at the keyframe: {nals:?}");
+        // …and only there: no SPS/PPS between the slices of the keyframe (an
+        // SPS after a slice starts a new access unit for a strict decoder).
+        let mut au = vec![key.clone()];
+        while !au.last().expect("a packet").marker {
+            au.push(next(&mut sub.video, |_| true).await);
+        }
+        assert!(au.iter().all(|p| p.timestamp == key.timestamp), "one access unit");
+        let types: Vec<u8> = au.iter().flat_map(|p| nal_starts(&p.payload)).collect();
+        let first_slice = types.iter().position(|&t| t == 5).expect("an IDR slice");
+        assert!(!types[first_slice..].iter().any(|&t| t == 7 || t == 8), "SPS/PPS between the IDR slices: {types:?}");
         // A forced keyframe comes on request (the hub's source is the encoder).
         hub.request_keyframe(Instant::now() + Duration::from_secs(1));
         let audio = next(&mut sub.audio, |_| true).await;
