@@ -92,25 +92,26 @@ pub fn server_reachable() -> bool {
 }
 
 /// The default sink's name (its monitor is "system audio"), when a PulseAudio
-/// server says which one it is.
+/// server says which one it is. Asks the pulse device provider alone: a
+/// `DeviceMonitor` would also start PipeWire's provider, which corrupts the
+/// heap when stopped soon after starting (PipeWire 0.3.65).
 pub fn default_sink() -> Option<String> {
-    let monitor = gst::DeviceMonitor::new();
-    monitor.add_filter(Some("Audio/Sink"), None);
-    if monitor.start().is_err() {
-        return None;
-    }
-    let found = monitor.devices().iter().find_map(|d| {
+    let provider = gst::DeviceProviderFactory::by_name("pulsedeviceprovider")?;
+    // Only a started provider asks the server which sink is the default.
+    provider.start().ok()?;
+    let found = provider.devices().iter().find_map(|d| {
+        if !d.has_classes("Audio/Sink") {
+            return None;
+        }
         let props = d.properties()?;
-        let is_default = props.get::<bool>("is-default").unwrap_or(false);
-        let is_pulse = props.name().starts_with("pulse");
-        (is_default && is_pulse).then(|| {
+        props.get::<bool>("is-default").unwrap_or(false).then(|| {
             props
                 .get::<String>("node.name")
                 .or_else(|_| props.get::<String>("device.name"))
                 .unwrap_or_else(|_| d.display_name().to_string())
         })
     });
-    monitor.stop();
+    provider.stop();
     found
 }
 
