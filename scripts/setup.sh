@@ -25,7 +25,20 @@ PKGS_TEST=(ffmpeg iproute2 util-linux)
 # Headless Chromium plays the player page (driven by playwright-core from npm).
 PKGS_BROWSER=(chromium fonts-dejavu-core)
 
-ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_TEST[@]}" "${PKGS_BROWSER[@]}")
+# Desktop capture tests: a headless Wayland session (tests/support/headless-session.sh:
+# D-Bus, PipeWire + WirePlumber + pipewire-pulse, sway, the portal) and Xvfb for X11.
+PKGS_DESKTOP_TEST=(
+  dbus-daemon dbus-bin pipewire pipewire-bin wireplumber pipewire-pulse pulseaudio-utils
+  sway xdg-desktop-portal xvfb
+)
+# Building the patched xdg-desktop-portal-wlr for those tests (see build_xdpw).
+PKGS_XDPW_BUILD=(
+  dpkg-dev meson ninja-build pkg-config
+  libdrm-dev libgbm-dev libinih-dev libpipewire-0.3-dev libsystemd-dev libwayland-dev wayland-protocols
+)
+
+ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_TEST[@]}" "${PKGS_BROWSER[@]}"
+  "${PKGS_DESKTOP_TEST[@]}" "${PKGS_XDPW_BUILD[@]}")
 
 # Rust: the oldest toolchain that builds the crate (Cargo.toml rust-version).
 RUST_MIN=1.92
@@ -110,7 +123,8 @@ check_gstreamer() {
   # The elements the host pipeline needs, with the package that has each.
   local el pkg missing=()
   while read -r el pkg; do
-    gst-inspect-1.0 --exists "$el" 2>/dev/null || missing+=("$el ($pkg)")
+    # --atleast-version: plugins outside GStreamer proper (pipewiresrc) have their own versions.
+    gst-inspect-1.0 --exists --atleast-version=0.1 "$el" 2>/dev/null || missing+=("$el ($pkg)")
   done <<'LIST'
 videotestsrc gstreamer1.0-plugins-base
 audiotestsrc gstreamer1.0-plugins-base
@@ -122,6 +136,10 @@ appsink gstreamer1.0-plugins-base
 opusenc gstreamer1.0-plugins-base
 rtph264pay gstreamer1.0-plugins-good
 rtpopuspay gstreamer1.0-plugins-good
+pipewiresrc gstreamer1.0-pipewire
+ximagesrc gstreamer1.0-plugins-good
+pulsesrc gstreamer1.0-pulseaudio
+waylandsink gstreamer1.0-plugins-bad
 LIST
   if [[ ${#missing[@]} -gt 0 ]]; then
     die "GStreamer elements missing: ${missing[*]}"
@@ -149,8 +167,64 @@ install_node() {
   log "Node: $(node --version), playwright-core $(node -p "require('$dir/node_modules/playwright-core/package.json').version")"
 }
 
+# xdg-desktop-portal-wlr 0.7.0 (Debian 12) refuses every ScreenCast on a
+# compositor without a GPU renderer (our headless sway): it treats a missing
+# dmabuf format as fatal. The tests use Debian's source with a one-hunk patch
+# (fall back to shm), built into target/xdpw — nothing is installed system-wide.
+# Skipped when already built from the same patch.
+build_xdpw() {
+  local root prefix patch stamp want
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  prefix="$root/target/xdpw"
+  patch="$root/tests/support/xdpw-shm-fallback.patch"
+  stamp="$prefix/.built-from"
+  want="xdg-desktop-portal-wlr $(sha256sum "$patch" | cut -d' ' -f1)"
+  if [[ -x $prefix/libexec/xdg-desktop-portal-wlr && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    log "patched xdg-desktop-portal-wlr: present ($prefix)"
+    return
+  fi
+  local work
+  work=$(mktemp -d)
+  # apt-get source drops privileges to _apt where it can: let it write here.
+  chmod 755 "$work"
+  if ! (cd "$work" && apt-get source -qq xdg-desktop-portal-wlr >/dev/null 2>&1); then
+    add_deb_src
+    (cd "$work" && apt-get source -qq xdg-desktop-portal-wlr >/dev/null 2>&1) \
+      || { rm -rf "$work"; die "apt-get source xdg-desktop-portal-wlr failed (is there a deb-src entry?)"; }
+  fi
+  local src
+  src=$(find "$work" -maxdepth 1 -mindepth 1 -type d -name 'xdg-desktop-portal-wlr-*' | head -n1)
+  [[ -n $src ]] || { rm -rf "$work"; die "apt-get source gave no xdg-desktop-portal-wlr directory"; }
+  log "building ${src##*/} with the shm fallback into $prefix"
+  patch -d "$src" -p1 --quiet <"$patch" \
+    || { rm -rf "$work"; die "$patch does not apply to ${src##*/} (it is made for Debian 12's 0.7.0)"; }
+  rm -rf "$prefix"
+  (cd "$src" \
+    && meson setup build --prefix="$prefix" -Dsd-bus-provider=libsystemd -Dman-pages=disabled -Dsystemd=disabled >/dev/null \
+    && ninja -C build install >/dev/null) \
+    || { rm -rf "$work"; die "building xdg-desktop-portal-wlr failed"; }
+  rm -rf "$work"
+  printf '%s\n' "$want" >"$stamp"
+  log "patched xdg-desktop-portal-wlr: built ($prefix/libexec/xdg-desktop-portal-wlr)"
+}
+
+# A deb-src entry for the release's main archive (Debian images ship none).
+add_deb_src() {
+  local id codename file=/etc/apt/sources.list.d/pixelpass-deb-src.sources
+  # shellcheck disable=SC1091
+  id=$(. /etc/os-release && echo "${ID:-}")
+  # shellcheck disable=SC1091
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  [[ $id == debian && -n $codename ]] || die "no deb-src entry for xdg-desktop-portal-wlr; add one for this distribution and run again"
+  log "adding a deb-src entry for $codename ($file)"
+  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$codename" | "${SUDO[@]}" tee "$file" >/dev/null
+  "${SUDO[@]}" apt-get update -qq
+}
+
 install_packages
 install_rust
 install_node
 check_gstreamer
+build_xdpw
 log "done"

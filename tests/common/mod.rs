@@ -36,11 +36,21 @@ pub struct HostBuilder {
     token: Option<String>,
     env: Vec<(String, String)>,
     extra: Vec<String>,
+    source: String,
+    clear_env: bool,
 }
 
 impl Default for HostBuilder {
     fn default() -> Self {
-        Self { max_viewers: 2, linger: 1, token: None, env: Vec::new(), extra: Vec::new() }
+        Self {
+            max_viewers: 2,
+            linger: 1,
+            token: None,
+            env: Vec::new(),
+            extra: Vec::new(),
+            source: "test".into(),
+            clear_env: false,
+        }
     }
 }
 
@@ -65,12 +75,24 @@ impl HostBuilder {
         self.extra.push(a.to_string());
         self
     }
+    /// `--source` (default `test`).
+    pub fn source(mut self, s: &str) -> Self {
+        self.source = s.to_string();
+        self
+    }
+    /// Start from an empty environment: only what `env` sets (e.g. a whole
+    /// headless session's environment).
+    pub fn clear_env(mut self) -> Self {
+        self.clear_env = true;
+        self
+    }
 
     pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = ["host", "--source", "test", "--listen", "127.0.0.1:0", "--webrtc-udp", "127.0.0.1:0", "--json"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut a: Vec<String> =
+            ["host", "--source", &self.source, "--listen", "127.0.0.1:0", "--webrtc-udp", "127.0.0.1:0", "--json"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         a.extend(["--max-viewers".into(), self.max_viewers.to_string(), "--linger".into(), self.linger.to_string()]);
         if let Some(t) = &self.token {
             a.extend(["--token".into(), t.clone()]);
@@ -84,6 +106,9 @@ impl HostBuilder {
     pub fn spawn(self) -> Host {
         let args = self.args();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelpass"));
+        if self.clear_env {
+            cmd.env_clear();
+        }
         cmd.args(&args)
             .env_remove("PIXELPASS_TOKEN")
             .stdin(Stdio::null())

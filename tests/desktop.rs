@@ -1,0 +1,661 @@
+//! Real desktop capture, end to end, with no person at a dialog:
+//!
+//! - the Wayland ScreenCast portal in a private headless session
+//!   (`tests/support/headless-session.sh`: sway headless + pixman,
+//!   xdg-desktop-portal + the patched xdg-desktop-portal-wlr, PipeWire with a
+//!   null sink as the default), watched over HTTP-TS (ffmpeg decodes it and
+//!   the pictures show the compositor's screen) and over WHEP (the library's
+//!   str0m client);
+//! - the restore token across lazy restarts, `--pick`, a cancelled dialog
+//!   and a missing session bus;
+//! - system audio: a tone played into the default sink comes out of the AAC
+//!   and the Opus track;
+//! - X11 under Xvfb;
+//! - `pixelpass doctor` inside and outside a session.
+//!
+//! The tests take turns (one lock): each runs a compositor, a portal and an
+//! encoder, and 2 cores are not enough for two of those at once.
+
+mod common;
+#[path = "support/session.rs"]
+mod session;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pixelpass::client::whep::{WhepClient, WhepEvent};
+use session::Session;
+
+/// The session's background colour (tests/support/headless-session.sh default).
+const BACKGROUND: [u8; 3] = [0x33, 0x66, 0xcc];
+
+fn turn() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A host with `--source portal` inside `session`, its state (restore token) in `state`.
+fn portal_host(session: &Session, state: &Path, extra: &[&str]) -> Host {
+    let mut b = Host::builder().source("portal").clear_env().linger(1);
+    for (k, v) in session.env() {
+        b = b.env(k, v);
+    }
+    b = b.env("XDG_STATE_HOME", state.to_str().unwrap());
+    for a in extra {
+        b = b.arg(a);
+    }
+    b.spawn()
+}
+
+fn token_file(state: &Path) -> PathBuf {
+    state.join("pixelpass").join("screencast-monitor.token")
+}
+
+/// Decode `file`'s video to `w`×`h` RGB frames (every `every`-th frame).
+fn rgb_frames(file: &Path, w: u32, h: u32, every: u32) -> Vec<Vec<u8>> {
+    let out = file.with_extension("rgb");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-v", "error", "-y", "-i"])
+        .arg(file)
+        .args(["-an", "-vf", &format!("select=not(mod(n\\,{every})),scale={w}:{h}"), "-vsync", "0"])
+        .args(["-pix_fmt", "rgb24", "-f", "rawvideo"])
+        .arg(&out);
+    let r = run_tool(cmd, Duration::from_secs(60));
+    assert!(r.success(), "ffmpeg could not decode {} to RGB: {}", file.display(), r.stderr);
+    let data = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let size = (w * h * 3) as usize;
+    assert!(data.len() >= size, "no frame decoded from {}", file.display());
+    data.chunks_exact(size).map(<[u8]>::to_vec).collect()
+}
+
+/// Per-channel median of an RGB frame.
+fn median_rgb(frame: &[u8]) -> [u8; 3] {
+    let mut out = [0u8; 3];
+    for (c, o) in out.iter_mut().enumerate() {
+        let mut v: Vec<u8> = frame.iter().skip(c).step_by(3).copied().collect();
+        v.sort_unstable();
+        *o = v[v.len() / 2];
+    }
+    out
+}
+
+fn close(a: [u8; 3], b: [u8; 3], tol: u8) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= tol)
+}
+
+/// Largest per-sample difference between two frames.
+fn max_diff(a: &[u8], b: &[u8]) -> u8 {
+    a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+}
+
+/// Read until the viewer has `frames` video frames (and at least `d`), at
+/// most 30 s: counts, not wall time, so a loaded machine only makes it slower.
+fn read_frames(v: &mut Viewer, frames: usize, d: Duration) {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(30);
+    loop {
+        v.read_for(Duration::from_millis(200));
+        // +1: the last frame may be cut short when we stop reading.
+        if (t0.elapsed() >= d && scan_ts(&v.body).video.len() > frames) || v.eof {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {} frames within 30 s", scan_ts(&v.body).video.len());
+    }
+}
+
+/// Read the stream (≥ `d`, ≥ `min_frames`); the capture, checked (H.264 +
+/// AAC, clean decode, ≥ `min_frames`).
+fn watch(host: &Host, dir: &TempDir, name: &str, d: Duration, min_frames: u64) -> Checked {
+    let mut v = Viewer::open(host.addr, &host.stream_path());
+    assert_eq!(v.status, 200, "{name}: status {} body {:?}", v.status, String::from_utf8_lossy(&v.body));
+    read_frames(&mut v, min_frames as usize, d);
+    check_capture(dir, name, &v.body, min_frames)
+}
+
+/// The pictures are the session's screen: the solid background colour, and
+/// the ball moves.
+fn assert_shows_the_session_screen(file: &Path, what: &str) {
+    let frames = rgb_frames(file, 160, 90, 10);
+    assert!(frames.len() >= 5, "{what}: only {} sampled frames", frames.len());
+    for (i, f) in frames.iter().enumerate() {
+        let m = median_rgb(f);
+        assert!(close(m, BACKGROUND, 16), "{what}: frame {i} median colour {m:?}, the screen is {BACKGROUND:?}");
+    }
+    let moving = frames.windows(2).filter(|p| max_diff(&p[0], &p[1]) > 60).count();
+    assert!(moving >= frames.len() / 2, "{what}: the animated client does not move in the capture ({moving} of {} steps)", frames.len() - 1);
+}
+
+// ─────────────────────────────── portal: HTTP-TS ───────────────────────────────
+
+#[test]
+fn portal_capture_over_http_ts_shows_the_compositor_screen() {
+    let _t = turn();
+    let session = Session::start(&[]);
+    let state = TempDir::new("portal-state");
+    let host = portal_host(&session, &state.0, &[]);
+    assert_eq!(host.banner["source"], "desktop (screen-cast portal)");
+    let dir = TempDir::new("portal-http");
+    let t0 = Instant::now();
+    let got = watch(&host, &dir, "portal.ts", Duration::from_secs(3), 60);
+    println!("portal capture: {} frames decoded from a ≥ 3 s viewer ({} ms incl. start)", got.frames, t0.elapsed().as_millis());
+    assert_shows_the_session_screen(&got.path, "HTTP-TS");
+    // The portal handed out a restore token, saved for the next start.
+    assert!(token_file(&state.0).exists(), "no restore token saved in {}", state.0.display());
+    assert!(session.log("xdpw").contains("option persist_mode:2"), "persist mode 'until revoked' not asked for");
+    assert!(session.log("xdpw").contains("option cursor_mode:2"), "the cursor is not asked for embedded");
+}
+
+// ─────────────────────────────── portal: WHEP ───────────────────────────────
+
+#[test]
+fn portal_capture_over_whep_gives_decodable_frames_of_the_screen() {
+    let _t = turn();
+    let session = Session::start(&[]);
+    let state = TempDir::new("portal-whep-state");
+    let host = portal_host(&session, &state.0, &[]);
+    let url = format!("http://{}/{}/whep", host.addr, host.token);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (annexb, frames, audio) = rt.block_on(async {
+        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap()).await.expect("WHEP 201");
+        let deadline = Instant::now() + Duration::from_secs(25);
+        let (mut annexb, mut frames, mut audio) = (Vec::new(), 0u32, 0u32);
+        while frames < 60 {
+            assert!(Instant::now() < deadline, "WHEP: only {frames} frames, {audio} audio packets in time");
+            match c.next_event(deadline).await.expect("the client runs") {
+                Some(WhepEvent::Video(f)) => {
+                    if frames == 0 {
+                        assert!(f.keyframe, "the first frame is a keyframe");
+                    }
+                    annexb.extend_from_slice(&f.annexb);
+                    frames += 1;
+                }
+                Some(WhepEvent::Audio(_)) => audio += 1,
+                _ => {}
+            }
+        }
+        let _ = c.delete().await;
+        (annexb, frames, audio)
+    });
+    let dir = TempDir::new("portal-whep");
+    let file = dir.write("whep.h264", &annexb);
+    let errors = decode_errors(&file);
+    assert!(errors.is_empty(), "ffmpeg: {errors}");
+    assert!(count_video_frames(&file) >= 60);
+    assert_shows_the_session_screen(&file, "WHEP");
+    assert!(audio > 0, "no Opus packet with {frames} frames");
+}
+
+// ───────────────────── portal: restore token, --pick, static screen ─────────────────────
+
+fn restore_count(session: &Session) -> usize {
+    session.log("xdpw").matches("restore data available").count()
+}
+
+fn wait_idle(host: &Host) {
+    host.wait_state("idle", Duration::from_secs(10));
+}
+
+#[test]
+fn a_lazy_restart_reuses_the_restore_token_and_pick_forgets_it() {
+    let _t = turn();
+    let session = Session::start(&[]);
+    let state = TempDir::new("portal-token-state");
+    let tf = token_file(&state.0);
+    let dir = TempDir::new("portal-token");
+    {
+        let host = portal_host(&session, &state.0, &[]);
+        // First start: no token yet, the picker chooses.
+        watch(&host, &dir, "first.ts", Duration::from_millis(1500), 20);
+        let t1 = std::fs::read_to_string(&tf).expect("a token after the first start");
+        assert_eq!(restore_count(&session), 0, "nothing to restore at the first start");
+        assert_eq!(session.log("xdpw").matches("dbus: session closed").count(), 0, "the session lives while capturing");
+        // The last viewer left: after the linger, capture stops and the portal session is closed.
+        wait_idle(&host);
+        assert_eq!(session.log("xdpw").matches("dbus: session closed").count(), 1, "capture stopped: session closed");
+
+        // Second lazy start: the saved token is offered and the portal hands
+        // the backend the remembered selection (restore data: no picker). The
+        // token the portal returns is saved again (xdg-desktop-portal 1.16
+        // hands back the same one; newer portals a fresh one).
+        watch(&host, &dir, "second.ts", Duration::from_millis(1500), 20);
+        let t2 = std::fs::read_to_string(&tf).expect("a token after the second start");
+        println!("restore token: first {} then {}", t1.trim(), t2.trim());
+        assert_eq!(restore_count(&session), 1, "the second start restored the selection:\n{}", session.log("xdpw"));
+        assert!(session.log("xdpw").contains("restore_data.output_name: HEADLESS-1"));
+        assert!(host.stderr_text().contains("offering the saved screen selection"), "{}", host.stderr_text());
+        wait_idle(&host);
+
+        // A token the portal does not know: the dialog (here: the picker) runs
+        // again, the capture starts, and the bad token is replaced.
+        std::fs::write(&tf, "not-a-token-the-portal-knows\n").unwrap();
+        watch(&host, &dir, "third.ts", Duration::from_millis(1500), 20);
+        let t3 = std::fs::read_to_string(&tf).unwrap();
+        assert!(!t3.contains("not-a-token"), "the rejected token was replaced");
+        assert_eq!(restore_count(&session), 1, "an unknown token restores nothing");
+    }
+    // --pick: the saved selection is forgotten at start, the picker runs.
+    let host = portal_host(&session, &state.0, &["--pick"]);
+    assert!(!tf.exists(), "--pick removed the saved token");
+    watch(&host, &dir, "pick.ts", Duration::from_millis(1500), 20);
+    assert_eq!(restore_count(&session), 1, "--pick offered no token");
+    assert!(tf.exists(), "a new token after --pick");
+}
+
+#[test]
+fn a_static_screen_still_gives_a_steady_frame_rate_and_joins_on_a_keyframe() {
+    let _t = turn();
+    let session = Session::start(&["--no-client"]);
+    let state = TempDir::new("portal-static-state");
+    let host = portal_host(&session, &state.0, &[]);
+    let dir = TempDir::new("portal-static");
+    let mut first = Viewer::open(host.addr, &host.stream_path());
+    assert_eq!(first.status, 200);
+    // Wait for media, then measure 2.5 s of wall time.
+    read_frames(&mut first, 5, Duration::ZERO);
+    let from = Instant::now();
+    first.read_for(Duration::from_millis(2500));
+    let to = Instant::now();
+    // Nothing moves on screen, yet a second viewer joins on a fresh keyframe.
+    let mut second = Viewer::open(host.addr, &host.stream_path());
+    read_frames(&mut second, 20, Duration::from_millis(500));
+    first.read_for(Duration::from_millis(100));
+    let a = check_capture(&dir, "static-first.ts", &first.body, 60);
+    let in_window = a.scan.frames_between(first.offset_at(from), first.offset_at(to));
+    // 75 frames at 30 fps; without repeats a static screen gives one or two.
+    assert!(in_window >= 50, "only {in_window} frames in 2.5 s of a static screen");
+    let gaps = a.scan.discontinuities(FPS);
+    assert!(gaps.is_empty(), "the frame rate stutters on a static screen at PES {gaps:?}");
+    let b = check_capture(&dir, "static-second.ts", &second.body, 20);
+    let key = b.scan.video.first().expect("the second viewer got video");
+    assert!(key.sps_or_idr || key.rai, "the second viewer starts on a keyframe");
+    println!("static screen: {in_window} frames in 2.5 s; the joiner decoded {} frames", b.frames);
+}
+
+// ─────────────────────────── portal: failures ───────────────────────────
+
+#[test]
+fn a_cancelled_dialog_gives_the_viewer_503_with_the_reason_and_the_next_viewer_asks_again() {
+    let _t = turn();
+    // The picker is told to share an output that does not exist: it gives up,
+    // as when the person cancels.
+    let session = Session::start(&["--output", "NO-SUCH-OUTPUT"]);
+    let state = TempDir::new("portal-cancel-state");
+    let host = portal_host(&session, &state.0, &[]);
+    for attempt in 1..=2 {
+        let mut v = Viewer::open(host.addr, &host.stream_path());
+        v.read_for(Duration::from_millis(300));
+        let body = String::from_utf8_lossy(&v.body).into_owned();
+        assert_eq!(v.status, 503, "attempt {attempt}: {body}");
+        assert!(body.contains("the screen-share dialog was cancelled"), "attempt {attempt}: {body:?}");
+        assert_ne!(host.status()["state"], "live");
+    }
+    assert_eq!(session.log("xdpw").matches("no output found").count(), 2, "each viewer asked again:\n{}", session.log("xdpw"));
+    assert!(!token_file(&state.0).exists());
+}
+
+#[test]
+fn without_a_session_bus_the_portal_source_says_so_in_one_line() {
+    let _t = turn();
+    let empty = TempDir::new("no-bus");
+    let host = Host::builder()
+        .source("portal")
+        .clear_env()
+        .env("PATH", &std::env::var("PATH").unwrap_or_default())
+        .env("HOME", empty.0.to_str().unwrap())
+        .spawn();
+    let mut v = Viewer::open(host.addr, &host.stream_path());
+    v.read_for(Duration::from_millis(300));
+    let body = String::from_utf8_lossy(&v.body).into_owned();
+    assert_eq!(v.status, 503, "{body}");
+    assert!(body.contains("no D-Bus session bus"), "{body:?}");
+    assert_eq!(body.trim().lines().count(), 1, "{body:?}");
+}
+
+// ─────────────────────────────── system audio ───────────────────────────────
+
+/// A tone played into the session's default sink until dropped.
+struct Tone(Child);
+
+impl Tone {
+    fn play(session: &Session, freq: u32) -> Tone {
+        let mut cmd = Command::new("gst-launch-1.0");
+        session.apply(&mut cmd).args([
+            "-q",
+            "audiotestsrc",
+            "is-live=true",
+            "wave=sine",
+            &format!("freq={freq}"),
+            "volume=0.5",
+            "!",
+            "audioconvert",
+            "!",
+            // Half a second of slack: a starved player would put silence into the sink.
+            "pulsesink",
+            "buffer-time=500000",
+            "latency-time=20000",
+        ]);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        Tone(cmd.spawn().expect("gst-launch-1.0 plays a tone"))
+    }
+}
+
+impl Drop for Tone {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// RMS (full scale 1.0), and the share of 100 ms blocks whose energy is
+/// mostly (> 50 %) at `freq` (Goertzel; 100 ms blocks put 1 kHz on a bin).
+/// A share, not all blocks: on a loaded machine the player may starve for a
+/// moment and the sink then plays silence.
+fn rms_and_tone_share(samples: &[f32], rate: usize, freq: f64) -> (f64, f64) {
+    let n = samples.len().max(1) as f64;
+    let rms = (samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum::<f64>() / n).sqrt();
+    let block = rate / 10;
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / rate as f64).cos();
+    let blocks: Vec<bool> = samples
+        .chunks_exact(block)
+        .map(|b| {
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            for x in b {
+                let s0 = f64::from(*x) + coeff * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+            let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+            let energy: f64 = b.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+            energy > 0.0 && 2.0 * power / (block as f64 * energy) > 0.5
+        })
+        .collect();
+    let share = blocks.iter().filter(|b| **b).count() as f64 / blocks.len().max(1) as f64;
+    (rms, share)
+}
+
+/// The TS's first audio track as mono f32 at 48 kHz, skipping the first 0.5 s.
+fn aac_samples(file: &Path) -> Vec<f32> {
+    let out = file.with_extension("f32");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-v", "error", "-y", "-i"])
+        .arg(file)
+        .args(["-map", "0:a:0", "-ss", "0.5", "-ac", "1", "-ar", "48000", "-f", "f32le"])
+        .arg(&out);
+    let r = run_tool(cmd, Duration::from_secs(60));
+    assert!(r.success(), "ffmpeg could not decode the AAC track: {}", r.stderr);
+    let raw = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// Opus packets decoded with GStreamer's opusdec, mono f32 at 48 kHz.
+fn opus_samples(packets: &[(u64, Vec<u8>)]) -> Vec<f32> {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use gstreamer_app as gst_app;
+    gst::init().unwrap();
+    let pipeline = gst::Pipeline::new();
+    let caps = gst::Caps::builder("audio/x-opus")
+        .field("channel-mapping-family", 0i32)
+        .field("channels", 2i32)
+        .field("rate", 48_000i32)
+        .build();
+    let src = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+    let dec = gst::ElementFactory::make("opusdec").build().unwrap();
+    let conv = gst::ElementFactory::make("audioconvert").build().unwrap();
+    let out_caps = gst::Caps::builder("audio/x-raw").field("format", "F32LE").field("channels", 1i32).field("rate", 48_000i32).build();
+    let sink = gst_app::AppSink::builder().caps(&out_caps).sync(false).build();
+    pipeline.add_many([src.upcast_ref(), &dec, &conv, sink.upcast_ref()]).unwrap();
+    gst::Element::link_many([src.upcast_ref(), &dec, &conv, sink.upcast_ref()]).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let t0 = packets.first().map_or(0, |p| p.0);
+    for (rtp_time, p) in packets {
+        let mut b = gst::Buffer::from_slice(p.clone());
+        {
+            // RTP time is 48 kHz: a lost packet is a gap opusdec fills, not a phase jump.
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_useconds((rtp_time - t0) * 1000 / 48));
+        }
+        src.push_buffer(b).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let mut samples = Vec::new();
+    while let Ok(s) = sink.pull_sample() {
+        let map = s.buffer().unwrap().map_readable().unwrap();
+        samples.extend(map.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    samples
+}
+
+#[test]
+fn a_tone_played_into_the_default_sink_is_in_the_aac_and_the_opus_track() {
+    let _t = turn();
+    let session = Session::start(&[]);
+    let _tone = Tone::play(&session, 1000);
+    let state = TempDir::new("audio-state");
+    let host = portal_host(&session, &state.0, &[]);
+    let dir = TempDir::new("audio");
+
+    // HTTP-TS: AAC.
+    let got = watch(&host, &dir, "audio.ts", Duration::from_secs(3), 40);
+    let aac = aac_samples(&got.path);
+    assert!(aac.len() > 48_000, "only {} AAC samples", aac.len());
+    let (rms, share) = rms_and_tone_share(&aac, 48_000, 1000.0);
+    println!("AAC track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 100 ms blocks", share * 100.0);
+    assert!(rms > 0.1, "the AAC track is (nearly) silent: RMS {rms:.4}");
+    assert!(share >= 0.6, "the AAC track is not the 1 kHz tone (1 kHz dominates {:.0} % of blocks)", share * 100.0);
+
+    // WHEP: Opus.
+    let url = format!("http://{}/{}/whep", host.addr, host.token);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let packets = rt.block_on(async {
+        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap()).await.expect("WHEP 201");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut packets = Vec::new();
+        while packets.len() < 100 {
+            assert!(Instant::now() < deadline, "only {} Opus packets in time", packets.len());
+            if let Some(WhepEvent::Audio(a)) = c.next_event(deadline).await.expect("the client runs") {
+                packets.push((a.rtp_time, a.data));
+            }
+        }
+        let _ = c.delete().await;
+        packets
+    });
+    let opus = opus_samples(&packets[25..]);
+    assert!(opus.len() > 24_000, "only {} Opus samples decoded", opus.len());
+    let (rms, share) = rms_and_tone_share(&opus, 48_000, 1000.0);
+    println!("Opus track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 100 ms blocks", share * 100.0);
+    assert!(rms > 0.1, "the Opus track is (nearly) silent: RMS {rms:.4}");
+    assert!(share >= 0.6, "the Opus track is not the 1 kHz tone (1 kHz dominates {:.0} % of blocks)", share * 100.0);
+}
+
+// ─────────────────────────────────── X11 ───────────────────────────────────
+
+/// Xvfb on a free display number, killed (by PID) when dropped.
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start(w: u32, h: u32) -> Xvfb {
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", &format!("{w}x{h}x24"), "-nolisten", "tcp", "-nolisten", "unix"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb runs (apt-get install xvfb)");
+        // -nolisten unix still leaves the abstract socket, which is all clients need.
+        let mut out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let mut b = [0u8; 1];
+            while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+                s.push(b[0] as char);
+            }
+            let _ = tx.send(s);
+        });
+        let n = rx.recv_timeout(Duration::from_secs(20)).expect("Xvfb tells its display number");
+        Xvfb { child, display: format!(":{}", n.trim()) }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
+    let _t = turn();
+    let (w, h) = (640u32, 360u32);
+    let x = Xvfb::start(w, h);
+    // SMPTE 75 % bars, full screen: a window at 0,0 of the screen's size (no
+    // window manager to move it).
+    let mut picture = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "pattern=smpte75", "is-live=true", "!"])
+        .arg(format!("video/x-raw,width={w},height={h},framerate=10/1"))
+        .args(["!", "videoconvert", "!", "ximagesink", &format!("display={}", x.display)])
+        .env("DISPLAY", &x.display)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0");
+    std::thread::sleep(Duration::from_millis(800));
+    let host = Host::builder().source("x11").arg("--display").arg(&x.display).arg("--audio").arg("none").spawn();
+    assert_eq!(host.banner["source"], "X11 display");
+    let dir = TempDir::new("x11");
+    let mut v = Viewer::open(host.addr, &host.stream_path());
+    assert_eq!(v.status, 200);
+    read_frames(&mut v, 60, Duration::from_secs(2));
+    let trimmed = trim_capture(&v.body);
+    let file = dir.write("x11.ts", trimmed);
+    let errors = decode_errors(&file);
+    assert!(errors.is_empty(), "ffmpeg: {errors}");
+    assert!(count_video_frames(&file) >= 60);
+    let frames = rgb_frames(&file, w, h, 15);
+    // The seven bars of the top two thirds, 75 % white → blue.
+    let bars: [[u8; 3]; 7] =
+        [[191, 191, 191], [191, 191, 0], [0, 191, 191], [0, 191, 0], [191, 0, 191], [191, 0, 0], [0, 0, 191]];
+    for (i, f) in frames.iter().enumerate() {
+        for (b, want) in bars.iter().enumerate() {
+            let px = ((b as u32 * w / 7) + w / 14) as usize;
+            let py = (h / 3) as usize;
+            let at = (py * w as usize + px) * 3;
+            let got = [f[at], f[at + 1], f[at + 2]];
+            assert!(close(got, *want, 24), "frame {i}: bar {b} at ({px},{py}) is {got:?}, want {want:?}");
+        }
+    }
+    let _ = picture.kill();
+    let _ = picture.wait();
+}
+
+// ─────────────────────────────────── doctor ───────────────────────────────────
+
+fn doctor(env: &[(String, String)]) -> (ToolOutput, serde_json::Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelpass"));
+    cmd.args(["doctor", "--json"]).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    let out = run_tool(cmd, Duration::from_secs(60));
+    let json = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("doctor --json ({e}): {out:?}"));
+    (out, json)
+}
+
+fn doctor_row<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} row in {report:#}"))
+}
+
+#[test]
+fn doctor_reports_what_this_machine_has_and_how_to_fix_the_rest() {
+    let _t = turn();
+    // Inside the headless session.
+    let session = Session::start(&["--no-client"]);
+    let env: Vec<(String, String)> = session.env().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let (out, r) = doctor(&env);
+    assert!(out.success(), "doctor exits 0 where host can run: {out:?}");
+    for (id, detail) in [
+        ("wayland", session.var("WAYLAND_DISPLAY").unwrap()),
+        ("dbus", "connected"),
+        ("portal", "version 4 (monitor)"),
+        ("pipewire", "pipewire-0 answers"),
+        ("audio-server", "PulseAudio protocol answers"),
+        ("default-sink", "pixelpass_null"),
+        ("h264:x264enc", "encodes"),
+        ("aac", "encodes"),
+        ("opus", "opusenc encodes"),
+        ("elements", "mpegtsmux"),
+        ("auto-source", "portal: Wayland session"),
+        ("chromium", "/usr/bin/chromium"),
+    ] {
+        let row = doctor_row(&r, id);
+        assert_eq!(row["status"], "ok", "{id}: {row}");
+        assert!(row["detail"].as_str().unwrap().contains(detail), "{id}: {row}");
+    }
+    assert_eq!(r["auto_source"], "portal");
+    assert_eq!(r["host_can_run"], true);
+    // No X display in the session; the row says what to do.
+    let x = doctor_row(&r, "x11");
+    assert_eq!(x["status"], "no");
+    assert_eq!(x["detail"], "DISPLAY is not set");
+    // Every encoder is listed; one that does not work names its fix.
+    for enc in ["vah264enc", "vaapih264enc", "nvh264enc", "x264enc", "openh264enc"] {
+        let row = doctor_row(&r, &format!("h264:{enc}"));
+        if row["status"] != "ok" {
+            assert!(row["fix"].as_str().is_some_and(|f| !f.is_empty()), "{enc}: no fix given: {row}");
+        }
+    }
+    let mpv = doctor_row(&r, "mpv");
+    if mpv["status"] == "no" {
+        assert_eq!(mpv["fix"], "apt-get install mpv");
+    }
+    drop(session);
+
+    // Outside any session: no Wayland, no bus, no audio server; host still runs (test pattern).
+    let home = TempDir::new("doctor-home");
+    let bare = vec![
+        ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default()),
+        ("HOME".to_owned(), home.0.display().to_string()),
+    ];
+    let (out, r) = doctor(&bare);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(doctor_row(&r, "wayland")["detail"], "WAYLAND_DISPLAY is not set");
+    let portal = doctor_row(&r, "portal");
+    assert_eq!(portal["status"], "no");
+    assert!(portal["detail"].as_str().unwrap().starts_with("no D-Bus session bus"), "{portal}");
+    assert!(portal["fix"].as_str().unwrap().contains("xdg-desktop-portal"), "{portal}");
+    assert_eq!(doctor_row(&r, "audio-server")["status"], "no");
+    assert_eq!(r["auto_source"], "test");
+
+    // The table people read.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelpass"));
+    cmd.arg("doctor").env_clear().envs(bare.iter().map(|(k, v)| (k, v)));
+    let table = run_tool(cmd, Duration::from_secs(60));
+    assert!(table.success());
+    assert!(table.stdout.contains("ScreenCast portal"), "{}", table.stdout);
+    assert!(table.stdout.contains("fix: apt-get install xdg-desktop-portal"), "{}", table.stdout);
+    assert!(table.stdout.contains("pixelpass host can run here: --source auto → test, encoder x264enc"), "{}", table.stdout);
+
+    // No GStreamer plugins at all: host cannot run, exit status 1.
+    let mut none = bare.clone();
+    none.push(("GST_PLUGIN_SYSTEM_PATH_1_0".into(), home.0.join("no-plugins").display().to_string()));
+    none.push(("GST_REGISTRY_1_0".into(), home.0.join("registry.bin").display().to_string()));
+    let (out, r) = doctor(&none);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out:?}");
+    assert_eq!(r["host_can_run"], false);
+    assert!(r["blocker"].as_str().unwrap().contains("no H.264 encoder works"), "{r:#}");
+}
