@@ -56,7 +56,9 @@ pub struct FanoutArgs {
     /// Stream bitrate in kbit/s.
     #[arg(long, default_value_t = 4000)]
     pub bitrate: u32,
-    /// Tokio worker threads of the server (all on the server CPU).
+    /// Tokio worker threads of the server (all on the server CPU). 1 is the
+    /// better choice there: a second worker on the same core adds
+    /// park/unpark futex calls and ~8× the context switches, for no parallelism.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Seconds between "all viewers connected" and the window.
