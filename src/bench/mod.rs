@@ -5,10 +5,13 @@
 //!   throughput, core per Gbit/s, stalls and RSS per viewer ([`fanout`]).
 //! - `bench fanout-client` (hidden): the load generator `fanout` starts as
 //!   its child process ([`client`]).
+//! - `bench latency`: glass-to-glass latency with the clock source, one
+//!   viewer per path (HTTP-TS, WHEP, headless Chromium) ([`latency`]).
 
 pub mod client;
 pub mod fanout;
 pub mod join;
+pub mod latency;
 pub mod procstat;
 pub mod replay;
 
@@ -25,6 +28,10 @@ pub enum BenchCommand {
     /// Serve a 4 Mbit/s MPEG-TS stream to N loopback HTTP viewers and print
     /// server CPU, throughput, core per Gbit/s, stalls and RSS per viewer.
     Fanout(fanout::FanoutArgs),
+    /// Glass-to-glass latency: a host with the clock source, one viewer
+    /// (HTTP-TS, WHEP or headless Chromium) reading the time drawn into each
+    /// frame; prints p50/p95/max latency, join time and unreadable frames.
+    Latency(latency::LatencyArgs),
     /// The load generator of `fanout` (started by it as a child process).
     #[command(hide = true)]
     FanoutClient(client::ClientArgs),
@@ -35,6 +42,7 @@ pub enum BenchCommand {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Fanout(a) => fanout::run(a),
+        BenchCommand::Latency(a) => latency::run(a),
         BenchCommand::FanoutClient(a) => client::run(a),
         BenchCommand::Join(a) => join::run(a),
     }
