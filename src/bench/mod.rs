@@ -7,7 +7,10 @@
 //!   its child process ([`client`]).
 //! - `bench latency`: glass-to-glass latency with the clock source, one
 //!   viewer per path (HTTP-TS, WHEP, headless Chromium) ([`latency`]).
+//! - `bench capture`: capture + encode cost per source and size: CPU cores,
+//!   frames dropped and repeated ([`capture`]).
 
+pub mod capture;
 pub mod client;
 pub mod fanout;
 pub mod join;
@@ -37,6 +40,9 @@ pub enum BenchCommand {
     FanoutClient(client::ClientArgs),
     /// Time WebRTC (WHEP) joins: POST to the first decodable keyframe, p50/p95/max.
     Join(join::JoinArgs),
+    /// Capture + encode cost per source and size: CPU cores, frames dropped
+    /// and repeated (portal, X11, test pattern; --headless for the portal).
+    Capture(capture::CaptureArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -45,5 +51,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Latency(a) => latency::run(a),
         BenchCommand::FanoutClient(a) => client::run(a),
         BenchCommand::Join(a) => join::run(a),
+        BenchCommand::Capture(a) => capture::run(a),
     }
 }

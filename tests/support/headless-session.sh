@@ -33,6 +33,9 @@
 #   --colour RRGGBB  the client's background colour (default 3366cc)
 #   --fps N          the client's frame rate (default 30)
 #   --no-client      no animated client (a static screen)
+#   --pattern P      the client's picture: ball (default: a ball moving on
+#                    --colour) or smpte (colour bars scrolling one pixel per
+#                    frame, like `pixelpass host --source test`)
 #   --output NAME    the output the portal picks without asking (default
 #                    HEADLESS-1; a name that does not exist = the person
 #                    cancelled the dialog)
@@ -53,6 +56,7 @@ fps=30
 client=1
 keep=0
 pick_output=HEADLESS-1
+pattern=ball
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --xdpw) xdpw="$2"; shift 2 ;;
@@ -61,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     --fps) fps="$2"; shift 2 ;;
     --no-client) client=0; shift ;;
     --output) pick_output="$2"; shift 2 ;;
+    --pattern) pattern="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     --) shift; break ;;
     -*) echo "headless-session: unknown option $1" >&2; exit 2 ;;
@@ -72,6 +77,11 @@ done
 width=${BASH_REMATCH[1]}
 height=${BASH_REMATCH[2]}
 [[ $colour =~ ^[0-9a-fA-F]{6}$ ]] || { echo "headless-session: --colour RRGGBB, not $colour" >&2; exit 2; }
+case "$pattern" in
+  ball) picture=(pattern=ball "background-color=0xff$colour" foreground-color=0xffffffff motion=wavy animation-mode=frames) ;;
+  smpte) picture=(pattern=smpte horizontal-speed=1) ;;
+  *) echo "headless-session: --pattern ball|smpte, not $pattern" >&2; exit 2 ;;
+esac
 
 if [[ -z $xdpw ]]; then
   for c in "$root/target/xdpw/libexec/xdg-desktop-portal-wlr" /usr/libexec/xdg-desktop-portal-wlr; do
@@ -258,8 +268,7 @@ export WAYLAND_DISPLAY=${sock##*/}
 
 # ── the animated client: a ball moving on a solid colour, full screen ─────
 if [[ $client -eq 1 ]]; then
-  start client gst-launch-1.0 -q videotestsrc is-live=true pattern=ball \
-    "background-color=0xff$colour" foreground-color=0xffffffff motion=wavy animation-mode=frames \
+  start client gst-launch-1.0 -q videotestsrc is-live=true "${picture[@]}" \
     ! "video/x-raw,format=BGRx,width=$width,height=$height,framerate=$fps/1" \
     ! waylandsink sync=false
 fi
