@@ -58,6 +58,8 @@ pub enum PortalError {
     DialogTimeout(u64),
     #[error("the portal started no stream")]
     NoStream,
+    #[error("this desktop's portal cannot share a single window (it offers: {0}); share the screen (without --window)")]
+    NoWindowSharing(String),
     #[error("screen-cast portal: {0}")]
     Failed(String),
 }
@@ -298,6 +300,19 @@ impl PortalCapture {
         token: Option<&str>,
     ) -> Result<(OwnedFd, u32, Option<(i32, i32)>), PortalError> {
         let version = proxy.version();
+        if target == Target::Window {
+            // Asking for a kind the backend lacks fails without a word: say it here.
+            if let Ok(types) = call(proxy.available_source_types()).await {
+                if !types.contains(SourceType::Window) {
+                    let offers: Vec<&str> = [(SourceType::Monitor, "monitor"), (SourceType::Virtual, "virtual")]
+                        .iter()
+                        .filter(|(t, _)| types.contains(*t))
+                        .map(|(_, n)| *n)
+                        .collect();
+                    return Err(PortalError::NoWindowSharing(if offers.is_empty() { "nothing".into() } else { offers.join(", ") }));
+                }
+            }
+        }
         let sources = match target {
             Target::Monitor => SourceType::Monitor,
             Target::Window => SourceType::Window,
