@@ -314,6 +314,46 @@ fn without_a_session_bus_the_portal_source_says_so_in_one_line() {
     assert_eq!(v.status, 503, "{body}");
     assert!(body.contains("no D-Bus session bus"), "{body:?}");
     assert_eq!(body.trim().lines().count(), 1, "{body:?}");
+    drop(v);
+    drop(host);
+
+    // Nothing to capture here: auto streams the test pattern and says why.
+    let host = Host::builder()
+        .source("auto")
+        .clear_env()
+        .env("PATH", &std::env::var("PATH").unwrap_or_default())
+        .env("HOME", empty.0.to_str().unwrap())
+        .spawn();
+    assert_eq!(host.banner["source"], "test pattern");
+    let err = host.stderr_text();
+    assert!(
+        err.contains("no desktop to capture (portal: not a Wayland session; X11: DISPLAY is not set): streaming a test pattern"),
+        "{err}"
+    );
+}
+
+#[test]
+fn in_a_wayland_session_auto_picks_the_portal_and_window_sharing_it_lacks_is_a_clear_503() {
+    let _t = turn();
+    let session = Session::start(&["--no-client"]);
+    let state = TempDir::new("portal-auto-state");
+    let mut b = Host::builder().source("auto").clear_env();
+    for (k, v) in session.env() {
+        b = b.env(k, v);
+    }
+    let host = b.env("XDG_STATE_HOME", state.0.to_str().unwrap()).spawn();
+    assert_eq!(host.banner["source"], "desktop (screen-cast portal)");
+    let err = host.stderr_text();
+    assert!(err.contains("with a ScreenCast portal (version 4): capturing through the portal"), "{err}");
+    drop(host);
+
+    // xdg-desktop-portal-wlr 0.7 shares monitors only.
+    let host = portal_host(&session, &state.0, &["--window"]);
+    let mut v = Viewer::open(host.addr, &host.stream_path());
+    v.read_for(Duration::from_millis(300));
+    let body = String::from_utf8_lossy(&v.body).into_owned();
+    assert_eq!(v.status, 503, "{body}");
+    assert!(body.contains("cannot share a single window (it offers: monitor)"), "{body:?}");
 }
 
 // ─────────────────────────────── system audio ───────────────────────────────
@@ -533,7 +573,8 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
         .spawn()
         .expect("gst-launch-1.0");
     std::thread::sleep(Duration::from_millis(800));
-    let host = Host::builder().source("x11").arg("--display").arg(&x.display).arg("--audio").arg("none").spawn();
+    // Default audio (system), and no audio server: video only, said once.
+    let host = Host::builder().source("x11").arg("--display").arg(&x.display).env("PULSE_SERVER", "unix:/nonexistent/pulse").spawn();
     assert_eq!(host.banner["source"], "X11 display");
     let dir = TempDir::new("x11");
     let mut v = Viewer::open(host.addr, &host.stream_path());
@@ -544,6 +585,9 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
     let errors = decode_errors(&file);
     assert!(errors.is_empty(), "ffmpeg: {errors}");
     assert!(count_video_frames(&file) >= 60);
+    let streams = ffprobe_streams(&file);
+    assert!(streams.iter().all(|(t, _)| t != "audio"), "no audio server, yet audio: {streams:?}");
+    assert_eq!(host.stderr_text().matches("no audio server").count(), 1, "{}", host.stderr_text());
     let frames = rgb_frames(&file, w, h, 15);
     // The seven bars of the top two thirds, 75 % white → blue.
     let bars: [[u8; 3]; 7] =
