@@ -79,12 +79,12 @@ impl GstProducer {
         let choice = self.encoder;
         let rtp_out = self.rtp;
         async move {
+            let (fail_tx, mut failures) = mpsc::unbounded_channel();
             let capture = match cfg.source {
-                SourceKind::Portal => Some(open_portal(cfg.window).await?),
+                SourceKind::Portal => Some(open_portal(cfg.window, fail_tx.clone()).await?),
                 _ => None,
             };
             let stream = capture.as_ref().map(PortalCapture::stream);
-            let (fail_tx, mut failures) = mpsc::unbounded_channel();
             let baseline = hub.stats().chunks;
             let launch_hub = hub.clone();
             let launched =
@@ -147,13 +147,23 @@ impl Producer for GstProducer {
 
 /// A screencast from the portal (a dialog unless a saved selection is
 /// restored), as a start error the waiting viewer can read.
-async fn open_portal(window: bool) -> Result<PortalCapture, ProducerError> {
+async fn open_portal(
+    window: bool,
+    failures: mpsc::UnboundedSender<ProducerError>,
+) -> Result<PortalCapture, ProducerError> {
     let target = if window { Target::Window } else { Target::Monitor };
     let store = TokenStore::for_target(target);
     if store.is_none() {
         tracing::warn!("no XDG_STATE_HOME or HOME: the screen selection cannot be remembered");
     }
-    PortalCapture::open(target, store.as_ref()).await.map_err(|e| ProducerError::new(e.to_string()))
+    let mut capture =
+        PortalCapture::open(target, store.as_ref()).await.map_err(|e| ProducerError::new(e.to_string()))?;
+    capture
+        .on_closed(store, move || {
+            let _ = failures.send(ProducerError::new("the desktop ended the screen share; the next start asks again"));
+        })
+        .await;
+    Ok(capture)
 }
 
 async fn close_portal(capture: Option<PortalCapture>) {

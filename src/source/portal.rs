@@ -226,8 +226,19 @@ fn classify(e: ashpd::Error) -> PortalError {
     }
 }
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A started screencast: keep it alive while capturing.
 pub struct PortalCapture {
+    /// Watches for the desktop ending the share (see [`PortalCapture::on_closed`]).
+    watch: Option<AbortOnDrop>,
     conn: zbus::Connection,
     session: Session<Screencast>,
     fd: OwnedFd,
@@ -281,7 +292,7 @@ impl PortalCapture {
         // From here on a failure closes the session (and with it any dialog).
         match Self::select_and_start(&proxy, &session, target, store, token).await {
             Ok((fd, node_id, size)) => {
-                Ok(Self { conn, session, fd, node_id, size, restored: token.is_some() })
+                Ok(Self { watch: None, conn, session, fd, node_id, size, restored: token.is_some() })
             }
             Err(e) => {
                 if let Err(close) = tokio::time::timeout(CALL_TIMEOUT, session.close()).await.unwrap_or(Ok(())) {
@@ -367,8 +378,58 @@ impl PortalCapture {
         self.restored
     }
 
+    /// When the desktop ends the share (the person pressed "stop sharing"):
+    /// forget the saved selection, so the next start shows the dialog again
+    /// instead of silently resuming, and call `ended`.
+    pub async fn on_closed(&mut self, store: Option<TokenStore>, ended: impl FnOnce() + Send + 'static) {
+        // Our connection holds this one session: a Session.Closed from the
+        // portal on it is ours. (From the portal only: no other peer on the
+        // bus can end the share by sending one.)
+        let owner = match zbus::fdo::DBusProxy::new(&self.conn).await {
+            Ok(dbus) => match zbus::names::BusName::try_from(DESKTOP) {
+                Ok(name) => dbus.get_name_owner(name).await.ok(),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        let Some(owner) = owner else {
+            tracing::debug!("portal: cannot tell who owns {DESKTOP}; not watching for the share's end");
+            return;
+        };
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(owner.to_string())
+            .and_then(|b| b.interface("org.freedesktop.portal.Session"))
+            .and_then(|b| b.member("Closed"))
+            .map(|b| b.build());
+        let stream = match rule {
+            Ok(rule) => zbus::MessageStream::for_match_rule(rule, &self.conn, None).await,
+            Err(e) => Err(e),
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("portal: cannot watch the session's Closed signal: {e}");
+                return;
+            }
+        };
+        self.watch = Some(AbortOnDrop(tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut stream = stream;
+            if let Some(Ok(_)) = stream.next().await {
+                tracing::warn!("portal: the desktop ended the screen share");
+                if let Some(s) = store {
+                    s.clear();
+                }
+                ended();
+            }
+        })));
+    }
+
     /// End the screencast (call once the pipeline no longer reads the fd).
     pub async fn close(self) {
+        // Our own Close is not the desktop ending the share.
+        drop(self.watch);
         match tokio::time::timeout(CALL_TIMEOUT, self.session.close()).await {
             Ok(Ok(())) => tracing::debug!("portal: session closed"),
             Ok(Err(e)) => tracing::debug!("portal: closing the session: {e}"),
