@@ -563,16 +563,27 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
     // SMPTE 75 % bars, full screen: a window at 0,0 of the screen's size (no
     // window manager to move it).
     let mut picture = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "pattern=smpte75", "is-live=true", "!"])
+        .args(["videotestsrc", "pattern=smpte75", "!"])
         .arg(format!("video/x-raw,width={w},height={h},framerate=10/1"))
         .args(["!", "videoconvert", "!", "ximagesink", &format!("display={}", x.display)])
         .env("DISPLAY", &x.display)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("gst-launch-1.0");
-    std::thread::sleep(Duration::from_millis(800));
+    // Not live: the pipeline prerolls, i.e. the sink has shown the first frame.
+    let out = picture.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("PREROLLED") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).expect("the picture is on the X screen");
     // Default audio (system), and no audio server: video only, said once.
     let host = Host::builder().source("x11").arg("--display").arg(&x.display).env("PULSE_SERVER", "unix:/nonexistent/pulse").spawn();
     assert_eq!(host.banner["source"], "X11 display");
