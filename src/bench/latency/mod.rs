@@ -15,11 +15,13 @@
 //! Paths: `http` (HTTP MPEG-TS: our TS demuxer + libav's H.264 decoder,
 //! [`http`]), `whep` (a str0m WebRTC peer + the same decoder, [`whep`]),
 //! `browser` (headless Chromium on the player page, reading each frame at
-//! render time; needs root for `unshare --net`, [`browser`]); and `hub`, a
-//! diagnostic: the TS straight from the hub, before any egress.
+//! render time; needs root for `unshare --net`, [`browser`]); `mpv` (mpv
+//! with `pixelpass view`'s options, frames written as shown, [`mpv`]); and
+//! `hub`, a diagnostic: the TS straight from the hub, before any egress.
 
 pub mod browser;
 pub mod http;
+pub mod mpv;
 pub mod whep;
 
 use std::net::SocketAddr;
@@ -54,6 +56,8 @@ pub enum LatencyPath {
     /// Diagnostic: the TS as the hub publishes it (no egress, no TCP): the
     /// producer's share of the HTTP-TS figure.
     Hub,
+    /// mpv with `pixelpass view`'s options, each shown frame written to a file.
+    Mpv,
 }
 
 impl LatencyPath {
@@ -63,6 +67,7 @@ impl LatencyPath {
             LatencyPath::Whep => "whep",
             LatencyPath::Browser => "browser",
             LatencyPath::Hub => "hub",
+            LatencyPath::Mpv => "mpv",
         }
     }
 }
@@ -89,6 +94,9 @@ pub struct LatencyArgs {
     /// Print one JSON line per path instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// An extra mpv option for `--path mpv` (repeatable), e.g. `--mpv-arg=--no-audio`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub mpv_arg: Vec<String>,
 }
 
 pub fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
@@ -269,6 +277,7 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
                     LatencyPath::Http => http::measure(&host, args.seconds).await,
                     LatencyPath::Whep => whep::measure(&host, args.seconds).await,
                     LatencyPath::Hub => http::measure_hub(&host, args.seconds).await,
+                    LatencyPath::Mpv => mpv::measure(&host, args.seconds, &args.mpv_arg).await,
                     LatencyPath::Browser => unreachable!("filtered above"),
                 };
                 out.push(r.with_context(|| format!("{} viewer", path.label()))?);
