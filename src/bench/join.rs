@@ -22,21 +22,19 @@
 //! because one went out less than 500 ms earlier; it *started on the cached
 //! GOP* when the hub handed it the packets since that recent keyframe instead.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
 
+use super::host::BenchHost;
 use crate::client::{WhepClient, WhepEvent, WhepOptions};
-use crate::egress::whep::{WebRtcArgs, Whep};
-use crate::hub::{Hub, HubConfig, HubStats};
-use crate::pipeline::{self, GstProducer, PipelineConfig, RtpOutput};
-use crate::server::{self, Limits, Registry, StreamEntry};
+use crate::hub::{Hub, HubStats};
+use crate::pipeline::PipelineConfig;
 use crate::source::SourceKind;
-use crate::supervisor::{Policy, Supervisor};
+use crate::supervisor::Policy;
 
 /// The goal from issue 2.
 pub const TARGET_P50: Duration = Duration::from_millis(250);
@@ -183,51 +181,6 @@ pub fn run(args: JoinArgs) -> anyhow::Result<ExitCode> {
     r
 }
 
-struct Server {
-    http: SocketAddr,
-    sup: Supervisor,
-    whep: Whep,
-    stop: watch::Sender<bool>,
-}
-
-impl Server {
-    async fn start(args: &JoinArgs) -> anyhow::Result<Self> {
-        pipeline::init()?;
-        let cfg = PipelineConfig {
-            source: SourceKind::Test,
-            framerate: args.framerate,
-            bitrate_kbps: args.bitrate,
-            width: Some(args.width),
-            height: Some(args.height),
-            ..PipelineConfig::default()
-        };
-        let encoder = pipeline::preflight(&cfg)?;
-        let producer = GstProducer::new(cfg, encoder).with_rtp(RtpOutput::default())?;
-        let webrtc = WebRtcArgs { webrtc_udp: "127.0.0.1:0".parse()?, ..WebRtcArgs::default() };
-        let whep = Whep::start(&webrtc).await?;
-        let policy = Policy { max_viewers: 64, linger: Duration::from_secs(2), ..Policy::default() };
-        let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
-        let registry = Registry::new();
-        registry.insert(StreamEntry { id: "host".into(), token: TOKEN.into(), supervisor: sup.clone() });
-        let listener = server::bind("127.0.0.1:0".parse()?).await?;
-        let http = listener.local_addr()?;
-        let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(server::serve(listener, server::router_with(registry, Some(whep.clone())), Limits::default(), stop_rx));
-        eprintln!("encoder: {encoder}; {}x{}@{} at {} kbit/s, 2 s GOP", args.width, args.height, args.framerate, args.bitrate);
-        Ok(Self { http, sup, whep, stop })
-    }
-
-    fn hub(&self) -> &Hub {
-        self.sup.hub()
-    }
-
-    async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.whep.shutdown()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.sup.shutdown()).await;
-    }
-}
-
 /// Join once: POST, drive the client until its first complete IDR.
 async fn join(url: &str, hub: &Hub, timeout: Duration) -> anyhow::Result<(WhepClient, Sample)> {
     let before: HubStats = hub.stats();
@@ -285,8 +238,18 @@ fn describe(i: usize, s: &Sample) -> String {
 }
 
 async fn bench(args: JoinArgs) -> anyhow::Result<ExitCode> {
-    let server = Server::start(&args).await?;
-    let url = format!("http://{}/{TOKEN}/whep", server.http);
+    let cfg = PipelineConfig {
+        source: SourceKind::Test,
+        framerate: args.framerate,
+        bitrate_kbps: args.bitrate,
+        width: Some(args.width),
+        height: Some(args.height),
+        ..PipelineConfig::default()
+    };
+    let policy = Policy { max_viewers: 64, linger: Duration::from_secs(2), ..Policy::default() };
+    let server = BenchHost::start(cfg, policy, TOKEN).await?;
+    eprintln!("encoder: {}; {}x{}@{} at {} kbit/s, 2 s GOP", server.encoder, args.width, args.height, args.framerate, args.bitrate);
+    let url = server.whep_url();
     let timeout = Duration::from_secs(args.timeout_s.max(1));
     let seed = match args.seed {
         Some(s) => s,

@@ -13,6 +13,7 @@
 pub mod capture;
 pub mod client;
 pub mod fanout;
+pub mod host;
 pub mod join;
 pub mod latency;
 pub mod procstat;

@@ -24,22 +24,19 @@ pub mod http;
 pub mod mpv;
 pub mod whep;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::egress::whep::{WebRtcArgs, Whep};
-use crate::hub::{Hub, HubConfig};
+use super::host::BenchHost;
 use crate::latency::decoder::{Decoder, Frame};
 use crate::latency::Summary;
-use crate::pipeline::{self, GstProducer, PipelineConfig, RtpOutput};
-use crate::server::{self, Limits, Registry, StreamEntry};
+use crate::pipeline::PipelineConfig;
 use crate::source::SourceKind;
-use crate::supervisor::{Lease, Policy, Supervisor};
+use crate::supervisor::{Lease, Policy};
 
 /// A decoded time more than this far from the decode time is a misread.
 pub const PLAUSIBLE_MS: f64 = 60_000.0;
@@ -169,21 +166,22 @@ pub fn table_row(r: &Report) -> String {
     )
 }
 
-/// The host under test, in this process.
+/// The host under test, in this process, capture kept running (a warm
+/// host, as when others watch).
 pub struct Host {
-    pub http: SocketAddr,
-    pub token: String,
-    pub encoder: String,
-    pub supervisor: Supervisor,
-    whep: Whep,
-    stop: tokio::sync::watch::Sender<bool>,
-    /// Keeps capture running between viewers (a warm host, as when others watch).
+    pub inner: BenchHost,
     _lease: Lease,
+}
+
+impl std::ops::Deref for Host {
+    type Target = BenchHost;
+    fn deref(&self) -> &BenchHost {
+        &self.inner
+    }
 }
 
 impl Host {
     pub async fn start(args: &LatencyArgs) -> anyhow::Result<Host> {
-        pipeline::init()?;
         let cfg = PipelineConfig {
             source: SourceKind::Clock,
             framerate: args.framerate,
@@ -193,36 +191,16 @@ impl Host {
             audio: !args.no_audio,
             ..PipelineConfig::default()
         };
-        let encoder = pipeline::preflight(&cfg)?;
-        let producer = GstProducer::new(cfg, encoder).with_rtp(RtpOutput::default())?;
-        let webrtc = WebRtcArgs { webrtc_udp: "127.0.0.1:0".parse().expect("literal address"), ..WebRtcArgs::default() };
-        let whep = Whep::start(&webrtc).await?;
         let policy = Policy { max_viewers: 8, linger: Duration::from_secs(3600), ..Policy::default() };
-        let supervisor = Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
-        let token = crate::token::generate()?;
-        let registry = Registry::new();
-        registry.insert(StreamEntry { id: "latency".into(), token: token.clone(), supervisor: supervisor.clone() });
-        let listener = server::bind("127.0.0.1:0".parse().expect("literal address")).await?;
-        let http = listener.local_addr()?;
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(server::serve(listener, server::router_with(registry, Some(whep.clone())), Limits::default(), stop_rx));
-        let lease = supervisor.acquire().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let inner = BenchHost::start(cfg, policy, &crate::token::generate()?).await?;
+        let lease = inner.supervisor.acquire().map_err(|e| anyhow::anyhow!("{e}"))?;
         lease.ready(Duration::from_secs(30)).await.context("the clock source did not start")?;
-        Ok(Host { http, token, encoder: encoder.to_string(), supervisor, whep, stop, _lease: lease })
-    }
-
-    pub fn stream_path(&self) -> String {
-        format!("/{}/stream.ts", self.token)
-    }
-
-    pub fn whep_url(&self) -> String {
-        format!("http://{}/{}/whep", self.http, self.token)
+        Ok(Host { inner, _lease: lease })
     }
 
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.whep.shutdown()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.supervisor.shutdown()).await;
+        drop(self._lease);
+        self.inner.shutdown().await;
     }
 }
 
