@@ -20,7 +20,7 @@
 //
 // Exit status 0 when frames came and all could be read; 1 otherwise; 2 on
 // a usage or launch error. Meant to run inside a network namespace that has
-// only loopback (latency-netns.sh).
+// only loopback (in-netns.sh --script latency.mjs).
 
 import { chromium } from "playwright-core";
 

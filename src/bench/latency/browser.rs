@@ -5,7 +5,7 @@
 //!
 //! Chromium and a host with the clock source run together in a private
 //! network namespace that has only loopback (`unshare --net`, needs root),
-//! as in `tests/player_browser.rs`: `tests/browser/latency-netns.sh` starts
+//! as in `tests/player_browser.rs`: `tests/browser/in-netns.sh` starts
 //! `pixelpass host --source clock` (this same binary) and
 //! `tests/browser/latency.mjs`, which prints one JSON line.
 
@@ -33,17 +33,28 @@ pub fn measure(args: &LatencyArgs) -> anyhow::Result<Report> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let (w, h) = args.resolution;
     let budget = (args.seconds.ceil() as u64) + 60;
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "5", &budget.to_string(), "unshare", "--net", "--"])
-        .arg(dir.join("latency-netns.sh"))
+    let host_args = [
+        "--source".to_owned(),
+        "clock".to_owned(),
+        "--width".to_owned(),
+        w.to_string(),
+        "--height".to_owned(),
+        h.to_string(),
+        "--framerate".to_owned(),
+        args.framerate.to_string(),
+        "--bitrate".to_owned(),
+        args.bitrate.to_string(),
+        "--audio".to_owned(),
+        if args.no_audio { "none" } else { "system" }.to_owned(),
+    ];
+    let out = Command::new("timeout")
+        .args(["-k", "5", &budget.to_string(), "unshare", "--net", "--"])
+        .arg(dir.join("in-netns.sh"))
         .arg(exe)
-        .args(["--width", &w.to_string(), "--height", &h.to_string()])
-        .args(["--framerate", &args.framerate.to_string(), "--bitrate", &args.bitrate.to_string()])
-        .args(["--seconds", &args.seconds.to_string()]);
-    if args.no_audio {
-        cmd.arg("--no-audio");
-    }
-    let out = cmd.output().context("cannot run timeout/unshare")?;
+        .args(host_args.iter().flat_map(|a| ["--host", a.as_str()]))
+        .args(["--script", "latency.mjs", "--seconds", &args.seconds.to_string()])
+        .output()
+        .context("cannot run timeout/unshare")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
