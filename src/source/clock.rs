@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn a_picture_too_small_for_the_code_is_refused() {
         crate::pipeline::init().unwrap();
-        let e = video(VideoParams { framerate: 30, width: Some(640), height: Some(360) }).err().expect("refused");
+        let e = video(VideoParams { framerate: 30, width: Some(640), height: Some(360) }).expect_err("refused");
         assert!(e.to_string().contains("960×40"), "{e}");
     }
 }
