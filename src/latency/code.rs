@@ -221,7 +221,7 @@ mod tests {
     }
 
     fn times() -> Vec<u64> {
-        vec![0, 1, MAX, MAX - 1, 1 << 47, 0x5555_5555_5555 & MAX, 0xaaaa_aaaa_aaaa, now_ms()]
+        vec![0, 1, (1 << 47) - 1, 1 << 47, MAX - 1, MAX, 0x5555_5555_5555, 0xaaaa_aaaa_aaaa, now_ms()]
     }
 
     #[test]

@@ -182,7 +182,7 @@ mod tests {
     }
 
     fn times() -> Vec<u64> {
-        vec![0, 1, code::MAX, code::now_ms(), 1 << 47, 0x5555_5555_5555]
+        vec![0, 1, (1 << 47) - 1, code::MAX, code::now_ms(), 1 << 47, 0x5555_5555_5555]
     }
 
     /// Push raw I420 frames through `middle` (elements between appsrc and
