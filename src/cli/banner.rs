@@ -92,7 +92,7 @@ pub fn print_human(info: &Info<'_>) {
         s.push_str(&format!("  {u}\n"));
     }
     s.push_str("\nWatch with:\n");
-    s.push_str(&format!("  mpv --profile=low-latency --untimed {first}\n"));
+    s.push_str(&format!("  {}\n", super::view::shell_command(super::view::Player::Mpv, &first)));
     s.push_str(&format!("  ffplay -fflags nobuffer -flags low_delay -framedrop {first}\n"));
     s.push_str(&format!("  vlc --network-caching=200 {first}\n"));
     s.push_str(&format!("  pixelpass view {first}\n"));

@@ -55,6 +55,18 @@ impl Player {
 ///
 /// Pure: the caller resolves the program on `PATH` (for VLC that may be `cvlc`,
 /// which takes the same arguments).
+/// The player command as one line to paste into a shell (banner, player page):
+/// the same options `pixelpass view` uses, minus the window title.
+pub fn shell_command(player: Player, url: &str) -> String {
+    let (program, args) = player_command(player, url);
+    let mut line = program;
+    for a in args.iter().filter(|a| !a.starts_with("--title")) {
+        line.push(' ');
+        line.push_str(a);
+    }
+    line
+}
+
 pub fn player_command(player: Player, url: &str) -> (String, Vec<String>) {
     let args: &[&str] = match player {
         // `low-latency` is mpv's built-in profile (audio-buffer=0, one decoder

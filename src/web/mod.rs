@@ -34,6 +34,10 @@ mod tests {
         for bad in ["http://", "https://", "//cdn", "<script src"] {
             assert!(!PLAYER_HTML.contains(bad), "page must not reference {bad}");
         }
+        // The page shows the same mpv command as the banner and `pixelpass view`.
+        let mpv = crate::cli::view::shell_command(crate::cli::view::Player::Mpv, "URL");
+        let opts = mpv.trim_end_matches("URL");
+        assert!(PLAYER_HTML.contains(&format!("\"{opts}\" + tsUrl")), "player page mpv command differs from: {opts}");
         let resp = player();
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert!(resp.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("connect-src 'self'"));
