@@ -22,7 +22,7 @@
 // a usage or launch error. Meant to run inside a network namespace that has
 // only loopback (in-netns.sh --script latency.mjs).
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./launch.mjs";
 
 function arg(name, fallback) {
   const i = process.argv.indexOf("--" + name);
@@ -98,22 +98,7 @@ function install() {
 let browser;
 let result = { ok: false };
 try {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--autoplay-policy=no-user-gesture-required",
-      "--allow-loopback-in-peer-connection",
-      "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ],
-  });
+  browser = await launchChromium();
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));

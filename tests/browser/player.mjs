@@ -8,7 +8,7 @@
 // a usage or launch error. Meant to run inside a network namespace that has
 // only loopback (tests/player_browser.rs does that).
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./launch.mjs";
 
 function arg(name, fallback) {
   const i = process.argv.indexOf("--" + name);
@@ -27,24 +27,7 @@ if (!url) {
 let browser;
 let result = { ok: false };
 try {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--autoplay-policy=no-user-gesture-required",
-      // (playwright gives the browser a fresh temporary profile.)
-      // Loopback is the only network here: let WebRTC use it, unobfuscated.
-      "--allow-loopback-in-peer-connection",
-      "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ],
-  });
+  browser = await launchChromium();
   const page = await browser.newPage();
   const logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
