@@ -18,9 +18,11 @@ pub fn nal_types(annexb: &[u8]) -> impl Iterator<Item = u8> + '_ {
 }
 
 /// An IDR picture (NAL type 5) starts a decoder; with SPS (7) and PPS (8)
-/// in the same access unit it needs nothing that came before.
+/// in the same access unit it needs nothing that came before. All slices of
+/// a picture are of one kind, so the first slice NAL (types 1–5) decides:
+/// the scan stops there instead of walking the whole frame.
 pub fn is_idr(annexb: &[u8]) -> bool {
-    nal_types(annexb).any(|t| t == 5)
+    nal_types(annexb).find(|t| (1..=5).contains(t)) == Some(5)
 }
 
 /// Nothing but SPS (7), PPS (8), SEI (6) or AUD (9): no picture in it.
@@ -65,6 +67,9 @@ mod tests {
         let p = [0, 0, 0, 1, 0x41, 0x9a, 0, 0, 1];
         assert_eq!(nal_types(&p).collect::<Vec<_>>(), vec![1]);
         assert!(!is_idr(&p));
+        // The first slice decides (a stray 5 after a P slice is no IDR).
+        assert!(!is_idr(&[0, 0, 1, 0x41, 0x9a, 0, 0, 1, 0x65, 0x88]));
+        assert!(!is_idr(&[0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce]), "parameter sets alone");
         let idr_only = [0, 0, 1, 0x65, 0x88];
         assert!(is_idr(&idr_only) && !is_self_contained_idr(&idr_only));
         assert_eq!(nal_types(&[]).count(), 0);

@@ -12,17 +12,76 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::h264;
 use super::http::{self, Url};
+
+/// Receive buffer asked of the kernel for each client's socket.
+const RECV_BUFFER: usize = 1 << 20;
+/// Datagrams taken per `recvmmsg` call.
+const RECV_BATCH: usize = 16;
+/// Largest datagram accepted (WebRTC keeps them under ~1200 bytes).
+const DATAGRAM_MAX: usize = 2048;
+
+/// `recvmmsg` into `buf` (slots of [`DATAGRAM_MAX`] bytes): how many datagrams
+/// came, with (length, source) in `meta`. Truncated ones are given as read.
+fn recvmmsg(fd: libc::c_int, buf: &mut [u8], meta: &mut [(usize, SocketAddr)]) -> std::io::Result<usize> {
+    let n = meta.len().min(buf.len() / DATAGRAM_MAX);
+    // SAFETY: sockaddr_storage and mmsghdr are plain data; all-zero is valid.
+    let mut addrs: Vec<libc::sockaddr_storage> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut iovs: Vec<libc::iovec> = buf
+        .chunks_exact_mut(DATAGRAM_MAX)
+        .take(n)
+        .map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: c.len() })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (i, m) in msgs.iter_mut().enumerate() {
+        m.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        m.msg_hdr.msg_iov = &mut iovs[i];
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every msghdr points at a live address buffer and a live iovec
+    // over a live slice of `buf`; all outlive the call.
+    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+    if got < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let got = got as usize;
+    for i in 0..got {
+        let len = (msgs[i].msg_len as usize).min(DATAGRAM_MAX);
+        // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into addrs[i].
+        let from = unsafe { socket2::SockAddr::new(addrs[i], msgs[i].msg_hdr.msg_namelen) }.as_socket();
+        meta[i] = (len, from.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
+    }
+    Ok(got)
+}
+
+/// The crypto provider and DTLS certificate every client of this process
+/// shares: making a certificate (a P-256 key) for each client would cost
+/// more CPU than its handshake.
+fn client_crypto() -> Result<(Arc<CryptoProvider>, DtlsCert), WhepError> {
+    static SHARED: OnceLock<Option<(Arc<CryptoProvider>, DtlsCert)>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let crypto = Arc::new(str0m::crypto::from_feature_flags());
+            let cert = crypto.dtls_provider.generate_certificate()?;
+            Some((crypto, cert))
+        })
+        .clone()
+        .ok_or_else(|| WhepError::Rtc("the crypto provider cannot make a DTLS certificate".into()))
+}
 
 /// One H.264 access unit, as a decoder takes it.
 #[derive(Debug, Clone)]
@@ -111,6 +170,56 @@ pub struct ClientStats {
     pub nacks_sent: u64,
     pub plis_sent: u64,
     pub rtp_packets: u64,
+    /// Original H.264 RTP packets (not RTX) by sequence number: the span
+    /// from the first to the highest seen, and how many arrived.
+    pub video_rtp_expected: u64,
+    pub video_rtp_received: u64,
+}
+
+impl ClientStats {
+    /// H.264 packets that did not arrive on the wire (repaired by RTX or not).
+    pub fn video_rtp_lost(&self) -> u64 {
+        self.video_rtp_expected.saturating_sub(self.video_rtp_received)
+    }
+}
+
+/// RFC 3550-style counting of one stream's sequence numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeqCounter {
+    first: Option<u64>,
+    max: u64,
+    received: u64,
+}
+
+impl SeqCounter {
+    pub fn record(&mut self, seq: u16) {
+        self.received += 1;
+        match self.first {
+            None => {
+                // Room below for reordered packets before the first one.
+                let ext = (1u64 << 16) + u64::from(seq);
+                self.first = Some(ext);
+                self.max = ext;
+            }
+            Some(first) => {
+                let delta = i64::from(seq.wrapping_sub(self.max as u16) as i16);
+                let ext = (self.max as i64 + delta).max(0) as u64;
+                if ext > self.max {
+                    self.max = ext;
+                } else if ext < first {
+                    self.first = Some(ext);
+                }
+            }
+        }
+    }
+
+    pub fn expected(&self) -> u64 {
+        self.first.map_or(0, |f| self.max - f + 1)
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received
+    }
 }
 
 pub struct WhepClient {
@@ -129,7 +238,12 @@ pub struct WhepClient {
     connected_at: Option<Instant>,
     lose: Option<(u8, usize)>,
     video_seen: u64,
+    /// H.264 payload type of the answer, and its sequence numbers on the wire.
+    video_pt: Option<u8>,
+    video_seq: SeqCounter,
+    /// [`RECV_BATCH`] slots of [`DATAGRAM_MAX`] bytes, and per slot (length, source).
     buf: Vec<u8>,
+    meta: Vec<(usize, SocketAddr)>,
     queue: VecDeque<WhepEvent>,
     /// When the input that is being processed arrived.
     input_at: Instant,
@@ -158,10 +272,16 @@ impl WhepClient {
     /// A client with its offer made, not yet sent ([`post`](Self::post) sends it).
     pub async fn new(bind: IpAddr, opts: WhepOptions) -> Result<Self, WhepError> {
         let sock = UdpSocket::bind(SocketAddr::new(bind, 0)).await?;
+        // A keyframe arrives as one burst (100+ datagrams at once on
+        // loopback): the default ~200 KiB buffer can overflow before a busy
+        // client reads it. The kernel caps this at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(RECV_BUFFER);
         let local = sock.local_addr()?;
         let now = Instant::now();
+        let (crypto, cert) = client_crypto()?;
         let mut rtc = RtcConfig::new()
-            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+            .set_crypto_provider(crypto)
+            .set_dtls_cert(cert)
             .set_stats_interval(Some(opts.stats_interval))
             .build(now);
         let cand = Candidate::host(local, "udp").map_err(|e| WhepError::Rtc(format!("local candidate {local}: {e}")))?;
@@ -186,7 +306,10 @@ impl WhepClient {
             connected_at: None,
             lose: None,
             video_seen: 0,
-            buf: vec![0; 2048],
+            video_pt: None,
+            video_seq: SeqCounter::default(),
+            buf: vec![0; DATAGRAM_MAX * RECV_BATCH],
+            meta: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0))); RECV_BATCH],
             queue: VecDeque::new(),
             input_at: now,
             stats: ClientStats::default(),
@@ -226,8 +349,9 @@ impl WhepClient {
         let location = resp.header("location").ok_or_else(|| WhepError::Http("201 without a Location".into()))?;
         self.resource = Some(url.join(location).map_err(WhepError::Http)?);
         self.endpoint = Some(url);
+        let pt = h264_payload_type(&resp.body).ok_or_else(|| WhepError::Sdp("no H.264 in the answer".into()))?;
+        self.video_pt = Some(pt);
         if let Some(n) = self.opts.lose_video_every.filter(|n| *n > 0) {
-            let pt = h264_payload_type(&resp.body).ok_or_else(|| WhepError::Sdp("no H.264 in the answer".into()))?;
             self.lose = Some((pt, n));
         }
         self.accept(&resp.body)
@@ -289,6 +413,8 @@ impl WhepClient {
         s.nacks_sent = self.ingress[0].0 + self.ingress[1].0;
         s.plis_sent = self.ingress[0].1 + self.ingress[1].1;
         s.rtp_packets = self.ingress[0].2 + self.ingress[1].2;
+        s.video_rtp_expected = self.video_seq.expected();
+        s.video_rtp_received = self.video_seq.received();
         s
     }
 
@@ -308,19 +434,9 @@ impl WhepClient {
             }
             let wait = timeout.min(until).max(now);
             tokio::select! {
-                r = self.sock.recv_from(&mut self.buf) => {
-                    let (n, from) = r?;
-                    self.on_datagram(n, from)?;
-                    // More may be waiting: take them without a wake-up each.
-                    for _ in 0..32 {
-                        let (n, from) = match self.sock.try_recv_from(&mut self.buf) {
-                            Ok(x) => x,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(e) => return Err(e.into()),
-                        };
-                        self.drain().await?;
-                        self.on_datagram(n, from)?;
-                    }
+                r = self.sock.readable() => {
+                    r?;
+                    self.receive_waiting().await?;
                 }
                 _ = tokio::time::sleep_until(wait.into()) => {
                     let now = Instant::now();
@@ -331,21 +447,48 @@ impl WhepClient {
         }
     }
 
-    fn on_datagram(&mut self, n: usize, from: SocketAddr) -> Result<(), WhepError> {
+    /// Take the datagrams waiting on the socket, up to [`RECV_BATCH`] per
+    /// system call (`recvmmsg`), a few calls at most before events get a turn.
+    async fn receive_waiting(&mut self) -> Result<(), WhepError> {
+        let fd = self.sock.as_raw_fd();
+        for _ in 0..4 {
+            let got = match self.sock.try_io(Interest::READABLE, || recvmmsg(fd, &mut self.buf, &mut self.meta)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            for i in 0..got {
+                if i > 0 {
+                    self.drain().await?;
+                }
+                let (n, from) = self.meta[i];
+                self.on_datagram(i * DATAGRAM_MAX, n, from)?;
+            }
+            if got < RECV_BATCH {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The datagram at `at` in the receive buffer, `n` bytes from `from`.
+    fn on_datagram(&mut self, at: usize, n: usize, from: SocketAddr) -> Result<(), WhepError> {
         let now = Instant::now();
         self.input_at = now;
         self.stats.udp_datagrams += 1;
         self.stats.udp_bytes += n as u64;
-        let data = &self.buf[..n];
-        if let Some((pt, every)) = self.lose {
-            // RTP (not RTCP/STUN/DTLS) of the H.264 payload type: the header is in clear.
-            if n > 12 && data[0] >> 6 == 2 && data[1] & 0x7f == pt {
+        let data = &self.buf[at..at + n];
+        // RTP (not RTCP: its second byte is 200..=206, never a dynamic payload
+        // type once masked) of the H.264 payload type: the header is in clear.
+        if n > 12 && data[0] >> 6 == 2 && Some(data[1] & 0x7f) == self.video_pt {
+            if let Some((_, every)) = self.lose {
                 self.video_seen += 1;
                 if self.video_seen.is_multiple_of(every as u64) {
                     self.stats.dropped += 1;
                     return Ok(());
                 }
             }
+            self.video_seq.record(u16::from_be_bytes([data[2], data[3]]));
         }
         let Ok(recv) = Receive::new(Protocol::Udp, from, self.local, data) else {
             return Ok(()); // not STUN/DTLS/RTP/RTCP: ignore, as a browser would
@@ -435,6 +578,21 @@ pub fn h264_payload_type(sdp: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_numbers_count_losses_across_wrap_around() {
+        let mut c = SeqCounter::default();
+        for seq in [65533u16, 65534, 65535, 1, 2, 0, 4] {
+            c.record(seq);
+        }
+        // 65533..=4 is 8 numbers; 3 never came (0 came late: not lost).
+        assert_eq!((c.expected(), c.received()), (8, 7));
+        let mut c = SeqCounter::default();
+        c.record(10);
+        c.record(9);
+        assert_eq!((c.expected(), c.received()), (2, 2), "a late packet before the first one");
+        assert_eq!(SeqCounter::default().expected(), 0);
+    }
 
     #[test]
     fn finds_the_h264_payload_type() {
