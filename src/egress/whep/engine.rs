@@ -6,7 +6,11 @@
 //! - media: ONE hub subscription per stream (not per peer), opened when the
 //!   stream's first peer connects; a small forwarder task per stream moves
 //!   its packets into this task, which writes each packet to every peer of
-//!   the stream (payload shared) and drains each touched peer once a batch;
+//!   the stream (payload shared) and drains each touched peer once a batch
+//!   (audio on its own waits up to [`AUDIO_HOLD`] for the next video frame);
+//! - output: the datagrams of all drained peers go out together, up to 64
+//!   per `sendmmsg`, a video frame's packets to one peer as one UDP GSO
+//!   message (see [`Udp::send_batch`]);
 //! - commands from the HTTP side: add a peer, remove one, close a stream.
 //!
 //! A peer is dropped (and its lease freed through the index) on DELETE, on
@@ -26,16 +30,23 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::index::Index;
-use super::peer::{Action, Peer};
-use super::udp::Udp;
+use super::peer::{Action, Peer, BURST_CHUNK};
+use super::udp::{SendBatch, Udp, SEND_BATCH};
 use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
 
 type PeerId = u64;
 
 /// Datagrams handled per wake-up before other work gets a turn.
 const RECV_BATCH: usize = 64;
-/// Hub packets handled per batch before the touched peers are drained.
-const MEDIA_BATCH: usize = 128;
+/// Hub packets handled per batch before the touched peers are drained. Small
+/// enough that str0m's per-peer send queue (whose capacity stays allocated)
+/// stays short when a keyframe arrives as one burst.
+const MEDIA_BATCH: usize = 32;
+/// Audio written on its own waits up to this long for the next video frame,
+/// so that one drain of each peer sends both: a drain has a fixed cost in
+/// str0m (its timeout bookkeeping) about that of a packet, and 20 ms Opus
+/// packets would otherwise cost a drain each.
+const AUDIO_HOLD: Duration = Duration::from_millis(20);
 /// Packets in flight from the per-stream forwarders to the engine.
 const MEDIA_QUEUE: usize = 1024;
 /// Outputs drained from one `Rtc` at most in one go (a guard, never reached in practice).
@@ -97,6 +108,11 @@ pub struct Engine {
     media_tx: mpsc::Sender<MediaMsg>,
     next_id: u64,
     buf: Vec<u8>,
+    /// Datagrams drained from peers, sent in batches (`sendmmsg`).
+    out: SendBatch,
+    /// Peers with audio written but not drained yet (see [`AUDIO_HOLD`]), and until when.
+    held: Vec<PeerId>,
+    held_until: Option<Instant>,
 }
 
 impl Engine {
@@ -115,6 +131,9 @@ impl Engine {
             media_tx,
             next_id: 1,
             buf: vec![0; 2048],
+            out: SendBatch::default(),
+            held: Vec::new(),
+            held_until: None,
         };
         tokio::spawn(engine.run(cmds, media_rx))
     }
@@ -122,7 +141,10 @@ impl Engine {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, mut media: mpsc::Receiver<MediaMsg>) {
         let udp = self.udp.clone();
         loop {
-            let next = self.timers.first().map(|(t, _)| *t);
+            let next = match (self.timers.first().map(|(t, _)| *t), self.held_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match next {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -149,6 +171,7 @@ impl Engine {
                 Some(m) = media.recv() => self.on_media(m, &mut media).await,
                 _ = sleep => self.on_timers().await,
             }
+            self.flush().await;
         }
         self.remove_all().await;
     }
@@ -202,6 +225,7 @@ impl Engine {
             let input = Input::Receive(now, recv);
             let Some(id) = self.route(addrs.source, &input) else { continue };
             self.input(id, Some(input), now).await;
+            self.flush_if_full().await;
         }
         self.buf = buf;
     }
@@ -234,7 +258,7 @@ impl Engine {
         let input = input.unwrap_or(Input::Timeout(now));
         let fed = catch_unwind(AssertUnwindSafe(|| peer.rtc.handle_input(input)));
         let actions = match fed {
-            Ok(Ok(())) => drain(&self.udp, peer, now, self.cfg.timeout).await,
+            Ok(Ok(())) => drain(&mut self.out, peer, now, self.cfg.timeout),
             Ok(Err(e)) => vec![Action::Remove(format!("WebRTC error: {e}"))],
             Err(_) => vec![Action::Remove("str0m panicked on this peer's input".into())],
         };
@@ -258,12 +282,13 @@ impl Engine {
                 }
             }
             let Some(peer) = self.peers.get_mut(&id) else { return };
-            // Media written while acting (the cached GOP of a new peer) goes out now.
-            if !peer.dirty {
+            // The cached GOP of a new peer goes out now, a chunk per drain.
+            if !peer.dirty && !peer.write_burst(BURST_CHUNK, now) {
                 break;
             }
             peer.dirty = false;
-            actions = drain(&self.udp, peer, now, self.cfg.timeout).await;
+            actions = drain(&mut self.out, peer, now, self.cfg.timeout);
+            self.flush_if_full().await;
         }
         let Some(peer) = self.peers.get_mut(&id) else { return };
         if !peer.rtc.is_alive() {
@@ -310,16 +335,18 @@ impl Engine {
         let join = hub.join_rtp(now);
         if let (RtpJoin::Cached(gop), Some(peer)) = (join, self.peers.get_mut(&id)) {
             tracing::debug!(resource = %peer.resource, packets = gop.len(), "WebRTC viewer starts on the cached GOP");
-            peer.start_on_gop(&gop, now);
+            peer.start_on_gop(gop);
         }
     }
 
     async fn on_media(&mut self, first: MediaMsg, rx: &mut mpsc::Receiver<MediaMsg>) {
         let now = Instant::now();
         let mut touched: Vec<PeerId> = Vec::new();
+        let mut video = false;
         let mut msg = Some(first);
         for _ in 0..MEDIA_BATCH {
             let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) else { break };
+            video |= m.track == Track::Video;
             let Some(feed) = self.feeds.values().find(|f| f.id == m.feed) else { continue };
             for id in &feed.peers {
                 let Some(peer) = self.peers.get_mut(id) else { continue };
@@ -342,16 +369,39 @@ impl Engine {
                 }
             }
         }
-        for id in touched {
+        if !video {
+            // Audio alone: hold it for the next video frame (or AUDIO_HOLD).
+            self.held.append(&mut touched);
+            self.held_until.get_or_insert(now + AUDIO_HOLD);
+            return;
+        }
+        // Held peers are still dirty, so a write above did not list them again.
+        touched.append(&mut self.held);
+        self.held_until = None;
+        self.drain_written(touched, now).await;
+    }
+
+    /// Drain the peers media was written to.
+    async fn drain_written(&mut self, ids: Vec<PeerId>, now: Instant) {
+        for id in ids {
             let Some(peer) = self.peers.get_mut(&id) else { continue };
+            if !peer.dirty {
+                continue; // drained meanwhile (its own input)
+            }
             peer.dirty = false;
-            let actions = drain(&self.udp, peer, now, self.cfg.timeout).await;
+            let actions = drain(&mut self.out, peer, now, self.cfg.timeout);
             self.after_drain(id, actions, now).await;
+            self.flush_if_full().await;
         }
     }
 
     async fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.held_until.is_some_and(|t| t <= now) {
+            self.held_until = None;
+            let held = std::mem::take(&mut self.held);
+            self.drain_written(held, now).await;
+        }
         let due: Vec<(Instant, PeerId)> = self.timers.iter().take_while(|(t, _)| *t <= now).copied().collect();
         for (t, id) in due {
             let Some(peer) = self.peers.get(&id) else {
@@ -368,6 +418,7 @@ impl Engine {
                 continue;
             }
             self.input(id, None, now).await;
+            self.flush_if_full().await;
         }
     }
 
@@ -396,8 +447,23 @@ impl Engine {
         if close && peer.rtc.is_alive() {
             // RTCP BYE and DTLS close_notify, so the browser knows at once.
             if catch_unwind(AssertUnwindSafe(|| peer.rtc.close())).is_ok_and(|r| r.is_ok()) {
-                let _ = drain(&self.udp, &mut peer, Instant::now(), self.cfg.timeout).await;
+                let _ = drain(&mut self.out, &mut peer, Instant::now(), self.cfg.timeout);
+                self.flush().await;
             }
+        }
+    }
+
+    /// Send what the peers' drains queued.
+    async fn flush(&mut self) {
+        if !self.out.is_empty() {
+            self.udp.send_batch(&mut self.out).await;
+        }
+    }
+
+    /// Send once a whole `sendmmsg` batch is queued (inside long loops).
+    async fn flush_if_full(&mut self) {
+        if self.out.len() >= SEND_BATCH {
+            self.flush().await;
         }
     }
 
@@ -409,17 +475,14 @@ impl Engine {
     }
 }
 
-/// Drain a peer's output: send its datagrams, collect what its events mean,
-/// and set `peer.wake` to its next timeout (or its deadline, if sooner).
-async fn drain(udp: &Udp, peer: &mut Peer, now: Instant, timeout: Duration) -> Vec<Action> {
+/// Drain a peer's output: queue its datagrams in `out`, collect what its
+/// events mean, and set `peer.wake` to its next timeout (or its deadline, if
+/// sooner).
+fn drain(out: &mut SendBatch, peer: &mut Peer, now: Instant, timeout: Duration) -> Vec<Action> {
     let mut actions = Vec::new();
     for _ in 0..MAX_DRAIN {
         match catch_unwind(AssertUnwindSafe(|| peer.rtc.poll_output())) {
-            Ok(Ok(Output::Transmit(t))) => {
-                if let Err(e) = udp.send(&t.contents, t.destination).await {
-                    tracing::debug!(to = %t.destination, "WebRTC UDP send: {e}");
-                }
-            }
+            Ok(Ok(Output::Transmit(t))) => out.push(t.contents.into(), t.destination),
             Ok(Ok(Output::Event(ev))) => actions.extend(peer.on_event(ev, now)),
             Ok(Ok(Output::Timeout(t))) => {
                 peer.wake = t.min(peer.deadline(timeout)).max(now);

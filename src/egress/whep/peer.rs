@@ -1,6 +1,7 @@
 //! One WebRTC viewer: its str0m `Rtc` (ice-lite, RTP mode), made from the
 //! browser's offer, and what it does with str0m's events and hub packets.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -19,10 +20,18 @@ use crate::hub::{RtpPkt, Track};
 
 /// H.264 as the encoder emits it: constrained baseline 3.1, FU-A/STAP-A.
 pub const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
-/// Video packets kept per peer to answer NACKs (≈ 0.9 s at 4 Mbit/s, far more
-/// than a round trip). The payloads are shared with the hub, but str0m keeps a
-/// ~400-byte packet struct per slot: 384 slots ≈ 160 KiB of each peer's memory.
-const NACK_HISTORY: usize = 384;
+/// Video packets kept per peer to answer NACKs: ≈ 0.6 s at 4 Mbit/s, several
+/// round trips even on a poor network. The payloads are shared with the hub,
+/// but str0m keeps a ~440-byte packet struct per slot: 256 slots ≈ 110 KiB of
+/// each peer's memory, the largest part of it.
+const NACK_HISTORY: usize = 256;
+/// …and no packet older than this (a lower bitrate keeps fewer slots).
+const NACK_MAX_AGE: Duration = Duration::from_secs(1);
+/// str0m's default cap of retransmitted bytes per transmitted bytes.
+const RTX_RATIO_CAP: f32 = 0.15;
+/// Cached-GOP packets written to a peer between two drains (keeps str0m's
+/// send queue, whose capacity stays allocated, short).
+pub const BURST_CHUNK: usize = 32;
 
 /// Our id for the playout-delay header extension (the answer takes the offer's).
 const PLAYOUT_DELAY_EXT_ID: u8 = 12;
@@ -78,7 +87,15 @@ impl RtcFactory {
             .set_rtp_mode(true)
             .clear_codecs()
             .set_send_buffer_video(NACK_HISTORY)
-            // Offered by Chrome; the answer keeps it (with the offer's id) when offered.
+            // Header extensions: the MID (BUNDLE demux until the browser
+            // knows our SSRCs) and playout-delay (offered by Chrome; the
+            // answer keeps it, with the offer's id, when offered). No
+            // transport-wide CC or abs-send-time: this server does no
+            // bandwidth estimation, and every extension costs bytes and CPU
+            // on each packet to every peer (TWCC also a stream of feedback
+            // reports back from each one).
+            .clear_extension_map()
+            .set_extension(4, Extension::RtpMid)
             .set_extension(PLAYOUT_DELAY_EXT_ID, Extension::PlayoutDelay);
         // Our payload type numbers do not matter: the answer uses the offer's.
         cfg.codec_config().add_h264(102.into(), Some(103.into()), true, H264_PROFILE_LEVEL_ID);
@@ -178,6 +195,8 @@ pub struct Peer {
     pub dirty: bool,
     video: Option<Out>,
     audio: Option<Out>,
+    /// Cached-GOP packets still to write (a peer that joined on the cache).
+    burst: VecDeque<RtpPkt>,
     /// The producer's payload types: packets with others are not ours to send.
     producer_pts: (u8, u8),
 }
@@ -198,6 +217,7 @@ impl Peer {
             dirty: false,
             video: None,
             audio: None,
+            burst: VecDeque::new(),
             producer_pts,
         }
     }
@@ -249,6 +269,11 @@ impl Peer {
         };
         let first_seq = (u64::from(self.created.elapsed().subsec_nanos()) ^ fastrand_seed(&self.resource)) as u16;
         *slot = Some(Out { mid, pt, track: TrackOut::new(track, first_seq) });
+        if kind == MediaKind::Video {
+            if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                tx.set_rtx_cache(NACK_HISTORY, NACK_MAX_AGE, Some(RTX_RATIO_CAP));
+            }
+        }
     }
 
     pub fn lagged(&mut self, track: Track) {
@@ -295,15 +320,29 @@ impl Peer {
         self.connected_at.is_some() && self.video.is_some()
     }
 
-    /// Start video on the hub's cached GOP (keyframe first): write it all
-    /// now and skip the live feed's copies of these packets.
-    pub fn start_on_gop(&mut self, gop: &[RtpPkt], now: Instant) {
-        for p in gop {
-            self.write(Track::Video, p, now);
-        }
+    /// Start video on the hub's cached GOP (keyframe first): the live
+    /// feed's copies of these packets are skipped from now on, and the
+    /// packets themselves go out through [`write_burst`](Self::write_burst).
+    pub fn start_on_gop(&mut self, gop: Vec<RtpPkt>) {
         if let (Some(last), Some(out)) = (gop.last(), self.video.as_mut()) {
             out.track.skip_through(last.index);
         }
+        self.burst = gop.into();
+    }
+
+    /// Write up to `max` packets of the cached GOP; false when none was left.
+    pub fn write_burst(&mut self, max: usize, now: Instant) -> bool {
+        if self.burst.is_empty() {
+            return false;
+        }
+        for _ in 0..max {
+            let Some(p) = self.burst.pop_front() else { break };
+            self.write(Track::Video, &p, now);
+        }
+        if self.burst.is_empty() {
+            self.burst = VecDeque::new(); // give the memory back
+        }
+        true
     }
 
     /// Packets sent per track (video, audio).

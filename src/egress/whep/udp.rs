@@ -10,18 +10,44 @@ use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Kernel buffers asked for (the kernel caps them at net.core.*mem_max).
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams handed to the kernel per `sendmmsg` call.
+pub const SEND_BATCH: usize = 64;
+
+/// Datagrams waiting to go out, sent together ([`Udp::send_batch`]): one
+/// system call per up to [`SEND_BATCH`] datagrams instead of one each.
+#[derive(Default)]
+pub struct SendBatch {
+    items: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+impl SendBatch {
+    pub fn push(&mut self, datagram: Vec<u8>, to: SocketAddr) {
+        self.items.push((datagram, to));
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
 
 pub struct Udp {
     socket: UdpSocket,
     local: SocketAddr,
     /// The socket is bound to an unspecified address: read the destination per datagram.
     pktinfo: bool,
+    /// Send runs of datagrams with UDP GSO (until the kernel refuses it once).
+    gso: AtomicBool,
 }
 
 /// One received datagram's addresses.
@@ -45,7 +71,7 @@ impl Udp {
             }
         })?;
         let local = socket.local_addr()?;
-        Ok(Self { socket, local, pktinfo: addr.ip().is_unspecified() })
+        Ok(Self { socket, local, pktinfo: addr.ip().is_unspecified(), gso: AtomicBool::new(true) })
     }
 
     fn bind_inner(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -91,14 +117,45 @@ impl Udp {
         Ok((n, Addrs { source: unmap(source), destination }))
     }
 
-    /// Send without waiting; on a full kernel buffer wait until it drains.
-    pub async fn send(&self, buf: &[u8], to: SocketAddr) -> io::Result<()> {
-        let to = if self.local.is_ipv6() { map_v6(to) } else { to };
-        match self.socket.try_send_to(buf, to) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.send_to(buf, to).await.map(|_| ()),
-            Err(e) => Err(e),
+    /// Send every datagram of `batch` (in order) and empty it: up to
+    /// [`SEND_BATCH`] messages per `sendmmsg`, and with UDP GSO a run of
+    /// datagrams to one peer (the packets of a video frame: all one size but
+    /// the last) is one message the kernel cuts up, so the stack is walked
+    /// once per run instead of once per datagram. On a full kernel buffer it
+    /// waits until it drains; a datagram the kernel refuses (e.g. no route)
+    /// is dropped, as a network would, and the rest go on.
+    pub async fn send_batch(&self, batch: &mut SendBatch) {
+        let mut groups = segment_runs(&batch.items, self.gso.load(Ordering::Relaxed));
+        let mut at = 0;
+        while at < groups.len() {
+            let end = (at + SEND_BATCH).min(groups.len());
+            let fd = self.socket.as_raw_fd();
+            let v6 = self.local.is_ipv6();
+            let chunk = &groups[at..end];
+            match self.socket.try_io(Interest::WRITABLE, || sendmmsg(fd, &batch.items, chunk, v6)) {
+                Ok(n) => at += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.socket.writable().await {
+                        tracing::debug!("WebRTC UDP socket not writable: {e}");
+                        break;
+                    }
+                }
+                Err(e) if groups[at].count > 1 && gso_refused(&e) && self.gso.swap(false, Ordering::Relaxed) => {
+                    // This path (device, kernel) does not take UDP GSO: send datagrams one by one from now on.
+                    tracing::info!("WebRTC UDP: no segmentation offload here ({e}); sending datagrams one by one");
+                    let first = groups[at].start;
+                    let rest = segment_runs(&batch.items[first..], false);
+                    groups.truncate(at);
+                    groups.extend(rest.into_iter().map(|g| Run { start: g.start + first, ..g }));
+                }
+                Err(e) => {
+                    // The first message of the chunk failed on its own: skip it.
+                    tracing::debug!(to = %batch.items[groups[at].start].1, "WebRTC UDP send: {e}");
+                    at += 1;
+                }
+            }
         }
+        batch.items.clear();
     }
 }
 
@@ -174,6 +231,106 @@ fn setsockopt_on(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> io::
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The errors a kernel or device without UDP GSO answers a segmented send with.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT))
+}
+
+/// A run of datagrams sent as one message: `count` items from `start`,
+/// all `seg` bytes long but the last (which may be shorter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    start: usize,
+    count: usize,
+    seg: usize,
+}
+
+/// Segments per GSO message (the kernel's UDP_MAX_SEGMENTS is at least 64).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes per GSO message (one IP datagram carries it through the stack).
+const GSO_MAX_BYTES: usize = 60_000;
+
+/// Split `items` into runs: consecutive datagrams to one destination, of one
+/// size except a shorter last one (what UDP GSO can carry); single datagrams
+/// without `gso`.
+fn segment_runs(items: &[(Vec<u8>, SocketAddr)], gso: bool) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        let (to, seg) = (items[i].1, items[i].0.len());
+        let (mut j, mut bytes) = (i + 1, seg);
+        while gso && seg > 0 && j < items.len() && j - i < GSO_MAX_SEGMENTS {
+            let (next, dest) = (items[j].0.len(), items[j].1);
+            if dest != to || next > seg || next == 0 || bytes + next > GSO_MAX_BYTES {
+                break;
+            }
+            bytes += next;
+            j += 1;
+            if next < seg {
+                break; // a shorter datagram can only end a run
+            }
+        }
+        runs.push(Run { start: i, count: j - i, seg });
+        i = j;
+    }
+    runs
+}
+
+/// One `sendmmsg` of `runs` (at most [`SEND_BATCH`]) of `items`; how many
+/// runs went out. A run of more than one datagram carries `UDP_SEGMENT`.
+fn sendmmsg(fd: libc::c_int, items: &[(Vec<u8>, SocketAddr)], runs: &[Run], v6: bool) -> io::Result<usize> {
+    let runs = &runs[..runs.len().min(SEND_BATCH)];
+    let addrs: Vec<socket2::SockAddr> = runs
+        .iter()
+        .map(|r| {
+            let to = items[r.start].1;
+            socket2::SockAddr::from(if v6 { map_v6(to) } else { to })
+        })
+        .collect();
+    let mut iovs: Vec<libc::iovec> = runs
+        .iter()
+        .flat_map(|r| &items[r.start..r.start + r.count])
+        .map(|(b, _)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() })
+        .collect();
+    // One cmsg (u16 segment size) per message; u64 elements: cmsghdr alignment.
+    let mut controls: Vec<[u64; 4]> = vec![[0u64; 4]; runs.len()];
+    // SAFETY: mmsghdr is plain data; all-zero is a valid "empty" value.
+    let mut msgs: Vec<libc::mmsghdr> = (0..runs.len()).map(|_| unsafe { mem::zeroed() }).collect();
+    let mut iov_at = 0;
+    for (i, (m, r)) in msgs.iter_mut().zip(runs).enumerate() {
+        m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
+        m.msg_hdr.msg_namelen = addrs[i].len();
+        m.msg_hdr.msg_iov = iovs[iov_at..].as_mut_ptr();
+        m.msg_hdr.msg_iovlen = r.count as _;
+        iov_at += r.count;
+        if r.count > 1 {
+            let control = &mut controls[i];
+            m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE is a pure size computation.
+            m.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as _;
+            // SAFETY: msg_control points at a zeroed, aligned buffer of at
+            // least CMSG_SPACE(2) bytes (32 bytes), so the first header and
+            // its 2 data bytes lie within it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), r.seg as u16);
+            }
+        }
+    }
+    // SAFETY: every msghdr points at a live address, live iovecs (each at a
+    // live buffer of the stated length) and, for runs, a live control buffer;
+    // all outlive the call.
+    let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as libc::c_uint, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
     }
 }
 
@@ -275,6 +432,79 @@ mod tests {
         let (_, addrs) = roundtrip("[::]:0", "127.0.0.1").await;
         assert_eq!(addrs.destination.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
         assert!(addrs.source.is_ipv4());
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_out_in_order_in_few_calls() {
+        let udp = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batch = SendBatch::default();
+        for i in 0..150u32 {
+            let to = if i % 3 == 0 { b.local_addr().unwrap() } else { a.local_addr().unwrap() };
+            batch.push(i.to_be_bytes().to_vec(), to);
+        }
+        assert_eq!(batch.len(), 150);
+        udp.send_batch(&mut batch).await;
+        assert!(batch.is_empty());
+        let read = |s: &std::net::UdpSocket, n: usize| -> Vec<u32> {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 16];
+            (0..n)
+                .map(|_| {
+                    let (len, from) = s.recv_from(&mut buf).unwrap();
+                    assert_eq!((len, from), (4, udp.local_addr()));
+                    u32::from_be_bytes(buf[..4].try_into().unwrap())
+                })
+                .collect()
+        };
+        assert_eq!(read(&b, 50), (0..150).filter(|i| i % 3 == 0).collect::<Vec<_>>());
+        assert_eq!(read(&a, 100), (0..150).filter(|i| i % 3 != 0).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn runs_are_one_size_to_one_peer_with_a_shorter_last() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let items = |spec: &[(usize, SocketAddr)]| -> Vec<(Vec<u8>, SocketAddr)> {
+            spec.iter().map(|(n, to)| (vec![0u8; *n], *to)).collect()
+        };
+        let runs = |spec: &[(usize, SocketAddr)], gso: bool| -> Vec<(usize, usize, usize)> {
+            segment_runs(&items(spec), gso).iter().map(|r| (r.start, r.count, r.seg)).collect()
+        };
+        // A frame to a (3 full + a short last), another frame's start, audio to b.
+        let spec = [(1200, a), (1200, a), (1200, a), (800, a), (1200, a), (1200, a), (300, b), (300, b), (1200, a)];
+        assert_eq!(runs(&spec, true), vec![(0, 4, 1200), (4, 2, 1200), (6, 2, 300), (8, 1, 1200)]);
+        assert_eq!(runs(&spec, false).len(), spec.len(), "one message per datagram without GSO");
+        // A longer datagram after a shorter one starts a new run.
+        assert_eq!(runs(&[(500, a), (1200, a)], true), vec![(0, 1, 500), (1, 1, 1200)]);
+        // Bounded in segments and bytes.
+        let many: Vec<(usize, SocketAddr)> = (0..100).map(|_| (100, a)).collect();
+        assert_eq!(runs(&many, true), vec![(0, 64, 100), (64, 36, 100)]);
+        let big: Vec<(usize, SocketAddr)> = (0..60).map(|_| (1200, a)).collect();
+        assert_eq!(runs(&big, true), vec![(0, 50, 1200), (50, 10, 1200)]);
+        assert!(runs(&[], true).is_empty());
+    }
+
+    #[tokio::test]
+    async fn runs_arrive_as_separate_datagrams() {
+        let udp = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let r = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = r.local_addr().unwrap();
+        let mut batch = SendBatch::default();
+        let sizes = [1200usize, 1200, 1200, 700, 1200, 90];
+        for (i, n) in sizes.iter().enumerate() {
+            batch.push(vec![i as u8; *n], to);
+        }
+        udp.send_batch(&mut batch).await;
+        // Loopback takes GSO on any kernel since 4.18; elsewhere the fallback sent them.
+        eprintln!("GSO in use: {}", udp.gso.load(Ordering::Relaxed));
+        r.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        for (i, n) in sizes.iter().enumerate() {
+            let len = r.recv(&mut buf).unwrap();
+            assert_eq!((len, buf[0], buf[len - 1]), (*n, i as u8, i as u8));
+        }
     }
 
     #[test]

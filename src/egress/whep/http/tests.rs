@@ -135,6 +135,12 @@ async fn a_good_offer_gets_201_with_location_etag_links_and_an_answer_we_can_sen
     let fmtp = answer.lines().find(|l| l.starts_with(&format!("a=fmtp:{pt} "))).expect("Opus fmtp");
     assert!(fmtp.contains("stereo=1") && fmtp.contains("sprop-stereo=1"), "{fmtp}");
     assert!(answer.contains("a=sendonly"), "{answer}");
+    // Header extensions: the MID only here (no transport-cc, abs-send-time, …;
+    // playout-delay too when offered, which this offer does not).
+    let offered = offer(|c| c).lines().filter(|l| l.starts_with("a=extmap:")).count();
+    let extmaps: Vec<&str> = answer.lines().filter(|l| l.starts_with("a=extmap:")).collect();
+    assert!(offered > extmaps.len(), "the offer had more: {offered}");
+    assert!(!extmaps.is_empty() && extmaps.iter().all(|l| l.ends_with(" urn:ietf:params:rtp-hdrext:sdes:mid")), "{extmaps:?}");
     assert_eq!(s.sup.status().viewers, 1);
     assert_eq!(s.whep.peers(Some("host")), 1);
 
