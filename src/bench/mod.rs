@@ -9,6 +9,10 @@
 //!   viewer per path (HTTP-TS, WHEP, headless Chromium) ([`latency`]).
 //! - `bench capture`: capture + encode cost per source and size: CPU cores,
 //!   frames dropped and repeated ([`capture`]).
+//! - `bench join`: WebRTC join time, POST to the first decodable keyframe ([`join`]).
+//! - `bench whep-fanout`: N WebRTC peers; server CPU per Gbit/s, RSS per
+//!   peer, losses ([`whep_fanout`]); `bench whep-fanout-client` (hidden) runs
+//!   the peers in a child process.
 
 pub mod capture;
 pub mod client;
@@ -18,6 +22,7 @@ pub mod join;
 pub mod latency;
 pub mod procstat;
 pub mod replay;
+pub mod whep_fanout;
 
 use std::process::ExitCode;
 
@@ -44,6 +49,12 @@ pub enum BenchCommand {
     /// Capture + encode cost per source and size: CPU cores, frames dropped
     /// and repeated (portal, X11, test pattern; --headless for the portal).
     Capture(capture::CaptureArgs),
+    /// Serve a 4 Mbit/s stream to N WebRTC (WHEP) peers and print server CPU
+    /// per Gbit/s delivered, RSS per peer, losses/NACKs and frames per peer.
+    WhepFanout(whep_fanout::WhepFanoutArgs),
+    /// The peers of `whep-fanout` (started by it as a child process).
+    #[command(hide = true)]
+    WhepFanoutClient(whep_fanout::WhepFanoutClientArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -53,5 +64,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::FanoutClient(a) => client::run(a),
         BenchCommand::Join(a) => join::run(a),
         BenchCommand::Capture(a) => capture::run(a),
+        BenchCommand::WhepFanout(a) => whep_fanout::run(a),
+        BenchCommand::WhepFanoutClient(a) => whep_fanout::run_client(a),
     }
 }
