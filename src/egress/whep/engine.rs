@@ -113,6 +113,8 @@ pub struct Engine {
     /// Peers with audio written but not drained yet (see [`AUDIO_HOLD`]), and until when.
     held: Vec<PeerId>,
     held_until: Option<Instant>,
+    /// The media batch being handled (kept for its allocation).
+    media_batch: Vec<MediaMsg>,
 }
 
 impl Engine {
@@ -134,6 +136,7 @@ impl Engine {
             out: SendBatch::default(),
             held: Vec::new(),
             held_until: None,
+            media_batch: Vec::with_capacity(MEDIA_BATCH),
         };
         tokio::spawn(engine.run(cmds, media_rx))
     }
@@ -339,46 +342,66 @@ impl Engine {
         }
     }
 
+    /// A batch of hub packets: each peer of their stream gets all of them
+    /// and is drained right after (peer by peer, so its state stays in the
+    /// cache for both), unless the batch is audio only (see [`AUDIO_HOLD`]).
     async fn on_media(&mut self, first: MediaMsg, rx: &mut mpsc::Receiver<MediaMsg>) {
         let now = Instant::now();
-        let mut touched: Vec<PeerId> = Vec::new();
-        let mut video = false;
-        let mut msg = Some(first);
-        for _ in 0..MEDIA_BATCH {
-            let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) else { break };
-            video |= m.track == Track::Video;
-            let Some(feed) = self.feeds.values().find(|f| f.id == m.feed) else { continue };
-            for id in &feed.peers {
-                let Some(peer) = self.peers.get_mut(id) else { continue };
-                match &m.pkt {
-                    Some(pkt) => {
-                        let (was, had_key) = (peer.dirty, peer.first_key_at.is_some());
-                        peer.write(m.track, pkt, now);
-                        if peer.dirty && !was {
-                            touched.push(*id);
-                        }
-                        if !had_key && peer.first_key_at.is_some() {
-                            tracing::debug!(
-                                resource = %peer.resource,
-                                join_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
-                                "first keyframe sent to a WebRTC viewer"
-                            );
-                        }
+        let mut batch = std::mem::take(&mut self.media_batch);
+        batch.push(first);
+        while batch.len() < MEDIA_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let video = batch.iter().any(|m| m.track == Track::Video);
+        let mut feed_ids: Vec<u64> = batch.iter().map(|m| m.feed).collect();
+        feed_ids.sort_unstable();
+        feed_ids.dedup();
+        for fid in feed_ids {
+            let Some(feed) = self.feeds.values().find(|f| f.id == fid) else { continue };
+            let peers = feed.peers.clone();
+            for id in peers {
+                let Some(peer) = self.peers.get_mut(&id) else { continue };
+                let (was, had_key) = (peer.dirty, peer.first_key_at.is_some());
+                for m in batch.iter().filter(|m| m.feed == fid) {
+                    match &m.pkt {
+                        Some(pkt) => peer.write(m.track, pkt, now),
+                        None => peer.lagged(m.track),
                     }
-                    None => peer.lagged(m.track),
+                }
+                if !had_key && peer.first_key_at.is_some() {
+                    tracing::debug!(
+                        resource = %peer.resource,
+                        join_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
+                        "first keyframe sent to a WebRTC viewer"
+                    );
+                }
+                if !peer.dirty {
+                    continue;
+                }
+                if video {
+                    peer.dirty = false;
+                    let actions = drain(&mut self.out, peer, now, self.cfg.timeout);
+                    self.after_drain(id, actions, now).await;
+                    self.flush_if_full().await;
+                } else if !was {
+                    // Audio alone: held for the next video frame (or AUDIO_HOLD).
+                    self.held.push(id);
                 }
             }
         }
-        if !video {
-            // Audio alone: hold it for the next video frame (or AUDIO_HOLD).
-            self.held.append(&mut touched);
+        batch.clear();
+        self.media_batch = batch;
+        if video {
+            // Held peers of other streams (this stream's were drained above).
+            self.held_until = None;
+            let held = std::mem::take(&mut self.held);
+            self.drain_written(held, now).await;
+        } else if !self.held.is_empty() {
             self.held_until.get_or_insert(now + AUDIO_HOLD);
-            return;
         }
-        // Held peers are still dirty, so a write above did not list them again.
-        touched.append(&mut self.held);
-        self.held_until = None;
-        self.drain_written(touched, now).await;
     }
 
     /// Drain the peers media was written to.
