@@ -298,6 +298,11 @@ impl Hub {
         self.lock().psi.clone()
     }
 
+    /// How many viewers are subscribed to the TS fan-out right now.
+    pub fn receivers(&self) -> usize {
+        self.inner.tx.receiver_count()
+    }
+
     pub fn stats(&self) -> HubStats {
         self.lock().stats
     }

@@ -60,6 +60,11 @@ impl Subscriber {
         Self { hub, rx, pending, synced, epoch, stats: SubscriberStats::default() }
     }
 
+    /// How many viewers (this one included) share the stream right now.
+    pub fn audience(&self) -> usize {
+        self.hub.receivers()
+    }
+
     pub fn stats(&self) -> SubscriberStats {
         self.stats
     }
