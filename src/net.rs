@@ -23,7 +23,11 @@ pub fn reachable_addrs(bound: SocketAddr) -> Vec<IpAddr> {
     addrs.sort_by_key(|ip| (ip.is_loopback(), ip.is_ipv6(), *ip));
     addrs.dedup();
     if addrs.is_empty() {
-        addrs.push(if want_v6 { IpAddr::V6(std::net::Ipv6Addr::LOCALHOST) } else { IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) });
+        addrs.push(if want_v6 {
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        });
     }
     addrs
 }

@@ -6,7 +6,8 @@ use base64::Engine;
 /// A fresh 128-bit token, 22 URL-safe characters.
 pub fn generate() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot read the OS random source for a token: {e}"))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot read the OS random source for a token: {e}"))?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
@@ -15,8 +16,13 @@ pub fn validate(token: &str) -> Result<(), String> {
     if token.is_empty() {
         return Err("the token is empty".into());
     }
-    if let Some(c) = token.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.' || *c == '~')) {
-        return Err(format!("the token has the character {c:?}; use letters, digits, '-', '_', '.', '~'"));
+    if let Some(c) = token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.' || *c == '~'))
+    {
+        return Err(format!(
+            "the token has the character {c:?}; use letters, digits, '-', '_', '.', '~'"
+        ));
     }
     Ok(())
 }

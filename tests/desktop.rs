@@ -61,15 +61,30 @@ fn rgb_frames(file: &Path, w: u32, h: u32, every: u32) -> Vec<Vec<u8>> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-v", "error", "-y", "-i"])
         .arg(file)
-        .args(["-an", "-vf", &format!("select=not(mod(n\\,{every})),scale={w}:{h}"), "-vsync", "0"])
+        .args([
+            "-an",
+            "-vf",
+            &format!("select=not(mod(n\\,{every})),scale={w}:{h}"),
+            "-vsync",
+            "0",
+        ])
         .args(["-pix_fmt", "rgb24", "-f", "rawvideo"])
         .arg(&out);
     let r = run_tool(cmd, Duration::from_secs(60));
-    assert!(r.success(), "ffmpeg could not decode {} to RGB: {}", file.display(), r.stderr);
+    assert!(
+        r.success(),
+        "ffmpeg could not decode {} to RGB: {}",
+        file.display(),
+        r.stderr
+    );
     let data = std::fs::read(&out).unwrap();
     let _ = std::fs::remove_file(&out);
     let size = (w * h * 3) as usize;
-    assert!(data.len() >= size, "no frame decoded from {}", file.display());
+    assert!(
+        data.len() >= size,
+        "no frame decoded from {}",
+        file.display()
+    );
     data.chunks_exact(size).map(<[u8]>::to_vec).collect()
 }
 
@@ -90,7 +105,11 @@ fn close(a: [u8; 3], b: [u8; 3], tol: u8) -> bool {
 
 /// Largest per-sample difference between two frames.
 fn max_diff(a: &[u8], b: &[u8]) -> u8 {
-    a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Read until the viewer has `frames` video frames (and at least `d`), at
@@ -104,7 +123,11 @@ fn read_frames(v: &mut Viewer, frames: usize, d: Duration) {
         if (t0.elapsed() >= d && scan_ts(&v.body).video.len() > frames) || v.eof {
             return;
         }
-        assert!(Instant::now() < deadline, "only {} frames within 30 s", scan_ts(&v.body).video.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} frames within 30 s",
+            scan_ts(&v.body).video.len()
+        );
     }
 }
 
@@ -112,7 +135,13 @@ fn read_frames(v: &mut Viewer, frames: usize, d: Duration) {
 /// AAC, clean decode, ≥ `min_frames`).
 fn watch(host: &Host, dir: &TempDir, name: &str, d: Duration, min_frames: u64) -> Checked {
     let mut v = Viewer::open(host.addr, &host.stream_path());
-    assert_eq!(v.status, 200, "{name}: status {} body {:?}", v.status, String::from_utf8_lossy(&v.body));
+    assert_eq!(
+        v.status,
+        200,
+        "{name}: status {} body {:?}",
+        v.status,
+        String::from_utf8_lossy(&v.body)
+    );
     read_frames(&mut v, min_frames as usize, d);
     check_capture(dir, name, &v.body, min_frames)
 }
@@ -121,13 +150,27 @@ fn watch(host: &Host, dir: &TempDir, name: &str, d: Duration, min_frames: u64) -
 /// the ball moves.
 fn assert_shows_the_session_screen(file: &Path, what: &str) {
     let frames = rgb_frames(file, 160, 90, 10);
-    assert!(frames.len() >= 5, "{what}: only {} sampled frames", frames.len());
+    assert!(
+        frames.len() >= 5,
+        "{what}: only {} sampled frames",
+        frames.len()
+    );
     for (i, f) in frames.iter().enumerate() {
         let m = median_rgb(f);
-        assert!(close(m, BACKGROUND, 16), "{what}: frame {i} median colour {m:?}, the screen is {BACKGROUND:?}");
+        assert!(
+            close(m, BACKGROUND, 16),
+            "{what}: frame {i} median colour {m:?}, the screen is {BACKGROUND:?}"
+        );
     }
-    let moving = frames.windows(2).filter(|p| max_diff(&p[0], &p[1]) > 60).count();
-    assert!(moving >= frames.len() / 2, "{what}: the animated client does not move in the capture ({moving} of {} steps)", frames.len() - 1);
+    let moving = frames
+        .windows(2)
+        .filter(|p| max_diff(&p[0], &p[1]) > 60)
+        .count();
+    assert!(
+        moving >= frames.len() / 2,
+        "{what}: the animated client does not move in the capture ({moving} of {} steps)",
+        frames.len() - 1
+    );
 }
 
 // ─────────────────────────────── portal: HTTP-TS ───────────────────────────────
@@ -142,12 +185,26 @@ fn portal_capture_over_http_ts_shows_the_compositor_screen() {
     let dir = TempDir::new("portal-http");
     let t0 = Instant::now();
     let got = watch(&host, &dir, "portal.ts", Duration::from_secs(3), 60);
-    println!("portal capture: {} frames decoded from a ≥ 3 s viewer ({} ms incl. start)", got.frames, t0.elapsed().as_millis());
+    println!(
+        "portal capture: {} frames decoded from a ≥ 3 s viewer ({} ms incl. start)",
+        got.frames,
+        t0.elapsed().as_millis()
+    );
     assert_shows_the_session_screen(&got.path, "HTTP-TS");
     // The portal handed out a restore token, saved for the next start.
-    assert!(token_file(&state.0).exists(), "no restore token saved in {}", state.0.display());
-    assert!(session.log("xdpw").contains("option persist_mode:2"), "persist mode 'until revoked' not asked for");
-    assert!(session.log("xdpw").contains("option cursor_mode:2"), "the cursor is not asked for embedded");
+    assert!(
+        token_file(&state.0).exists(),
+        "no restore token saved in {}",
+        state.0.display()
+    );
+    assert!(
+        session.log("xdpw").contains("option persist_mode:2"),
+        "persist mode 'until revoked' not asked for"
+    );
+    assert!(
+        session.log("xdpw").contains("option cursor_mode:2"),
+        "the cursor is not asked for embedded"
+    );
 }
 
 // ─────────────────────────────── portal: WHEP ───────────────────────────────
@@ -159,13 +216,22 @@ fn portal_capture_over_whep_gives_decodable_frames_of_the_screen() {
     let state = TempDir::new("portal-whep-state");
     let host = portal_host(&session, &state.0, &[]);
     let url = format!("http://{}/{}/whep", host.addr, host.token);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (annexb, frames, audio) = rt.block_on(async {
-        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap()).await.expect("WHEP 201");
+        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap())
+            .await
+            .expect("WHEP 201");
         let deadline = Instant::now() + Duration::from_secs(25);
         let (mut annexb, mut frames, mut audio) = (Vec::new(), 0u32, 0u32);
         while frames < 60 {
-            assert!(Instant::now() < deadline, "WHEP: only {frames} frames, {audio} audio packets in time");
+            assert!(
+                Instant::now() < deadline,
+                "WHEP: only {frames} frames, {audio} audio packets in time"
+            );
             match c.next_event(deadline).await.expect("the client runs") {
                 Some(WhepEvent::Video(f)) => {
                     if frames == 0 {
@@ -193,7 +259,10 @@ fn portal_capture_over_whep_gives_decodable_frames_of_the_screen() {
 // ───────────────────── portal: restore token, --pick, static screen ─────────────────────
 
 fn restore_count(session: &Session) -> usize {
-    session.log("xdpw").matches("restore data available").count()
+    session
+        .log("xdpw")
+        .matches("restore data available")
+        .count()
 }
 
 fn wait_idle(host: &Host) {
@@ -212,11 +281,23 @@ fn a_lazy_restart_reuses_the_restore_token_and_pick_forgets_it() {
         // First start: no token yet, the picker chooses.
         watch(&host, &dir, "first.ts", Duration::from_millis(1500), 20);
         let t1 = std::fs::read_to_string(&tf).expect("a token after the first start");
-        assert_eq!(restore_count(&session), 0, "nothing to restore at the first start");
-        assert_eq!(session.log("xdpw").matches("dbus: session closed").count(), 0, "the session lives while capturing");
+        assert_eq!(
+            restore_count(&session),
+            0,
+            "nothing to restore at the first start"
+        );
+        assert_eq!(
+            session.log("xdpw").matches("dbus: session closed").count(),
+            0,
+            "the session lives while capturing"
+        );
         // The last viewer left: after the linger, capture stops and the portal session is closed.
         wait_idle(&host);
-        assert_eq!(session.log("xdpw").matches("dbus: session closed").count(), 1, "capture stopped: session closed");
+        assert_eq!(
+            session.log("xdpw").matches("dbus: session closed").count(),
+            1,
+            "capture stopped: session closed"
+        );
 
         // Second lazy start: the saved token is offered and the portal hands
         // the backend the remembered selection (restore data: no picker). The
@@ -225,9 +306,21 @@ fn a_lazy_restart_reuses_the_restore_token_and_pick_forgets_it() {
         watch(&host, &dir, "second.ts", Duration::from_millis(1500), 20);
         let t2 = std::fs::read_to_string(&tf).expect("a token after the second start");
         println!("restore token: first {} then {}", t1.trim(), t2.trim());
-        assert_eq!(restore_count(&session), 1, "the second start restored the selection:\n{}", session.log("xdpw"));
-        assert!(session.log("xdpw").contains("restore_data.output_name: HEADLESS-1"));
-        assert!(host.stderr_text().contains("offering the saved screen selection"), "{}", host.stderr_text());
+        assert_eq!(
+            restore_count(&session),
+            1,
+            "the second start restored the selection:\n{}",
+            session.log("xdpw")
+        );
+        assert!(session
+            .log("xdpw")
+            .contains("restore_data.output_name: HEADLESS-1"));
+        assert!(
+            host.stderr_text()
+                .contains("offering the saved screen selection"),
+            "{}",
+            host.stderr_text()
+        );
         wait_idle(&host);
 
         // A token the portal does not know: the dialog (here: the picker) runs
@@ -235,8 +328,15 @@ fn a_lazy_restart_reuses_the_restore_token_and_pick_forgets_it() {
         std::fs::write(&tf, "not-a-token-the-portal-knows\n").unwrap();
         watch(&host, &dir, "third.ts", Duration::from_millis(1500), 20);
         let t3 = std::fs::read_to_string(&tf).unwrap();
-        assert!(!t3.contains("not-a-token"), "the rejected token was replaced");
-        assert_eq!(restore_count(&session), 1, "an unknown token restores nothing");
+        assert!(
+            !t3.contains("not-a-token"),
+            "the rejected token was replaced"
+        );
+        assert_eq!(
+            restore_count(&session),
+            1,
+            "an unknown token restores nothing"
+        );
     }
     // --pick: the saved selection is forgotten at start, the picker runs.
     let host = portal_host(&session, &state.0, &["--pick"]);
@@ -265,15 +365,29 @@ fn a_static_screen_still_gives_a_steady_frame_rate_and_joins_on_a_keyframe() {
     read_frames(&mut second, 20, Duration::from_millis(500));
     first.read_for(Duration::from_millis(100));
     let a = check_capture(&dir, "static-first.ts", &first.body, 60);
-    let in_window = a.scan.frames_between(first.offset_at(from), first.offset_at(to));
+    let in_window = a
+        .scan
+        .frames_between(first.offset_at(from), first.offset_at(to));
     // 75 frames at 30 fps; without repeats a static screen gives one or two.
-    assert!(in_window >= 50, "only {in_window} frames in 2.5 s of a static screen");
+    assert!(
+        in_window >= 50,
+        "only {in_window} frames in 2.5 s of a static screen"
+    );
     let gaps = a.scan.discontinuities(FPS);
-    assert!(gaps.is_empty(), "the frame rate stutters on a static screen at PES {gaps:?}");
+    assert!(
+        gaps.is_empty(),
+        "the frame rate stutters on a static screen at PES {gaps:?}"
+    );
     let b = check_capture(&dir, "static-second.ts", &second.body, 20);
     let key = b.scan.video.first().expect("the second viewer got video");
-    assert!(key.sps_or_idr || key.rai, "the second viewer starts on a keyframe");
-    println!("static screen: {in_window} frames in 2.5 s; the joiner decoded {} frames", b.frames);
+    assert!(
+        key.sps_or_idr || key.rai,
+        "the second viewer starts on a keyframe"
+    );
+    println!(
+        "static screen: {in_window} frames in 2.5 s; the joiner decoded {} frames",
+        b.frames
+    );
 }
 
 // ─────────────────────────── portal: failures ───────────────────────────
@@ -291,10 +405,18 @@ fn a_cancelled_dialog_gives_the_viewer_503_with_the_reason_and_the_next_viewer_a
         v.read_for(Duration::from_millis(300));
         let body = String::from_utf8_lossy(&v.body).into_owned();
         assert_eq!(v.status, 503, "attempt {attempt}: {body}");
-        assert!(body.contains("the screen-share dialog was cancelled"), "attempt {attempt}: {body:?}");
+        assert!(
+            body.contains("the screen-share dialog was cancelled"),
+            "attempt {attempt}: {body:?}"
+        );
         assert_ne!(host.status()["state"], "live");
     }
-    assert_eq!(session.log("xdpw").matches("no output found").count(), 2, "each viewer asked again:\n{}", session.log("xdpw"));
+    assert_eq!(
+        session.log("xdpw").matches("no output found").count(),
+        2,
+        "each viewer asked again:\n{}",
+        session.log("xdpw")
+    );
     assert!(!token_file(&state.0).exists());
 }
 
@@ -344,7 +466,10 @@ fn in_a_wayland_session_auto_picks_the_portal_and_window_sharing_it_lacks_is_a_c
     let host = b.env("XDG_STATE_HOME", state.0.to_str().unwrap()).spawn();
     assert_eq!(host.banner["source"], "desktop (screen-cast portal)");
     let err = host.stderr_text();
-    assert!(err.contains("with a ScreenCast portal (version 4): capturing through the portal"), "{err}");
+    assert!(
+        err.contains("with a ScreenCast portal (version 4): capturing through the portal"),
+        "{err}"
+    );
     drop(host);
 
     // xdg-desktop-portal-wlr 0.7 shares monitors only.
@@ -353,7 +478,10 @@ fn in_a_wayland_session_auto_picks_the_portal_and_window_sharing_it_lacks_is_a_c
     v.read_for(Duration::from_millis(300));
     let body = String::from_utf8_lossy(&v.body).into_owned();
     assert_eq!(v.status, 503, "{body}");
-    assert!(body.contains("cannot share a single window (it offers: monitor)"), "{body:?}");
+    assert!(
+        body.contains("cannot share a single window (it offers: monitor)"),
+        "{body:?}"
+    );
 }
 
 // ─────────────────────────────── system audio ───────────────────────────────
@@ -379,7 +507,9 @@ impl Tone {
             "buffer-time=500000",
             "latency-time=20000",
         ]);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         Tone(cmd.spawn().expect("gst-launch-1.0 plays a tone"))
     }
 }
@@ -397,7 +527,12 @@ impl Drop for Tone {
 /// moment and the sink then plays silence.
 fn rms_and_tone_share(samples: &[f32], rate: usize, freq: f64) -> (f64, f64) {
     let n = samples.len().max(1) as f64;
-    let rms = (samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum::<f64>() / n).sqrt();
+    let rms = (samples
+        .iter()
+        .map(|s| f64::from(*s) * f64::from(*s))
+        .sum::<f64>()
+        / n)
+        .sqrt();
     let block = rate / 10;
     let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / rate as f64).cos();
     let blocks: Vec<bool> = samples
@@ -424,13 +559,21 @@ fn aac_samples(file: &Path) -> Vec<f32> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-v", "error", "-y", "-i"])
         .arg(file)
-        .args(["-map", "0:a:0", "-ss", "0.5", "-ac", "1", "-ar", "48000", "-f", "f32le"])
+        .args([
+            "-map", "0:a:0", "-ss", "0.5", "-ac", "1", "-ar", "48000", "-f", "f32le",
+        ])
         .arg(&out);
     let r = run_tool(cmd, Duration::from_secs(60));
-    assert!(r.success(), "ffmpeg could not decode the AAC track: {}", r.stderr);
+    assert!(
+        r.success(),
+        "ffmpeg could not decode the AAC track: {}",
+        r.stderr
+    );
     let raw = std::fs::read(&out).unwrap();
     let _ = std::fs::remove_file(&out);
-    raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    raw.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// Opus packets decoded with GStreamer's opusdec, mono f32 at 48 kHz.
@@ -445,12 +588,24 @@ fn opus_samples(packets: &[(u64, Vec<u8>)]) -> Vec<f32> {
         .field("channels", 2i32)
         .field("rate", 48_000i32)
         .build();
-    let src = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+    let src = gst_app::AppSrc::builder()
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .build();
     let dec = gst::ElementFactory::make("opusdec").build().unwrap();
     let conv = gst::ElementFactory::make("audioconvert").build().unwrap();
-    let out_caps = gst::Caps::builder("audio/x-raw").field("format", "F32LE").field("channels", 1i32).field("rate", 48_000i32).build();
-    let sink = gst_app::AppSink::builder().caps(&out_caps).sync(false).build();
-    pipeline.add_many([src.upcast_ref(), &dec, &conv, sink.upcast_ref()]).unwrap();
+    let out_caps = gst::Caps::builder("audio/x-raw")
+        .field("format", "F32LE")
+        .field("channels", 1i32)
+        .field("rate", 48_000i32)
+        .build();
+    let sink = gst_app::AppSink::builder()
+        .caps(&out_caps)
+        .sync(false)
+        .build();
+    pipeline
+        .add_many([src.upcast_ref(), &dec, &conv, sink.upcast_ref()])
+        .unwrap();
     gst::Element::link_many([src.upcast_ref(), &dec, &conv, sink.upcast_ref()]).unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let t0 = packets.first().map_or(0, |p| p.0);
@@ -467,7 +622,10 @@ fn opus_samples(packets: &[(u64, Vec<u8>)]) -> Vec<f32> {
     let mut samples = Vec::new();
     while let Ok(s) = sink.pull_sample() {
         let map = s.buffer().unwrap().map_readable().unwrap();
-        samples.extend(map.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        samples.extend(
+            map.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
     }
     pipeline.set_state(gst::State::Null).unwrap();
     samples
@@ -487,20 +645,39 @@ fn a_tone_played_into_the_default_sink_is_in_the_aac_and_the_opus_track() {
     let aac = aac_samples(&got.path);
     assert!(aac.len() > 48_000, "only {} AAC samples", aac.len());
     let (rms, share) = rms_and_tone_share(&aac, 48_000, 1000.0);
-    println!("AAC track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 100 ms blocks", share * 100.0);
+    println!(
+        "AAC track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 100 ms blocks",
+        share * 100.0
+    );
     assert!(rms > 0.1, "the AAC track is (nearly) silent: RMS {rms:.4}");
-    assert!(share >= 0.6, "the AAC track is not the 1 kHz tone (1 kHz dominates {:.0} % of blocks)", share * 100.0);
+    assert!(
+        share >= 0.6,
+        "the AAC track is not the 1 kHz tone (1 kHz dominates {:.0} % of blocks)",
+        share * 100.0
+    );
 
     // WHEP: Opus.
     let url = format!("http://{}/{}/whep", host.addr, host.token);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let packets = rt.block_on(async {
-        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap()).await.expect("WHEP 201");
+        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap())
+            .await
+            .expect("WHEP 201");
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut packets = Vec::new();
         while packets.len() < 100 {
-            assert!(Instant::now() < deadline, "only {} Opus packets in time", packets.len());
-            if let Some(WhepEvent::Audio(a)) = c.next_event(deadline).await.expect("the client runs") {
+            assert!(
+                Instant::now() < deadline,
+                "only {} Opus packets in time",
+                packets.len()
+            );
+            if let Some(WhepEvent::Audio(a)) =
+                c.next_event(deadline).await.expect("the client runs")
+            {
                 packets.push((a.rtp_time, a.data));
             }
         }
@@ -508,11 +685,22 @@ fn a_tone_played_into_the_default_sink_is_in_the_aac_and_the_opus_track() {
         packets
     });
     let opus = opus_samples(&packets[25..]);
-    assert!(opus.len() > 24_000, "only {} Opus samples decoded", opus.len());
+    assert!(
+        opus.len() > 24_000,
+        "only {} Opus samples decoded",
+        opus.len()
+    );
     let (rms, share) = rms_and_tone_share(&opus, 48_000, 1000.0);
-    println!("Opus track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 100 ms blocks", share * 100.0);
+    println!(
+        "Opus track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 100 ms blocks",
+        share * 100.0
+    );
     assert!(rms > 0.1, "the Opus track is (nearly) silent: RMS {rms:.4}");
-    assert!(share >= 0.6, "the Opus track is not the 1 kHz tone (1 kHz dominates {:.0} % of blocks)", share * 100.0);
+    assert!(
+        share >= 0.6,
+        "the Opus track is not the 1 kHz tone (1 kHz dominates {:.0} % of blocks)",
+        share * 100.0
+    );
 }
 
 // ─────────────────────────────────── X11 ───────────────────────────────────
@@ -526,7 +714,17 @@ struct Xvfb {
 impl Xvfb {
     fn start(w: u32, h: u32) -> Xvfb {
         let mut child = Command::new("Xvfb")
-            .args(["-displayfd", "1", "-screen", "0", &format!("{w}x{h}x24"), "-nolisten", "tcp", "-nolisten", "unix"])
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                &format!("{w}x{h}x24"),
+                "-nolisten",
+                "tcp",
+                "-nolisten",
+                "unix",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -543,8 +741,13 @@ impl Xvfb {
             }
             let _ = tx.send(s);
         });
-        let n = rx.recv_timeout(Duration::from_secs(20)).expect("Xvfb tells its display number");
-        Xvfb { child, display: format!(":{}", n.trim()) }
+        let n = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("Xvfb tells its display number");
+        Xvfb {
+            child,
+            display: format!(":{}", n.trim()),
+        }
     }
 }
 
@@ -565,7 +768,13 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
     let mut picture = Command::new("gst-launch-1.0")
         .args(["videotestsrc", "pattern=smpte75", "!"])
         .arg(format!("video/x-raw,width={w},height={h},framerate=10/1"))
-        .args(["!", "videoconvert", "!", "ximagesink", &format!("display={}", x.display)])
+        .args([
+            "!",
+            "videoconvert",
+            "!",
+            "ximagesink",
+            &format!("display={}", x.display),
+        ])
         .env("DISPLAY", &x.display)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -583,9 +792,15 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(20)).expect("the picture is on the X screen");
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the picture is on the X screen");
     // Default audio (system), and no audio server: video only, said once.
-    let host = Host::builder().source("x11").arg("--display").arg(&x.display).env("PULSE_SERVER", "unix:/nonexistent/pulse").spawn();
+    let host = Host::builder()
+        .source("x11")
+        .arg("--display")
+        .arg(&x.display)
+        .env("PULSE_SERVER", "unix:/nonexistent/pulse")
+        .spawn();
     assert_eq!(host.banner["source"], "X11 display");
     let dir = TempDir::new("x11");
     let mut v = Viewer::open(host.addr, &host.stream_path());
@@ -597,19 +812,37 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
     assert!(errors.is_empty(), "ffmpeg: {errors}");
     assert!(count_video_frames(&file) >= 60);
     let streams = ffprobe_streams(&file);
-    assert!(streams.iter().all(|(t, _)| t != "audio"), "no audio server, yet audio: {streams:?}");
-    assert_eq!(host.stderr_text().matches("no audio server").count(), 1, "{}", host.stderr_text());
+    assert!(
+        streams.iter().all(|(t, _)| t != "audio"),
+        "no audio server, yet audio: {streams:?}"
+    );
+    assert_eq!(
+        host.stderr_text().matches("no audio server").count(),
+        1,
+        "{}",
+        host.stderr_text()
+    );
     let frames = rgb_frames(&file, w, h, 15);
     // The seven bars of the top two thirds, 75 % white → blue.
-    let bars: [[u8; 3]; 7] =
-        [[191, 191, 191], [191, 191, 0], [0, 191, 191], [0, 191, 0], [191, 0, 191], [191, 0, 0], [0, 0, 191]];
+    let bars: [[u8; 3]; 7] = [
+        [191, 191, 191],
+        [191, 191, 0],
+        [0, 191, 191],
+        [0, 191, 0],
+        [191, 0, 191],
+        [191, 0, 0],
+        [0, 0, 191],
+    ];
     for (i, f) in frames.iter().enumerate() {
         for (b, want) in bars.iter().enumerate() {
             let px = ((b as u32 * w / 7) + w / 14) as usize;
             let py = (h / 3) as usize;
             let at = (py * w as usize + px) * 3;
             let got = [f[at], f[at + 1], f[at + 2]];
-            assert!(close(got, *want, 24), "frame {i}: bar {b} at ({px},{py}) is {got:?}, want {want:?}");
+            assert!(
+                close(got, *want, 24),
+                "frame {i}: bar {b} at ({px},{py}) is {got:?}, want {want:?}"
+            );
         }
     }
     let _ = picture.kill();
@@ -620,9 +853,12 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
 
 fn doctor(env: &[(String, String)]) -> (ToolOutput, serde_json::Value) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelpass"));
-    cmd.args(["doctor", "--json"]).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.args(["doctor", "--json"])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)));
     let out = run_tool(cmd, Duration::from_secs(60));
-    let json = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("doctor --json ({e}): {out:?}"));
+    let json = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json ({e}): {out:?}"));
     (out, json)
 }
 
@@ -640,7 +876,11 @@ fn doctor_reports_what_this_machine_has_and_how_to_fix_the_rest() {
     let _t = turn();
     // Inside the headless session.
     let session = Session::start(&["--no-client"]);
-    let env: Vec<(String, String)> = session.env().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let env: Vec<(String, String)> = session
+        .env()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let (out, r) = doctor(&env);
     assert!(out.success(), "doctor exits 0 where host can run: {out:?}");
     for (id, detail) in [
@@ -659,7 +899,10 @@ fn doctor_reports_what_this_machine_has_and_how_to_fix_the_rest() {
     ] {
         let row = doctor_row(&r, id);
         assert_eq!(row["status"], "ok", "{id}: {row}");
-        assert!(row["detail"].as_str().unwrap().contains(detail), "{id}: {row}");
+        assert!(
+            row["detail"].as_str().unwrap().contains(detail),
+            "{id}: {row}"
+        );
     }
     assert_eq!(r["auto_source"], "portal");
     assert_eq!(r["host_can_run"], true);
@@ -668,10 +911,19 @@ fn doctor_reports_what_this_machine_has_and_how_to_fix_the_rest() {
     assert_eq!(x["status"], "no");
     assert_eq!(x["detail"], "DISPLAY is not set");
     // Every encoder is listed; one that does not work names its fix.
-    for enc in ["vah264enc", "vaapih264enc", "nvh264enc", "x264enc", "openh264enc"] {
+    for enc in [
+        "vah264enc",
+        "vaapih264enc",
+        "nvh264enc",
+        "x264enc",
+        "openh264enc",
+    ] {
         let row = doctor_row(&r, &format!("h264:{enc}"));
         if row["status"] != "ok" {
-            assert!(row["fix"].as_str().is_some_and(|f| !f.is_empty()), "{enc}: no fix given: {row}");
+            assert!(
+                row["fix"].as_str().is_some_and(|f| !f.is_empty()),
+                "{enc}: no fix given: {row}"
+            );
         }
     }
     let mpv = doctor_row(&r, "mpv");
@@ -688,29 +940,74 @@ fn doctor_reports_what_this_machine_has_and_how_to_fix_the_rest() {
     ];
     let (out, r) = doctor(&bare);
     assert!(out.success(), "{out:?}");
-    assert_eq!(doctor_row(&r, "wayland")["detail"], "WAYLAND_DISPLAY is not set");
+    assert_eq!(
+        doctor_row(&r, "wayland")["detail"],
+        "WAYLAND_DISPLAY is not set"
+    );
     let portal = doctor_row(&r, "portal");
     assert_eq!(portal["status"], "no");
-    assert!(portal["detail"].as_str().unwrap().starts_with("no D-Bus session bus"), "{portal}");
-    assert!(portal["fix"].as_str().unwrap().contains("xdg-desktop-portal"), "{portal}");
+    assert!(
+        portal["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no D-Bus session bus"),
+        "{portal}"
+    );
+    assert!(
+        portal["fix"]
+            .as_str()
+            .unwrap()
+            .contains("xdg-desktop-portal"),
+        "{portal}"
+    );
     assert_eq!(doctor_row(&r, "audio-server")["status"], "no");
     assert_eq!(r["auto_source"], "test");
 
     // The table people read.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelpass"));
-    cmd.arg("doctor").env_clear().envs(bare.iter().map(|(k, v)| (k, v)));
+    cmd.arg("doctor")
+        .env_clear()
+        .envs(bare.iter().map(|(k, v)| (k, v)));
     let table = run_tool(cmd, Duration::from_secs(60));
     assert!(table.success());
-    assert!(table.stdout.contains("ScreenCast portal"), "{}", table.stdout);
-    assert!(table.stdout.contains("fix: apt-get install xdg-desktop-portal"), "{}", table.stdout);
-    assert!(table.stdout.contains("pixelpass host can run here: --source auto → test, encoder x264enc"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("ScreenCast portal"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .contains("fix: apt-get install xdg-desktop-portal"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .contains("pixelpass host can run here: --source auto → test, encoder x264enc"),
+        "{}",
+        table.stdout
+    );
 
     // No GStreamer plugins at all: host cannot run, exit status 1.
     let mut none = bare.clone();
-    none.push(("GST_PLUGIN_SYSTEM_PATH_1_0".into(), home.0.join("no-plugins").display().to_string()));
-    none.push(("GST_REGISTRY_1_0".into(), home.0.join("registry.bin").display().to_string()));
+    none.push((
+        "GST_PLUGIN_SYSTEM_PATH_1_0".into(),
+        home.0.join("no-plugins").display().to_string(),
+    ));
+    none.push((
+        "GST_REGISTRY_1_0".into(),
+        home.0.join("registry.bin").display().to_string(),
+    ));
     let (out, r) = doctor(&none);
     assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out:?}");
     assert_eq!(r["host_can_run"], false);
-    assert!(r["blocker"].as_str().unwrap().contains("no H.264 encoder works"), "{r:#}");
+    assert!(
+        r["blocker"]
+            .as_str()
+            .unwrap()
+            .contains("no H.264 encoder works"),
+        "{r:#}"
+    );
 }

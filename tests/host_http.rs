@@ -13,16 +13,40 @@ use common::*;
 const STREAM_TYPE: &str = "video/mp2t";
 
 fn assert_stream_headers(v: &Viewer, who: &str) {
-    assert_eq!(v.status, 200, "{who}: status {} headers {:?}", v.status, v.headers);
-    assert_eq!(v.header("content-type"), Some(STREAM_TYPE), "{who}: {:?}", v.headers);
-    assert_eq!(v.header("cache-control"), Some("no-store"), "{who}: {:?}", v.headers);
+    assert_eq!(
+        v.status, 200,
+        "{who}: status {} headers {:?}",
+        v.status, v.headers
+    );
+    assert_eq!(
+        v.header("content-type"),
+        Some(STREAM_TYPE),
+        "{who}: {:?}",
+        v.headers
+    );
+    assert_eq!(
+        v.header("cache-control"),
+        Some("no-store"),
+        "{who}: {:?}",
+        v.headers
+    );
 }
 
 /// The first video frame a viewer gets must be a keyframe, right after a PAT.
 fn assert_starts_on_keyframe(scan: &TsScan, who: &str) {
-    let first = scan.video.first().unwrap_or_else(|| panic!("{who}: no video PES at all"));
-    assert!(first.rai || first.sps_or_idr, "{who}: first video frame is not a keyframe: {first:?}");
-    assert_eq!(scan.pat_offsets.first(), Some(&0), "{who}: stream does not start with a PAT");
+    let first = scan
+        .video
+        .first()
+        .unwrap_or_else(|| panic!("{who}: no video PES at all"));
+    assert!(
+        first.rai || first.sps_or_idr,
+        "{who}: first video frame is not a keyframe: {first:?}"
+    );
+    assert_eq!(
+        scan.pat_offsets.first(),
+        Some(&0),
+        "{who}: stream does not start with a PAT"
+    );
 }
 
 #[test]
@@ -30,13 +54,31 @@ fn help_lists_every_host_option() {
     let out = run_binary(&["host", "--help"], Duration::from_secs(20));
     assert!(out.success(), "pixelpass host --help failed: {out:?}");
     for opt in [
-        "--source", "--window", "--framerate", "--bitrate", "--width", "--height", "--max-viewers", "--listen", "--token",
-        "--linger", "--json", "PIXELPASS_TOKEN",
+        "--source",
+        "--window",
+        "--framerate",
+        "--bitrate",
+        "--width",
+        "--height",
+        "--max-viewers",
+        "--listen",
+        "--token",
+        "--linger",
+        "--json",
+        "PIXELPASS_TOKEN",
     ] {
-        assert!(out.stdout.contains(opt), "host --help does not mention {opt}:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(opt),
+            "host --help does not mention {opt}:\n{}",
+            out.stdout
+        );
     }
     for source in ["auto", "test", "portal", "x11"] {
-        assert!(out.stdout.contains(source), "host --help does not list source {source}:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(source),
+            "host --help does not list source {source}:\n{}",
+            out.stdout
+        );
     }
 }
 
@@ -46,30 +88,65 @@ fn banner_is_one_json_line_with_the_urls_and_a_strong_token() {
     let b = &host.banner;
     let base = format!("http://{}", host.addr);
     assert_ne!(host.addr.port(), 0, "banner shows port 0: {b}");
-    assert_eq!(b["stream_url"], format!("{base}/{}/stream.ts", host.token), "{b}");
-    assert_eq!(b["status_url"], format!("{base}/{}/status", host.token), "{b}");
+    assert_eq!(
+        b["stream_url"],
+        format!("{base}/{}/stream.ts", host.token),
+        "{b}"
+    );
+    assert_eq!(
+        b["status_url"],
+        format!("{base}/{}/status", host.token),
+        "{b}"
+    );
     assert_eq!(b["max_viewers"], 2, "{b}");
-    assert!(b["encoder"].as_str().is_some_and(|e| !e.is_empty()), "no encoder in banner: {b}");
-    let urls = b["urls"].as_array().unwrap_or_else(|| panic!("no urls array: {b}"));
-    assert!(urls.iter().any(|u| u == &b["stream_url"]), "urls {urls:?} lack the stream URL");
+    assert!(
+        b["encoder"].as_str().is_some_and(|e| !e.is_empty()),
+        "no encoder in banner: {b}"
+    );
+    let urls = b["urls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no urls array: {b}"));
+    assert!(
+        urls.iter().any(|u| u == &b["stream_url"]),
+        "urls {urls:?} lack the stream URL"
+    );
     assert!(b.get("player_url").is_some(), "no player_url key: {b}");
 
     // A generated token: URL-safe and at least 128 bits (22 base64url characters).
     let t = &host.token;
-    assert!(t.len() >= 22 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "weak token {t:?}");
+    assert!(
+        t.len() >= 22
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "weak token {t:?}"
+    );
     let other = Host::spawn_default();
-    assert_ne!(other.token, host.token, "two hosts generated the same token");
+    assert_ne!(
+        other.token, host.token,
+        "two hosts generated the same token"
+    );
 
     // The banner URLs work.
     assert_eq!(host.get(&host.status_path()).status, 200);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(host.extra_stdout(), Vec::<String>::new(), "more than one line on stdout");
+    assert_eq!(
+        host.extra_stdout(),
+        Vec::<String>::new(),
+        "more than one line on stdout"
+    );
 
     // --token and PIXELPASS_TOKEN are taken as given.
-    let given = Host::builder().token("given-token_0123456789abcdef").spawn();
+    let given = Host::builder()
+        .token("given-token_0123456789abcdef")
+        .spawn();
     assert_eq!(given.token, "given-token_0123456789abcdef");
-    assert_eq!(given.get("/given-token_0123456789abcdef/status").status, 200);
-    let from_env = Host::builder().env("PIXELPASS_TOKEN", "env-token_0123456789abcdefgh").spawn();
+    assert_eq!(
+        given.get("/given-token_0123456789abcdef/status").status,
+        200
+    );
+    let from_env = Host::builder()
+        .env("PIXELPASS_TOKEN", "env-token_0123456789abcdefgh")
+        .spawn();
     assert_eq!(from_env.token, "env-token_0123456789abcdefgh");
 }
 
@@ -77,11 +154,25 @@ fn banner_is_one_json_line_with_the_urls_and_a_strong_token() {
 fn a_taken_port_is_an_error_that_suggests_listen() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = run_binary(&["host", "--source", "test", "--json", "--listen", &addr], Duration::from_secs(30));
-    assert!(out.status.is_some(), "host did not exit with its port taken");
+    let out = run_binary(
+        &["host", "--source", "test", "--json", "--listen", &addr],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.is_some(),
+        "host did not exit with its port taken"
+    );
     assert!(!out.success(), "host exited 0 with its port taken");
-    assert!(out.stderr.contains("--listen"), "the error does not suggest --listen:\n{}", out.stderr);
-    assert!(out.stdout.trim().is_empty(), "printed a banner although it could not listen: {}", out.stdout);
+    assert!(
+        out.stderr.contains("--listen"),
+        "the error does not suggest --listen:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.trim().is_empty(),
+        "printed a banner although it could not listen: {}",
+        out.stdout
+    );
 }
 
 /// (a) Two concurrent viewers for 6 s each get H.264 + AAC that decode cleanly.
@@ -107,7 +198,11 @@ fn two_concurrent_viewers_each_get_six_seconds_of_decodable_h264_and_aac() {
     for (i, v) in viewers.iter().enumerate() {
         let who = format!("viewer {i}");
         assert_stream_headers(v, &who);
-        assert!(!v.eof, "{who}: the stream ended after {} bytes", v.body.len());
+        assert!(
+            !v.eof,
+            "{who}: the stream ended after {} bytes",
+            v.body.len()
+        );
         let c = check_capture(&dir, &format!("viewer{i}.ts"), &v.body, 120);
         assert_starts_on_keyframe(&c.scan, &who);
         eprintln!("{who}: {} bytes, {} frames decoded", v.body.len(), c.frames);
@@ -129,9 +224,17 @@ fn a_viewer_over_the_cap_gets_503_host_is_full() {
     let third = host.get(&host.stream_path());
     assert_eq!(third.status, 503, "third viewer: {third:?}");
     // The body is the one-line reason (a trailing newline is fine).
-    assert_eq!(third.text().trim_end_matches(['\r', '\n']), "host is full (2/2 viewers)");
-    let retry = third.header("retry-after").unwrap_or_else(|| panic!("503 without Retry-After: {:?}", third.headers));
-    assert!(retry.parse::<u64>().is_ok(), "Retry-After {retry:?} is not a number of seconds");
+    assert_eq!(
+        third.text().trim_end_matches(['\r', '\n']),
+        "host is full (2/2 viewers)"
+    );
+    let retry = third
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("503 without Retry-After: {:?}", third.headers));
+    assert!(
+        retry.parse::<u64>().is_ok(),
+        "Retry-After {retry:?} is not a number of seconds"
+    );
     let st = host.status();
     assert_eq!(st["viewers"], 2, "{st}");
 
@@ -145,9 +248,15 @@ fn a_viewer_over_the_cap_gets_503_host_is_full() {
             break v;
         }
         assert_eq!(v.status, 503);
-        assert!(t0.elapsed() < Duration::from_secs(5), "the slot of a closed viewer was not freed within 5 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the slot of a closed viewer was not freed within 5 s"
+        );
     };
-    assert!(c.read_for(Duration::from_millis(500)) > 0, "the new viewer got no bytes");
+    assert!(
+        c.read_for(Duration::from_millis(500)) > 0,
+        "the new viewer got no bytes"
+    );
 }
 
 /// (c) Wrong token and unknown paths are plain 404s; /healthz is 200; HEAD
@@ -181,7 +290,11 @@ fn wrong_token_and_unknown_paths_are_404_and_head_takes_no_slot() {
 
     let head = request(host.addr, "HEAD", &host.stream_path());
     assert_eq!(head.status, 200, "HEAD: {head:?}");
-    assert_eq!(head.header("content-type"), Some(STREAM_TYPE), "HEAD: {head:?}");
+    assert_eq!(
+        head.header("content-type"),
+        Some(STREAM_TYPE),
+        "HEAD: {head:?}"
+    );
     let wrong_head = request(host.addr, "HEAD", &format!("/{wrong}/stream.ts"));
     assert_eq!(wrong_head.status, 404);
     for _ in 0..3 {
@@ -190,7 +303,11 @@ fn wrong_token_and_unknown_paths_are_404_and_head_takes_no_slot() {
         assert_eq!(st["state"], "idle", "HEAD started capture: {st}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(host.extra_stdout(), Vec::<String>::new(), "more than one line on stdout");
+    assert_eq!(
+        host.extra_stdout(),
+        Vec::<String>::new(),
+        "more than one line on stdout"
+    );
 }
 
 /// (d) idle → live with a viewer → idle within linger + 3 s after it leaves.
@@ -207,11 +324,17 @@ fn status_is_idle_then_live_then_idle_after_linger() {
 
     let mut v = Viewer::open(host.addr, &host.stream_path());
     assert_stream_headers(&v, "viewer");
-    assert!(v.read_for(Duration::from_secs(1)) > 0, "viewer got no bytes in 1 s");
+    assert!(
+        v.read_for(Duration::from_secs(1)) > 0,
+        "viewer got no bytes in 1 s"
+    );
     let st = host.status();
     assert_eq!(st["state"], "live", "{st}");
     assert_eq!(st["viewers"], 1, "{st}");
-    assert!(st["encoder"].as_str().is_some_and(|e| !e.is_empty()), "no encoder while live: {st}");
+    assert!(
+        st["encoder"].as_str().is_some_and(|e| !e.is_empty()),
+        "no encoder while live: {st}"
+    );
 
     drop(v);
     let (st, took) = host.wait_state("idle", Duration::from_secs(linger as u64 + 3));
@@ -230,7 +353,11 @@ fn a_stalled_viewer_does_not_slow_the_other_and_resumes_on_a_keyframe() {
     let mut fast = Viewer::open(host.addr, &host.stream_path());
     assert_stream_headers(&fast, "fast viewer");
     // A small receive window, so the stall backs up into the server quickly.
-    let mut slow = Viewer::open_on(connect_small_rcvbuf(host.addr, 16 * 1024), host.addr, &host.stream_path());
+    let mut slow = Viewer::open_on(
+        connect_small_rcvbuf(host.addr, 16 * 1024),
+        host.addr,
+        &host.stream_path(),
+    );
     assert_stream_headers(&slow, "slow viewer");
 
     let start = Instant::now();
@@ -248,15 +375,23 @@ fn a_stalled_viewer_does_not_slow_the_other_and_resumes_on_a_keyframe() {
     slow.read_until(end);
     let fast = fast_thread.join().unwrap();
     assert!(!fast.eof, "the fast viewer's stream ended");
-    assert!(!slow.eof, "the slow viewer was disconnected (a 5 s stall is within the write timeout)");
+    assert!(
+        !slow.eof,
+        "the slow viewer was disconnected (a 5 s stall is within the write timeout)"
+    );
 
     // The other viewer kept its frame rate while the slow one stalled.
     let fast_check = check_capture(&dir, "fast.ts", &fast.body, 200);
     let window = (t1 - t0).as_secs_f64();
-    let got = fast_check.scan.frames_between(fast.offset_at(t0), fast.offset_at(t1));
+    let got = fast_check
+        .scan
+        .frames_between(fast.offset_at(t0), fast.offset_at(t1));
     let expected = FPS * window;
     eprintln!("fast viewer: {got} frames in the {window:.2} s stall window (expected {expected:.0}); {} in all", fast_check.frames);
-    assert!(got as f64 >= 0.9 * expected, "the fast viewer got {got} frames in {window:.2} s, want ≥ 90% of {expected:.0}");
+    assert!(
+        got as f64 >= 0.9 * expected,
+        "the fast viewer got {got} frames in {window:.2} s, want ≥ 90% of {expected:.0}"
+    );
 
     // The slow viewer's whole capture decodes cleanly, and it skipped ahead
     // onto a keyframe (with a PAT before it) instead of resuming mid-GOP.
@@ -265,16 +400,31 @@ fn a_stalled_viewer_does_not_slow_the_other_and_resumes_on_a_keyframe() {
     let jumps = scan.discontinuities(FPS);
     for &i in &jumps {
         let p = &scan.video[i];
-        assert!(p.rai || p.sps_or_idr, "the slow viewer resumed mid-GOP at byte {}: {p:?}", p.offset);
-        assert!(scan.pat_before(i).is_some(), "no PAT before the keyframe the slow viewer resumed on (byte {})", p.offset);
+        assert!(
+            p.rai || p.sps_or_idr,
+            "the slow viewer resumed mid-GOP at byte {}: {p:?}",
+            p.offset
+        );
+        assert!(
+            scan.pat_before(i).is_some(),
+            "no PAT before the keyframe the slow viewer resumed on (byte {})",
+            p.offset
+        );
     }
     let skip = jumps
         .iter()
         .copied()
         .find(|&i| scan.video[i].offset >= paused_at)
         .unwrap_or_else(|| panic!("after a 5 s stall the slow viewer's stream shows no skip: it was not caught up to live"));
-    let skipped_s = pts_diff(scan.video[skip].pts.unwrap_or(0), scan.video[skip - 1].pts.unwrap_or(0)) as f64 / PTS_HZ as f64;
-    eprintln!("slow viewer: skipped {skipped_s:.2} s at byte {} ({} bytes before the stall)", scan.video[skip].offset, paused_at);
+    let skipped_s = pts_diff(
+        scan.video[skip].pts.unwrap_or(0),
+        scan.video[skip - 1].pts.unwrap_or(0),
+    ) as f64
+        / PTS_HZ as f64;
+    eprintln!(
+        "slow viewer: skipped {skipped_s:.2} s at byte {} ({} bytes before the stall)",
+        scan.video[skip].offset, paused_at
+    );
 
     // A fresh capture of what came after the skip decodes on its own.
     let from = scan.pat_before(skip).unwrap();
@@ -282,9 +432,16 @@ fn a_stalled_viewer_does_not_slow_the_other_and_resumes_on_a_keyframe() {
     assert_starts_on_keyframe(&resumed.scan, "slow viewer after resuming");
 
     // And it is live again: its newest frame is close to the fast viewer's.
-    let behind = pts_diff(fast_check.scan.last_pts().unwrap(), scan.last_pts().unwrap()) as f64 / PTS_HZ as f64;
+    let behind = pts_diff(
+        fast_check.scan.last_pts().unwrap(),
+        scan.last_pts().unwrap(),
+    ) as f64
+        / PTS_HZ as f64;
     eprintln!("slow viewer ends {behind:.2} s behind the fast one");
-    assert!(behind < 1.5, "the slow viewer is still {behind:.2} s behind after resuming");
+    assert!(
+        behind < 1.5,
+        "the slow viewer is still {behind:.2} s behind after resuming"
+    );
 }
 
 /// (f) Malformed requests get 400 and oversized headers 431, and neither
@@ -315,7 +472,8 @@ fn malformed_and_oversized_requests_get_400_and_431_without_disturbing_a_viewer(
         let r = raw_request(addr, raw, false);
         assert_eq!(r.status, 400, "{:?} → {r:?}", String::from_utf8_lossy(raw));
     }
-    let mut big = format!("GET /{}/stream.ts HTTP/1.1\r\nHost: {addr}\r\n", host.token).into_bytes();
+    let mut big =
+        format!("GET /{}/stream.ts HTTP/1.1\r\nHost: {addr}\r\n", host.token).into_bytes();
     for i in 0..10 {
         big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(2000)).as_bytes());
     }
@@ -323,7 +481,10 @@ fn malformed_and_oversized_requests_get_400_and_431_without_disturbing_a_viewer(
     assert!(big.len() > 16 * 1024);
     let r = raw_request(addr, &big, false);
     assert_eq!(r.status, 431, "{} bytes of headers → {r:?}", big.len());
-    let one_huge = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Huge: {}\r\n\r\n", "b".repeat(40 * 1024));
+    let one_huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Huge: {}\r\n\r\n",
+        "b".repeat(40 * 1024)
+    );
     let r = raw_request(addr, one_huge.as_bytes(), false);
     assert_eq!(r.status, 431, "a 40 KiB header → {r:?}");
     // Still serving.
@@ -339,7 +500,10 @@ fn malformed_and_oversized_requests_get_400_and_431_without_disturbing_a_viewer(
     let got = c.scan.frames_between(v.offset_at(t0), v.offset_at(t1));
     let expected = FPS * window;
     eprintln!("viewer: {got} frames in the {window:.2} s of bad requests (expected {expected:.0})");
-    assert!(got as f64 >= 0.9 * expected, "the viewer got {got} frames in {window:.2} s, want ≥ 90% of {expected:.0}");
+    assert!(
+        got as f64 >= 0.9 * expected,
+        "the viewer got {got} frames in {window:.2} s, want ≥ 90% of {expected:.0}"
+    );
 }
 
 /// Headers that never finish are cut off by the header read timeout.
@@ -348,17 +512,26 @@ fn a_request_whose_headers_never_finish_is_closed() {
     use std::io::{Read, Write};
     let host = Host::spawn_default();
     let mut s = connect(host.addr);
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let t0 = Instant::now();
     let mut buf = [0u8; 1024];
     loop {
         match s.read(&mut buf) {
             Ok(_) => break, // closed (0) or an error response: either way it stopped waiting
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "a connection with unfinished headers was kept open for 20 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "a connection with unfinished headers was kept open for 20 s"
+        );
     }
     eprintln!("unfinished headers cut off after {:?}", t0.elapsed());
     assert_eq!(host.get("/healthz").status, 200);
@@ -370,14 +543,24 @@ fn sigterm_with_a_viewer_connected_exits_zero_within_two_seconds() {
     let mut host = Host::spawn_default();
     let mut v = Viewer::open(host.addr, &host.stream_path());
     assert_stream_headers(&v, "viewer");
-    assert!(v.read_for(Duration::from_secs(1)) > 0, "viewer got no bytes in 1 s");
+    assert!(
+        v.read_for(Duration::from_secs(1)) > 0,
+        "viewer got no bytes in 1 s"
+    );
     assert_eq!(host.status()["state"], "live");
 
     let (status, took) = host.terminate(Duration::from_secs(2));
     let status = status.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM"));
-    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status:?}"
+    );
     eprintln!("exited {took:?} after SIGTERM");
     // The viewer's connection is closed, not left hanging.
     v.read_for(Duration::from_secs(2));
-    assert!(v.eof, "the viewer's connection stayed open after the host exited");
+    assert!(
+        v.eof,
+        "the viewer's connection stayed open after the host exited"
+    );
 }

@@ -15,26 +15,51 @@ fn run(path: &str, seconds: u32) -> serde_json::Value {
     let out = Command::new("timeout")
         .args(["-k", "5", "120"])
         .arg(env!("CARGO_BIN_EXE_pixelpass"))
-        .args(["bench", "latency", "--json", "--path", path, "--seconds", &seconds.to_string()])
+        .args([
+            "bench",
+            "latency",
+            "--json",
+            "--path",
+            path,
+            "--seconds",
+            &seconds.to_string(),
+        ])
         .env("PIXELPASS_LOG", "warn")
         .output()
         .expect("cannot run pixelpass");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-        panic!("no JSON from bench latency --path {path} ({})\nstdout: {stdout}\nstderr: {stderr}", out.status)
-    });
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON from bench latency --path {path} ({})\nstdout: {stdout}\nstderr: {stderr}",
+                out.status
+            )
+        });
     let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
     assert_eq!(v["path"], path, "{v}");
-    assert!(out.status.success(), "exit {}: {v}\nstderr: {stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "exit {}: {v}\nstderr: {stderr}",
+        out.status
+    );
     eprintln!("{path}: {v}");
     v
 }
 
 fn assert_plausible(v: &serde_json::Value, seconds: u32) {
     let frames = v["frames"].as_u64().unwrap_or(0);
-    assert!(frames >= u64::from(seconds) * 10, "30 frames/s for {seconds} s, got {frames}: {v}");
-    assert_eq!(v["unreadable"].as_u64(), Some(0), "every decoded frame's time code reads: {v}");
+    assert!(
+        frames >= u64::from(seconds) * 10,
+        "30 frames/s for {seconds} s, got {frames}: {v}"
+    );
+    assert_eq!(
+        v["unreadable"].as_u64(),
+        Some(0),
+        "every decoded frame's time code reads: {v}"
+    );
     let p50 = v["p50_ms"].as_f64().expect("a p50");
     let (p95, max) = (v["p95_ms"].as_f64().unwrap(), v["max_ms"].as_f64().unwrap());
     assert!(p50 > 0.0 && p50 < 2000.0, "p50 {p50} ms: {v}");
@@ -60,6 +85,9 @@ fn chromium_reads_every_frame_at_render_time() {
         dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is missing: run scripts/setup.sh (it runs `npm ci` in tests/browser)"
     );
-    assert!(Path::new("/usr/bin/chromium").exists(), "chromium is missing: run scripts/setup.sh");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "chromium is missing: run scripts/setup.sh"
+    );
     assert_plausible(&run("browser", 5), 5);
 }

@@ -15,7 +15,10 @@ fn chromium_plays_the_player_page_over_whep() {
         browser_dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is missing: run scripts/setup.sh (it runs `npm ci` in tests/browser)"
     );
-    assert!(Path::new("/usr/bin/chromium").exists(), "chromium is missing: run scripts/setup.sh");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "chromium is missing: run scripts/setup.sh"
+    );
     let shot = std::env::temp_dir().join(format!("pixelpass-player-{}.png", std::process::id()));
     let started = Instant::now();
     let out = Command::new("timeout")
@@ -32,18 +35,42 @@ fn chromium_plays_the_player_page_over_whep() {
         !stderr.contains("unshare failed") && !stderr.contains("Operation not permitted"),
         "this test needs root for `unshare --net` (CI runs as root): {stderr}"
     );
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-        panic!("no result from player.mjs (status {:?})\nstdout: {stdout}\nstderr: {stderr}", out.status)
-    });
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from player.mjs (status {:?})\nstdout: {stdout}\nstderr: {stderr}",
+                out.status
+            )
+        });
     let r: serde_json::Value = serde_json::from_str(line).expect("player.mjs prints JSON");
     let frames = r["frames"].as_u64().unwrap_or(0);
-    assert!(r["ok"] == true && out.status.success(), "player page did not play: {r}\nstderr: {stderr}");
+    assert!(
+        r["ok"] == true && out.status.success(),
+        "player page did not play: {r}\nstderr: {stderr}"
+    );
     assert!(frames >= 30, "decoded {frames} frames: {r}");
-    assert!(r["elapsedMs"].as_u64().unwrap_or(u64::MAX) <= 10_000, "took too long: {r}");
-    assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(640), Some(360)), "{r}");
-    assert!(r["notBlack"] == true, "the sampled frame is uniformly black: {r}");
+    assert!(
+        r["elapsedMs"].as_u64().unwrap_or(u64::MAX) <= 10_000,
+        "took too long: {r}"
+    );
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{r}"
+    );
+    assert!(
+        r["notBlack"] == true,
+        "the sampled frame is uniformly black: {r}"
+    );
     assert_eq!(r["state"], "live", "the page says it is live: {r}");
     let _ = std::fs::remove_file(&shot);
-    eprintln!("chromium: {frames} frames in {} ms (whole test {:?})", r["elapsedMs"], started.elapsed());
+    eprintln!(
+        "chromium: {frames} frames in {} ms (whole test {:?})",
+        r["elapsedMs"],
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
 }

@@ -22,7 +22,9 @@ use pixelpass::hub::{Hub, HubConfig};
 use pixelpass::pipeline::{self, GstProducer, PipelineConfig, RtpOutput};
 use pixelpass::server::{self, Limits, Registry, StreamEntry};
 use pixelpass::source::SourceKind;
-use pixelpass::supervisor::{BoxFuture, Policy, Producer, ProducerError, Run, RunHandle, Supervisor};
+use pixelpass::supervisor::{
+    BoxFuture, Policy, Producer, ProducerError, Run, RunHandle, Supervisor,
+};
 
 const TOKEN: &str = "whep-test-token";
 const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -37,36 +39,65 @@ struct Server {
 }
 
 impl Server {
-    async fn start(max_viewers: usize, peer_timeout_s: u64, producer: impl FnOnce(Whep) -> Arc<dyn Producer>) -> Self {
+    async fn start(
+        max_viewers: usize,
+        peer_timeout_s: u64,
+        producer: impl FnOnce(Whep) -> Arc<dyn Producer>,
+    ) -> Self {
         let args = WebRtcArgs {
             webrtc_udp: "127.0.0.1:0".parse().unwrap(),
             webrtc_timeout: peer_timeout_s,
             ..WebRtcArgs::default()
         };
         let whep = Whep::start(&args).await.expect("WHEP starts");
-        let policy = Policy { max_viewers, linger: Duration::from_millis(200), ..Policy::default() };
-        let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), producer(whep.clone()));
+        let policy = Policy {
+            max_viewers,
+            linger: Duration::from_millis(200),
+            ..Policy::default()
+        };
+        let sup = Supervisor::spawn(
+            policy,
+            Hub::new(HubConfig::default()),
+            producer(whep.clone()),
+        );
         let registry = Registry::new();
-        registry.insert(StreamEntry { id: "host".into(), token: TOKEN.into(), supervisor: sup.clone() });
+        registry.insert(StreamEntry {
+            id: "host".into(),
+            token: TOKEN.into(),
+            supervisor: sup.clone(),
+        });
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let http = listener.local_addr().unwrap();
         let (stop, stop_rx) = watch::channel(false);
         let router = server::router_with(registry, Some(whep.clone()));
         tokio::spawn(server::serve(listener, router, Limits::default(), stop_rx));
-        Self { http, sup, whep, stop }
+        Self {
+            http,
+            sup,
+            whep,
+            stop,
+        }
     }
 
     async fn shutdown(self) {
         let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(5), self.sup.shutdown()).await.expect("supervisor stops");
-        tokio::time::timeout(Duration::from_secs(5), self.whep.shutdown()).await.expect("WHEP stops");
+        tokio::time::timeout(Duration::from_secs(5), self.sup.shutdown())
+            .await
+            .expect("supervisor stops");
+        tokio::time::timeout(Duration::from_secs(5), self.whep.shutdown())
+            .await
+            .expect("WHEP stops");
     }
 
     async fn viewers_become(&self, n: usize, within: Duration) -> Duration {
         let t0 = Instant::now();
         let mut rx = self.sup.watch_status();
         let r = tokio::time::timeout(within, rx.wait_for(|s| s.viewers == n)).await;
-        assert!(r.is_ok(), "viewers never became {n} within {within:?}; status {:?}", self.sup.status());
+        assert!(
+            r.is_ok(),
+            "viewers never became {n} within {within:?}; status {:?}",
+            self.sup.status()
+        );
         t0.elapsed()
     }
 }
@@ -83,7 +114,9 @@ fn gst_producer() -> GstProducer {
         ..PipelineConfig::default()
     };
     let encoder = pipeline::preflight(&cfg).expect("GStreamer elements and an H.264 encoder");
-    GstProducer::new(cfg, encoder).with_rtp(RtpOutput::default()).expect("the RTP branch's elements")
+    GstProducer::new(cfg, encoder)
+        .with_rtp(RtpOutput::default())
+        .expect("the RTP branch's elements")
 }
 
 // ───────────────────────────── a tiny HTTP client ─────────────────────────────
@@ -96,11 +129,20 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
-async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
     let go = async {
         let mut s = TcpStream::connect(addr).await.expect("connect");
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
@@ -114,13 +156,26 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str
         s.read_to_end(&mut buf).await.expect("read");
         buf
     };
-    let buf = tokio::time::timeout(Duration::from_secs(70), go).await.expect("HTTP answer in time");
+    let buf = tokio::time::timeout(Duration::from_secs(70), go)
+        .await
+        .expect("HTTP answer in time");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("a full response head");
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
-    Resp { status, headers, body: body.to_owned() }
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }
 
 // ───────────────────────────── the str0m client ─────────────────────────────
@@ -145,9 +200,15 @@ impl Got {
             WhepEvent::Connected => self.connected = true,
             WhepEvent::Closed => self.closed = true,
             WhepEvent::Video(f) => {
-                assert!(f.contiguous, "every frame arrives whole and in order on loopback");
+                assert!(
+                    f.contiguous,
+                    "every frame arrives whole and in order on loopback"
+                );
                 if self.video_frames == 0 {
-                    assert!(f.keyframe, "the first frame is a keyframe (with its SPS/PPS)");
+                    assert!(
+                        f.keyframe,
+                        "the first frame is a keyframe (with its SPS/PPS)"
+                    );
                 }
                 self.first_video_at.get_or_insert(f.arrived);
                 self.annexb.extend_from_slice(&f.annexb);
@@ -172,14 +233,24 @@ async fn join(server: &Server) -> (WhepClient, String) {
 }
 
 async fn join_losing(server: &Server, lose_every: Option<usize>) -> (WhepClient, String) {
-    let opts = WhepOptions { lose_video_every: lose_every, ..WhepOptions::default() };
-    let client = WhepClient::connect_with(&whep_url(server), LOOPBACK, opts).await.expect("WHEP POST answered 201");
+    let opts = WhepOptions {
+        lose_video_every: lose_every,
+        ..WhepOptions::default()
+    };
+    let client = WhepClient::connect_with(&whep_url(server), LOOPBACK, opts)
+        .await
+        .expect("WHEP POST answered 201");
     let location = client.resource_path().expect("Location").to_owned();
     (client, location)
 }
 
 /// Drive `client` until `done` says so, or panic at `deadline`.
-async fn drive(client: &mut WhepClient, got: &mut Got, within: Duration, done: impl Fn(&Got) -> bool) {
+async fn drive(
+    client: &mut WhepClient,
+    got: &mut Got,
+    within: Duration,
+    done: impl Fn(&Got) -> bool,
+) {
     let deadline = Instant::now() + within;
     while !done(got) {
         assert!(
@@ -239,8 +310,14 @@ async fn a_str0m_client_gets_decodable_h264_and_opus_over_whep() {
     let posted = Instant::now();
     let (mut client, location) = join(&server).await;
     let mut got = Got::default();
-    drive(&mut client, &mut got, Duration::from_secs(20), |g| g.video_frames >= 60 && g.audio_packets >= 25).await;
-    let join_ms = got.first_video_at.map(|t| t.duration_since(posted).as_millis()).unwrap_or_default();
+    drive(&mut client, &mut got, Duration::from_secs(20), |g| {
+        g.video_frames >= 60 && g.audio_packets >= 25
+    })
+    .await;
+    let join_ms = got
+        .first_video_at
+        .map(|t| t.duration_since(posted).as_millis())
+        .unwrap_or_default();
     println!("join time (POST → first keyframe decoded by the client, capture cold-started): {join_ms} ms");
 
     // The first frame is a keyframe with its SPS/PPS: the file decodes from its first byte.
@@ -254,15 +331,25 @@ async fn a_str0m_client_gets_decodable_h264_and_opus_over_whep() {
     let posted = Instant::now();
     let (mut second, second_location) = join(&server).await;
     let mut got2 = Got::default();
-    drive(&mut second, &mut got2, Duration::from_secs(10), |g| g.video_frames >= 1).await;
-    let join_ms = got2.first_video_at.map(|t| t.duration_since(posted).as_millis()).unwrap_or_default();
+    drive(&mut second, &mut got2, Duration::from_secs(10), |g| {
+        g.video_frames >= 1
+    })
+    .await;
+    let join_ms = got2
+        .first_video_at
+        .map(|t| t.duration_since(posted).as_millis())
+        .unwrap_or_default();
     println!("join time (POST → first keyframe decoded, capture running): {join_ms} ms");
     assert_eq!(server.sup.status().viewers, 2);
 
     // DELETE frees the slot at once.
     let r = http(server.http, "DELETE", &location, &[], "").await;
     assert_eq!(r.status, 200);
-    assert_eq!(server.sup.status().viewers, 1, "freed before DELETE returned");
+    assert_eq!(
+        server.sup.status().viewers,
+        1,
+        "freed before DELETE returned"
+    );
     let r = http(server.http, "DELETE", &second_location, &[], "").await;
     assert_eq!(r.status, 200);
     assert_eq!(server.sup.status().viewers, 0);
@@ -276,14 +363,25 @@ async fn a_client_that_vanishes_frees_its_slot_within_the_consent_timeout() {
     let server = Server::start(2, timeout.as_secs(), |_| Arc::new(gst_producer())).await;
     let (mut client, _location) = join(&server).await;
     let mut got = Got::default();
-    drive(&mut client, &mut got, Duration::from_secs(15), |g| g.video_frames >= 5).await;
+    drive(&mut client, &mut got, Duration::from_secs(15), |g| {
+        g.video_frames >= 5
+    })
+    .await;
     assert_eq!(server.sup.status().viewers, 1);
     // The browser vanishes: no DELETE, no DTLS close, no more ICE consent or RTCP.
     drop(client);
-    let took = server.viewers_become(0, timeout + Duration::from_secs(3)).await;
-    println!("slot freed {} ms after the client went silent (timeout {timeout:?})", took.as_millis());
+    let took = server
+        .viewers_become(0, timeout + Duration::from_secs(3))
+        .await;
+    println!(
+        "slot freed {} ms after the client went silent (timeout {timeout:?})",
+        took.as_millis()
+    );
     // The client's last datagram (RTCP, every ~1 s ± jitter) may precede the drop by up to ~1.5 s.
-    assert!(took >= timeout - Duration::from_millis(1500), "not before the client could have been silent that long: {took:?}");
+    assert!(
+        took >= timeout - Duration::from_millis(1500),
+        "not before the client could have been silent that long: {took:?}"
+    );
     assert_eq!(server.whep.peers(None), 0);
     server.shutdown().await;
 }
@@ -307,7 +405,11 @@ impl Producer for Watched {
         let (whep, log) = (self.whep.clone(), self.log.clone());
         Box::pin(async move {
             let mut run = start.await?;
-            run.handle = Box::new(WatchedRun { inner: run.handle, whep, log });
+            run.handle = Box::new(WatchedRun {
+                inner: run.handle,
+                whep,
+                log,
+            });
             Ok(run)
         })
     }
@@ -315,7 +417,10 @@ impl Producer for Watched {
 
 impl RunHandle for WatchedRun {
     fn stop(self: Box<Self>) -> BoxFuture<()> {
-        self.log.lock().unwrap().push(format!("producer stops with {} WHEP peers", self.whep.peers(None)));
+        self.log.lock().unwrap().push(format!(
+            "producer stops with {} WHEP peers",
+            self.whep.peers(None)
+        ));
         self.inner.stop()
     }
 }
@@ -324,18 +429,34 @@ impl RunHandle for WatchedRun {
 async fn at_teardown_peers_close_before_the_producer_stops() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let log2 = log.clone();
-    let server = Server::start(2, 10, move |whep| Arc::new(Watched { inner: gst_producer(), whep, log: log2 })).await;
+    let server = Server::start(2, 10, move |whep| {
+        Arc::new(Watched {
+            inner: gst_producer(),
+            whep,
+            log: log2,
+        })
+    })
+    .await;
     let (mut client, _location) = join(&server).await;
     let mut got = Got::default();
-    drive(&mut client, &mut got, Duration::from_secs(15), |g| g.video_frames >= 5).await;
+    drive(&mut client, &mut got, Duration::from_secs(15), |g| {
+        g.video_frames >= 5
+    })
+    .await;
     assert_eq!(server.whep.peers(None), 1);
 
     let sup = server.sup.clone();
     let stopping = tokio::spawn(async move { sup.shutdown().await });
     // The client hears the close (DTLS close_notify) while media was flowing.
     drive(&mut client, &mut got, Duration::from_secs(5), |g| g.closed).await;
-    tokio::time::timeout(Duration::from_secs(5), stopping).await.expect("shutdown ends").unwrap();
-    assert_eq!(*log.lock().unwrap(), vec!["producer stops with 0 WHEP peers".to_owned()]);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown ends")
+        .unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec!["producer stops with 0 WHEP peers".to_owned()]
+    );
     assert_eq!(server.sup.status().viewers, 0);
     server.shutdown().await;
 }
@@ -344,20 +465,57 @@ async fn at_teardown_peers_close_before_the_producer_stops() {
 async fn bad_whep_requests_over_http_get_their_status_codes() {
     // One slot; the producer starts only for a lease, so most of this runs no pipeline.
     let server = Server::start(1, 10, |_| Arc::new(gst_producer())).await;
-    let client = WhepClient::new(LOOPBACK, WhepOptions::default()).await.unwrap();
+    let client = WhepClient::new(LOOPBACK, WhepOptions::default())
+        .await
+        .unwrap();
     let offer = client.offer_sdp().to_owned();
     let sdp = [("Content-Type", "application/sdp")];
     let path = format!("/{TOKEN}/whep");
-    assert_eq!(http(server.http, "POST", "/nope/whep", &sdp, &offer).await.status, 404);
+    assert_eq!(
+        http(server.http, "POST", "/nope/whep", &sdp, &offer)
+            .await
+            .status,
+        404
+    );
     assert_eq!(http(server.http, "GET", &path, &[], "").await.status, 405);
-    assert_eq!(http(server.http, "POST", &path, &[("Content-Type", "text/plain")], &offer).await.status, 415);
-    assert_eq!(http(server.http, "POST", &path, &sdp, "this is not SDP").await.status, 400);
+    assert_eq!(
+        http(
+            server.http,
+            "POST",
+            &path,
+            &[("Content-Type", "text/plain")],
+            &offer
+        )
+        .await
+        .status,
+        415
+    );
+    assert_eq!(
+        http(server.http, "POST", &path, &sdp, "this is not SDP")
+            .await
+            .status,
+        400
+    );
     let vp8 = offer.replace("H264/90000", "X-NOPE/90000");
     let r = http(server.http, "POST", &path, &sdp, &vp8).await;
     assert_eq!((r.status, r.body.lines().count()), (422, 1), "{}", r.body);
-    assert_eq!(http(server.http, "DELETE", &format!("{path}/no-such-id"), &[], "").await.status, 404);
+    assert_eq!(
+        http(
+            server.http,
+            "DELETE",
+            &format!("{path}/no-such-id"),
+            &[],
+            ""
+        )
+        .await
+        .status,
+        404
+    );
     let r = http(server.http, "OPTIONS", &path, &[], "").await;
-    assert_eq!((r.status, r.header("access-control-allow-origin")), (204, Some("*")));
+    assert_eq!(
+        (r.status, r.header("access-control-allow-origin")),
+        (204, Some("*"))
+    );
     assert_eq!(server.sup.status().viewers, 0);
 
     // Full: the one slot is taken by an HTTP-TS viewer.
@@ -376,7 +534,10 @@ async fn lost_video_packets_are_resent_on_nack() {
     let (mut client, _location) = join_losing(&server, Some(25)).await;
     let mut got = Got::default();
     // Got::take asserts every frame is complete (contiguous): each loss was repaired.
-    drive(&mut client, &mut got, Duration::from_secs(20), |g| g.video_frames >= 45).await;
+    drive(&mut client, &mut got, Duration::from_secs(20), |g| {
+        g.video_frames >= 45
+    })
+    .await;
     let dropped = client.stats().dropped;
     assert!(dropped >= 3, "the test lost only {dropped} packets");
     let file = temp("nack.h264");
@@ -418,21 +579,40 @@ impl Producer for Crashable {
 async fn after_a_capture_restart_the_peer_stays_and_resumes_on_a_keyframe() {
     let crash = Arc::new(Mutex::new(None));
     let crash2 = crash.clone();
-    let server = Server::start(2, 10, move |_| Arc::new(Crashable { inner: gst_producer(), crash: crash2 })).await;
+    let server = Server::start(2, 10, move |_| {
+        Arc::new(Crashable {
+            inner: gst_producer(),
+            crash: crash2,
+        })
+    })
+    .await;
     let (mut client, _location) = join(&server).await;
     let mut got = Got::default();
-    drive(&mut client, &mut got, Duration::from_secs(15), |g| g.video_frames >= 15).await;
+    drive(&mut client, &mut got, Duration::from_secs(15), |g| {
+        g.video_frames >= 15
+    })
+    .await;
     let before = got.video_frames;
     let tx = crash.lock().unwrap().take().expect("a running producer");
-    tx.send(ProducerError::new("x264enc0: injected crash")).unwrap();
-    let mut status = server.sup.watch_status();
-    tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.restarts == 1 && s.state.as_str() == "live"))
-        .await
-        .expect("the capture restarts")
+    tx.send(ProducerError::new("x264enc0: injected crash"))
         .unwrap();
-    drive(&mut client, &mut got, Duration::from_secs(10), |g| g.video_frames >= before + 30).await;
+    let mut status = server.sup.watch_status();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.restarts == 1 && s.state.as_str() == "live"),
+    )
+    .await
+    .expect("the capture restarts")
+    .unwrap();
+    drive(&mut client, &mut got, Duration::from_secs(10), |g| {
+        g.video_frames >= before + 30
+    })
+    .await;
     assert!(!got.closed, "the peer stayed connected through the restart");
-    assert_eq!((server.sup.status().viewers, server.whep.peers(None)), (1, 1));
+    assert_eq!(
+        (server.sup.status().viewers, server.whep.peers(None)),
+        (1, 1)
+    );
     // Frames from both runs, back to back: the new run's part starts on its keyframe.
     let file = temp("restart.h264");
     std::fs::write(&file, &got.annexb).unwrap();

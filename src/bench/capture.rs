@@ -113,7 +113,11 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     if !(args.seconds > 0.0 && args.seconds <= 600.0) {
         bail!("--seconds must be in (0, 600]");
     }
-    let rows = if args.headless { run_in_sessions(&args)? } else { run_here(&args)? };
+    let rows = if args.headless {
+        run_in_sessions(&args)?
+    } else {
+        run_here(&args)?
+    };
     if !args.rows_only {
         print_rows(&rows, args.json);
     }
@@ -129,7 +133,18 @@ fn print_rows(rows: &[Row], json: bool) {
     }
     println!(
         "{:<7} {:<10} {:>4} {:<12} {:>10} {:>13} {:>12} {:>9} {:>8} {:>8} {:>10} {:>9}",
-        "source", "size", "fps", "encoder", "host cores", "session cores", "client cores", "expected", "encoded", "dropped", "src frames", "repeated"
+        "source",
+        "size",
+        "fps",
+        "encoder",
+        "host cores",
+        "session cores",
+        "client cores",
+        "expected",
+        "encoded",
+        "dropped",
+        "src frames",
+        "repeated"
     );
     for r in rows {
         if let Some(e) = &r.error {
@@ -157,10 +172,9 @@ fn print_rows(rows: &[Row], json: bool) {
 
 /// Each size in its own session: this binary again, inside the script.
 fn run_in_sessions(args: &CaptureArgs) -> anyhow::Result<Vec<Row>> {
-    let script = args
-        .session_script
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/headless-session.sh"));
+    let script = args.session_script.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/headless-session.sh")
+    });
     if !script.exists() {
         bail!("{} not found (give --session-script)", script.display());
     }
@@ -170,12 +184,32 @@ fn run_in_sessions(args: &CaptureArgs) -> anyhow::Result<Vec<Row>> {
         let sources: Vec<String> = args.sources.iter().map(|s| s.label().to_owned()).collect();
         let out = Command::new("bash")
             .arg(&script)
-            .args(["--size", size, "--fps", &args.framerate.to_string(), "--pattern", &args.screen, "--"])
+            .args([
+                "--size",
+                size,
+                "--fps",
+                &args.framerate.to_string(),
+                "--pattern",
+                &args.screen,
+                "--",
+            ])
             .arg(&exe)
             .args(["bench", "capture", "--rows-only", "--json", "--sizes", size])
             .args(["--sources", &sources.join(",")])
-            .args(["--framerate", &args.framerate.to_string(), "--bitrate", &args.bitrate.to_string()])
-            .args(["--encoder", &args.encoder, "--seconds", &args.seconds.to_string(), "--warmup", &args.warmup.to_string()])
+            .args([
+                "--framerate",
+                &args.framerate.to_string(),
+                "--bitrate",
+                &args.bitrate.to_string(),
+            ])
+            .args([
+                "--encoder",
+                &args.encoder,
+                "--seconds",
+                &args.seconds.to_string(),
+                "--warmup",
+                &args.warmup.to_string(),
+            ])
             .output()
             .context("cannot run the headless session")?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -184,7 +218,11 @@ fn run_in_sessions(args: &CaptureArgs) -> anyhow::Result<Vec<Row>> {
             rows.push(serde_json::from_str::<Row>(line).context("a row from the session")?);
         }
         if rows.len() == before {
-            bail!("the session at {size} gave no rows ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "the session at {size} gave no rows ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     Ok(rows)
@@ -202,7 +240,10 @@ fn run_here(args: &CaptureArgs) -> anyhow::Result<Vec<Row>> {
             encoder::choose_from(&[kind])?
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let mut rows = Vec::new();
     for size in &args.sizes {
         let (w, h) = parse_size(size)?;
@@ -226,17 +267,29 @@ fn session_ticks() -> Option<(u64, u64)> {
     let (me, parent) = unsafe { (libc::getpid(), libc::getppid()) };
     let (mut client, mut rest) = (0u64, 0u64);
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if pid == me {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(close) = text.rfind(')') else { continue };
-        let ppid: i32 = text[close + 1..].split_ascii_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = text.rfind(')') else {
+            continue;
+        };
+        let ppid: i32 = text[close + 1..]
+            .split_ascii_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         if ppid != parent {
             continue;
         }
-        let Some(st) = procstat::parse_stat(&text) else { continue };
+        let Some(st) = procstat::parse_stat(&text) else {
+            continue;
+        };
         let t = st.utime_ticks + st.stime_ticks;
         if st.comm.starts_with("gst-launch") {
             client += t;
@@ -247,7 +300,13 @@ fn session_ticks() -> Option<(u64, u64)> {
     Some((client, rest))
 }
 
-async fn measure(args: &CaptureArgs, source: SourceKind, w: u32, h: u32, choice: EncoderChoice) -> Row {
+async fn measure(
+    args: &CaptureArgs,
+    source: SourceKind,
+    w: u32,
+    h: u32,
+    choice: EncoderChoice,
+) -> Row {
     let mut row = Row {
         source: source.label().to_owned(),
         size: format!("{w}x{h}"),
@@ -276,7 +335,12 @@ async fn measure(args: &CaptureArgs, source: SourceKind, w: u32, h: u32, choice:
     };
     let producer = GstProducer::new(cfg, choice);
     let hub = Hub::new(HubConfig::default());
-    let (run, probe) = match tokio::time::timeout(Duration::from_secs(30), producer.start_run(hub.clone())).await {
+    let (run, probe) = match tokio::time::timeout(
+        Duration::from_secs(30),
+        producer.start_run(hub.clone()),
+    )
+    .await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             row.error = Some(e.to_string());
@@ -301,16 +365,34 @@ async fn measure(args: &CaptureArgs, source: SourceKind, w: u32, h: u32, choice:
         p.by_name("videorate")
     });
     let rate_counts = |r: &Option<gst::Element>| -> (u64, u64, u64) {
-        r.as_ref().map_or((0, 0, 0), |r| (r.property::<u64>("in"), r.property::<u64>("duplicate"), r.property::<u64>("drop")))
+        r.as_ref().map_or((0, 0, 0), |r| {
+            (
+                r.property::<u64>("in"),
+                r.property::<u64>("duplicate"),
+                r.property::<u64>("drop"),
+            )
+        })
     };
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
 
-    let (e0, c0, s0, t0) = (encoded.load(Ordering::Relaxed), procstat::process_cpu(), session_ticks(), Instant::now());
+    let (e0, c0, s0, t0) = (
+        encoded.load(Ordering::Relaxed),
+        procstat::process_cpu(),
+        session_ticks(),
+        Instant::now(),
+    );
     let r0 = rate_counts(&rate);
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
-    let (e1, c1, s1, wall) = (encoded.load(Ordering::Relaxed), procstat::process_cpu(), session_ticks(), t0.elapsed());
+    let (e1, c1, s1, wall) = (
+        encoded.load(Ordering::Relaxed),
+        procstat::process_cpu(),
+        session_ticks(),
+        t0.elapsed(),
+    );
     let r1 = rate_counts(&rate);
-    tokio::time::timeout(Duration::from_secs(10), run.handle.stop()).await.ok();
+    tokio::time::timeout(Duration::from_secs(10), run.handle.stop())
+        .await
+        .ok();
 
     let secs = wall.as_secs_f64();
     if let (Ok(c0), Ok(c1)) = (c0, c1) {

@@ -88,14 +88,21 @@ pub enum ClientEvent {
 /// `http://127.0.0.1:PORT/path` → (address, path). Loopback addresses only:
 /// this is a load generator, it must not point at someone else's host.
 pub fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
-    let rest = url.strip_prefix("http://").context("the URL must start with http://")?;
+    let rest = url
+        .strip_prefix("http://")
+        .context("the URL must start with http://")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr: SocketAddr = authority.parse().with_context(|| format!("{authority:?} is not IP:PORT"))?;
+    let addr: SocketAddr = authority
+        .parse()
+        .with_context(|| format!("{authority:?} is not IP:PORT"))?;
     if !addr.ip().is_loopback() {
-        bail!("the load generator only connects to loopback addresses, not {}", addr.ip());
+        bail!(
+            "the load generator only connects to loopback addresses, not {}",
+            addr.ip()
+        );
     }
     Ok((addr, path.to_owned()))
 }
@@ -121,9 +128,14 @@ pub struct Head {
 /// Parse a response head from the start of `buf`. `Ok(None)`: incomplete.
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD { Err("response head too large".into()) } else { Ok(None) };
+        return if buf.len() > MAX_HEAD {
+            Err("response head too large".into())
+        } else {
+            Ok(None)
+        };
     };
-    let text = std::str::from_utf8(&buf[..end]).map_err(|_| "response head is not UTF-8".to_owned())?;
+    let text =
+        std::str::from_utf8(&buf[..end]).map_err(|_| "response head is not UTF-8".to_owned())?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let mut parts = status_line.splitn(3, ' ');
@@ -131,22 +143,38 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
     if !version.starts_with("HTTP/1.") {
         return Err(format!("not an HTTP/1 response: {status_line:?}"));
     }
-    let status: u16 =
-        parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
     let reason = parts.next().unwrap_or("").to_owned();
     let mut framing = Framing::Close;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { return Err(format!("bad header line {line:?}")) };
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("bad header line {line:?}"));
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("transfer-encoding") {
-            if value.split(',').any(|v| v.trim().eq_ignore_ascii_case("chunked")) {
+            if value
+                .split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("chunked"))
+            {
                 framing = Framing::Chunked;
             }
         } else if name.eq_ignore_ascii_case("content-length") && framing != Framing::Chunked {
-            framing = Framing::Length(value.parse().map_err(|_| format!("bad content-length {value:?}"))?);
+            framing = Framing::Length(
+                value
+                    .parse()
+                    .map_err(|_| format!("bad content-length {value:?}"))?,
+            );
         }
     }
-    Ok(Some(Head { len: end + 4, status, reason, framing }))
+    Ok(Some(Head {
+        len: end + 4,
+        status,
+        reason,
+        framing,
+    }))
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,7 +244,9 @@ impl ChunkedCounter {
                 (ChunkState::Size, b'\r') if self.digits > 0 => ChunkState::SizeLf,
                 (ChunkState::Extension, b'\r') => ChunkState::SizeLf,
                 (ChunkState::Extension, _) => ChunkState::Extension,
-                (ChunkState::SizeLf, b'\n') if self.size == 0 => ChunkState::Trailer { line_len: 0 },
+                (ChunkState::SizeLf, b'\n') if self.size == 0 => {
+                    ChunkState::Trailer { line_len: 0 }
+                }
                 (ChunkState::SizeLf, b'\n') => ChunkState::Data,
                 (ChunkState::DataCr, b'\r') => ChunkState::DataLf,
                 (ChunkState::DataLf, b'\n') => {
@@ -225,11 +255,17 @@ impl ChunkedCounter {
                     ChunkState::Size
                 }
                 (ChunkState::Trailer { line_len }, b'\r') => ChunkState::TrailerLf { line_len },
-                (ChunkState::Trailer { line_len }, _) => ChunkState::Trailer { line_len: line_len + 1 },
+                (ChunkState::Trailer { line_len }, _) => ChunkState::Trailer {
+                    line_len: line_len + 1,
+                },
                 (ChunkState::TrailerLf { line_len: 0 }, b'\n') => ChunkState::Done,
                 (ChunkState::TrailerLf { .. }, b'\n') => ChunkState::Trailer { line_len: 0 },
                 (ChunkState::Done, _) => return Err("bytes after the end of a chunked body".into()),
-                (state, b) => return Err(format!("bad chunked framing: byte {b:#04x} in state {state:?}")),
+                (state, b) => {
+                    return Err(format!(
+                        "bad chunked framing: byte {b:#04x} in state {state:?}"
+                    ))
+                }
             };
         }
         Ok(())
@@ -248,7 +284,10 @@ impl BodyCounter {
     pub fn new(framing: Framing) -> Self {
         match framing {
             Framing::Chunked => BodyCounter::Chunked(ChunkedCounter::new()),
-            Framing::Length(n) => BodyCounter::Length { left: n, payload: 0 },
+            Framing::Length(n) => BodyCounter::Length {
+                left: n,
+                payload: 0,
+            },
             Framing::Close => BodyCounter::Close { payload: 0 },
         }
     }
@@ -341,8 +380,12 @@ fn read_once(s: &TcpStream, f: impl FnOnce(&[u8]) -> Result<(), String>) -> Resu
 async fn viewer(addr: SocketAddr, request: Rc<Vec<u8>>, shared: Rc<Shared>, i: usize) {
     let conn = &shared.conns[i];
     let r = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        s.write_all(&request).await.map_err(|e| format!("write: {e}"))?;
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(&request)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         let mut head_buf = Vec::new();
         let head = loop {
             s.readable().await.map_err(|e| format!("read: {e}"))?;
@@ -396,7 +439,11 @@ async fn viewer(addr: SocketAddr, request: Rc<Vec<u8>>, shared: Rc<Shared>, i: u
     let r: Result<(), String> = r.await;
     if let Err(e) = r {
         let was = conn.phase.get();
-        conn.phase.set(if was == Phase::Connecting { Phase::Failed } else { Phase::Closed });
+        conn.phase.set(if was == Phase::Connecting {
+            Phase::Failed
+        } else {
+            Phase::Closed
+        });
         shared.error(format!("viewer {i}: {e}"));
     }
 }
@@ -437,12 +484,18 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         procstat::pin_to_cpu(cpu).with_context(|| format!("cannot pin the client to CPU {cpu}"))?;
     }
     procstat::raise_nofile_limit().context("cannot raise the open-file limit")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     // A hard bound whatever happens (a server that never answers, a stuck window).
     let deadline = connect_timeout + warmup + window + Duration::from_secs(10);
     let result = local.block_on(&rt, async move {
-        tokio::time::timeout(deadline, drive(addr, path, args.viewers, window, warmup, connect_timeout)).await
+        tokio::time::timeout(
+            deadline,
+            drive(addr, path, args.viewers, window, warmup, connect_timeout),
+        )
+        .await
     });
     match result {
         Ok(r) => r?,
@@ -507,7 +560,12 @@ async fn drive(
     shared.measuring.set(false);
     let cpu = procstat::process_cpu()?.since(&cpu0).total();
 
-    let payload_bytes: Vec<u64> = shared.conns.iter().zip(&start_payload).map(|(c, s)| c.payload.get() - s).collect();
+    let payload_bytes: Vec<u64> = shared
+        .conns
+        .iter()
+        .zip(&start_payload)
+        .map(|(c, s)| c.payload.get() - s)
+        .collect();
     let raw_bytes_total = shared.conns.iter().map(|c| c.raw.get()).sum::<u64>() - start_raw;
     let max_gap_ms = shared
         .conns
@@ -545,14 +603,20 @@ mod tests {
         assert_eq!(parse_url("http://[::1]:9").unwrap().1, "/");
         assert!(parse_url("http://10.0.0.1:80/x").is_err());
         assert!(parse_url("https://127.0.0.1:80/x").is_err());
-        assert!(parse_url("http://localhost:80/x").is_err(), "names are not resolved");
+        assert!(
+            parse_url("http://localhost:80/x").is_err(),
+            "names are not resolved"
+        );
     }
 
     #[test]
     fn response_heads() {
         let ok = b"HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd";
         let h = parse_head(ok).unwrap().unwrap();
-        assert_eq!((h.status, h.reason.as_str(), h.framing), (200, "OK", Framing::Chunked));
+        assert_eq!(
+            (h.status, h.reason.as_str(), h.framing),
+            (200, "OK", Framing::Chunked)
+        );
         assert_eq!(&ok[h.len..], b"4\r\nabcd");
 
         let full = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 27\r\n\r\nhost is full (2/2 viewers)\n";
@@ -560,7 +624,13 @@ mod tests {
         assert_eq!((h.status, h.framing), (503, Framing::Length(27)));
 
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-ty").unwrap(), None);
-        assert_eq!(parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap().framing, Framing::Close);
+        assert_eq!(
+            parse_head(b"HTTP/1.0 200 OK\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .framing,
+            Framing::Close
+        );
         assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
         assert!(parse_head(b"HTTP/1.1 abc OK\r\n\r\n").is_err());
         assert!(parse_head(&vec![b'a'; MAX_HEAD + 1]).is_err());
@@ -612,10 +682,19 @@ mod tests {
     #[test]
     fn broken_chunked_framing_is_an_error() {
         assert!(ChunkedCounter::new().feed(b"zz\r\n").is_err());
-        assert!(ChunkedCounter::new().feed(b"\r\n").is_err(), "no size digits");
-        assert!(ChunkedCounter::new().feed(b"2\r\nabX").is_err(), "data not followed by CRLF");
+        assert!(
+            ChunkedCounter::new().feed(b"\r\n").is_err(),
+            "no size digits"
+        );
+        assert!(
+            ChunkedCounter::new().feed(b"2\r\nabX").is_err(),
+            "data not followed by CRLF"
+        );
         assert!(ChunkedCounter::new().feed(b"2\rX").is_err());
-        assert!(ChunkedCounter::new().feed(b"ffffffffffffffff\r\n").is_err(), "size overflow");
+        assert!(
+            ChunkedCounter::new().feed(b"ffffffffffffffff\r\n").is_err(),
+            "size overflow"
+        );
     }
 
     #[test]
@@ -645,10 +724,21 @@ mod tests {
             errors: vec![],
         };
         let line = serde_json::to_string(&ev).unwrap();
-        assert!(line.starts_with("{\"event\":\"result\"") && !line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("{\"event\":\"result\"") && !line.contains('\n'),
+            "{line}"
+        );
         assert_eq!(serde_json::from_str::<ClientEvent>(&line).unwrap(), ev);
         let ready: ClientEvent =
-            serde_json::from_str(r#"{"event":"ready","connected":3,"failed":0,"errors":[]}"#).unwrap();
-        assert_eq!(ready, ClientEvent::Ready { connected: 3, failed: 0, errors: vec![] });
+            serde_json::from_str(r#"{"event":"ready","connected":3,"failed":0,"errors":[]}"#)
+                .unwrap();
+        assert_eq!(
+            ready,
+            ClientEvent::Ready {
+                connected: 3,
+                failed: 0,
+                errors: vec![]
+            }
+        );
     }
 }

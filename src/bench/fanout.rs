@@ -113,12 +113,22 @@ impl Row {
 pub fn table_header() -> String {
     format!(
         "{:>7} {:>9} {:>8} {:>7} {:>7} {:>8} {:>11} {:>7} {:>12}",
-        "viewers", "connected", "cpu s/s", "user", "sys", "Gbit/s", "core/Gbit/s", "stalls", "RSS/viewer"
+        "viewers",
+        "connected",
+        "cpu s/s",
+        "user",
+        "sys",
+        "Gbit/s",
+        "core/Gbit/s",
+        "stalls",
+        "RSS/viewer"
     )
 }
 
 pub fn table_row(r: &Row) -> String {
-    let core = r.core_per_gbps().map_or_else(|| "-".to_owned(), |c| format!("{c:.3}"));
+    let core = r
+        .core_per_gbps()
+        .map_or_else(|| "-".to_owned(), |c| format!("{c:.3}"));
     format!(
         "{:>7} {:>9} {:>8.3} {:>7.3} {:>7.3} {:>8.3} {:>11} {:>7} {:>8.1} KiB",
         r.viewers,
@@ -172,7 +182,12 @@ pub fn spread_mbps(payload: &[u64], window_s: f64) -> String {
     let mut v: Vec<u64> = payload.to_vec();
     v.sort_unstable();
     let m = |b: u64| b as f64 * 8.0 / window_s / 1e6;
-    format!("{:.2} / {:.2} / {:.2}", m(v[0]), m(v[v.len() / 2]), m(v[v.len() - 1]))
+    format!(
+        "{:.2} / {:.2} / {:.2}",
+        m(v[0]),
+        m(v[v.len() / 2]),
+        m(v[v.len() - 1])
+    )
 }
 
 fn mib(b: f64) -> f64 {
@@ -193,7 +208,10 @@ impl Server {
         let rt = if args.workers == 0 {
             bail!("--workers must be at least 1");
         } else {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(args.workers).enable_all().build()?
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.workers)
+                .enable_all()
+                .build()?
         };
         let producer = ReplayProducer::new(sample);
         let replay = producer.stats();
@@ -209,21 +227,42 @@ impl Server {
             };
             let supervisor = Supervisor::spawn(policy, hub.clone(), Arc::new(producer));
             let registry = Registry::new();
-            registry.insert(StreamEntry { id: "bench".into(), token: token.clone(), supervisor: supervisor.clone() });
+            registry.insert(StreamEntry {
+                id: "bench".into(),
+                token: token.clone(),
+                supervisor: supervisor.clone(),
+            });
             let listener = server::bind("127.0.0.1:0".parse().expect("literal address")).await?;
             let addr = listener.local_addr()?;
-            tokio::spawn(server::serve(listener, server::router(registry), Limits::default(), shutdown_rx));
+            tokio::spawn(server::serve(
+                listener,
+                server::router(registry),
+                Limits::default(),
+                shutdown_rx,
+            ));
             anyhow::Ok((supervisor, addr))
         })?;
-        Ok(Server { rt, supervisor, hub, url: format!("http://{addr}/{token}/stream.ts"), shutdown, replay })
+        Ok(Server {
+            rt,
+            supervisor,
+            hub,
+            url: format!("http://{addr}/{token}/stream.ts"),
+            shutdown,
+            replay,
+        })
     }
 
     /// Start the producer and let the hub's ring fill, so the first step's
     /// RSS baseline already holds a full ring like every later one.
     fn warm_up(&self) -> anyhow::Result<()> {
         let _guard = self.rt.enter();
-        let lease = self.supervisor.acquire().map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.rt.block_on(lease.ready(Duration::from_secs(30))).context("the replay producer did not start")?;
+        let lease = self
+            .supervisor
+            .acquire()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.rt
+            .block_on(lease.ready(Duration::from_secs(30)))
+            .context("the replay producer did not start")?;
         let capacity = self.hub.config().capacity as u64;
         let until = Instant::now() + Duration::from_secs(40);
         while self.hub.stats().chunks < capacity + 8 && Instant::now() < until {
@@ -248,7 +287,9 @@ impl Server {
     fn stop(self) {
         let _ = self.shutdown.send(true);
         let sup = self.supervisor.clone();
-        let _ = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), sup.shutdown()).await });
+        let _ = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), sup.shutdown()).await });
         self.rt.shutdown_timeout(Duration::from_secs(2));
     }
 }
@@ -278,16 +319,21 @@ impl Snap {
 
 /// Reads the child's JSON lines on a thread; the orchestrator waits on the channel with timeouts.
 fn spawn_line_reader(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
-    let stdout = child.stdout.take().context("the client has no stdout pipe")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the client has no stdout pipe")?;
     let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new().name("bench-client-io".into()).spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
+    std::thread::Builder::new()
+        .name("bench-client-io".into())
+        .spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(rx)
 }
 
@@ -297,7 +343,9 @@ fn next_event(rx: &mpsc::Receiver<String>, timeout: Duration) -> anyhow::Result<
         let left = until.saturating_duration_since(Instant::now());
         let line = match rx.recv_timeout(left) {
             Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => bail!("the client said nothing for {timeout:?}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("the client said nothing for {timeout:?}")
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the client exited early"),
         };
         if let Ok(ev) = serde_json::from_str::<ClientEvent>(&line) {
@@ -325,12 +373,23 @@ fn step(server: &Server, args: &FanoutArgs, n: usize) -> anyhow::Result<StepOutc
     let exe = if std::path::Path::new("/proc/self/exe").exists() {
         std::path::PathBuf::from("/proc/self/exe")
     } else {
-        std::env::current_exe().context("cannot find this executable to start the load generator")?
+        std::env::current_exe()
+            .context("cannot find this executable to start the load generator")?
     };
     let mut child = Command::new(exe)
         .args(["bench", "fanout-client", "--url", &server.url])
-        .args(["--viewers", &n.to_string(), "--seconds", &args.seconds.to_string()])
-        .args(["--warmup", &args.warmup.to_string(), "--cpu", &args.client_cpu.to_string()])
+        .args([
+            "--viewers",
+            &n.to_string(),
+            "--seconds",
+            &args.seconds.to_string(),
+        ])
+        .args([
+            "--warmup",
+            &args.warmup.to_string(),
+            "--cpu",
+            &args.client_cpu.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -349,22 +408,49 @@ fn step(server: &Server, args: &FanoutArgs, n: usize) -> anyhow::Result<StepOutc
         Err(e) => bail!("cannot reap the load generator: {e}"),
     }
     let (row, detail) = out;
-    Ok(StepOutcome { row: Row { rss_base, ..row }, detail })
+    Ok(StepOutcome {
+        row: Row { rss_base, ..row },
+        detail,
+    })
 }
 
-fn measure(server: &Server, args: &FanoutArgs, n: usize, child: &mut Child) -> anyhow::Result<(Row, String)> {
+fn measure(
+    server: &Server,
+    args: &FanoutArgs,
+    n: usize,
+    child: &mut Child,
+) -> anyhow::Result<(Row, String)> {
     let lines = spawn_line_reader(child)?;
     let connect_budget = Duration::from_secs(30 + 5) + Duration::from_secs_f64(args.warmup);
     let ready = next_event(&lines, connect_budget)?;
-    let ClientEvent::Ready { connected, failed, errors } = ready else { bail!("expected the ready line first") };
+    let ClientEvent::Ready {
+        connected,
+        failed,
+        errors,
+    } = ready
+    else {
+        bail!("expected the ready line first")
+    };
     let s0 = Snap::take(server, args.server_cpu)?;
     if failed > 0 {
-        eprintln!("bench: {failed} of {n} viewers could not connect: {}", errors.join("; "));
+        eprintln!(
+            "bench: {failed} of {n} viewers could not connect: {}",
+            errors.join("; ")
+        );
     }
-    let ev = next_event(&lines, Duration::from_secs_f64(args.seconds) + Duration::from_secs(10))?;
+    let ev = next_event(
+        &lines,
+        Duration::from_secs_f64(args.seconds) + Duration::from_secs(10),
+    )?;
     let s1 = Snap::take(server, args.server_cpu)?;
     let ClientEvent::Result {
-        payload_bytes, max_gap_ms, window_s, client_cpu_s, raw_bytes_total, closed_early, ..
+        payload_bytes,
+        max_gap_ms,
+        window_s,
+        client_cpu_s,
+        raw_bytes_total,
+        closed_early,
+        ..
     } = ev
     else {
         bail!("expected the result line");
@@ -393,7 +479,12 @@ fn measure(server: &Server, args: &FanoutArgs, n: usize, child: &mut Child) -> a
     let mut threads: Vec<(String, f64)> = s1
         .threads
         .iter()
-        .map(|(name, t)| (name.clone(), (t - s0.threads.get(name).copied().unwrap_or(0)) as f64 / hz / wall))
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                (t - s0.threads.get(name).copied().unwrap_or(0)) as f64 / hz / wall,
+            )
+        })
         .filter(|(_, v)| *v >= 0.0005)
         .collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -520,7 +611,11 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         println!("{v}");
     }
     server.stop();
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]
@@ -548,10 +643,19 @@ mod tests {
         assert!((r.gbps() - 4.0).abs() < 1e-6);
         assert!((r.core_per_gbps().unwrap() - 0.05).abs() < 1e-6);
         assert!((r.rss_per_viewer() - 40.0 * 1024.0).abs() < 1e-6);
-        let idle = Row { payload_bytes: 0, ..row(1, 0.0, 0.0) };
+        let idle = Row {
+            payload_bytes: 0,
+            ..row(1, 0.0, 0.0)
+        };
         assert_eq!(idle.core_per_gbps(), None);
-        let shrunk = Row { rss_streaming: 90 << 20, ..row(10, 0.04, 0.01) };
-        assert!(shrunk.rss_per_viewer() < 0.0, "negative growth is shown, not hidden");
+        let shrunk = Row {
+            rss_streaming: 90 << 20,
+            ..row(10, 0.04, 0.01)
+        };
+        assert!(
+            shrunk.rss_per_viewer() < 0.0,
+            "negative growth is shown, not hidden"
+        );
     }
 
     #[test]
@@ -562,7 +666,10 @@ mod tests {
         assert!(r.contains(" 0.050 "), "{r}");
         assert!(r.contains("40.0 KiB"), "{r}");
         assert!(r.trim_start().starts_with("1000"));
-        let none = table_row(&Row { payload_bytes: 0, ..row(1, 0.0, 0.0) });
+        let none = table_row(&Row {
+            payload_bytes: 0,
+            ..row(1, 0.0, 0.0)
+        });
         assert!(none.contains(" - "), "{none}");
     }
 
@@ -584,12 +691,19 @@ mod tests {
         // #2 got < 90 %, #3 paused > 1 s, #4 never connected.
         assert_eq!(count_stalls(&payload, &gaps, expected), 3);
         assert_eq!(count_stalls(&payload[..2], &gaps[..2], expected), 0);
-        assert_eq!(count_stalls(&[5_000_000], &[], expected), 1, "a missing gap counts as a stall");
+        assert_eq!(
+            count_stalls(&[5_000_000], &[], expected),
+            1,
+            "a missing gap counts as a stall"
+        );
     }
 
     #[test]
     fn per_viewer_spread() {
-        assert_eq!(spread_mbps(&[1_250_000, 5_000_000, 2_500_000], 10.0), "1.00 / 2.00 / 4.00");
+        assert_eq!(
+            spread_mbps(&[1_250_000, 5_000_000, 2_500_000], 10.0),
+            "1.00 / 2.00 / 4.00"
+        );
         assert_eq!(spread_mbps(&[], 10.0), "-");
     }
 }

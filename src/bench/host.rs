@@ -29,16 +29,36 @@ impl BenchHost {
         pipeline::init()?;
         let encoder = pipeline::preflight(&cfg)?;
         let producer = GstProducer::new(cfg, encoder).with_rtp(RtpOutput::default())?;
-        let webrtc = WebRtcArgs { webrtc_udp: "127.0.0.1:0".parse()?, ..WebRtcArgs::default() };
+        let webrtc = WebRtcArgs {
+            webrtc_udp: "127.0.0.1:0".parse()?,
+            ..WebRtcArgs::default()
+        };
         let whep = Whep::start(&webrtc).await?;
-        let supervisor = Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
+        let supervisor =
+            Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
         let registry = Registry::new();
-        registry.insert(StreamEntry { id: "host".into(), token: token.into(), supervisor: supervisor.clone() });
+        registry.insert(StreamEntry {
+            id: "host".into(),
+            token: token.into(),
+            supervisor: supervisor.clone(),
+        });
         let listener = server::bind("127.0.0.1:0".parse()?).await?;
         let http = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(server::serve(listener, server::router_with(registry, Some(whep.clone())), Limits::default(), stop_rx));
-        Ok(Self { http, token: token.into(), encoder, supervisor, whep, stop })
+        tokio::spawn(server::serve(
+            listener,
+            server::router_with(registry, Some(whep.clone())),
+            Limits::default(),
+            stop_rx,
+        ));
+        Ok(Self {
+            http,
+            token: token.into(),
+            encoder,
+            supervisor,
+            whep,
+            stop,
+        })
     }
 
     pub fn hub(&self) -> &Hub {

@@ -112,7 +112,12 @@ pub struct Summary {
 pub fn summarize(values: &[Duration]) -> Option<Summary> {
     let mut v = values.to_vec();
     v.sort();
-    Some(Summary { n: v.len(), p50: percentile(&v, 50.0)?, p95: percentile(&v, 95.0)?, max: *v.last()? })
+    Some(Summary {
+        n: v.len(),
+        p50: percentile(&v, 50.0)?,
+        p95: percentile(&v, 95.0)?,
+        max: *v.last()?,
+    })
 }
 
 fn ms(d: Duration) -> String {
@@ -121,20 +126,44 @@ fn ms(d: Duration) -> String {
 
 pub fn table(cold: &Sample, warm: &[Sample]) -> String {
     let mut out = String::new();
-    out.push_str(&format!("{:<34} {:>4} {:>8} {:>8} {:>8}\n", "POST → first decodable keyframe", "n", "p50 ms", "p95 ms", "max ms"));
+    out.push_str(&format!(
+        "{:<34} {:>4} {:>8} {:>8} {:>8}\n",
+        "POST → first decodable keyframe", "n", "p50 ms", "p95 ms", "max ms"
+    ));
     let row = |name: &str, s: Option<Summary>| match s {
-        Some(s) => format!("{name:<34} {:>4} {:>8} {:>8} {:>8}\n", s.n, ms(s.p50), ms(s.p95), ms(s.max)),
+        Some(s) => format!(
+            "{name:<34} {:>4} {:>8} {:>8} {:>8}\n",
+            s.n,
+            ms(s.p50),
+            ms(s.p95),
+            ms(s.max)
+        ),
         None => format!("{name:<34} {:>4} {:>8} {:>8} {:>8}\n", 0, "-", "-", "-"),
     };
     let key: Vec<Duration> = warm.iter().map(|s| s.keyframe).collect();
     out.push_str(&row("warm joins (capture live)", summarize(&key)));
-    let limited: Vec<Duration> = warm.iter().filter(|s| s.rate_limited).map(|s| s.keyframe).collect();
+    let limited: Vec<Duration> = warm
+        .iter()
+        .filter(|s| s.rate_limited)
+        .map(|s| s.keyframe)
+        .collect();
     out.push_str(&row("  of which rate-limited", summarize(&limited)));
-    let cached: Vec<Duration> = warm.iter().filter(|s| s.cached_gop).map(|s| s.keyframe).collect();
+    let cached: Vec<Duration> = warm
+        .iter()
+        .filter(|s| s.cached_gop)
+        .map(|s| s.keyframe)
+        .collect();
     out.push_str(&row("  of which started on cached GOP", summarize(&cached)));
-    let fresh: Vec<Duration> = warm.iter().filter(|s| !s.rate_limited && !s.cached_gop).map(|s| s.keyframe).collect();
+    let fresh: Vec<Duration> = warm
+        .iter()
+        .filter(|s| !s.rate_limited && !s.cached_gop)
+        .map(|s| s.keyframe)
+        .collect();
     out.push_str(&row("  of which on a fresh keyframe", summarize(&fresh)));
-    out.push_str(&row("cold start (pipeline starts)", summarize(&[cold.keyframe])));
+    out.push_str(&row(
+        "cold start (pipeline starts)",
+        summarize(&[cold.keyframe]),
+    ));
     let conn: Vec<Duration> = warm.iter().map(|s| s.connected).collect();
     out.push_str(&row("warm: POST → ICE+DTLS connected", summarize(&conn)));
     let ans: Vec<Duration> = warm.iter().map(|s| s.answer).collect();
@@ -197,18 +226,28 @@ async fn join(url: &str, hub: &Hub, timeout: Duration) -> anyhow::Result<(WhepCl
                 client.connected_at().is_some()
             ),
             Some(WhepEvent::Connected) => {
-                since_key = hub.last_keyframe_at().map(|k| Instant::now().saturating_duration_since(k));
+                since_key = hub
+                    .last_keyframe_at()
+                    .map(|k| Instant::now().saturating_duration_since(k));
             }
-            Some(WhepEvent::Video(f)) if f.keyframe && f.contiguous && crate::client::h264::is_self_contained_idr(&f.annexb) => {
+            Some(WhepEvent::Video(f))
+                if f.keyframe
+                    && f.contiguous
+                    && crate::client::h264::is_self_contained_idr(&f.annexb) =>
+            {
                 break f.arrived;
             }
-            Some(WhepEvent::Video(_)) => anyhow::bail!("a frame before the first keyframe: the server must start on a keyframe"),
+            Some(WhepEvent::Video(_)) => anyhow::bail!(
+                "a frame before the first keyframe: the server must start on a keyframe"
+            ),
             Some(WhepEvent::Closed) => anyhow::bail!("the server closed the connection"),
             Some(_) => {}
         }
     };
     let after = hub.stats();
-    let connected = client.connected_at().context("a keyframe before the connection?")?;
+    let connected = client
+        .connected_at()
+        .context("a keyframe before the connection?")?;
     let sample = Sample {
         gap: Duration::ZERO,
         answer: answered - posted,
@@ -222,7 +261,9 @@ async fn join(url: &str, hub: &Hub, timeout: Duration) -> anyhow::Result<(WhepCl
 }
 
 fn describe(i: usize, s: &Sample) -> String {
-    let phase = s.since_key_at_connect.map_or_else(|| "-".to_owned(), |d| format!("{} ms", d.as_millis()));
+    let phase = s
+        .since_key_at_connect
+        .map_or_else(|| "-".to_owned(), |d| format!("{} ms", d.as_millis()));
     let how = match (s.rate_limited, s.cached_gop) {
         (_, true) => "cached GOP",
         (true, false) => "RATE-LIMITED",
@@ -246,9 +287,16 @@ async fn bench(args: JoinArgs) -> anyhow::Result<ExitCode> {
         height: Some(args.height),
         ..PipelineConfig::default()
     };
-    let policy = Policy { max_viewers: 64, linger: Duration::from_secs(2), ..Policy::default() };
+    let policy = Policy {
+        max_viewers: 64,
+        linger: Duration::from_secs(2),
+        ..Policy::default()
+    };
     let server = BenchHost::start(cfg, policy, TOKEN).await?;
-    eprintln!("encoder: {}; {}x{}@{} at {} kbit/s, 2 s GOP", server.encoder, args.width, args.height, args.framerate, args.bitrate);
+    eprintln!(
+        "encoder: {}; {}x{}@{} at {} kbit/s, 2 s GOP",
+        server.encoder, args.width, args.height, args.framerate, args.bitrate
+    );
     let url = server.whep_url();
     let timeout = Duration::from_secs(args.timeout_s.max(1));
     let seed = match args.seed {
@@ -263,7 +311,9 @@ async fn bench(args: JoinArgs) -> anyhow::Result<ExitCode> {
     eprintln!("pauses seeded with --seed {seed}");
 
     // 1. Cold start; this viewer then keeps the capture live.
-    let (keepalive, cold) = join(&url, server.hub(), timeout + Duration::from_secs(10)).await.context("cold-start join")?;
+    let (keepalive, cold) = join(&url, server.hub(), timeout + Duration::from_secs(10))
+        .await
+        .context("cold-start join")?;
     if args.verbose {
         eprintln!("{}  [cold start]", describe(0, &cold));
     }
@@ -292,7 +342,9 @@ async fn bench(args: JoinArgs) -> anyhow::Result<ExitCode> {
     for i in 1..=args.joins as usize {
         let gap = Duration::from_millis(rng.between(args.min_gap_ms, args.max_gap_ms));
         tokio::time::sleep(gap).await;
-        let (mut client, mut s) = join(&url, server.hub(), timeout).await.with_context(|| format!("join {i}"))?;
+        let (mut client, mut s) = join(&url, server.hub(), timeout)
+            .await
+            .with_context(|| format!("join {i}"))?;
         s.gap = gap;
         if args.verbose {
             eprintln!("{}", describe(i, &s));
@@ -330,7 +382,11 @@ async fn bench(args: JoinArgs) -> anyhow::Result<ExitCode> {
     let key: Vec<Duration> = warm.iter().map(|s| s.keyframe).collect();
     let p50 = summarize(&key).map(|s| s.p50).unwrap_or_default();
     let verdict = if p50 <= TARGET_P50 { "meets" } else { "MISSES" };
-    println!("target p50 ≤ {} ms: {verdict} ({} ms)", TARGET_P50.as_millis(), ms(p50));
+    println!(
+        "target p50 ≤ {} ms: {verdict} ({} ms)",
+        TARGET_P50.as_millis(),
+        ms(p50)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -368,10 +424,24 @@ mod tests {
         };
         let warm = vec![s(60, false, false), s(540, true, false), s(20, false, true)];
         let t = table(&s(900, false, false), &warm);
-        let line = |name: &str| t.lines().find(|l| l.starts_with(name)).unwrap().split_whitespace().rev().take(4).collect::<Vec<_>>();
+        let line = |name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .split_whitespace()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(line("warm joins"), vec!["540.0", "540.0", "60.0", "3"]);
-        assert_eq!(line("  of which rate-limited"), vec!["540.0", "540.0", "540.0", "1"]);
-        assert_eq!(line("  of which started on cached GOP"), vec!["20.0", "20.0", "20.0", "1"]);
+        assert_eq!(
+            line("  of which rate-limited"),
+            vec!["540.0", "540.0", "540.0", "1"]
+        );
+        assert_eq!(
+            line("  of which started on cached GOP"),
+            vec!["20.0", "20.0", "20.0", "1"]
+        );
         assert_eq!(line("cold start"), vec!["900.0", "900.0", "900.0", "1"]);
     }
 

@@ -22,7 +22,10 @@ impl CpuTimes {
 
     /// `self - earlier`, never negative.
     pub fn since(&self, earlier: &CpuTimes) -> CpuTimes {
-        CpuTimes { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+        CpuTimes {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
     }
 }
 
@@ -34,8 +37,13 @@ pub fn process_cpu() -> io::Result<CpuTimes> {
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    Ok(CpuTimes { user: tv(ru.ru_utime), system: tv(ru.ru_stime) })
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Ok(CpuTimes {
+        user: tv(ru.ru_utime),
+        system: tv(ru.ru_stime),
+    })
 }
 
 /// One line of /proc/PID/stat (or /proc/self/task/TID/stat): the command
@@ -57,7 +65,11 @@ pub fn parse_stat(line: &str) -> Option<StatLine> {
     let mut rest = line.get(close + 1..)?.split_ascii_whitespace();
     let utime_ticks = rest.nth(11)?.parse().ok()?;
     let stime_ticks = rest.next()?.parse().ok()?;
-    Some(StatLine { comm, utime_ticks, stime_ticks })
+    Some(StatLine {
+        comm,
+        utime_ticks,
+        stime_ticks,
+    })
 }
 
 pub fn clock_ticks_per_sec() -> u64 {
@@ -74,9 +86,13 @@ pub fn clock_ticks_per_sec() -> u64 {
 /// name ("tokio-runtime-w" × workers, the replay thread, …).
 pub fn thread_ticks() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
     for entry in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         if let Some(s) = parse_stat(&text) {
             *out.entry(s.comm).or_insert(0) += s.utime_ticks + s.stime_ticks;
         }
@@ -126,15 +142,25 @@ impl CpuLine {
 /// The line for CPU `cpu` in the text of /proc/stat.
 pub fn parse_proc_stat_cpu(text: &str, cpu: usize) -> Option<CpuLine> {
     let name = format!("cpu{cpu}");
-    let line = text.lines().find(|l| l.split_ascii_whitespace().next() == Some(name.as_str()))?;
-    let v: Vec<u64> = line.split_ascii_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
+    let line = text
+        .lines()
+        .find(|l| l.split_ascii_whitespace().next() == Some(name.as_str()))?;
+    let v: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .map_while(|f| f.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
     if v.len() < 7 {
         return None;
     }
     let idle = v[3] + v[4];
     let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v.get(7).copied().unwrap_or(0);
-    Some(CpuLine { busy, idle, softirq: v[6] })
+    Some(CpuLine {
+        busy,
+        idle,
+        softirq: v[6],
+    })
 }
 
 pub fn cpu_line(cpu: usize) -> Option<CpuLine> {
@@ -212,7 +238,8 @@ mod tests {
 
     #[test]
     fn vm_rss_in_kib() {
-        let status = "Name:\tpixelpass\nVmPeak:\t  900000 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 100 kB\n";
+        let status =
+            "Name:\tpixelpass\nVmPeak:\t  900000 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 100 kB\n";
         assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         assert!(rss_bytes().unwrap() > 0);
@@ -224,19 +251,44 @@ mod tests {
             "cpu  100 5 50 1000 10 1 7 2 0 0\ncpu0 60 3 30 500 4 1 6 1 0 0\ncpu1 40 2 20 500 6 0 1 1 0 0\nintr 1 2\n";
         assert_eq!(
             parse_proc_stat_cpu(text, 0),
-            Some(CpuLine { busy: 60 + 3 + 30 + 1 + 6 + 1, idle: 504, softirq: 6 })
+            Some(CpuLine {
+                busy: 60 + 3 + 30 + 1 + 6 + 1,
+                idle: 504,
+                softirq: 6
+            })
         );
         assert_eq!(parse_proc_stat_cpu(text, 1).unwrap().softirq, 1);
         assert_eq!(parse_proc_stat_cpu(text, 2), None);
-        let a = CpuLine { busy: 10, idle: 20, softirq: 3 };
-        let b = CpuLine { busy: 15, idle: 22, softirq: 4 };
-        assert_eq!(b.since(&a), CpuLine { busy: 5, idle: 2, softirq: 1 });
+        let a = CpuLine {
+            busy: 10,
+            idle: 20,
+            softirq: 3,
+        };
+        let b = CpuLine {
+            busy: 15,
+            idle: 22,
+            softirq: 4,
+        };
+        assert_eq!(
+            b.since(&a),
+            CpuLine {
+                busy: 5,
+                idle: 2,
+                softirq: 1
+            }
+        );
     }
 
     #[test]
     fn cpu_times_subtract_without_going_negative() {
-        let a = CpuTimes { user: Duration::from_millis(100), system: Duration::from_millis(50) };
-        let b = CpuTimes { user: Duration::from_millis(160), system: Duration::from_millis(40) };
+        let a = CpuTimes {
+            user: Duration::from_millis(100),
+            system: Duration::from_millis(50),
+        };
+        let b = CpuTimes {
+            user: Duration::from_millis(160),
+            system: Duration::from_millis(40),
+        };
         let d = b.since(&a);
         assert_eq!(d.user, Duration::from_millis(60));
         assert_eq!(d.system, Duration::ZERO);

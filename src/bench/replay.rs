@@ -53,20 +53,23 @@ impl Sample {
     /// A real sample from ffmpeg if possible, else a synthetic one.
     pub fn make(bitrate_kbps: u32, seconds: u32) -> Sample {
         match ffmpeg_ts(bitrate_kbps, seconds, Duration::from_secs(180)) {
-            Ok(data) => {
-                match Sample::from_ts(data, f64::from(bitrate_kbps) * 1000.0) {
-                    Ok(mut s) => {
-                        s.origin = format!("ffmpeg testsrc2 1280x720@30 x264 CBR {bitrate_kbps} kbit/s + AAC 128 kbit/s, {seconds} s loop");
-                        return s;
-                    }
-                    Err(e) => eprintln!("bench: the ffmpeg sample is unusable ({e:#}); using a synthetic TS"),
+            Ok(data) => match Sample::from_ts(data, f64::from(bitrate_kbps) * 1000.0) {
+                Ok(mut s) => {
+                    s.origin = format!("ffmpeg testsrc2 1280x720@30 x264 CBR {bitrate_kbps} kbit/s + AAC 128 kbit/s, {seconds} s loop");
+                    return s;
                 }
-            }
+                Err(e) => {
+                    eprintln!("bench: the ffmpeg sample is unusable ({e:#}); using a synthetic TS")
+                }
+            },
             Err(e) => eprintln!("bench: no ffmpeg sample ({e:#}); using a synthetic TS"),
         }
         let data = synthetic_ts(bitrate_kbps, seconds.max(2), 30);
-        let mut s = Sample::from_ts(data, f64::from(bitrate_kbps) * 1000.0).expect("the synthetic TS is well-formed");
-        s.origin = format!("synthetic TS {bitrate_kbps} kbit/s, 30 frames/s, keyframe every 2 s, {seconds} s loop");
+        let mut s = Sample::from_ts(data, f64::from(bitrate_kbps) * 1000.0)
+            .expect("the synthetic TS is well-formed");
+        s.origin = format!(
+            "synthetic TS {bitrate_kbps} kbit/s, 30 frames/s, keyframe every 2 s, {seconds} s loop"
+        );
         s
     }
 
@@ -82,13 +85,17 @@ impl Sample {
         let mut video_pid = None;
         let mut pcrs: Vec<(usize, u64)> = Vec::new();
         for (i, raw) in data.chunks_exact(PACKET_LEN).enumerate() {
-            let pkt = Packet::new(raw).with_context(|| format!("packet {i} does not start with the sync byte"))?;
+            let pkt = Packet::new(raw)
+                .with_context(|| format!("packet {i} does not start with the sync byte"))?;
             let pid = pkt.pid();
             if pid == PAT_PID && pkt.pusi() && pmt_pid.is_none() {
                 pmt_pid = packet::psi_section(pkt.payload()).and_then(packet::pat_pmt_pid);
             } else if Some(pid) == pmt_pid && pkt.pusi() && video_pid.is_none() {
                 video_pid = packet::psi_section(pkt.payload()).and_then(|s| {
-                    packet::pmt_streams(s).into_iter().find(|(t, _)| *t == packet::STREAM_TYPE_H264).map(|(_, p)| p)
+                    packet::pmt_streams(s)
+                        .into_iter()
+                        .find(|(t, _)| *t == packet::STREAM_TYPE_H264)
+                        .map(|(_, p)| p)
                 });
             }
             if let Some(pcr) = pcr(raw) {
@@ -100,7 +107,10 @@ impl Sample {
         let video_pid = video_pid.context("no H.264 stream in the PMT")?;
         let psi = |pid: u16| pid == PAT_PID || Some(pid) == pmt_pid || pid == SDT_PID;
 
-        let pids: Vec<(u16, bool)> = data.chunks_exact(PACKET_LEN).map(|p| (pid_of(p), p[1] & 0x40 != 0)).collect();
+        let pids: Vec<(u16, bool)> = data
+            .chunks_exact(PACKET_LEN)
+            .map(|p| (pid_of(p), p[1] & 0x40 != 0))
+            .collect();
         let mut starts = vec![0usize];
         for (i, &(pid, pusi)) in pids.iter().enumerate() {
             if pid == video_pid && pusi {
@@ -117,13 +127,21 @@ impl Sample {
         let mut bursts = Vec::with_capacity(starts.len());
         for (k, &s) in starts.iter().enumerate() {
             let end = starts.get(k + 1).map_or(data.len(), |&e| e * PACKET_LEN);
-            bursts.push(Burst { range: s * PACKET_LEN..end, at: time.at(s * PACKET_LEN) });
+            bursts.push(Burst {
+                range: s * PACKET_LEN..end,
+                at: time.at(s * PACKET_LEN),
+            });
         }
         let period = time.at(data.len());
         if period.is_zero() {
             bail!("the sample has no duration");
         }
-        Ok(Sample { data, bursts, period, origin: String::new() })
+        Ok(Sample {
+            data,
+            bursts,
+            period,
+            origin: String::new(),
+        })
     }
 }
 
@@ -156,12 +174,21 @@ struct Timeline {
 
 impl Timeline {
     fn new(pcrs: &[(usize, u64)], fallback_bps: f64) -> Self {
-        let points: Vec<(f64, f64)> = pcrs.iter().map(|&(pos, pcr)| (pos as f64, pcr as f64 / PCR_HZ)).collect();
+        let points: Vec<(f64, f64)> = pcrs
+            .iter()
+            .map(|&(pos, pcr)| (pos as f64, pcr as f64 / PCR_HZ))
+            .collect();
         let (slope, points) = match (points.first(), points.last()) {
-            (Some(a), Some(b)) if points.len() >= 2 && b.0 > a.0 => ((b.1 - a.1) / (b.0 - a.0), points),
+            (Some(a), Some(b)) if points.len() >= 2 && b.0 > a.0 => {
+                ((b.1 - a.1) / (b.0 - a.0), points)
+            }
             _ => (8.0 / fallback_bps.max(1.0), vec![(0.0, 0.0)]),
         };
-        let mut t = Timeline { points, slope, origin: 0.0 };
+        let mut t = Timeline {
+            points,
+            slope,
+            origin: 0.0,
+        };
         t.origin = t.raw(0.0);
         t
     }
@@ -192,11 +219,29 @@ pub fn ffmpeg_ts(bitrate_kbps: u32, seconds: u32, timeout: Duration) -> anyhow::
     let rate = format!("{bitrate_kbps}k");
     let mut child = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i", "sine"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+        ])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
         .args(["-x264-params", "keyint=60:bframes=0"])
-        .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", "1M"])
+        .args([
+            "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", "1M",
+        ])
         .args(["-c:a", "aac", "-b:a", "128k", "-f", "mpegts"])
         .arg(&path)
         .stdin(Stdio::null())
@@ -244,7 +289,11 @@ fn crc32_mpeg2(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b) << 24;
         for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04c1_1db7 } else { crc << 1 };
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04c1_1db7
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -254,7 +303,12 @@ fn psi_packet(pid: u16, mut section: Vec<u8>, cc: u8) -> Vec<u8> {
     let crc = crc32_mpeg2(&section);
     section.extend_from_slice(&crc.to_be_bytes());
     let mut p = vec![0xffu8; PACKET_LEN];
-    p[..4].copy_from_slice(&[SYNC_BYTE, 0x40 | (pid >> 8) as u8, pid as u8, 0x10 | (cc & 0x0f)]);
+    p[..4].copy_from_slice(&[
+        SYNC_BYTE,
+        0x40 | (pid >> 8) as u8,
+        pid as u8,
+        0x10 | (cc & 0x0f),
+    ]);
     p[4] = 0; // pointer field
     p[5..5 + section.len()].copy_from_slice(&section);
     p
@@ -317,8 +371,9 @@ fn pts_bytes(pts: u64, marker: u8) -> [u8; 5] {
 /// each (whole packets), PAT+PMT and a keyframe every 2 s.
 pub fn synthetic_ts(bitrate_kbps: u32, seconds: u32, fps: u32) -> Vec<u8> {
     let fps = fps.max(1);
-    let per_frame =
-        ((f64::from(bitrate_kbps) * 1000.0 / 8.0 / f64::from(fps) / PACKET_LEN as f64).round() as usize).max(1);
+    let per_frame = ((f64::from(bitrate_kbps) * 1000.0 / 8.0 / f64::from(fps) / PACKET_LEN as f64)
+        .round() as usize)
+        .max(1);
     let frames = seconds * fps;
     let gop = 2 * fps;
     let mut out = Vec::with_capacity(frames as usize * (per_frame + 2) * PACKET_LEN);
@@ -394,7 +449,10 @@ pub struct ReplayStats {
 
 impl ReplayProducer {
     pub fn new(sample: Arc<Sample>) -> Self {
-        Self { sample, stats: Arc::new(ReplayStats::default()) }
+        Self {
+            sample,
+            stats: Arc::new(ReplayStats::default()),
+        }
     }
 
     pub fn stats(&self) -> Arc<ReplayStats> {
@@ -419,7 +477,14 @@ impl Producer for ReplayProducer {
                     drop(failures_tx);
                 })
                 .map_err(|e| ProducerError::new(format!("cannot start the replay thread: {e}")))?;
-            Ok(Run { encoder: "replay".into(), failures, handle: Box::new(ReplayRun { stop, thread: Some(thread) }) })
+            Ok(Run {
+                encoder: "replay".into(),
+                failures,
+                handle: Box::new(ReplayRun {
+                    stop,
+                    thread: Some(thread),
+                }),
+            })
         })
     }
 }
@@ -488,15 +553,31 @@ mod tests {
         chunker.push(&ts, &mut out);
         chunker.flush(&mut out);
         assert_eq!(chunker.video_pid(), Some(SYN_VIDEO_PID));
-        let chunks: Vec<bool> =
-            out.iter().filter_map(|o| if let Output::Chunk { key, .. } = o { Some(*key) } else { None }).collect();
+        let chunks: Vec<bool> = out
+            .iter()
+            .filter_map(|o| {
+                if let Output::Chunk { key, .. } = o {
+                    Some(*key)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(chunks.len(), 120, "one chunk per frame");
-        let keys: Vec<usize> = chunks.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+        let keys: Vec<usize> = chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(keys, vec![0, 60], "a keyframe every 2 s");
         assert!(out.iter().any(|o| matches!(o, Output::Psi(_))));
         // The bitrate is what was asked for, within a packet per frame.
         let bps = ts.len() as f64 * 8.0 / 4.0;
-        assert!((bps - 4_000_000.0).abs() < 30.0 * 8.0 * PACKET_LEN as f64, "{bps}");
+        assert!(
+            (bps - 4_000_000.0).abs() < 30.0 * 8.0 * PACKET_LEN as f64,
+            "{bps}"
+        );
     }
 
     #[test]
@@ -518,15 +599,31 @@ mod tests {
         assert_eq!(s.bursts.len(), 120);
         // PAT+PMT travel with the keyframe after them.
         assert_eq!(s.bursts[0].range.start, 0);
-        assert_eq!(s.data[s.bursts[60].range.start + 1] & 0x1f, 0, "burst 60 starts with the PAT");
+        assert_eq!(
+            s.data[s.bursts[60].range.start + 1] & 0x1f,
+            0,
+            "burst 60 starts with the PAT"
+        );
         for (k, b) in s.bursts.iter().enumerate() {
             let want = k as f64 / 30.0;
-            assert!((b.at.as_secs_f64() - want).abs() < 0.002, "burst {k} at {:?}", b.at);
+            assert!(
+                (b.at.as_secs_f64() - want).abs() < 0.002,
+                "burst {k} at {:?}",
+                b.at
+            );
         }
         let covered: usize = s.bursts.iter().map(|b| b.range.len()).sum();
         assert_eq!(covered, s.data.len());
-        assert!((s.period.as_secs_f64() - 4.0).abs() < 0.04, "{:?}", s.period);
-        assert!((s.bitrate() - 4_000_000.0).abs() < 80_000.0, "{}", s.bitrate());
+        assert!(
+            (s.period.as_secs_f64() - 4.0).abs() < 0.04,
+            "{:?}",
+            s.period
+        );
+        assert!(
+            (s.bitrate() - 4_000_000.0).abs() < 80_000.0,
+            "{}",
+            s.bitrate()
+        );
     }
 
     #[test]

@@ -119,10 +119,20 @@ pub struct WhepFanoutClientArgs {
 pub enum ClientLine {
     /// Every peer connected and has its first keyframe (or failed); the
     /// window starts after the warm-up.
-    Ready { connected: usize, failed: usize, errors: Vec<String>, connect_s: f64 },
+    Ready {
+        connected: usize,
+        failed: usize,
+        errors: Vec<String>,
+        connect_s: f64,
+    },
     /// The window started now.
     Window,
-    Result { window_s: f64, client_cpu_s: f64, peers: Vec<PeerWindow>, closed_early: usize },
+    Result {
+        window_s: f64,
+        client_cpu_s: f64,
+        peers: Vec<PeerWindow>,
+        closed_early: usize,
+    },
 }
 
 /// What one peer got in the window.
@@ -207,12 +217,25 @@ pub fn min_median(v: &[u64]) -> (u64, u64) {
 pub fn table_header() -> String {
     format!(
         "{:>5} {:>9} {:>8} {:>6} {:>6} {:>7} {:>11} {:>12} {:>6} {:>6} {:>5} {:>16}",
-        "peers", "connected", "cpu s/s", "user", "sys", "Gbit/s", "core/Gbit/s", "RSS/peer", "lost", "NACKs", "gaps", "frames/peer min/med"
+        "peers",
+        "connected",
+        "cpu s/s",
+        "user",
+        "sys",
+        "Gbit/s",
+        "core/Gbit/s",
+        "RSS/peer",
+        "lost",
+        "NACKs",
+        "gaps",
+        "frames/peer min/med"
     )
 }
 
 pub fn table_row(r: &Row) -> String {
-    let core = r.core_per_gbps().map_or_else(|| "-".to_owned(), |c| format!("{c:.3}"));
+    let core = r
+        .core_per_gbps()
+        .map_or_else(|| "-".to_owned(), |c| format!("{c:.3}"));
     format!(
         "{:>5} {:>9} {:>8.3} {:>6.3} {:>6.3} {:>7.3} {:>11} {:>8.1} KiB {:>6} {:>6} {:>5} {:>9} / {:<5}",
         r.peers,
@@ -277,7 +300,9 @@ impl RtpSample {
     /// to the last one (exclusive): a loop of whole GOPs.
     pub fn from_recording(pkts: &[RtpPkt]) -> anyhow::Result<Self> {
         let keys: Vec<&RtpPkt> = pkts.iter().filter(|p| p.key).collect();
-        let (Some(first), Some(last)) = (keys.first(), keys.last()) else { bail!("the recording has no keyframe") };
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+            bail!("the recording has no keyframe")
+        };
         if keys.len() < 2 {
             bail!("the recording holds less than one whole GOP (record longer)");
         }
@@ -289,7 +314,11 @@ impl RtpSample {
             .iter()
             .chain(lap[..start].iter())
             .map(|p| RecPkt {
-                track: if p.payload_type == first.payload_type { Track::Video } else { Track::Audio },
+                track: if p.payload_type == first.payload_type {
+                    Track::Video
+                } else {
+                    Track::Audio
+                },
                 offset: p.at.saturating_duration_since(t0),
                 payload_type: p.payload_type,
                 timestamp: p.timestamp,
@@ -298,7 +327,11 @@ impl RtpSample {
             })
             .collect();
         packets.sort_by_key(|p| p.offset);
-        let audio: Vec<u32> = packets.iter().filter(|p| p.track == Track::Audio).map(|p| p.timestamp).collect();
+        let audio: Vec<u32> = packets
+            .iter()
+            .filter(|p| p.track == Track::Audio)
+            .map(|p| p.timestamp)
+            .collect();
         let audio_ts_lap = match (audio.first(), audio.last()) {
             (Some(a), Some(b)) if audio.len() > 1 => {
                 let step = b.wrapping_sub(*a) / (audio.len() as u32 - 1);
@@ -351,16 +384,25 @@ impl RtpSample {
                 marker,
                 payload: Arc::from(payload),
             };
-            let (nal_type, size) = if key { (5u8, p_bytes * KEY_WEIGHT as usize) } else { (1u8, p_bytes) };
+            let (nal_type, size) = if key {
+                (5u8, p_bytes * KEY_WEIGHT as usize)
+            } else {
+                (1u8, p_bytes)
+            };
             if key {
-                let stap = [0x78, 0, 4, 0x67, 0x42, 0xc0, 0x1f, 0, 4, 0x68, 0xce, 0x3c, 0x80];
+                let stap = [
+                    0x78, 0, 4, 0x67, 0x42, 0xc0, 0x1f, 0, 4, 0x68, 0xce, 0x3c, 0x80,
+                ];
                 packets.push(video(stap.to_vec(), false));
             }
             let body = noise(size);
             let chunks: Vec<&[u8]> = body.chunks(max - 2).collect();
             for (i, c) in chunks.iter().enumerate() {
                 let (first, last) = (i == 0, i + 1 == chunks.len());
-                let mut p = vec![0x60 | 28, (u8::from(first) << 7) | (u8::from(last) << 6) | nal_type];
+                let mut p = vec![
+                    0x60 | 28,
+                    (u8::from(first) << 7) | (u8::from(last) << 6) | nal_type,
+                ];
                 p.extend_from_slice(c);
                 packets.push(video(p, last));
             }
@@ -429,7 +471,10 @@ async fn record(bitrate: u32, seconds: u64) -> anyhow::Result<RtpSample> {
     let producer = GstProducer::new(cfg, encoder).with_rtp(RtpOutput::default())?;
     let hub = Hub::new(HubConfig::default());
     let mut rx = hub.rtp_receivers();
-    let run = producer.start(hub.clone()).await.map_err(|e| anyhow::anyhow!("the pipeline did not start: {e}"))?;
+    let run = producer
+        .start(hub.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("the pipeline did not start: {e}"))?;
     let mut pkts = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
     loop {
@@ -440,12 +485,17 @@ async fn record(bitrate: u32, seconds: u64) -> anyhow::Result<RtpSample> {
         };
         match r {
             Ok(p) => pkts.push(p),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => bail!("the recorder fell {n} packets behind"),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                bail!("the recorder fell {n} packets behind")
+            }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         }
     }
     run.handle.stop().await;
-    eprintln!("recorded {seconds} s of {encoder} RTP ({} packets)", pkts.len());
+    eprintln!(
+        "recorded {seconds} s of {encoder} RTP ({} packets)",
+        pkts.len()
+    );
     RtpSample::from_recording(&pkts)
 }
 
@@ -477,7 +527,14 @@ impl Producer for RtpReplay {
                     drop(failures_tx);
                 })
                 .map_err(|e| ProducerError::new(format!("cannot start the replay thread: {e}")))?;
-            Ok(Run { encoder: "rtp-replay".into(), failures, handle: Box::new(RtpReplayRun { stop, thread: Some(thread) }) })
+            Ok(Run {
+                encoder: "rtp-replay".into(),
+                failures,
+                handle: Box::new(RtpReplayRun {
+                    stop,
+                    thread: Some(thread),
+                }),
+            })
         })
     }
 }
@@ -512,7 +569,10 @@ fn replay(hub: &Hub, sample: &RtpSample, stop: &AtomicBool, late_us: &AtomicU64)
                 std::thread::sleep((due - now).min(Duration::from_millis(50)));
             }
             let now = Instant::now();
-            late_us.fetch_max(now.saturating_duration_since(due).as_micros() as u64, Ordering::Relaxed);
+            late_us.fetch_max(
+                now.saturating_duration_since(due).as_micros() as u64,
+                Ordering::Relaxed,
+            );
             let seq = match p.track {
                 Track::Video => {
                     vseq = vseq.wrapping_add(1);
@@ -560,11 +620,17 @@ impl Server {
             sample.bitrate() / 1e6
         );
         let late_us = Arc::new(AtomicU64::new(0));
-        let producer = RtpReplay { sample: Arc::new(sample), late_us: late_us.clone() };
+        let producer = RtpReplay {
+            sample: Arc::new(sample),
+            late_us: late_us.clone(),
+        };
         let token = crate::token::generate()?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (sup, whep, addr) = rt.block_on(async {
-            let webrtc = WebRtcArgs { webrtc_udp: "127.0.0.1:0".parse()?, ..WebRtcArgs::default() };
+            let webrtc = WebRtcArgs {
+                webrtc_udp: "127.0.0.1:0".parse()?,
+                ..WebRtcArgs::default()
+            };
             let whep = Whep::start(&webrtc).await?;
             let policy = Policy {
                 max_viewers: max_peers,
@@ -574,20 +640,38 @@ impl Server {
             };
             let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
             let registry = Registry::new();
-            registry.insert(StreamEntry { id: "bench".into(), token: token.clone(), supervisor: sup.clone() });
+            registry.insert(StreamEntry {
+                id: "bench".into(),
+                token: token.clone(),
+                supervisor: sup.clone(),
+            });
             let listener = server::bind("127.0.0.1:0".parse()?).await?;
             let addr = listener.local_addr()?;
-            tokio::spawn(server::serve(listener, server::router_with(registry, Some(whep.clone())), Limits::default(), stop_rx));
+            tokio::spawn(server::serve(
+                listener,
+                server::router_with(registry, Some(whep.clone())),
+                Limits::default(),
+                stop_rx,
+            ));
             anyhow::Ok((sup, whep, addr))
         })?;
-        Ok(Self { rt, sup, whep, url: format!("http://{addr}/{token}/whep"), stop, late_us })
+        Ok(Self {
+            rt,
+            sup,
+            whep,
+            url: format!("http://{addr}/{token}/whep"),
+            stop,
+            late_us,
+        })
     }
 
     /// Start the producer, so every step's RSS baseline holds a warm hub.
     fn warm_up(&self) -> anyhow::Result<()> {
         let _guard = self.rt.enter();
         let lease = self.sup.acquire().map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.rt.block_on(lease.ready(Duration::from_secs(30))).context("the replay did not start")?;
+        self.rt
+            .block_on(lease.ready(Duration::from_secs(30)))
+            .context("the replay did not start")?;
         std::thread::sleep(Duration::from_secs(3));
         drop(lease);
         Ok(())
@@ -624,21 +708,31 @@ struct Snap {
 
 impl Snap {
     fn take() -> anyhow::Result<Self> {
-        Ok(Self { at: Instant::now(), cpu: procstat::process_cpu()?, threads: procstat::thread_ticks(), rss: procstat::rss_bytes()? })
+        Ok(Self {
+            at: Instant::now(),
+            cpu: procstat::process_cpu()?,
+            threads: procstat::thread_ticks(),
+            rss: procstat::rss_bytes()?,
+        })
     }
 }
 
 fn line_reader(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
-    let stdout = child.stdout.take().context("the peers' process has no stdout pipe")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the peers' process has no stdout pipe")?;
     let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new().name("bench-peers-io".into()).spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
+    std::thread::Builder::new()
+        .name("bench-peers-io".into())
+        .spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(rx)
 }
 
@@ -648,7 +742,9 @@ fn next_line(rx: &mpsc::Receiver<String>, timeout: Duration) -> anyhow::Result<C
         let left = until.saturating_duration_since(Instant::now());
         let line = match rx.recv_timeout(left) {
             Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => bail!("the peers' process said nothing for {timeout:?}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("the peers' process said nothing for {timeout:?}")
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the peers' process exited early"),
         };
         match serde_json::from_str::<ClientLine>(&line) {
@@ -674,9 +770,26 @@ fn step(server: &Server, args: &WhepFanoutArgs, n: usize) -> anyhow::Result<(Row
         std::env::current_exe().context("cannot find this executable to start the peers")?
     };
     let mut child = Command::new(exe)
-        .args(["bench", "whep-fanout-client", "--url", &server.url, "--peers", &n.to_string()])
-        .args(["--seconds", &args.seconds.to_string(), "--warmup", &args.warmup.to_string()])
-        .args(["--cpu", &args.client_cpu.to_string(), "--concurrency", &args.concurrency.to_string()])
+        .args([
+            "bench",
+            "whep-fanout-client",
+            "--url",
+            &server.url,
+            "--peers",
+            &n.to_string(),
+        ])
+        .args([
+            "--seconds",
+            &args.seconds.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
+        .args([
+            "--cpu",
+            &args.client_cpu.to_string(),
+            "--concurrency",
+            &args.concurrency.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -697,21 +810,43 @@ fn step(server: &Server, args: &WhepFanoutArgs, n: usize) -> anyhow::Result<(Row
     Ok((Row { rss_base, ..row }, detail))
 }
 
-fn measure(server: &Server, args: &WhepFanoutArgs, n: usize, child: &mut Child) -> anyhow::Result<(Row, String)> {
+fn measure(
+    server: &Server,
+    args: &WhepFanoutArgs,
+    n: usize,
+    child: &mut Child,
+) -> anyhow::Result<(Row, String)> {
     let lines = line_reader(child)?;
-    let ClientLine::Ready { connected, failed, errors, connect_s } = next_line(&lines, Duration::from_secs(120))? else {
+    let ClientLine::Ready {
+        connected,
+        failed,
+        errors,
+        connect_s,
+    } = next_line(&lines, Duration::from_secs(120))?
+    else {
         bail!("expected the ready line first");
     };
     if failed > 0 {
         eprintln!("bench: {failed} of {n} peers failed: {}", errors.join("; "));
     }
-    let ClientLine::Window = next_line(&lines, Duration::from_secs_f64(args.warmup) + Duration::from_secs(10))? else {
+    let ClientLine::Window = next_line(
+        &lines,
+        Duration::from_secs_f64(args.warmup) + Duration::from_secs(10),
+    )?
+    else {
         bail!("expected the window line");
     };
     server.late_us.store(0, Ordering::Relaxed);
     let s0 = Snap::take()?;
-    let ClientLine::Result { window_s, client_cpu_s, peers, closed_early } =
-        next_line(&lines, Duration::from_secs_f64(args.seconds) + Duration::from_secs(20))?
+    let ClientLine::Result {
+        window_s,
+        client_cpu_s,
+        peers,
+        closed_early,
+    } = next_line(
+        &lines,
+        Duration::from_secs_f64(args.seconds) + Duration::from_secs(20),
+    )?
     else {
         bail!("expected the result line");
     };
@@ -741,7 +876,12 @@ fn measure(server: &Server, args: &WhepFanoutArgs, n: usize, child: &mut Child) 
     let mut threads: Vec<(String, f64)> = s1
         .threads
         .iter()
-        .map(|(name, t)| (name.clone(), t.saturating_sub(s0.threads.get(name).copied().unwrap_or(0)) as f64 / hz / wall))
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                t.saturating_sub(s0.threads.get(name).copied().unwrap_or(0)) as f64 / hz / wall,
+            )
+        })
         .filter(|(_, v)| *v >= 0.005)
         .collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -767,9 +907,15 @@ pub fn run(args: WhepFanoutArgs) -> anyhow::Result<ExitCode> {
     }
     let cpus = procstat::online_cpus();
     if args.server_cpu == args.client_cpu || args.server_cpu.max(args.client_cpu) >= cpus.max(1) {
-        eprintln!("bench: CPUs {} and {} are not two distinct CPUs of {cpus}: not pinning", args.server_cpu, args.client_cpu);
+        eprintln!(
+            "bench: CPUs {} and {} are not two distinct CPUs of {cpus}: not pinning",
+            args.server_cpu, args.client_cpu
+        );
     } else if let Err(e) = procstat::pin_to_cpu(args.server_cpu) {
-        eprintln!("bench: cannot pin the server to CPU {}: {e}", args.server_cpu);
+        eprintln!(
+            "bench: cannot pin the server to CPU {}: {e}",
+            args.server_cpu
+        );
     }
     let _ = procstat::raise_nofile_limit();
     let max = *args.peers.iter().max().unwrap_or(&1);
@@ -826,7 +972,9 @@ pub fn run_client(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = procstat::raise_nofile_limit();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let r = rt.block_on(client_main(args));
     rt.shutdown_timeout(Duration::from_secs(1));
     r
@@ -835,14 +983,25 @@ pub fn run_client(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
 async fn client_main(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
     let n = args.peers;
     let (phase, _) = tokio::sync::watch::channel(0u8);
-    let shared = Arc::new(Shared { phase, snaps: Mutex::new(vec![[None, None]; n]), closed_early: AtomicU64::new(0) });
+    let shared = Arc::new(Shared {
+        phase,
+        snaps: Mutex::new(vec![[None, None]; n]),
+        closed_early: AtomicU64::new(0),
+    });
     let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (url, shared, sem, ready) = (args.url.clone(), shared.clone(), sem.clone(), ready_tx.clone());
-        tasks.push(tokio::spawn(async move { peer(i, url, shared, sem, ready).await }));
+        let (url, shared, sem, ready) = (
+            args.url.clone(),
+            shared.clone(),
+            sem.clone(),
+            ready_tx.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            peer(i, url, shared, sem, ready).await
+        }));
     }
     drop(ready_tx);
     let (mut connected, mut errors) = (0usize, Vec::new());
@@ -854,7 +1013,12 @@ async fn client_main(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
     }
     let failed = errors.len();
     errors.truncate(5);
-    emit(&ClientLine::Ready { connected, failed, errors, connect_s: t0.elapsed().as_secs_f64() });
+    emit(&ClientLine::Ready {
+        connected,
+        failed,
+        errors,
+        connect_s: t0.elapsed().as_secs_f64(),
+    });
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
 
     let cpu0 = procstat::process_cpu()?;
@@ -870,7 +1034,11 @@ async fn client_main(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
     loop {
         let done = {
             let snaps = shared.snaps.lock().unwrap_or_else(|e| e.into_inner());
-            snaps.iter().filter(|s| s[0].is_some() && s[1].is_none()).count() == 0
+            snaps
+                .iter()
+                .filter(|s| s[0].is_some() && s[1].is_none())
+                .count()
+                == 0
         };
         if done || Instant::now() >= until {
             break;
@@ -914,7 +1082,9 @@ async fn peer(
         // A few handshakes at a time; the wait for the first keyframe (up
         // to a GOP: the replay makes none on demand) holds no permit.
         let permit = sem.acquire().await.map_err(|e| e.to_string())?;
-        let mut c = WhepClient::connect_with(&url, LOOPBACK, WhepOptions::default()).await.map_err(|e| e.to_string())?;
+        let mut c = WhepClient::connect_with(&url, LOOPBACK, WhepOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut permit = Some(permit);
         loop {
@@ -957,7 +1127,10 @@ async fn peer(
                 break;
             }
         }
-        match c.next_event(Instant::now() + Duration::from_millis(50)).await {
+        match c
+            .next_event(Instant::now() + Duration::from_millis(50))
+            .await
+        {
             Ok(Some(WhepEvent::Closed)) | Err(_) => {
                 shared.closed_early.fetch_add(1, Ordering::Relaxed);
                 // Its window ends here.
@@ -1000,18 +1173,35 @@ mod tests {
     #[test]
     fn rates_and_verdict() {
         // 200 peers × 4.1 Mbit/s for 10 s; 3 CPU seconds.
-        let r = row(200, 3.0, 200 * 4_100_000 / 8 * 10, 100 << 20, (100 << 20) + 200 * 100 * 1024);
+        let r = row(
+            200,
+            3.0,
+            200 * 4_100_000 / 8 * 10,
+            100 << 20,
+            (100 << 20) + 200 * 100 * 1024,
+        );
         assert!((r.gbps() - 0.82).abs() < 1e-9);
         assert!((r.cpu_per_s() - 0.3).abs() < 1e-9);
         assert!((r.core_per_gbps().unwrap() - 0.3 / 0.82).abs() < 1e-9);
         assert!((r.rss_per_peer() - 100.0 * 1024.0).abs() < 1e-6);
         assert!((r.fps_median() - 30.0).abs() < 1e-9);
         let v = verdict(&[row(1, 0.1, 0, 0, 0), r.clone()]).unwrap();
-        assert!(v.starts_with("targets at 200 peers") && v.contains("→ met; RSS/peer 100.0 KiB ≤ 256 KiB → met"), "{v}");
-        let bad = Row { cpu_user_s: 5.0, cpu_sys_s: 5.0, ..r };
+        assert!(
+            v.starts_with("targets at 200 peers")
+                && v.contains("→ met; RSS/peer 100.0 KiB ≤ 256 KiB → met"),
+            "{v}"
+        );
+        let bad = Row {
+            cpu_user_s: 5.0,
+            cpu_sys_s: 5.0,
+            ..r
+        };
         assert!(verdict(&[bad]).unwrap().contains("→ MISSED; RSS"));
         assert_eq!(row(1, 1.0, 0, 0, 0).core_per_gbps(), None);
-        assert!(row(2, 0.1, 0, 1000, 0).rss_per_peer() < 0.0, "a shrinking heap reads negative, not wrapped");
+        assert!(
+            row(2, 0.1, 0, 1000, 0).rss_per_peer() < 0.0,
+            "a shrinking heap reads negative, not wrapped"
+        );
     }
 
     #[test]
@@ -1020,38 +1210,84 @@ mod tests {
         let cells = |s: &str| s.split_whitespace().count();
         // Two headers are two words ("cpu s/s", "frames/peer min/med"); in a
         // row "RSS/peer" is "<n> KiB" and the frames are "<a> / <b>".
-        assert_eq!(cells(&table_header()) - 2, cells(&table_row(&r)) - 3, "12 columns");
+        assert_eq!(
+            cells(&table_header()) - 2,
+            cells(&table_row(&r)) - 3,
+            "12 columns"
+        );
         assert_eq!(min_median(&[5, 1, 9, 3]), (1, 5));
         assert_eq!(min_median(&[]), (0, 0));
     }
 
     #[test]
     fn window_deltas_per_peer() {
-        let a = ClientStats { udp_bytes: 100, video_frames: 3, video_rtp_expected: 10, video_rtp_received: 10, ..ClientStats::default() };
-        let b = ClientStats { udp_bytes: 600, video_frames: 33, video_rtp_expected: 50, video_rtp_received: 48, nacks_sent: 2, ..ClientStats::default() };
+        let a = ClientStats {
+            udp_bytes: 100,
+            video_frames: 3,
+            video_rtp_expected: 10,
+            video_rtp_received: 10,
+            ..ClientStats::default()
+        };
+        let b = ClientStats {
+            udp_bytes: 600,
+            video_frames: 33,
+            video_rtp_expected: 50,
+            video_rtp_received: 48,
+            nacks_sent: 2,
+            ..ClientStats::default()
+        };
         let w = PeerWindow::between(&a, &b);
         assert_eq!((w.udp_bytes, w.frames, w.lost, w.nacks), (500, 30, 2, 2));
-        let line = ClientLine::Result { window_s: 1.0, client_cpu_s: 0.5, peers: vec![w], closed_early: 0 };
+        let line = ClientLine::Result {
+            window_s: 1.0,
+            client_cpu_s: 0.5,
+            peers: vec![w],
+            closed_early: 0,
+        };
         let json = serde_json::to_string(&line).unwrap();
         assert_eq!(serde_json::from_str::<ClientLine>(&json).unwrap(), line);
     }
 
     fn rec(key: bool, pt: u8, ts: u32, at: Instant) -> RtpPkt {
-        RtpPkt { payload: Arc::from(&[0u8; 100][..]), payload_type: pt, sequence: 0, timestamp: ts, marker: false, key, at, epoch: 1, index: 0 }
+        RtpPkt {
+            payload: Arc::from(&[0u8; 100][..]),
+            payload_type: pt,
+            sequence: 0,
+            timestamp: ts,
+            marker: false,
+            key,
+            at,
+            epoch: 1,
+            index: 0,
+        }
     }
 
     #[test]
     fn the_synthetic_stream_has_the_bitrate_and_shape_of_the_real_one() {
         let s = RtpSample::synthetic(4000);
         assert_eq!(s.period, Duration::from_secs(6));
-        let video: Vec<&RecPkt> = s.packets.iter().filter(|p| p.track == Track::Video).collect();
+        let video: Vec<&RecPkt> = s
+            .packets
+            .iter()
+            .filter(|p| p.track == Track::Video)
+            .collect();
         let bytes: usize = video.iter().map(|p| p.payload.len()).sum();
         let kbps = bytes as f64 * 8.0 / 6.0 / 1000.0;
         assert!((3900.0..4100.0).contains(&kbps), "{kbps}");
         assert!(video.iter().all(|p| p.payload.len() <= 1188));
-        assert_eq!(video.iter().filter(|p| p.marker).count(), 180, "one marker per frame");
-        assert!(crate::rtp::h264_starts_keyframe(&video[0].payload), "starts with SPS/PPS");
-        assert_eq!(s.packets.iter().filter(|p| p.track == Track::Audio).count(), 300);
+        assert_eq!(
+            video.iter().filter(|p| p.marker).count(),
+            180,
+            "one marker per frame"
+        );
+        assert!(
+            crate::rtp::h264_starts_keyframe(&video[0].payload),
+            "starts with SPS/PPS"
+        );
+        assert_eq!(
+            s.packets.iter().filter(|p| p.track == Track::Audio).count(),
+            300
+        );
         assert_eq!((s.video_ts_lap, s.audio_ts_lap), (540_000, 288_000));
     }
 
@@ -1072,13 +1308,26 @@ mod tests {
         let s = RtpSample::from_recording(&pkts).unwrap();
         assert_eq!(s.period, Duration::from_millis(2000));
         assert_eq!(s.packets.len(), 4);
-        assert_eq!((s.packets[0].track, s.packets[0].timestamp), (Track::Video, 9000), "the lap starts on the keyframe");
+        assert_eq!(
+            (s.packets[0].track, s.packets[0].timestamp),
+            (Track::Video, 9000),
+            "the lap starts on the keyframe"
+        );
         assert_eq!(s.video_ts_lap, 180_000);
         assert_eq!(s.audio_ts_lap, 960 + 960);
         let p = s.packet(&s.packets[0], 2, 7);
         assert_eq!(p.len(), 12 + 100);
-        assert_eq!((p[0], p[1], u16::from_be_bytes([p[2], p[3]])), (0x80, 102, 7));
-        assert_eq!(u32::from_be_bytes([p[4], p[5], p[6], p[7]]), 9000 + 2 * 180_000);
-        assert!(RtpSample::from_recording(&pkts[..3]).is_err(), "one keyframe is not a whole GOP");
+        assert_eq!(
+            (p[0], p[1], u16::from_be_bytes([p[2], p[3]])),
+            (0x80, 102, 7)
+        );
+        assert_eq!(
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            9000 + 2 * 180_000
+        );
+        assert!(
+            RtpSample::from_recording(&pkts[..3]).is_err(),
+            "one keyframe is not a whole GOP"
+        );
     }
 }

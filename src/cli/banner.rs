@@ -21,15 +21,24 @@ pub struct Info<'a> {
 
 impl Info<'_> {
     fn bases(&self) -> Vec<String> {
-        net::reachable_addrs(self.local).into_iter().map(|ip| net::http_base(ip, self.local.port())).collect()
+        net::reachable_addrs(self.local)
+            .into_iter()
+            .map(|ip| net::http_base(ip, self.local.port()))
+            .collect()
     }
 
     fn stream_urls(&self) -> Vec<String> {
-        self.bases().iter().map(|b| format!("{b}/{}/stream.ts", self.token)).collect()
+        self.bases()
+            .iter()
+            .map(|b| format!("{b}/{}/stream.ts", self.token))
+            .collect()
     }
 
     fn player_urls(&self) -> Vec<String> {
-        self.bases().iter().map(|b| format!("{b}/{}/", self.token)).collect()
+        self.bases()
+            .iter()
+            .map(|b| format!("{b}/{}/", self.token))
+            .collect()
     }
 }
 
@@ -82,7 +91,10 @@ pub fn print_human(info: &Info<'_>) {
         format!("stops {} s after the last one leaves", info.linger)
     };
     let mut s = String::new();
-    s.push_str(&format!("\npixelpass is sharing: {} · encoder {}\n\n", info.source, info.encoder));
+    s.push_str(&format!(
+        "\npixelpass is sharing: {} · encoder {}\n\n",
+        info.source, info.encoder
+    ));
     s.push_str("Open in a browser (private: anyone with the link can watch):\n");
     for u in info.player_urls() {
         s.push_str(&format!("  {u}\n"));
@@ -92,8 +104,13 @@ pub fn print_human(info: &Info<'_>) {
         s.push_str(&format!("  {u}\n"));
     }
     s.push_str("\nWatch with:\n");
-    s.push_str(&format!("  {}\n", super::view::shell_command(super::view::Player::Mpv, &first)));
-    s.push_str(&format!("  ffplay -fflags nobuffer -flags low_delay -framedrop {first}\n"));
+    s.push_str(&format!(
+        "  {}\n",
+        super::view::shell_command(super::view::Player::Mpv, &first)
+    ));
+    s.push_str(&format!(
+        "  ffplay -fflags nobuffer -flags low_delay -framedrop {first}\n"
+    ));
     s.push_str(&format!("  vlc --network-caching=200 {first}\n"));
     s.push_str(&format!("  pixelpass view {first}\n"));
     s.push_str(&format!(

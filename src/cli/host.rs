@@ -8,8 +8,8 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use super::{banner, HostArgs};
-use crate::hub::{Hub, HubConfig};
 use crate::egress::whep::Whep;
+use crate::hub::{Hub, HubConfig};
 use crate::pipeline::{self, GstProducer, PipelineConfig, RtpOutput};
 use crate::server::{self, Limits, Registry, StreamEntry};
 use crate::supervisor::{Policy, Supervisor};
@@ -20,7 +20,10 @@ const STOP_BUDGET: Duration = Duration::from_millis(1500);
 
 pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     if !(args.linger.is_finite() && args.linger >= 0.0 && args.linger <= 86_400.0) {
-        anyhow::bail!("--linger must be between 0 and 86400 seconds, not {}", args.linger);
+        anyhow::bail!(
+            "--linger must be between 0 and 86400 seconds, not {}",
+            args.linger
+        );
     }
     let token = match &args.token {
         Some(t) => {
@@ -47,7 +50,11 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         eprintln!("pixelpass: {notice}");
     }
     if args.pick {
-        let target = if args.window { source::portal::Target::Window } else { source::portal::Target::Monitor };
+        let target = if args.window {
+            source::portal::Target::Window
+        } else {
+            source::portal::Target::Monitor
+        };
         if let Some(store) = source::portal::TokenStore::for_target(target) {
             store.clear();
         }
@@ -67,11 +74,15 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
     let encoder = pipeline::preflight(&cfg)?;
     tracing::info!("encoder: {encoder}");
 
-    let producer = GstProducer::new(cfg, encoder)
-        .with_rtp(RtpOutput { video_pt: args.webrtc.video_pt, audio_pt: args.webrtc.audio_pt })?;
+    let producer = GstProducer::new(cfg, encoder).with_rtp(RtpOutput {
+        video_pt: args.webrtc.video_pt,
+        audio_pt: args.webrtc.audio_pt,
+    })?;
 
     let listener = server::bind(args.listen).await?;
-    let local = listener.local_addr().context("cannot read the listening address")?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     let whep = Whep::start(&args.webrtc).await?;
 
     let policy = Policy {
@@ -82,10 +93,19 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
     let hub = Hub::new(HubConfig::default());
     let supervisor = Supervisor::spawn(policy, hub, Arc::new(producer));
     let registry = Registry::new();
-    registry.insert(StreamEntry { id: "host".into(), token: token.clone(), supervisor: supervisor.clone() });
+    registry.insert(StreamEntry {
+        id: "host".into(),
+        token: token.clone(),
+        supervisor: supervisor.clone(),
+    });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, server::router_with(registry, Some(whep.clone())), Limits::default(), shutdown_rx));
+    let server = tokio::spawn(server::serve(
+        listener,
+        server::router_with(registry, Some(whep.clone())),
+        Limits::default(),
+        shutdown_rx,
+    ));
 
     let info = banner::Info {
         local,
@@ -112,7 +132,10 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         supervisor.shutdown().await;
     };
     if tokio::time::timeout(STOP_BUDGET, stop_all).await.is_err() {
-        tracing::warn!("capture did not stop within {} ms; exiting anyway", STOP_BUDGET.as_millis());
+        tracing::warn!(
+            "capture did not stop within {} ms; exiting anyway",
+            STOP_BUDGET.as_millis()
+        );
     }
     server.abort();
     Ok(ExitCode::SUCCESS)

@@ -15,7 +15,11 @@ use crate::source::SourceKind;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8860";
 
 #[derive(Parser, Debug)]
-#[command(name = "pixelpass", version, about = "Share a live screen with many viewers at once: browsers over WebRTC (WHEP), players over HTTP MPEG-TS")]
+#[command(
+    name = "pixelpass",
+    version,
+    about = "Share a live screen with many viewers at once: browsers over WebRTC (WHEP), players over HTTP MPEG-TS"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -127,8 +131,17 @@ fn init_logging() {
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
     // zbus (under ashpd) warns about routine portal traffic: only its errors, unless asked.
-    let filter = if filter.contains("zbus") { filter } else { format!("{filter},zbus=error") };
+    let filter = if filter.contains("zbus") {
+        filter
+    } else {
+        format!("{filter},zbus=error")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,zbus=error"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }

@@ -117,7 +117,9 @@ pub fn validate_url(url: &str) -> Result<()> {
     } else if let Some(r) = lower.strip_prefix("https://") {
         r
     } else {
-        bail!("not an http(s) URL: {url:?} (expected e.g. http://192.168.1.20:8860/TOKEN/stream.ts)");
+        bail!(
+            "not an http(s) URL: {url:?} (expected e.g. http://192.168.1.20:8860/TOKEN/stream.ts)"
+        );
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() {
@@ -149,7 +151,10 @@ fn is_executable(p: &Path) -> bool {
 }
 
 fn find_player(player: Player, path: Option<&OsStr>) -> Option<PathBuf> {
-    player.programs().iter().find_map(|prog| find_in_path(prog, path))
+    player
+        .programs()
+        .iter()
+        .find_map(|prog| find_in_path(prog, path))
 }
 
 /// Which player to run and where it is: the requested one, else the first found.
@@ -192,7 +197,9 @@ fn run_with_path(url: &str, player: Option<Player>, path: Option<OsString>) -> R
     // Ctrl+C reaches the player too (same process group): let the player
     // decide how to quit and hand on its exit code, like system(3) does.
     let _guard = IgnoreInterrupts::new();
-    let status = child.wait().with_context(|| format!("waiting for {}", exe.display()))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", exe.display()))?;
     use std::os::unix::process::ExitStatusExt;
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => code,
@@ -280,10 +287,21 @@ mod tests {
     fn mpv_gets_low_latency_options_and_the_url_last() {
         let (prog, args) = player_command(Player::Mpv, URL);
         assert_eq!(prog, "mpv");
-        for want in ["--profile=low-latency", "--untimed", "--cache=no", "--force-seekable=no"] {
-            assert!(args.iter().any(|a| a == want), "mpv args lack {want}: {args:?}");
+        for want in [
+            "--profile=low-latency",
+            "--untimed",
+            "--cache=no",
+            "--force-seekable=no",
+        ] {
+            assert!(
+                args.iter().any(|a| a == want),
+                "mpv args lack {want}: {args:?}"
+            );
         }
-        assert!(args.iter().any(|a| a.contains("fflags=+nobuffer")), "{args:?}");
+        assert!(
+            args.iter().any(|a| a.contains("fflags=+nobuffer")),
+            "{args:?}"
+        );
         assert_eq!(args.last().map(String::as_str), Some(URL));
     }
 
@@ -291,9 +309,18 @@ mod tests {
     fn ffplay_gets_low_delay_flag_pairs() {
         let (prog, args) = player_command(Player::Ffplay, URL);
         assert_eq!(prog, "ffplay");
-        let pairs = [("-fflags", "nobuffer"), ("-flags", "low_delay"), ("-probesize", "32"), ("-analyzeduration", "0"), ("-sync", "ext")];
+        let pairs = [
+            ("-fflags", "nobuffer"),
+            ("-flags", "low_delay"),
+            ("-probesize", "32"),
+            ("-analyzeduration", "0"),
+            ("-sync", "ext"),
+        ];
         for (flag, value) in pairs {
-            let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+            let i = args
+                .iter()
+                .position(|a| a == flag)
+                .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
             assert_eq!(args[i + 1], value, "{flag} takes {value}");
         }
         assert!(args.iter().any(|a| a == "-framedrop"));
@@ -304,7 +331,10 @@ mod tests {
     fn vlc_gets_short_network_caching() {
         let (prog, args) = player_command(Player::Vlc, URL);
         assert_eq!(prog, "vlc");
-        assert!(args.iter().any(|a| a == "--network-caching=100"), "{args:?}");
+        assert!(
+            args.iter().any(|a| a == "--network-caching=100"),
+            "{args:?}"
+        );
         assert_eq!(args.last().map(String::as_str), Some(URL));
     }
 
@@ -313,7 +343,16 @@ mod tests {
         validate_url(URL).unwrap();
         validate_url("https://example.com/t/stream.ts").unwrap();
         validate_url("HTTP://[::1]:8787/t/stream.ts").unwrap();
-        for bad in ["", "file:///etc/passwd", "rtsp://h/x", "127.0.0.1:8787/t/stream.ts", "http://", "http:///x", "http://h/a b", "--help"] {
+        for bad in [
+            "",
+            "file:///etc/passwd",
+            "rtsp://h/x",
+            "127.0.0.1:8787/t/stream.ts",
+            "http://",
+            "http:///x",
+            "http://h/a b",
+            "--help",
+        ] {
             assert!(validate_url(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -346,9 +385,15 @@ mod tests {
         d.file("ffplay", "#!/bin/sh\n", 0o755);
         assert_eq!(choose_player(None, Some(&path)).unwrap().0, Player::Ffplay);
         let mpv = d.file("mpv", "#!/bin/sh\n", 0o755);
-        assert_eq!(choose_player(None, Some(&path)).unwrap(), (Player::Mpv, mpv));
+        assert_eq!(
+            choose_player(None, Some(&path)).unwrap(),
+            (Player::Mpv, mpv)
+        );
         // An explicit choice wins over the order.
-        assert_eq!(choose_player(Some(Player::Vlc), Some(&path)).unwrap().1, d.0.join("cvlc"));
+        assert_eq!(
+            choose_player(Some(Player::Vlc), Some(&path)).unwrap().1,
+            d.0.join("cvlc")
+        );
     }
 
     #[test]
@@ -356,15 +401,29 @@ mod tests {
         let d = TempDir::new();
         d.file("mpv", "#!/bin/sh\n", 0o755);
         let path = TempDir::path_var(&[&d]);
-        let err = choose_player(Some(Player::Ffplay), Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("ffplay not found") && err.contains("apt-get install ffmpeg") && err.contains("--player"), "{err}");
+        let err = choose_player(Some(Player::Ffplay), Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ffplay not found")
+                && err.contains("apt-get install ffmpeg")
+                && err.contains("--player"),
+            "{err}"
+        );
     }
 
     #[test]
     fn run_passes_the_url_and_returns_the_players_exit_code() {
         let d = TempDir::new();
         let log = d.0.join("args");
-        d.file("ffplay", &format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexit 7\n", log.display()), 0o755);
+        d.file(
+            "ffplay",
+            &format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexit 7\n",
+                log.display()
+            ),
+            0o755,
+        );
         let path = TempDir::path_var(&[&d]);
         // Exec'ing a file just written can race a fork in another test thread
         // that briefly holds the write descriptor (ETXTBSY): retry that.

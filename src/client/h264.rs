@@ -57,7 +57,9 @@ mod tests {
 
     #[test]
     fn finds_nal_types_after_3_and_4_byte_start_codes() {
-        let au = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 0x88, 0x84];
+        let au = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 0x88, 0x84,
+        ];
         assert_eq!(nal_types(&au).collect::<Vec<_>>(), vec![7, 8, 5]);
         assert!(is_idr(&au));
         assert!(is_self_contained_idr(&au));
@@ -69,10 +71,17 @@ mod tests {
         assert!(!is_idr(&p));
         // The first slice decides (a stray 5 after a P slice is no IDR).
         assert!(!is_idr(&[0, 0, 1, 0x41, 0x9a, 0, 0, 1, 0x65, 0x88]));
-        assert!(!is_idr(&[0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce]), "parameter sets alone");
+        assert!(
+            !is_idr(&[0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce]),
+            "parameter sets alone"
+        );
         let idr_only = [0, 0, 1, 0x65, 0x88];
         assert!(is_idr(&idr_only) && !is_self_contained_idr(&idr_only));
         assert_eq!(nal_types(&[]).count(), 0);
-        assert_eq!(nal_types(&[0, 0, 1]).count(), 0, "a start code with nothing after it");
+        assert_eq!(
+            nal_types(&[0, 0, 1]).count(),
+            0,
+            "a start code with nothing after it"
+        );
     }
 }

@@ -22,7 +22,9 @@ pub struct Url {
 
 impl Url {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -30,8 +32,15 @@ impl Url {
         if authority.is_empty() {
             return Err(format!("{url:?}: no host"));
         }
-        let authority = if has_port(authority) { authority.to_owned() } else { format!("{authority}:80") };
-        Ok(Self { authority, path: path.to_owned() })
+        let authority = if has_port(authority) {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Self {
+            authority,
+            path: path.to_owned(),
+        })
     }
 
     /// `location` (absolute or a path) resolved against this URL.
@@ -39,10 +48,16 @@ impl Url {
         if location.starts_with("http://") {
             Self::parse(location)
         } else if location.starts_with('/') {
-            Ok(Self { authority: self.authority.clone(), path: location.to_owned() })
+            Ok(Self {
+                authority: self.authority.clone(),
+                path: location.to_owned(),
+            })
         } else {
             let dir = self.path.rsplit_once('/').map_or("", |(d, _)| d);
-            Ok(Self { authority: self.authority.clone(), path: format!("{dir}/{location}") })
+            Ok(Self {
+                authority: self.authority.clone(),
+                path: format!("{dir}/{location}"),
+            })
         }
     }
 }
@@ -70,7 +85,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -117,24 +135,38 @@ pub async fn request(
             buf.extend_from_slice(&chunk[..n]);
         }
     };
-    tokio::time::timeout(timeout, go)
-        .await
-        .map_err(|_| anyhow::anyhow!("{method} {url}: no answer within {} ms", timeout.as_millis()))?
+    tokio::time::timeout(timeout, go).await.map_err(|_| {
+        anyhow::anyhow!(
+            "{method} {url}: no answer within {} ms",
+            timeout.as_millis()
+        )
+    })?
 }
 
 /// A response once its head and `Content-Length` bytes of body are there.
 pub fn parse_response(buf: &[u8]) -> anyhow::Result<Option<Response>> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
     let (status, headers) = parse_head(&buf[..end])?;
     let body = &buf[end + 4..];
-    let len = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.parse::<usize>());
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse::<usize>());
     match len {
-        Some(Ok(len)) if body.len() >= len => {
-            Ok(Some(Response { status, headers, body: String::from_utf8_lossy(&body[..len]).into_owned() }))
-        }
+        Some(Ok(len)) if body.len() >= len => Ok(Some(Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body[..len]).into_owned(),
+        })),
         Some(Ok(_)) => Ok(None),
         Some(Err(_)) => anyhow::bail!("bad Content-Length in the response"),
-        None if status == 204 || status == 304 => Ok(Some(Response { status, headers, body: String::new() })),
+        None if status == 204 || status == 304 => Ok(Some(Response {
+            status,
+            headers,
+            body: String::new(),
+        })),
         None => Ok(None), // read to EOF
     }
 }
@@ -148,17 +180,27 @@ fn parse_complete(buf: &[u8]) -> anyhow::Result<Response> {
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("the connection closed before a full response head"))?;
     let (status, headers) = parse_head(&buf[..end])?;
-    if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+    if headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
         anyhow::bail!("the connection closed before the full body");
     }
-    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")) {
+    if headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    }) {
         anyhow::bail!("chunked responses are not supported");
     }
-    Ok(Response { status, headers, body: String::from_utf8_lossy(&buf[end + 4..]).into_owned() })
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&buf[end + 4..]).into_owned(),
+    })
 }
 
 fn parse_head(head: &[u8]) -> anyhow::Result<(u16, Vec<(String, String)>)> {
-    let head = std::str::from_utf8(head).map_err(|_| anyhow::anyhow!("the response head is not UTF-8"))?;
+    let head =
+        std::str::from_utf8(head).map_err(|_| anyhow::anyhow!("the response head is not UTF-8"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
@@ -184,13 +226,22 @@ mod tests {
     #[test]
     fn urls_and_locations() {
         let u = Url::parse("http://127.0.0.1:8860/tok/whep").unwrap();
-        assert_eq!((u.authority.as_str(), u.path.as_str()), ("127.0.0.1:8860", "/tok/whep"));
-        assert_eq!(Url::parse("http://example.org").unwrap().authority, "example.org:80");
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("127.0.0.1:8860", "/tok/whep")
+        );
+        assert_eq!(
+            Url::parse("http://example.org").unwrap().authority,
+            "example.org:80"
+        );
         assert_eq!(Url::parse("http://[::1]:9/x").unwrap().authority, "[::1]:9");
         assert_eq!(Url::parse("http://[::1]/x").unwrap().authority, "[::1]:80");
         assert!(Url::parse("https://x/").is_err());
         assert!(Url::parse("http:///x").is_err());
-        assert_eq!(u.join("/tok/whep/abc").unwrap().to_string(), "http://127.0.0.1:8860/tok/whep/abc");
+        assert_eq!(
+            u.join("/tok/whep/abc").unwrap().to_string(),
+            "http://127.0.0.1:8860/tok/whep/abc"
+        );
         assert_eq!(u.join("whep/abc").unwrap().path, "/tok/whep/abc");
         assert_eq!(u.join("http://h:1/r").unwrap().authority, "h:1");
     }
@@ -203,7 +254,10 @@ mod tests {
         assert!(parse_response(&buf).unwrap().is_none(), "body incomplete");
         buf.extend_from_slice(b"0\r\n");
         let r = parse_response(&buf).unwrap().unwrap();
-        assert_eq!((r.status, r.header("location"), r.body.as_str()), (201, Some("/t/whep/1"), "v=0\r\n"));
+        assert_eq!(
+            (r.status, r.header("location"), r.body.as_str()),
+            (201, Some("/t/whep/1"), "v=0\r\n")
+        );
         let r = parse_complete(b"HTTP/1.1 200 OK\r\n\r\nrest").unwrap();
         assert_eq!(r.body, "rest");
         assert!(parse_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());

@@ -9,4 +9,6 @@ pub mod h264;
 pub mod http;
 pub mod whep;
 
-pub use whep::{AudioPacket, ClientStats, VideoFrame, WhepClient, WhepError, WhepEvent, WhepOptions};
+pub use whep::{
+    AudioPacket, ClientStats, VideoFrame, WhepClient, WhepError, WhepEvent, WhepOptions,
+};

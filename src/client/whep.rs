@@ -36,14 +36,22 @@ const DATAGRAM_MAX: usize = 2048;
 
 /// `recvmmsg` into `buf` (slots of [`DATAGRAM_MAX`] bytes): how many datagrams
 /// came, with (length, source) in `meta`. Truncated ones are given as read.
-fn recvmmsg(fd: libc::c_int, buf: &mut [u8], meta: &mut [(usize, SocketAddr)]) -> std::io::Result<usize> {
+fn recvmmsg(
+    fd: libc::c_int,
+    buf: &mut [u8],
+    meta: &mut [(usize, SocketAddr)],
+) -> std::io::Result<usize> {
     let n = meta.len().min(buf.len() / DATAGRAM_MAX);
     // SAFETY: sockaddr_storage and mmsghdr are plain data; all-zero is valid.
-    let mut addrs: Vec<libc::sockaddr_storage> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut addrs: Vec<libc::sockaddr_storage> =
+        (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
     let mut iovs: Vec<libc::iovec> = buf
         .chunks_exact_mut(DATAGRAM_MAX)
         .take(n)
-        .map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: c.len() })
+        .map(|c| libc::iovec {
+            iov_base: c.as_mut_ptr().cast(),
+            iov_len: c.len(),
+        })
         .collect();
     let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
     for (i, m) in msgs.iter_mut().enumerate() {
@@ -54,7 +62,15 @@ fn recvmmsg(fd: libc::c_int, buf: &mut [u8], meta: &mut [(usize, SocketAddr)]) -
     }
     // SAFETY: every msghdr points at a live address buffer and a live iovec
     // over a live slice of `buf`; all outlive the call.
-    let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+    let got = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
     if got < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -62,7 +78,8 @@ fn recvmmsg(fd: libc::c_int, buf: &mut [u8], meta: &mut [(usize, SocketAddr)]) -
     for i in 0..got {
         let len = (msgs[i].msg_len as usize).min(DATAGRAM_MAX);
         // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into addrs[i].
-        let from = unsafe { socket2::SockAddr::new(addrs[i], msgs[i].msg_hdr.msg_namelen) }.as_socket();
+        let from =
+            unsafe { socket2::SockAddr::new(addrs[i], msgs[i].msg_hdr.msg_namelen) }.as_socket();
         meta[i] = (len, from.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
     }
     Ok(got)
@@ -124,7 +141,11 @@ pub enum WhepEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum WhepError {
     #[error("the WHEP server answered {status}: {}", body.trim())]
-    Status { status: u16, body: String, retry_after: Option<String> },
+    Status {
+        status: u16,
+        body: String,
+        retry_after: Option<String>,
+    },
     #[error("WHEP HTTP exchange failed: {0}")]
     Http(String),
     #[error("SDP: {0}")]
@@ -148,7 +169,11 @@ pub struct WhepOptions {
 
 impl Default for WhepOptions {
     fn default() -> Self {
-        Self { lose_video_every: None, http_timeout: Duration::from_secs(30), stats_interval: Duration::from_secs(1) }
+        Self {
+            lose_video_every: None,
+            http_timeout: Duration::from_secs(30),
+            stats_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -179,7 +204,8 @@ pub struct ClientStats {
 impl ClientStats {
     /// H.264 packets that did not arrive on the wire (repaired by RTX or not).
     pub fn video_rtp_lost(&self) -> u64 {
-        self.video_rtp_expected.saturating_sub(self.video_rtp_received)
+        self.video_rtp_expected
+            .saturating_sub(self.video_rtp_received)
     }
 }
 
@@ -263,7 +289,11 @@ impl WhepClient {
         Self::connect_with(whep_url, bind, WhepOptions::default()).await
     }
 
-    pub async fn connect_with(whep_url: &str, bind: IpAddr, opts: WhepOptions) -> Result<Self, WhepError> {
+    pub async fn connect_with(
+        whep_url: &str,
+        bind: IpAddr,
+        opts: WhepOptions,
+    ) -> Result<Self, WhepError> {
         let mut c = Self::new(bind, opts).await?;
         c.post(whep_url).await?;
         Ok(c)
@@ -284,12 +314,15 @@ impl WhepClient {
             .set_dtls_cert(cert)
             .set_stats_interval(Some(opts.stats_interval))
             .build(now);
-        let cand = Candidate::host(local, "udp").map_err(|e| WhepError::Rtc(format!("local candidate {local}: {e}")))?;
+        let cand = Candidate::host(local, "udp")
+            .map_err(|e| WhepError::Rtc(format!("local candidate {local}: {e}")))?;
         rtc.add_local_candidate(cand);
         let mut api = rtc.sdp_api();
         let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = api.apply().ok_or_else(|| WhepError::Sdp("str0m made no offer".into()))?;
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| WhepError::Sdp("str0m made no offer".into()))?;
         Ok(Self {
             rtc,
             sock,
@@ -331,9 +364,15 @@ impl WhepClient {
             return Err(WhepError::Sdp("the offer was already answered".into()));
         }
         self.posted_at = Some(Instant::now());
-        let resp = http::request(&url, "POST", &[("Content-Type", "application/sdp")], &self.offer, self.opts.http_timeout)
-            .await
-            .map_err(|e| WhepError::Http(format!("{e:#}")))?;
+        let resp = http::request(
+            &url,
+            "POST",
+            &[("Content-Type", "application/sdp")],
+            &self.offer,
+            self.opts.http_timeout,
+        )
+        .await
+        .map_err(|e| WhepError::Http(format!("{e:#}")))?;
         self.answered_at = Some(Instant::now());
         if resp.status != 201 {
             return Err(WhepError::Status {
@@ -344,12 +383,17 @@ impl WhepClient {
         }
         let ct = resp.header("content-type").unwrap_or_default();
         if !ct.to_ascii_lowercase().starts_with("application/sdp") {
-            return Err(WhepError::Http(format!("the answer came as {ct:?}, not application/sdp")));
+            return Err(WhepError::Http(format!(
+                "the answer came as {ct:?}, not application/sdp"
+            )));
         }
-        let location = resp.header("location").ok_or_else(|| WhepError::Http("201 without a Location".into()))?;
+        let location = resp
+            .header("location")
+            .ok_or_else(|| WhepError::Http("201 without a Location".into()))?;
         self.resource = Some(url.join(location).map_err(WhepError::Http)?);
         self.endpoint = Some(url);
-        let pt = h264_payload_type(&resp.body).ok_or_else(|| WhepError::Sdp("no H.264 in the answer".into()))?;
+        let pt = h264_payload_type(&resp.body)
+            .ok_or_else(|| WhepError::Sdp("no H.264 in the answer".into()))?;
         self.video_pt = Some(pt);
         if let Some(n) = self.opts.lose_video_every.filter(|n| *n > 0) {
             self.lose = Some((pt, n));
@@ -359,8 +403,12 @@ impl WhepClient {
 
     /// Take an SDP answer obtained some other way.
     pub fn accept(&mut self, answer: &str) -> Result<(), WhepError> {
-        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| WhepError::Sdp(format!("the answer does not parse: {e}")))?;
-        let pending = self.pending.take().ok_or_else(|| WhepError::Sdp("the offer was already answered".into()))?;
+        let answer = SdpAnswer::from_sdp_string(answer)
+            .map_err(|e| WhepError::Sdp(format!("the answer does not parse: {e}")))?;
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| WhepError::Sdp("the offer was already answered".into()))?;
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)
@@ -369,7 +417,10 @@ impl WhepClient {
 
     /// DELETE the WHEP resource; returns the status (`200` expected).
     pub async fn delete(&mut self) -> Result<u16, WhepError> {
-        let url = self.resource.clone().ok_or_else(|| WhepError::Http("no resource: the offer was not answered".into()))?;
+        let url = self
+            .resource
+            .clone()
+            .ok_or_else(|| WhepError::Http("no resource: the offer was not answered".into()))?;
         let resp = http::request(&url, "DELETE", &[], "", self.opts.http_timeout)
             .await
             .map_err(|e| WhepError::Http(format!("{e:#}")))?;
@@ -452,7 +503,9 @@ impl WhepClient {
     async fn receive_waiting(&mut self) -> Result<(), WhepError> {
         let fd = self.sock.as_raw_fd();
         for _ in 0..4 {
-            let got = match self.sock.try_io(Interest::READABLE, || recvmmsg(fd, &mut self.buf, &mut self.meta)) {
+            let got = match self.sock.try_io(Interest::READABLE, || {
+                recvmmsg(fd, &mut self.buf, &mut self.meta)
+            }) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -488,18 +541,25 @@ impl WhepClient {
                     return Ok(());
                 }
             }
-            self.video_seq.record(u16::from_be_bytes([data[2], data[3]]));
+            self.video_seq
+                .record(u16::from_be_bytes([data[2], data[3]]));
         }
         let Ok(recv) = Receive::new(Protocol::Udp, from, self.local, data) else {
             return Ok(()); // not STUN/DTLS/RTP/RTCP: ignore, as a browser would
         };
-        self.rtc.handle_input(Input::Receive(now, recv)).map_err(|e| WhepError::Rtc(e.to_string()))
+        self.rtc
+            .handle_input(Input::Receive(now, recv))
+            .map_err(|e| WhepError::Rtc(e.to_string()))
     }
 
     /// Send what str0m wants sent, queue its events; returns its next timeout.
     async fn drain(&mut self) -> Result<Instant, WhepError> {
         loop {
-            match self.rtc.poll_output().map_err(|e| WhepError::Rtc(e.to_string()))? {
+            match self
+                .rtc
+                .poll_output()
+                .map_err(|e| WhepError::Rtc(e.to_string()))?
+            {
                 Output::Transmit(t) => {
                     // A send error (e.g. the server's port gone) is what a lossy network does.
                     let _ = self.sock.send_to(&t.contents, t.destination).await;
@@ -522,7 +582,9 @@ impl WhepClient {
                 // their own: hold them and prepend them to the picture they
                 // belong to, so one event is one access unit.
                 if h264::only_parameter_sets(&d.data) {
-                    let held = self.held_params.get_or_insert_with(|| (Vec::new(), d.network_time, true));
+                    let held = self
+                        .held_params
+                        .get_or_insert_with(|| (Vec::new(), d.network_time, true));
                     held.0.extend_from_slice(&d.data);
                     held.2 &= d.contiguous;
                     return;
@@ -571,7 +633,11 @@ impl WhepClient {
 /// The payload type of H.264 in an SDP (the first `a=rtpmap:PT H264/90000`).
 pub fn h264_payload_type(sdp: &str) -> Option<u8> {
     sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=rtpmap:").filter(|l| l.contains("H264/90000")))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("a=rtpmap:")
+                .filter(|l| l.contains("H264/90000"))
+        })
         .and_then(|l| l.split(' ').next()?.parse().ok())
 }
 
@@ -590,7 +656,11 @@ mod tests {
         let mut c = SeqCounter::default();
         c.record(10);
         c.record(9);
-        assert_eq!((c.expected(), c.received()), (2, 2), "a late packet before the first one");
+        assert_eq!(
+            (c.expected(), c.received()),
+            (2, 2),
+            "a late packet before the first one"
+        );
         assert_eq!(SeqCounter::default().expected(), 0);
     }
 

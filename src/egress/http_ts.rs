@@ -46,13 +46,19 @@ fn stream_headers(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 pub fn unavailable(reason: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, RETRY_AFTER), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::RETRY_AFTER, RETRY_AFTER),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         format!("{reason}\n"),
     )
         .into_response()
@@ -73,7 +79,9 @@ pub async fn get(entry: StreamEntry) -> Response {
     if let Err(e) = lease.ready(START_TIMEOUT).await {
         tracing::warn!(stream = %entry.id, "viewer refused: {e}");
         return match e {
-            NotReady::StartFailed(_) | NotReady::Timeout(_) | NotReady::ShuttingDown => unavailable(e.to_string()),
+            NotReady::StartFailed(_) | NotReady::Timeout(_) | NotReady::ShuttingDown => {
+                unavailable(e.to_string())
+            }
         };
     }
     // The lease lives as long as the body: a closed or timed-out connection frees the slot.
@@ -190,7 +198,11 @@ mod tests {
         let hub = Hub::new(HubConfig::default());
         hub.begin_run(None);
         hub.set_psi(Bytes::from_static(b"PSI"));
-        hub.publish(Bytes::from_static(b"K0"), true, TokioInstant::now().into_std());
+        hub.publish(
+            Bytes::from_static(b"K0"),
+            true,
+            TokioInstant::now().into_std(),
+        );
         hub
     }
 
@@ -200,7 +212,11 @@ mod tests {
         tokio::spawn(async move {
             for i in 0..n {
                 tokio::time::sleep(every).await;
-                hub.publish(Bytes::from(format!("P{i}")), false, TokioInstant::now().into_std());
+                hub.publish(
+                    Bytes::from(format!("P{i}")),
+                    false,
+                    TokioInstant::now().into_std(),
+                );
             }
         });
     }
@@ -217,7 +233,13 @@ mod tests {
         let t0 = TokioInstant::now();
         let mut v = Viewer::new(hub.subscribe(t0.into_std()), ()).coalescing_from(1);
         // The join goes out at once: PSI + the cached GOP in one write.
-        assert_eq!(batch(&mut v, t0).await, (0, vec![Bytes::from_static(b"PSI"), Bytes::from_static(b"K0")]));
+        assert_eq!(
+            batch(&mut v, t0).await,
+            (
+                0,
+                vec![Bytes::from_static(b"PSI"), Bytes::from_static(b"K0")]
+            )
+        );
         publish_every(&hub, Duration::from_millis(33), 7);
         // Then pairs: P0 (33 ms) waits for P1 (66 ms), and so on.
         let (at, b) = batch(&mut v, t0).await;
@@ -226,7 +248,10 @@ mod tests {
         assert_eq!((at, b.len()), (132, 2));
         let (at, b) = batch(&mut v, t0).await;
         assert_eq!((at, b.len()), (198, 2));
-        assert_eq!(b, vec![Bytes::from_static(b"P4"), Bytes::from_static(b"P5")]);
+        assert_eq!(
+            b,
+            vec![Bytes::from_static(b"P4"), Bytes::from_static(b"P5")]
+        );
         // The last chunk has no partner: it goes after COALESCE_DELAY, not later.
         let (at, b) = batch(&mut v, t0).await;
         assert_eq!((at, b.len()), (231 + COALESCE_DELAY.as_millis(), 1));
@@ -242,7 +267,11 @@ mod tests {
         publish_every(&hub, Duration::from_millis(33), 3);
         for k in 1..=3u128 {
             let (at, b) = batch(&mut v, t0).await;
-            assert_eq!((at, b.len()), (33 * k, 1), "no added latency for a few viewers");
+            assert_eq!(
+                (at, b.len()),
+                (33 * k, 1),
+                "no added latency for a few viewers"
+            );
         }
     }
 
@@ -255,7 +284,11 @@ mod tests {
         publish_every(&hub, Duration::from_millis(100), 3);
         for k in 1..=3u128 {
             let (at, b) = batch(&mut v, t0).await;
-            assert_eq!((at, b.len()), (100 * k, 1), "no hold when chunks are {COALESCE_DELAY:?}+ apart");
+            assert_eq!(
+                (at, b.len()),
+                (100 * k, 1),
+                "no hold when chunks are {COALESCE_DELAY:?}+ apart"
+            );
         }
     }
 
@@ -269,7 +302,11 @@ mod tests {
         tokio::spawn(async move {
             for _ in 0..3 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                h.publish(Bytes::from(vec![0x47; COALESCE_BYTES]), false, TokioInstant::now().into_std());
+                h.publish(
+                    Bytes::from(vec![0x47; COALESCE_BYTES]),
+                    false,
+                    TokioInstant::now().into_std(),
+                );
             }
         });
         for k in 1..=3u128 {

@@ -26,7 +26,13 @@ pub struct KeyframeLimiter {
 
 impl KeyframeLimiter {
     pub fn new(interval: Duration) -> Self {
-        Self { interval, requested_at: None, pending: false, last_keyframe: None, deferred: false }
+        Self {
+            interval,
+            requested_at: None,
+            pending: false,
+            last_keyframe: None,
+            deferred: false,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -58,7 +64,10 @@ impl KeyframeLimiter {
         if !self.deferred {
             return false;
         }
-        if self.last_keyframe.is_some_and(|t| now.saturating_duration_since(t) < self.interval) {
+        if self
+            .last_keyframe
+            .is_some_and(|t| now.saturating_duration_since(t) < self.interval)
+        {
             return false;
         }
         self.deferred = false;
@@ -73,7 +82,9 @@ impl KeyframeLimiter {
     }
 
     pub fn want(&mut self, now: Instant) -> Decision {
-        let within = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < self.interval);
+        let within = |t: Option<Instant>| {
+            t.is_some_and(|t| now.saturating_duration_since(t) < self.interval)
+        };
         if self.pending && within(self.requested_at) {
             return Decision::Pending;
         }
@@ -110,7 +121,11 @@ mod tests {
         let t0 = Instant::now();
         let mut l = KeyframeLimiter::new(Duration::from_millis(500));
         l.on_keyframe_at(t0);
-        assert_eq!(l.want_fresh(t0 + Duration::from_millis(100)), Decision::Recent, "a keyframe just came: held back");
+        assert_eq!(
+            l.want_fresh(t0 + Duration::from_millis(100)),
+            Decision::Recent,
+            "a keyframe just came: held back"
+        );
         assert!(!l.poll(t0 + Duration::from_millis(499)));
         assert!(l.poll(t0 + Duration::from_millis(500)));
         assert!(!l.poll(t0 + Duration::from_millis(501)), "once");

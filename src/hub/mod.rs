@@ -208,7 +208,12 @@ impl Hub {
             match o {
                 ts::Output::Psi(psi) => st.psi = Some(psi),
                 ts::Output::Chunk { data, key } => {
-                    let chunk = Chunk { data, key, at: now, epoch: st.epoch };
+                    let chunk = Chunk {
+                        data,
+                        key,
+                        at: now,
+                        epoch: st.epoch,
+                    };
                     self.publish_chunk(st, chunk);
                 }
             }
@@ -218,7 +223,12 @@ impl Hub {
     /// Publish one chunk (for producers that cut chunks themselves).
     pub fn publish(&self, data: Bytes, key: bool, now: Instant) {
         let mut st = self.lock();
-        let chunk = Chunk { data, key, at: now, epoch: st.epoch };
+        let chunk = Chunk {
+            data,
+            key,
+            at: now,
+            epoch: st.epoch,
+        };
         self.publish_chunk(&mut st, chunk);
     }
 
@@ -286,8 +296,11 @@ impl Hub {
         } else {
             true
         };
-        let backlog: Vec<Chunk> =
-            if use_gop && st.gop_complete { st.gop.iter().cloned().collect() } else { Vec::new() };
+        let backlog: Vec<Chunk> = if use_gop && st.gop_complete {
+            st.gop.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
         if !backlog.is_empty() {
             st.stats.gop_joins += 1;
         }

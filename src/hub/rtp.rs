@@ -71,7 +71,10 @@ pub(super) struct RtpTracks {
 
 impl RtpTracks {
     pub fn new(capacity: usize) -> Self {
-        Self { video: broadcast::channel(capacity).0, audio: broadcast::channel(capacity).0 }
+        Self {
+            video: broadcast::channel(capacity).0,
+            audio: broadcast::channel(capacity).0,
+        }
     }
 }
 
@@ -110,7 +113,8 @@ impl RtpState {
             return;
         }
         let len = pkt.payload.len();
-        if self.gop.len() >= cfg.rtp_gop_max_packets || self.gop_bytes + len > cfg.rtp_gop_max_bytes {
+        if self.gop.len() >= cfg.rtp_gop_max_packets || self.gop_bytes + len > cfg.rtp_gop_max_bytes
+        {
             self.clear_gop();
             return;
         }
@@ -173,7 +177,10 @@ impl Hub {
     /// Receivers of both tracks, with no keyframe request (a stream's shared
     /// feed; each peer that starts on it calls [`join_rtp`](Self::join_rtp)).
     pub fn rtp_receivers(&self) -> RtpSubscriber {
-        RtpSubscriber { video: self.inner.rtp.video.subscribe(), audio: self.inner.rtp.audio.subscribe() }
+        RtpSubscriber {
+            video: self.inner.rtp.video.subscribe(),
+            audio: self.inner.rtp.audio.subscribe(),
+        }
     }
 
     /// A new WebRTC peer: its receivers, and a keyframe request (rate-limited:

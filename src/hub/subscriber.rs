@@ -57,7 +57,14 @@ impl Subscriber {
             pending.extend(psi);
             pending.extend(backlog.into_iter().map(|c| c.data));
         }
-        Self { hub, rx, pending, synced, epoch, stats: SubscriberStats::default() }
+        Self {
+            hub,
+            rx,
+            pending,
+            synced,
+            epoch,
+            stats: SubscriberStats::default(),
+        }
     }
 
     /// How many viewers (this one included) share the stream right now.

@@ -54,8 +54,16 @@ fn new_viewer_asks_for_a_keyframe_and_starts_on_it_without_backlog() {
     }
     let join = t0 + ms(1100);
     let mut sub = hub.subscribe(join);
-    assert_eq!(enc.requests.load(Ordering::SeqCst), 1, "a join asks the encoder once");
-    assert_eq!(drain(&mut sub, join), Vec::<String>::new(), "no backlog of old frames");
+    assert_eq!(
+        enc.requests.load(Ordering::SeqCst),
+        1,
+        "a join asks the encoder once"
+    );
+    assert_eq!(
+        drain(&mut sub, join),
+        Vec::<String>::new(),
+        "no backlog of old frames"
+    );
     hub.publish(chunk("d-late"), false, join + ms(5));
     hub.publish(chunk("K2"), true, join + ms(20));
     hub.publish(chunk("d2"), false, join + ms(53));
@@ -115,7 +123,11 @@ fn a_lagging_viewer_skips_to_the_next_keyframe_and_others_are_untouched() {
     // 60 frames at 30 fps = 2 s; the slow one reads nothing meanwhile.
     for i in 0..60u64 {
         let key = i == 45;
-        let name = if key { "K2".to_string() } else { format!("d{i}") };
+        let name = if key {
+            "K2".to_string()
+        } else {
+            format!("d{i}")
+        };
         hub.publish(chunk(&name), key, t0 + ms(10 + 33 * (i + 1)));
         fast_got.extend(drain(&mut fast, t0 + ms(11 + 33 * (i + 1))));
     }
@@ -124,32 +136,50 @@ fn a_lagging_viewer_skips_to_the_next_keyframe_and_others_are_untouched() {
     let now = t0 + ms(10 + 33 * 60 + 5);
     let got = drain(&mut slow, now);
     assert_eq!(got.first().map(String::as_str), Some("PSI"));
-    assert_eq!(got.get(1).map(String::as_str), Some("K2"), "resumes on a keyframe, not mid-GOP: {got:?}");
+    assert_eq!(
+        got.get(1).map(String::as_str),
+        Some("K2"),
+        "resumes on a keyframe, not mid-GOP: {got:?}"
+    );
     assert_eq!(got.len(), 2 + 14);
     assert_eq!(slow.stats().lag_skips, 1);
 }
 
 #[test]
 fn an_overrun_viewer_resyncs_on_a_keyframe() {
-    let cfg = HubConfig { capacity: 8, ..HubConfig::default() };
+    let cfg = HubConfig {
+        capacity: 8,
+        ..HubConfig::default()
+    };
     let hub = Hub::new(cfg);
     hub.begin_run(None);
     let t0 = Instant::now();
     let mut sub = hub.subscribe(t0);
     for i in 0..20u64 {
         let key = i % 10 == 0;
-        hub.publish(chunk(&format!("{}{i}", if key { "K" } else { "d" })), key, t0 + ms(i));
+        hub.publish(
+            chunk(&format!("{}{i}", if key { "K" } else { "d" })),
+            key,
+            t0 + ms(i),
+        );
     }
     // The ring (8) was overrun: the viewer must not start on d12.
     let got = drain(&mut sub, t0 + ms(20));
-    assert!(got.is_empty(), "K10 fell out of the ring; wait for the next keyframe: {got:?}");
+    assert!(
+        got.is_empty(),
+        "K10 fell out of the ring; wait for the next keyframe: {got:?}"
+    );
     hub.publish(chunk("K20"), true, t0 + ms(21));
     assert_eq!(drain(&mut sub, t0 + ms(21)), ["K20"]);
 }
 
 #[test]
 fn memory_stays_bounded_whatever_viewers_do() {
-    let cfg = HubConfig { capacity: 64, gop_max_bytes: 64 * 1024, ..HubConfig::default() };
+    let cfg = HubConfig {
+        capacity: 64,
+        gop_max_bytes: 64 * 1024,
+        ..HubConfig::default()
+    };
     let hub = Hub::new(cfg);
     hub.begin_run(None);
     let t0 = Instant::now();
@@ -161,7 +191,11 @@ fn memory_stays_bounded_whatever_viewers_do() {
     for i in 0..10_000u64 {
         hub.publish(payload.clone(), false, t0 + ms(i));
     }
-    assert!(hub.gop_bytes() <= 64 * 1024, "GOP cache bounded: {}", hub.gop_bytes());
+    assert!(
+        hub.gop_bytes() <= 64 * 1024,
+        "GOP cache bounded: {}",
+        hub.gop_bytes()
+    );
     // The ring holds `capacity` chunks; every one is the same shared allocation.
     assert_eq!(hub.inner.tx.len(), 64);
     drop(subs);
@@ -192,8 +226,18 @@ fn ts_bytes_pushed_in_pieces_become_keyed_chunks() {
     let mut s = Vec::new();
     s.extend(crate::ts::chunker::tests_support::pat(0x1000));
     s.extend(crate::ts::chunker::tests_support::pmt(0x1000, 0x41, 0x42));
-    s.extend(crate::ts::chunker::tests_support::ts_packet(0x41, true, true, &[]));
-    s.extend(crate::ts::chunker::tests_support::ts_packet(0x41, true, false, &[]));
+    s.extend(crate::ts::chunker::tests_support::ts_packet(
+        0x41,
+        true,
+        true,
+        &[],
+    ));
+    s.extend(crate::ts::chunker::tests_support::ts_packet(
+        0x41,
+        true,
+        false,
+        &[],
+    ));
     for part in s.chunks(100) {
         hub.push_ts(part, t0);
     }
@@ -209,7 +253,20 @@ fn ts_bytes_pushed_in_pieces_become_keyed_chunks() {
 }
 
 fn rtp(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, pt, (seq >> 8) as u8, seq as u8, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut p = vec![
+        0x80,
+        pt,
+        (seq >> 8) as u8,
+        seq as u8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+    ];
     p.extend_from_slice(payload);
     p
 }
@@ -220,22 +277,36 @@ fn rtp_peers_share_one_payload_and_joins_request_keyframes_within_the_limit() {
     let t0 = Instant::now();
     let mut a = hub.subscribe_rtp(t0);
     let mut b = hub.subscribe_rtp(t0);
-    assert_eq!(enc.requests.load(Ordering::SeqCst), 1, "both joiners share one request");
-    hub.publish_rtp(Track::Video, &rtp(102, 7, &[0x7c, 0x85, 1]), t0 + ms(20)).unwrap();
-    hub.publish_rtp(Track::Audio, &rtp(111, 9, &[0xfc]), t0 + ms(21)).unwrap();
+    assert_eq!(
+        enc.requests.load(Ordering::SeqCst),
+        1,
+        "both joiners share one request"
+    );
+    hub.publish_rtp(Track::Video, &rtp(102, 7, &[0x7c, 0x85, 1]), t0 + ms(20))
+        .unwrap();
+    hub.publish_rtp(Track::Audio, &rtp(111, 9, &[0xfc]), t0 + ms(21))
+        .unwrap();
     let (va, vb) = (a.video.try_recv().unwrap(), b.video.try_recv().unwrap());
     assert!(va.key && va.sequence == 7 && va.payload_type == 102);
-    assert!(Arc::ptr_eq(&va.payload, &vb.payload), "one payload allocation for every peer");
+    assert!(
+        Arc::ptr_eq(&va.payload, &vb.payload),
+        "one payload allocation for every peer"
+    );
     assert_eq!(a.audio.try_recv().unwrap().payload.as_ref(), &[0xfc]);
     // A peer connecting just after that keyframe: its request is held back...
     let _c = hub.subscribe_rtp(t0 + ms(100));
     assert_eq!(enc.requests.load(Ordering::SeqCst), 1);
-    hub.publish_rtp(Track::Video, &rtp(102, 8, &[0x41]), t0 + ms(300)).unwrap();
+    hub.publish_rtp(Track::Video, &rtp(102, 8, &[0x41]), t0 + ms(300))
+        .unwrap();
     assert_eq!(enc.requests.load(Ordering::SeqCst), 1);
     // ...and goes out with the first packet published once 500 ms have passed.
-    hub.publish_rtp(Track::Video, &rtp(102, 9, &[0x41]), t0 + ms(520)).unwrap();
+    hub.publish_rtp(Track::Video, &rtp(102, 9, &[0x41]), t0 + ms(520))
+        .unwrap();
     assert_eq!(enc.requests.load(Ordering::SeqCst), 2);
-    assert!(hub.publish_rtp(Track::Video, &[1, 2, 3], t0).is_err(), "garbage is refused, not published");
+    assert!(
+        hub.publish_rtp(Track::Video, &[1, 2, 3], t0).is_err(),
+        "garbage is refused, not published"
+    );
 }
 
 fn rtp_at(seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
@@ -250,11 +321,16 @@ fn rtp_at(seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
 /// two IDR slices in FU-A (each slice's first packet carries an IDR NAL start).
 fn publish_keyframe(hub: &Hub, seq: u16, ts: u32, at: Instant) -> u16 {
     let stap = [0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce];
-    hub.publish_rtp(Track::Video, &rtp_at(seq, ts, &stap), at).unwrap();
-    hub.publish_rtp(Track::Video, &rtp_at(seq + 1, ts, &[0x7c, 0x85, 1]), at).unwrap();
-    hub.publish_rtp(Track::Video, &rtp_at(seq + 2, ts, &[0x7c, 0x45, 2]), at).unwrap();
-    hub.publish_rtp(Track::Video, &rtp_at(seq + 3, ts, &[0x7c, 0x85, 3]), at).unwrap();
-    hub.publish_rtp(Track::Video, &rtp_at(seq + 4, ts, &[0x7c, 0x45, 4]), at).unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq, ts, &stap), at)
+        .unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 1, ts, &[0x7c, 0x85, 1]), at)
+        .unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 2, ts, &[0x7c, 0x45, 2]), at)
+        .unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 3, ts, &[0x7c, 0x85, 3]), at)
+        .unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq + 4, ts, &[0x7c, 0x45, 4]), at)
+        .unwrap();
     seq + 5
 }
 
@@ -264,8 +340,14 @@ fn rtp_keyframe_starts_are_the_first_packet_of_the_access_unit() {
     let t0 = Instant::now();
     let mut rx = hub.rtp_receivers();
     publish_keyframe(&hub, 1, 3000, t0);
-    let keys: Vec<bool> = std::iter::from_fn(|| rx.video.try_recv().ok()).map(|p| p.key).collect();
-    assert_eq!(keys, vec![true, false, false, false, false], "the second slice's IDR start is no new start");
+    let keys: Vec<bool> = std::iter::from_fn(|| rx.video.try_recv().ok())
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![true, false, false, false, false],
+        "the second slice's IDR start is no new start"
+    );
     assert_eq!(hub.stats().keyframes_rtp, 1);
 }
 
@@ -279,19 +361,33 @@ fn a_peer_joining_within_the_rate_limit_starts_on_the_cached_rtp_gop() {
     assert!(matches!(hub.join_rtp(t0), RtpJoin::Live));
     assert_eq!(requests(), 1);
     let seq = publish_keyframe(&hub, 100, 9000, t0 + ms(30));
-    hub.publish_rtp(Track::Audio, &rtp(111, 1, &[0xfc]), t0 + ms(40)).unwrap();
-    hub.publish_rtp(Track::Video, &rtp_at(seq, 12000, &[0x41, 9]), t0 + ms(63)).unwrap();
+    hub.publish_rtp(Track::Audio, &rtp(111, 1, &[0xfc]), t0 + ms(40))
+        .unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq, 12000, &[0x41, 9]), t0 + ms(63))
+        .unwrap();
     let live: Vec<RtpPkt> = std::iter::from_fn(|| feed.video.try_recv().ok()).collect();
     assert_eq!(live.len(), 6);
 
     // 200 ms after that keyframe a second peer connects: no request (it would
     // be held back until 530 ms), it gets the GOP so far, keyframe first.
-    let RtpJoin::Cached(gop) = hub.join_rtp(t0 + ms(230)) else { panic!("expected the cached GOP") };
+    let RtpJoin::Cached(gop) = hub.join_rtp(t0 + ms(230)) else {
+        panic!("expected the cached GOP")
+    };
     assert_eq!(requests(), 1);
-    assert_eq!(gop.iter().map(|p| p.sequence).collect::<Vec<_>>(), vec![100, 101, 102, 103, 104, 105]);
+    assert_eq!(
+        gop.iter().map(|p| p.sequence).collect::<Vec<_>>(),
+        vec![100, 101, 102, 103, 104, 105]
+    );
     assert!(gop[0].key && gop[1..].iter().all(|p| !p.key));
-    assert!(Arc::ptr_eq(&gop[5].payload, &live[5].payload), "cached packets share the live payloads");
-    assert_eq!(gop.last().map(|p| p.index), live.last().map(|p| p.index), "the snapshot ends where the live feed is");
+    assert!(
+        Arc::ptr_eq(&gop[5].payload, &live[5].payload),
+        "cached packets share the live payloads"
+    );
+    assert_eq!(
+        gop.last().map(|p| p.index),
+        live.last().map(|p| p.index),
+        "the snapshot ends where the live feed is"
+    );
     let st = hub.stats();
     assert_eq!((st.rtp_gop_joins, st.keyframe_requests_deferred), (1, 0));
     assert_eq!(hub.rtp_gop_cached(), (6, 14 + 9));
@@ -306,24 +402,46 @@ fn a_peer_joining_within_the_rate_limit_starts_on_the_cached_rtp_gop() {
 
 #[test]
 fn a_gop_beyond_the_cache_bounds_is_not_served_and_the_join_waits_out_the_limit() {
-    let cfg = HubConfig { rtp_gop_max_packets: 8, ..HubConfig::default() };
+    let cfg = HubConfig {
+        rtp_gop_max_packets: 8,
+        ..HubConfig::default()
+    };
     let hub = Hub::new(cfg);
     let enc = Arc::new(FakeEncoder::default());
     hub.begin_run(Some(enc.clone()));
     let t0 = Instant::now();
     let mut seq = publish_keyframe(&hub, 1, 0, t0);
     for i in 0..4u32 {
-        hub.publish_rtp(Track::Video, &rtp_at(seq, 3000 * (i + 1), &[0x41]), t0 + ms(10)).unwrap();
+        hub.publish_rtp(
+            Track::Video,
+            &rtp_at(seq, 3000 * (i + 1), &[0x41]),
+            t0 + ms(10),
+        )
+        .unwrap();
         seq += 1;
     }
     assert_eq!(hub.rtp_gop_cached(), (0, 0), "9 packets > 8: dropped");
     assert!(matches!(hub.join_rtp(t0 + ms(100)), RtpJoin::Live));
-    assert_eq!(enc.requests.load(Ordering::SeqCst), 0, "held back by the limit");
+    assert_eq!(
+        enc.requests.load(Ordering::SeqCst),
+        0,
+        "held back by the limit"
+    );
     assert_eq!(hub.stats().keyframe_requests_deferred, 1);
-    hub.publish_rtp(Track::Video, &rtp_at(seq, 90_000, &[0x41]), t0 + ms(499)).unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(seq, 90_000, &[0x41]), t0 + ms(499))
+        .unwrap();
     assert_eq!(enc.requests.load(Ordering::SeqCst), 0);
-    hub.publish_rtp(Track::Video, &rtp_at(seq + 1, 93_000, &[0x41]), t0 + ms(500)).unwrap();
-    assert_eq!(enc.requests.load(Ordering::SeqCst), 1, "the deferred request goes out once allowed");
+    hub.publish_rtp(
+        Track::Video,
+        &rtp_at(seq + 1, 93_000, &[0x41]),
+        t0 + ms(500),
+    )
+    .unwrap();
+    assert_eq!(
+        enc.requests.load(Ordering::SeqCst),
+        1,
+        "the deferred request goes out once allowed"
+    );
     // The next keyframe starts a new cache.
     publish_keyframe(&hub, seq + 2, 96_000, t0 + ms(530));
     assert_eq!(hub.rtp_gop_cached().0, 5);
@@ -334,12 +452,19 @@ fn without_keyframes_on_demand_rtp_peers_always_start_on_the_cached_gop() {
     let hub = Hub::new(HubConfig::default());
     hub.begin_run(None);
     let t0 = Instant::now();
-    hub.publish_rtp(Track::Video, &rtp_at(1, 0, &[0x41]), t0).unwrap();
-    assert!(matches!(hub.join_rtp(t0), RtpJoin::Live), "mid-GOP, nothing cached: wait for the next keyframe");
+    hub.publish_rtp(Track::Video, &rtp_at(1, 0, &[0x41]), t0)
+        .unwrap();
+    assert!(
+        matches!(hub.join_rtp(t0), RtpJoin::Live),
+        "mid-GOP, nothing cached: wait for the next keyframe"
+    );
     publish_keyframe(&hub, 2, 3000, t0);
-    hub.publish_rtp(Track::Video, &rtp_at(7, 6000, &[0x41]), t0 + ms(33)).unwrap();
+    hub.publish_rtp(Track::Video, &rtp_at(7, 6000, &[0x41]), t0 + ms(33))
+        .unwrap();
     // However old the keyframe is.
-    let RtpJoin::Cached(gop) = hub.join_rtp(t0 + ms(1900)) else { panic!("expected the cached GOP") };
+    let RtpJoin::Cached(gop) = hub.join_rtp(t0 + ms(1900)) else {
+        panic!("expected the cached GOP")
+    };
     assert_eq!(gop.len(), 6);
     // A new run forgets the old run's GOP.
     hub.begin_run(None);

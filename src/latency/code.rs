@@ -58,7 +58,9 @@ impl fmt::Display for CodeError {
             CodeError::TooSmall { width, height } => {
                 write!(f, "a {width}×{height} picture cannot hold the time code ({WIDTH}×{HEIGHT} pixels)")
             }
-            CodeError::ShortPlane { len, needed } => write!(f, "the plane has {len} bytes, the code needs {needed}"),
+            CodeError::ShortPlane { len, needed } => {
+                write!(f, "the plane has {len} bytes, the code needs {needed}")
+            }
             CodeError::TooLarge(v) => write!(f, "{v} does not fit in {BITS} bits"),
         }
     }
@@ -71,9 +73,15 @@ impl std::error::Error for CodeError {}
 pub enum ReadError {
     Code(CodeError),
     /// Both rows unclear for this bit (square means in the two rows).
-    Unclear { bit: usize, means: [f32; 2] },
+    Unclear {
+        bit: usize,
+        means: [f32; 2],
+    },
     /// One row says 1, the other 0.
-    Conflict { bit: usize, means: [f32; 2] },
+    Conflict {
+        bit: usize,
+        means: [f32; 2],
+    },
 }
 
 impl fmt::Display for ReadError {
@@ -81,10 +89,18 @@ impl fmt::Display for ReadError {
         match self {
             ReadError::Code(e) => e.fmt(f),
             ReadError::Unclear { bit, means } => {
-                write!(f, "bit {bit} is unclear in both rows (mean luma {:.0} and {:.0})", means[0], means[1])
+                write!(
+                    f,
+                    "bit {bit} is unclear in both rows (mean luma {:.0} and {:.0})",
+                    means[0], means[1]
+                )
             }
             ReadError::Conflict { bit, means } => {
-                write!(f, "bit {bit}: the rows disagree (mean luma {:.0} and {:.0})", means[0], means[1])
+                write!(
+                    f,
+                    "bit {bit}: the rows disagree (mean luma {:.0} and {:.0})",
+                    means[0], means[1]
+                )
             }
         }
     }
@@ -114,7 +130,13 @@ fn bit(ms: u64, i: usize) -> bool {
 }
 
 /// Draw `ms` into a luma plane of `width`×`height` with `stride` bytes per row.
-pub fn render(plane: &mut [u8], stride: usize, width: usize, height: usize, ms: u64) -> Result<(), CodeError> {
+pub fn render(
+    plane: &mut [u8],
+    stride: usize,
+    width: usize,
+    height: usize,
+    ms: u64,
+) -> Result<(), CodeError> {
     if ms > MAX {
         return Err(CodeError::TooLarge(ms));
     }
@@ -130,14 +152,25 @@ pub fn render(plane: &mut [u8], stride: usize, width: usize, height: usize, ms: 
 
 /// Neutral chroma under the code in a plane subsampled by `sub_x`×`sub_y`
 /// (2×2 for I420's U and V planes).
-pub fn neutral_chroma(plane: &mut [u8], stride: usize, sub_x: usize, sub_y: usize) -> Result<(), CodeError> {
+pub fn neutral_chroma(
+    plane: &mut [u8],
+    stride: usize,
+    sub_x: usize,
+    sub_y: usize,
+) -> Result<(), CodeError> {
     let (w, h) = (WIDTH.div_ceil(sub_x.max(1)), HEIGHT.div_ceil(sub_y.max(1)));
     if stride < w {
-        return Err(CodeError::TooSmall { width: stride, height: h });
+        return Err(CodeError::TooSmall {
+            width: stride,
+            height: h,
+        });
     }
     let need = needed(stride, h, w);
     if plane.len() < need {
-        return Err(CodeError::ShortPlane { len: plane.len(), needed: need });
+        return Err(CodeError::ShortPlane {
+            len: plane.len(),
+            needed: need,
+        });
     }
     for y in 0..h {
         plane[y * stride..y * stride + w].fill(NEUTRAL_CHROMA);
@@ -151,7 +184,10 @@ fn square_mean(plane: &[u8], stride: usize, row: usize, i: usize) -> f32 {
     let side = SQUARE - 2 * READ_INSET;
     let mut sum = 0u32;
     for y in y0..y0 + side {
-        sum += plane[y * stride + x0..y * stride + x0 + side].iter().map(|&v| u32::from(v)).sum::<u32>();
+        sum += plane[y * stride + x0..y * stride + x0 + side]
+            .iter()
+            .map(|&v| u32::from(v))
+            .sum::<u32>();
     }
     sum as f32 / (side * side) as f32
 }
@@ -177,7 +213,9 @@ fn classify(mean: f32) -> Square {
 fn combine(bit: usize, means: [f32; 2]) -> Result<bool, ReadError> {
     match (classify(means[0]), classify(means[1])) {
         (Square::One, Square::One | Square::Unclear) | (Square::Unclear, Square::One) => Ok(true),
-        (Square::Zero, Square::Zero | Square::Unclear) | (Square::Unclear, Square::Zero) => Ok(false),
+        (Square::Zero, Square::Zero | Square::Unclear) | (Square::Unclear, Square::Zero) => {
+            Ok(false)
+        }
         (Square::Unclear, Square::Unclear) => Err(ReadError::Unclear { bit, means }),
         _ => Err(ReadError::Conflict { bit, means }),
     }
@@ -188,7 +226,10 @@ pub fn read(plane: &[u8], stride: usize, width: usize, height: usize) -> Result<
     check(plane.len(), stride, width, height).map_err(ReadError::Code)?;
     let mut v = 0u64;
     for i in 0..BITS {
-        let means = [square_mean(plane, stride, 0, i), square_mean(plane, stride, 1, i)];
+        let means = [
+            square_mean(plane, stride, 0, i),
+            square_mean(plane, stride, 1, i),
+        ];
         v = (v << 1) | u64::from(combine(i, means)?);
     }
     Ok(v)
@@ -196,7 +237,9 @@ pub fn read(plane: &[u8], stride: usize, width: usize, height: usize) -> Result<
 
 /// Milliseconds since the Unix epoch now (what the clock source draws).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -221,7 +264,17 @@ mod tests {
     }
 
     fn times() -> Vec<u64> {
-        vec![0, 1, (1 << 47) - 1, 1 << 47, MAX - 1, MAX, 0x5555_5555_5555, 0xaaaa_aaaa_aaaa, now_ms()]
+        vec![
+            0,
+            1,
+            (1 << 47) - 1,
+            1 << 47,
+            MAX - 1,
+            MAX,
+            0x5555_5555_5555,
+            0xaaaa_aaaa_aaaa,
+            now_ms(),
+        ]
     }
 
     #[test]
@@ -307,22 +360,40 @@ mod tests {
     #[test]
     fn unreadable_codes_are_errors_not_wrong_numbers() {
         let mut y = vec![128u8; W * H];
-        assert!(matches!(read(&y, W, W, H), Err(ReadError::Unclear { bit: 0, .. })));
+        assert!(matches!(
+            read(&y, W, W, H),
+            Err(ReadError::Unclear { bit: 0, .. })
+        ));
         render(&mut y, W, W, H, MAX).unwrap();
         // Bit 5 black in the second row only: the rows contradict each other.
         for yy in SQUARE..HEIGHT {
             y[yy * W + 5 * SQUARE..yy * W + 6 * SQUARE].fill(BLACK);
         }
-        assert!(matches!(read(&y, W, W, H), Err(ReadError::Conflict { bit: 5, .. })));
+        assert!(matches!(
+            read(&y, W, W, H),
+            Err(ReadError::Conflict { bit: 5, .. })
+        ));
     }
 
     #[test]
     fn refuses_small_planes_and_large_values() {
         let mut y = vec![0u8; 640 * 360];
-        assert_eq!(render(&mut y, 640, 640, 360, 1), Err(CodeError::TooSmall { width: 640, height: 360 }));
+        assert_eq!(
+            render(&mut y, 640, 640, 360, 1),
+            Err(CodeError::TooSmall {
+                width: 640,
+                height: 360
+            })
+        );
         let mut y = vec![0u8; W * H];
-        assert_eq!(render(&mut y, W, W, H, MAX + 1), Err(CodeError::TooLarge(MAX + 1)));
-        assert!(matches!(read(&y[..W * 10], W, W, H), Err(ReadError::Code(CodeError::ShortPlane { .. }))));
+        assert_eq!(
+            render(&mut y, W, W, H, MAX + 1),
+            Err(CodeError::TooLarge(MAX + 1))
+        );
+        assert!(matches!(
+            read(&y[..W * 10], W, W, H),
+            Err(ReadError::Code(CodeError::ShortPlane { .. }))
+        ));
     }
 
     #[test]

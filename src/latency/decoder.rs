@@ -42,13 +42,18 @@ pub struct Frame {
 impl Frame {
     /// Decode time minus drawn time, ms.
     pub fn latency_ms(&self) -> Option<f64> {
-        self.code.as_ref().ok().map(|&drawn| self.wall_ms - drawn as f64)
+        self.code
+            .as_ref()
+            .ok()
+            .map(|&drawn| self.wall_ms - drawn as f64)
     }
 }
 
 /// Wall clock now, ms since the Unix epoch (sub-millisecond).
 pub fn wall_ms() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 pub struct Decoder {
@@ -62,7 +67,10 @@ impl Decoder {
         crate::pipeline::init()?;
         crate::pipeline::check_elements(ELEMENTS.iter().copied())?;
         let pipeline = gst::Pipeline::with_name("latency-decoder");
-        let caps = gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build();
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .build();
         let src = build(
             builder("appsrc", "au-src")?
                 .property("caps", &caps)
@@ -83,10 +91,15 @@ impl Decoder {
         )?;
         let els = [src.clone(), parse, dec, sink.clone()];
         for el in &els {
-            pipeline.add(el).map_err(|e| PipelineError::Create { element: el.name().to_string(), message: e.to_string() })?;
+            pipeline.add(el).map_err(|e| PipelineError::Create {
+                element: el.name().to_string(),
+                message: e.to_string(),
+            })?;
         }
         link_chain(&els.iter().collect::<Vec<_>>())?;
-        let sink = sink.downcast::<gst_app::AppSink>().map_err(|_| not_app("appsink"))?;
+        let sink = sink
+            .downcast::<gst_app::AppSink>()
+            .map_err(|_| not_app("appsink"))?;
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -94,21 +107,31 @@ impl Decoder {
                     let (at, wall_ms) = (Instant::now(), wall_ms());
                     let code = read_sample(&sample);
                     // The receiver gone: the benchmark is over.
-                    frames.send(Frame { at, wall_ms, code }).map_err(|_| gst::FlowError::Eos)?;
+                    frames
+                        .send(Frame { at, wall_ms, code })
+                        .map_err(|_| gst::FlowError::Eos)?;
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
         );
-        let src = src.downcast::<gst_app::AppSrc>().map_err(|_| not_app("appsrc"))?;
+        let src = src
+            .downcast::<gst_app::AppSrc>()
+            .map_err(|_| not_app("appsrc"))?;
         pipeline
             .set_state(gst::State::Playing)
-            .map_err(|e| PipelineError::StateChange { state: "PLAYING".into(), message: e.to_string() })?;
+            .map_err(|e| PipelineError::StateChange {
+                state: "PLAYING".into(),
+                message: e.to_string(),
+            })?;
         Ok(Self { pipeline, src })
     }
 
     /// One whole access unit (Annex-B).
     pub fn push(&self, au: Vec<u8>) -> Result<(), String> {
-        self.src.push_buffer(gst::Buffer::from_mut_slice(au)).map(|_| ()).map_err(|e| format!("decoder: {e:?}"))
+        self.src
+            .push_buffer(gst::Buffer::from_mut_slice(au))
+            .map(|_| ())
+            .map_err(|e| format!("decoder: {e:?}"))
     }
 
     /// The first ERROR the decoder posted, if any.
@@ -131,15 +154,27 @@ impl Drop for Decoder {
 }
 
 fn not_app(element: &str) -> PipelineError {
-    PipelineError::Create { element: element.into(), message: "not the app element".into() }
+    PipelineError::Create {
+        element: element.into(),
+        message: "not the app element".into(),
+    }
 }
 
 /// The time code of a decoded sample (its luma plane).
 pub fn read_sample(sample: &gst::Sample) -> Result<u64, ReadError> {
-    let small = || ReadError::Code(code::CodeError::TooSmall { width: 0, height: 0 });
-    let info = sample.caps().and_then(|c| gst_video::VideoInfo::from_caps(c).ok()).ok_or_else(small)?;
+    let small = || {
+        ReadError::Code(code::CodeError::TooSmall {
+            width: 0,
+            height: 0,
+        })
+    };
+    let info = sample
+        .caps()
+        .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
+        .ok_or_else(small)?;
     let buffer = sample.buffer().ok_or_else(small)?;
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| small())?;
+    let frame =
+        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| small())?;
     if !info.format_info().is_yuv() {
         return Err(small());
     }
@@ -182,7 +217,15 @@ mod tests {
     }
 
     fn times() -> Vec<u64> {
-        vec![0, 1, (1 << 47) - 1, code::MAX, code::now_ms(), 1 << 47, 0x5555_5555_5555]
+        vec![
+            0,
+            1,
+            (1 << 47) - 1,
+            code::MAX,
+            code::now_ms(),
+            1 << 47,
+            0x5555_5555_5555,
+        ]
     }
 
     /// Push raw I420 frames through `middle` (elements between appsrc and
@@ -196,7 +239,10 @@ mod tests {
             .field("framerate", gst::Fraction::new(30, 1))
             .build();
         let pipeline = gst::Pipeline::new();
-        let src = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+        let src = gst_app::AppSrc::builder()
+            .caps(&caps)
+            .format(gst::Format::Time)
+            .build();
         let sink = gst_app::AppSink::builder().sync(false).build();
         let mut all: Vec<gst::Element> = vec![src.clone().upcast()];
         all.extend(middle);
@@ -206,7 +252,9 @@ mod tests {
         pipeline.set_state(gst::State::Playing).unwrap();
         for (i, f) in frames.iter().enumerate() {
             let mut b = gst::Buffer::from_mut_slice(f.clone());
-            b.get_mut().unwrap().set_pts(gst::ClockTime::from_mseconds(33 * i as u64));
+            b.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(33 * i as u64));
             src.push_buffer(b).unwrap();
         }
         src.end_of_stream().unwrap();
@@ -223,10 +271,20 @@ mod tests {
         let times = times();
         let frames: Vec<Vec<u8>> = (0..30).map(|n| frame(n, times[n % times.len()])).collect();
         crate::pipeline::init().unwrap();
-        let settings = EncoderSettings { bitrate_kbps: KBPS, framerate: 30, screen: false };
+        let settings = EncoderSettings {
+            bitrate_kbps: KBPS,
+            framerate: 30,
+            screen: false,
+        };
         let enc = make_encoder(EncoderChoice::new(EncoderKind::X264), settings).expect("x264enc");
         let caps = gst::ElementFactory::make("capsfilter")
-            .property("caps", gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build())
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "byte-stream")
+                    .field("alignment", "au")
+                    .build(),
+            )
             .build()
             .unwrap();
         let parse = gst::ElementFactory::make("h264parse").build().unwrap();
@@ -239,7 +297,12 @@ mod tests {
             let map = s.buffer().unwrap().map_readable().unwrap();
             dec.push(map.as_slice().to_vec()).unwrap();
         }
-        let got: Vec<Frame> = (0..frames.len()).map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("a decoded frame")).collect();
+        let got: Vec<Frame> = (0..frames.len())
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("a decoded frame")
+            })
+            .collect();
         assert_eq!(dec.error(), None);
         for (n, f) in got.iter().enumerate() {
             assert_eq!(f.code, Ok(times[n % times.len()]), "frame {n}");
@@ -250,9 +313,18 @@ mod tests {
     fn the_code_survives_jpeg_at_low_quality() {
         crate::pipeline::init().unwrap();
         let times = times();
-        let frames: Vec<Vec<u8>> = times.iter().enumerate().map(|(n, &t)| frame(n, t)).collect();
-        let enc = gst::ElementFactory::make("jpegenc").property("quality", 20i32).build().expect("jpegenc");
-        let dec = gst::ElementFactory::make("jpegdec").build().expect("jpegdec");
+        let frames: Vec<Vec<u8>> = times
+            .iter()
+            .enumerate()
+            .map(|(n, &t)| frame(n, t))
+            .collect();
+        let enc = gst::ElementFactory::make("jpegenc")
+            .property("quality", 20i32)
+            .build()
+            .expect("jpegenc");
+        let dec = gst::ElementFactory::make("jpegdec")
+            .build()
+            .expect("jpegdec");
         let out = through(vec![enc, dec], &frames);
         assert_eq!(out.len(), frames.len());
         for (s, &t) in out.iter().zip(&times) {

@@ -25,7 +25,12 @@ impl Summary {
         }
         v.sort_by(f64::total_cmp);
         let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Some(Self { count: v.len(), p50: rank(0.50), p95: rank(0.95), max: v[v.len() - 1] })
+        Some(Self {
+            count: v.len(),
+            p50: rank(0.50),
+            p95: rank(0.95),
+            max: v[v.len() - 1],
+        })
     }
 }
 
@@ -36,8 +41,24 @@ mod tests {
     #[test]
     fn nearest_rank_percentiles() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(Summary::of(&v), Some(Summary { count: 100, p50: 50.0, p95: 95.0, max: 100.0 }));
-        assert_eq!(Summary::of(&[7.0]), Some(Summary { count: 1, p50: 7.0, p95: 7.0, max: 7.0 }));
+        assert_eq!(
+            Summary::of(&v),
+            Some(Summary {
+                count: 100,
+                p50: 50.0,
+                p95: 95.0,
+                max: 100.0
+            })
+        );
+        assert_eq!(
+            Summary::of(&[7.0]),
+            Some(Summary {
+                count: 1,
+                p50: 7.0,
+                p95: 7.0,
+                max: 7.0
+            })
+        );
         let s = Summary::of(&[3.0, f64::NAN, 1.0, 2.0]).unwrap();
         assert_eq!((s.count, s.p50, s.max), (3, 2.0, 3.0));
         assert_eq!(Summary::of(&[]), None);

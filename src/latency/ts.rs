@@ -43,7 +43,10 @@ impl VideoAus {
         }
         while !input.is_empty() {
             if input[0] != SYNC_BYTE {
-                let skip = input.iter().position(|&b| b == SYNC_BYTE).unwrap_or(input.len());
+                let skip = input
+                    .iter()
+                    .position(|&b| b == SYNC_BYTE)
+                    .unwrap_or(input.len());
                 self.resyncs += skip as u64;
                 input = &input[skip..];
                 continue;
@@ -70,7 +73,9 @@ impl VideoAus {
             }
         } else if Some(pid) == self.pmt_pid && p.pusi() {
             if let Some(section) = packet::psi_section(p.payload()) {
-                let video = packet::pmt_streams(section).into_iter().find(|&(t, _)| t == packet::STREAM_TYPE_H264);
+                let video = packet::pmt_streams(section)
+                    .into_iter()
+                    .find(|&(t, _)| t == packet::STREAM_TYPE_H264);
                 if let Some((_, v)) = video {
                     self.video_pid = Some(v);
                 }
@@ -123,7 +128,11 @@ mod tests {
     fn ts_packet(pid: u16, pusi: bool, payload: &[u8]) -> Vec<u8> {
         assert!(payload.len() <= 184);
         let stuffing = 184 - payload.len();
-        let mut p = vec![SYNC_BYTE, (u8::from(pusi) << 6) | (pid >> 8) as u8, pid as u8];
+        let mut p = vec![
+            SYNC_BYTE,
+            (u8::from(pusi) << 6) | (pid >> 8) as u8,
+            pid as u8,
+        ];
         if stuffing == 0 {
             p.push(0x10);
         } else {
@@ -140,19 +149,84 @@ mod tests {
     }
 
     fn psi() -> Vec<u8> {
-        let pat = [0, 0x00, 0xb0, 13, 0, 1, 0xc1, 0, 0, 0, 1, 0xe0 | (PMT_PID >> 8) as u8, PMT_PID as u8, 0, 0, 0, 0];
-        let pmt = [
-            0, 0x02, 0xb0, 18, 0, 1, 0xc1, 0, 0, 0xe0, VIDEO_PID as u8, 0xf0, 0, 0x1b, 0xe0, VIDEO_PID as u8, 0xf0, 0, 0, 0, 0, 0,
+        let pat = [
+            0,
+            0x00,
+            0xb0,
+            13,
+            0,
+            1,
+            0xc1,
+            0,
+            0,
+            0,
+            1,
+            0xe0 | (PMT_PID >> 8) as u8,
+            PMT_PID as u8,
+            0,
+            0,
+            0,
+            0,
         ];
-        [ts_packet(PAT_PID, true, &pat), ts_packet(PMT_PID, true, &pmt)].concat()
+        let pmt = [
+            0,
+            0x02,
+            0xb0,
+            18,
+            0,
+            1,
+            0xc1,
+            0,
+            0,
+            0xe0,
+            VIDEO_PID as u8,
+            0xf0,
+            0,
+            0x1b,
+            0xe0,
+            VIDEO_PID as u8,
+            0xf0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        [
+            ts_packet(PAT_PID, true, &pat),
+            ts_packet(PMT_PID, true, &pmt),
+        ]
+        .concat()
     }
 
     /// One PES (with or without its length) carrying `es`, cut into TS packets.
     fn pes(es: &[u8], bounded: bool) -> Vec<u8> {
-        let len = if bounded { (3 + 5 + es.len()) as u16 } else { 0 };
-        let mut pes = vec![0, 0, 1, 0xe0, (len >> 8) as u8, len as u8, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1];
+        let len = if bounded {
+            (3 + 5 + es.len()) as u16
+        } else {
+            0
+        };
+        let mut pes = vec![
+            0,
+            0,
+            1,
+            0xe0,
+            (len >> 8) as u8,
+            len as u8,
+            0x80,
+            0x80,
+            5,
+            0x21,
+            0,
+            1,
+            0,
+            1,
+        ];
         pes.extend_from_slice(es);
-        pes.chunks(184).enumerate().flat_map(|(i, c)| ts_packet(VIDEO_PID, i == 0, c)).collect()
+        pes.chunks(184)
+            .enumerate()
+            .flat_map(|(i, c)| ts_packet(VIDEO_PID, i == 0, c))
+            .collect()
     }
 
     fn au(n: u8, len: usize) -> Vec<u8> {
@@ -209,7 +283,10 @@ mod tests {
         let mut out = Vec::new();
         d.push(&pes(&au(1, 10), true), &mut out);
         assert!(out.is_empty(), "no PMT yet: the video PID is unknown");
-        d.push(&[vec![1, 2, 3], psi(), pes(&au(2, 10), true)].concat(), &mut out);
+        d.push(
+            &[vec![1, 2, 3], psi(), pes(&au(2, 10), true)].concat(),
+            &mut out,
+        );
         assert_eq!(out, vec![au(2, 10)]);
         assert_eq!(d.resyncs, 3);
     }

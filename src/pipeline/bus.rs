@@ -28,7 +28,10 @@ pub(crate) struct BusWatch {
 }
 
 impl BusWatch {
-    pub fn spawn(pipeline: &gst::Pipeline, failures: UnboundedSender<ProducerError>) -> Result<Self, PipelineError> {
+    pub fn spawn(
+        pipeline: &gst::Pipeline,
+        failures: UnboundedSender<ProducerError>,
+    ) -> Result<Self, PipelineError> {
         let bus = pipeline.bus().ok_or_else(|| PipelineError::Create {
             element: pipeline.name().to_string(),
             message: "the pipeline has no bus".into(),
@@ -41,9 +44,16 @@ impl BusWatch {
             std::thread::Builder::new()
                 .name("pixelpass-bus".into())
                 .spawn(move || watch(&bus, &pipeline, &stop, &failures))
-                .map_err(|e| PipelineError::Thread { what: "bus watch", message: e.to_string() })?
+                .map_err(|e| PipelineError::Thread {
+                    what: "bus watch",
+                    message: e.to_string(),
+                })?
         };
-        Ok(Self { bus, stop, thread: Some(thread) })
+        Ok(Self {
+            bus,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Handle what is already on the bus, then end the thread.
@@ -82,7 +92,9 @@ fn watch(
             continue;
         };
         match msg.view() {
-            gst::MessageView::Application(a) if a.structure().is_some_and(|s| s.name() == STOP) => return,
+            gst::MessageView::Application(a) if a.structure().is_some_and(|s| s.name() == STOP) => {
+                return
+            }
             gst::MessageView::Warning(w) => {
                 let element = source_name(&msg);
                 tracing::warn!(element = %element, debug = ?w.debug(), "GStreamer warning: {}", w.error());
@@ -97,7 +109,12 @@ fn watch(
             _ => {}
         }
         if let Some(err) = classify(&msg) {
-            if let PipelineError::Bus { element, message, debug: details } = &err {
+            if let PipelineError::Bus {
+                element,
+                message,
+                debug: details,
+            } = &err
+            {
                 tracing::error!(element = %element, details = ?details, "pipeline error: {message}");
             } else {
                 tracing::error!("pipeline: {err}");
@@ -123,5 +140,6 @@ pub(crate) fn classify(msg: &gst::MessageRef) -> Option<PipelineError> {
 }
 
 fn source_name(msg: &gst::MessageRef) -> String {
-    msg.src().map_or_else(|| "pipeline".to_owned(), |s| s.name().to_string())
+    msg.src()
+        .map_or_else(|| "pipeline".to_owned(), |s| s.name().to_string())
 }

@@ -16,7 +16,10 @@ use super::error::PipelineError;
 
 /// `ElementFactory::make(factory)` with a name; a missing factory is a
 /// [`PipelineError::MissingElement`] naming the Debian package.
-pub(crate) fn builder<'a>(factory: &'a str, name: &'a str) -> Result<gst::element_factory::ElementBuilder<'a>, PipelineError> {
+pub(crate) fn builder<'a>(
+    factory: &'a str,
+    name: &'a str,
+) -> Result<gst::element_factory::ElementBuilder<'a>, PipelineError> {
     if gst::ElementFactory::find(factory).is_none() {
         return Err(PipelineError::missing(factory));
     }
@@ -24,8 +27,14 @@ pub(crate) fn builder<'a>(factory: &'a str, name: &'a str) -> Result<gst::elemen
 }
 
 /// Finish a builder from [`builder`], mapping failure to an error naming `factory`.
-pub(crate) fn build(b: gst::element_factory::ElementBuilder<'_>, factory: &str) -> Result<gst::Element, PipelineError> {
-    b.build().map_err(|e| PipelineError::Create { element: factory.to_owned(), message: e.to_string() })
+pub(crate) fn build(
+    b: gst::element_factory::ElementBuilder<'_>,
+    factory: &str,
+) -> Result<gst::Element, PipelineError> {
+    b.build().map_err(|e| PipelineError::Create {
+        element: factory.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// An element with no properties set.
@@ -35,9 +44,13 @@ pub(crate) fn make(factory: &str, name: &str) -> Result<gst::Element, PipelineEr
 
 /// The spec of a property we may set now (it exists, is writable and not construct-only).
 fn pspec(el: &gst::Element, property: &str) -> Result<glib::ParamSpec, PipelineError> {
-    let spec = el.find_property(property).ok_or_else(|| prop_err(el, property, "no such property"))?;
+    let spec = el
+        .find_property(property)
+        .ok_or_else(|| prop_err(el, property, "no such property"))?;
     let flags = spec.flags();
-    if !flags.contains(glib::ParamFlags::WRITABLE) || flags.contains(glib::ParamFlags::CONSTRUCT_ONLY) {
+    if !flags.contains(glib::ParamFlags::WRITABLE)
+        || flags.contains(glib::ParamFlags::CONSTRUCT_ONLY)
+    {
         return Err(prop_err(el, property, "is not writable"));
     }
     Ok(spec)
@@ -55,7 +68,11 @@ fn is_valid(spec: &glib::ParamSpec, value: &glib::Value) -> bool {
 }
 
 fn prop_err(el: &gst::Element, property: &str, message: impl Into<String>) -> PipelineError {
-    PipelineError::Property { element: el.name().to_string(), property: property.to_owned(), message: message.into() }
+    PipelineError::Property {
+        element: el.name().to_string(),
+        property: property.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// Set an integer property whatever its integer type (u32, i32, u64, i64,
@@ -91,7 +108,11 @@ pub(crate) fn set_num(el: &gst::Element, property: &str, v: u64) -> Result<(), P
 pub(crate) fn set_bool(el: &gst::Element, property: &str, v: bool) -> Result<(), PipelineError> {
     let spec = pspec(el, property)?;
     if spec.value_type() != glib::Type::BOOL {
-        return Err(prop_err(el, property, format!("is a {}, not a boolean", spec.value_type())));
+        return Err(prop_err(
+            el,
+            property,
+            format!("is a {}, not a boolean", spec.value_type()),
+        ));
     }
     el.set_property(property, v);
     Ok(())
@@ -133,6 +154,9 @@ pub(crate) fn soft(result: Result<(), PipelineError>) {
 pub(crate) fn caps_int(v: u32, what: &str) -> Result<i32, PipelineError> {
     match i32::try_from(v) {
         Ok(v) if v > 0 => Ok(v),
-        _ => Err(PipelineError::Config(format!("{what} must be between 1 and {}, not {v}", i32::MAX))),
+        _ => Err(PipelineError::Config(format!(
+            "{what} must be between 1 and {}, not {v}",
+            i32::MAX
+        ))),
     }
 }

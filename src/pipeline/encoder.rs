@@ -33,8 +33,13 @@ pub enum EncoderKind {
 
 impl EncoderKind {
     /// Candidates, best first.
-    pub const PREFERENCE: [EncoderKind; 5] =
-        [EncoderKind::VaH264, EncoderKind::Vaapi, EncoderKind::Nvenc, EncoderKind::X264, EncoderKind::OpenH264];
+    pub const PREFERENCE: [EncoderKind; 5] = [
+        EncoderKind::VaH264,
+        EncoderKind::Vaapi,
+        EncoderKind::Nvenc,
+        EncoderKind::X264,
+        EncoderKind::OpenH264,
+    ];
 
     pub fn element(self) -> &'static str {
         match self {
@@ -47,7 +52,10 @@ impl EncoderKind {
     }
 
     pub fn is_hardware(self) -> bool {
-        matches!(self, EncoderKind::VaH264 | EncoderKind::Vaapi | EncoderKind::Nvenc)
+        matches!(
+            self,
+            EncoderKind::VaH264 | EncoderKind::Vaapi | EncoderKind::Nvenc
+        )
     }
 
     fn label(self) -> &'static str {
@@ -68,7 +76,10 @@ pub struct EncoderChoice {
 
 impl EncoderChoice {
     pub fn new(kind: EncoderKind) -> Self {
-        Self { kind, element: kind.element() }
+        Self {
+            kind,
+            element: kind.element(),
+        }
     }
 }
 
@@ -91,7 +102,11 @@ pub fn choose_from(candidates: &[EncoderKind]) -> Result<EncoderChoice, Pipeline
         }
         tracing::debug!(encoder = kind.element(), "H.264 encoder not usable here");
     }
-    let tried = candidates.iter().map(|k| k.element()).collect::<Vec<_>>().join(", ");
+    let tried = candidates
+        .iter()
+        .map(|k| k.element())
+        .collect::<Vec<_>>()
+        .join(", ");
     Err(PipelineError::NoEncoder { tried })
 }
 
@@ -137,9 +152,14 @@ pub fn output_caps() -> gst::Caps {
 }
 
 /// A configured encoder element, named after its factory.
-pub(crate) fn make_encoder(choice: EncoderChoice, s: EncoderSettings) -> Result<gst::Element, PipelineError> {
+pub(crate) fn make_encoder(
+    choice: EncoderChoice,
+    s: EncoderSettings,
+) -> Result<gst::Element, PipelineError> {
     if s.bitrate_kbps == 0 {
-        return Err(PipelineError::Config("the bitrate must be at least 1 kbit/s".into()));
+        return Err(PipelineError::Config(
+            "the bitrate must be at least 1 kbit/s".into(),
+        ));
     }
     let enc = make(choice.element, choice.element)?;
     let kbps = u64::from(s.bitrate_kbps);
@@ -155,7 +175,11 @@ pub(crate) fn make_encoder(choice: EncoderChoice, s: EncoderSettings) -> Result<
             set_bool(&enc, "b-adapt", false)?;
             set_num(&enc, "key-int-max", gop)?;
             // A small VBV (≈ 3 frames, ≥ 100 ms): steady packet sizes, low delay.
-            set_num(&enc, "vbv-buf-capacity", (3000 / u64::from(s.framerate.max(1))).max(100))?;
+            set_num(
+                &enc,
+                "vbv-buf-capacity",
+                (3000 / u64::from(s.framerate.max(1))).max(100),
+            )?;
             set_bool(&enc, "byte-stream", true)?;
             set_num(&enc, "rc-lookahead", 0)?;
         }
@@ -164,7 +188,11 @@ pub(crate) fn make_encoder(choice: EncoderChoice, s: EncoderSettings) -> Result<
             set_num(&enc, "bitrate", kbps * 1000)?;
             set_num(&enc, "max-bitrate", kbps * 1000)?;
             set_num(&enc, "gop-size", gop)?;
-            set_str(&enc, "usage-type", if s.screen { "screen" } else { "camera" })?;
+            set_str(
+                &enc,
+                "usage-type",
+                if s.screen { "screen" } else { "camera" },
+            )?;
             set_str(&enc, "complexity", "low")?;
             // Skipped frames would stall the picture; the VBV of the muxer path copes.
             soft(set_bool(&enc, "enable-frame-skip", false));
@@ -232,11 +260,16 @@ pub struct EncoderKeyframes {
 
 impl EncoderKeyframes {
     pub fn new(encoder: &gst::Element) -> Result<Self, PipelineError> {
-        let src = encoder.static_pad("src").ok_or_else(|| PipelineError::Create {
-            element: encoder.name().to_string(),
-            message: "the encoder has no src pad".into(),
-        })?;
-        Ok(Self { encoder: encoder.name().to_string(), src: src.downgrade() })
+        let src = encoder
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::Create {
+                element: encoder.name().to_string(),
+                message: "the encoder has no src pad".into(),
+            })?;
+        Ok(Self {
+            encoder: encoder.name().to_string(),
+            src: src.downgrade(),
+        })
     }
 
     pub fn into_source(self) -> Arc<dyn KeyframeSource> {
@@ -254,7 +287,9 @@ impl KeyframeSource for EncoderKeyframes {
         let Some(pad) = self.src.upgrade() else {
             return;
         };
-        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
         if !pad.send_event(event) {
             tracing::debug!(encoder = %self.encoder, "keyframe request not handled (pipeline not running?)");
         }

@@ -59,7 +59,10 @@ const PACKAGES: &[(&str, &str)] = &[
 
 /// The Debian package that ships `element`, when we know it.
 pub fn debian_package_for(element: &str) -> Option<&'static str> {
-    PACKAGES.iter().find(|(e, _)| *e == element).map(|(_, p)| *p)
+    PACKAGES
+        .iter()
+        .find(|(e, _)| *e == element)
+        .map(|(_, p)| *p)
 }
 
 /// The install hint after a missing element's name.
@@ -83,7 +86,10 @@ pub enum PipelineError {
     Config(String),
 
     #[error("missing GStreamer element {element}{}", InstallHint(*.package))]
-    MissingElement { element: String, package: Option<&'static str> },
+    MissingElement {
+        element: String,
+        package: Option<&'static str>,
+    },
 
     #[error(
         "no usable H.264 encoder (tried {tried}): apt-get install gstreamer1.0-plugins-ugly for x264enc"
@@ -94,17 +100,29 @@ pub enum PipelineError {
     Create { element: String, message: String },
 
     #[error("could not set {element}.{property}: {message}")]
-    Property { element: String, property: String, message: String },
+    Property {
+        element: String,
+        property: String,
+        message: String,
+    },
 
     #[error("could not link {from} to {to}: {message}")]
-    Link { from: String, to: String, message: String },
+    Link {
+        from: String,
+        to: String,
+        message: String,
+    },
 
     #[error("pipeline could not go to {state}: {message}")]
     StateChange { state: String, message: String },
 
     /// An ERROR message on the pipeline's bus.
     #[error("{element}: {message}")]
-    Bus { element: String, message: String, debug: Option<String> },
+    Bus {
+        element: String,
+        message: String,
+        debug: Option<String>,
+    },
 
     #[error("the pipeline ended (end of stream)")]
     EndOfStream,
@@ -119,7 +137,10 @@ pub enum PipelineError {
 impl PipelineError {
     /// `element` is absent: say which package has it.
     pub fn missing(element: &str) -> Self {
-        Self::MissingElement { element: element.to_owned(), package: debian_package_for(element) }
+        Self::MissingElement {
+            element: element.to_owned(),
+            package: debian_package_for(element),
+        }
     }
 }
 

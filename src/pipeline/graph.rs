@@ -31,7 +31,15 @@ use crate::source::{self, Desktop, SourceKind, VideoParams};
 pub const AAC_BITRATE: u64 = 128_000;
 
 /// Elements needed whatever the source and encoder.
-const COMMON: &[&str] = &["videorate", "videoconvert", "capsfilter", "queue", "h264parse", "mpegtsmux", "appsink"];
+const COMMON: &[&str] = &[
+    "videorate",
+    "videoconvert",
+    "capsfilter",
+    "queue",
+    "h264parse",
+    "mpegtsmux",
+    "appsink",
+];
 const AUDIO: &[&str] = &["audioconvert", "audioresample", "aacparse"];
 
 pub(crate) struct Graph {
@@ -69,16 +77,25 @@ pub(crate) fn build_graph(
     portal: Option<PortalStream>,
 ) -> Result<Graph, PipelineError> {
     if cfg.framerate == 0 {
-        return Err(PipelineError::Config("the framerate must be at least 1".into()));
+        return Err(PipelineError::Config(
+            "the framerate must be at least 1".into(),
+        ));
     }
     let pipeline = gst::Pipeline::with_name("pixelpass");
     // Keep bus messages across the state change to NULL: the bus watch
     // drains them all, so an ERROR posted while stopping is never lost.
     pipeline.set_auto_flush_bus(false);
-    let params = VideoParams { framerate: cfg.framerate, width: cfg.width, height: cfg.height };
+    let params = VideoParams {
+        framerate: cfg.framerate,
+        width: cfg.width,
+        height: cfg.height,
+    };
 
     // Video: raw.
-    let desktop = Desktop { display: cfg.display.as_deref(), portal };
+    let desktop = Desktop {
+        display: cfg.display.as_deref(),
+        portal,
+    };
     let mut raw = source::video(cfg.source, params, desktop)?;
     raw.extend(raw_video_tail(cfg)?);
     add_and_link(&pipeline, &raw)?;
@@ -88,7 +105,10 @@ pub(crate) fn build_graph(
     let settings = EncoderSettings {
         bitrate_kbps: cfg.bitrate_kbps,
         framerate: cfg.framerate,
-        screen: !matches!(cfg.source, SourceKind::Test | SourceKind::Auto | SourceKind::Clock),
+        screen: !matches!(
+            cfg.source,
+            SourceKind::Test | SourceKind::Auto | SourceKind::Clock
+        ),
     };
     let enc_queue = build(
         builder("queue", "encoder-queue")?
@@ -99,14 +119,29 @@ pub(crate) fn build_graph(
         "queue",
     )?;
     let encoder = encoder::make_encoder(choice, settings)?;
-    let enc_caps = build(builder("capsfilter", "encoder-caps")?.property("caps", encoder::output_caps()), "capsfilter")?;
-    let parse = build(builder("h264parse", "h264parse")?.property("config-interval", -1i32), "h264parse")?;
+    let enc_caps = build(
+        builder("capsfilter", "encoder-caps")?.property("caps", encoder::output_caps()),
+        "capsfilter",
+    )?;
+    let parse = build(
+        builder("h264parse", "h264parse")?.property("config-interval", -1i32),
+        "h264parse",
+    )?;
     let h264_caps = gst::Caps::builder("video/x-h264")
         .field("stream-format", "byte-stream")
         .field("alignment", "au")
         .build();
-    let video_encoded = build(builder("capsfilter", "h264-caps")?.property("caps", h264_caps), "capsfilter")?;
-    let encode = [enc_queue, encoder.clone(), enc_caps, parse, video_encoded.clone()];
+    let video_encoded = build(
+        builder("capsfilter", "h264-caps")?.property("caps", h264_caps),
+        "capsfilter",
+    )?;
+    let encode = [
+        enc_queue,
+        encoder.clone(),
+        enc_caps,
+        parse,
+        video_encoded.clone(),
+    ];
     add_and_link(&pipeline, &encode)?;
     link_chain(&[&raw_out, &encode[0]])?;
 
@@ -116,8 +151,14 @@ pub(crate) fn build_graph(
             Some(mut chain) => {
                 chain.push(make("audioconvert", "audioconvert")?);
                 chain.push(make("audioresample", "audioresample")?);
-                let caps = gst::Caps::builder("audio/x-raw").field("rate", 48_000i32).field("channels", 2i32).build();
-                chain.push(build(builder("capsfilter", "audio-caps")?.property("caps", caps), "capsfilter")?);
+                let caps = gst::Caps::builder("audio/x-raw")
+                    .field("rate", 48_000i32)
+                    .field("channels", 2i32)
+                    .build();
+                chain.push(build(
+                    builder("capsfilter", "audio-caps")?.property("caps", caps),
+                    "capsfilter",
+                )?);
                 add_and_link(&pipeline, &chain)?;
                 Some(last(&chain)?)
             }
@@ -137,7 +178,14 @@ pub(crate) fn build_graph(
         None => (video_encoded.clone(), audio_raw.clone(), None),
     };
     let appsink = link_ts_branch(&pipeline, &video_tap, audio_tap.as_ref())?;
-    Ok(Graph { pipeline, encoder, video_encoded, audio_raw, appsink, rtp })
+    Ok(Graph {
+        pipeline,
+        encoder,
+        video_encoded,
+        audio_raw,
+        appsink,
+        rtp,
+    })
 }
 
 /// videorate → videoconvert → [videoscale] → capsfilter(I420, fps, size).
@@ -145,11 +193,17 @@ fn raw_video_tail(cfg: &PipelineConfig) -> Result<Vec<gst::Element>, PipelineErr
     // Cap the rate: drop frames above it. A source that sends frames only on
     // change also gets the gaps filled with repeats, for a steady rate.
     let repeat = source::needs_frame_repeat(cfg.source);
-    let rate = build(builder("videorate", "videorate")?.property("drop-only", !repeat), "videorate")?;
+    let rate = build(
+        builder("videorate", "videorate")?.property("drop-only", !repeat),
+        "videorate",
+    )?;
     let mut v = vec![rate, make("videoconvert", "videoconvert")?];
     let mut caps = gst::Caps::builder("video/x-raw")
         .field("format", "I420")
-        .field("framerate", gst::Fraction::new(caps_int(cfg.framerate, "framerate")?, 1));
+        .field(
+            "framerate",
+            gst::Fraction::new(caps_int(cfg.framerate, "framerate")?, 1),
+        );
     if cfg.width.is_some() || cfg.height.is_some() {
         v.push(make("videoscale", "videoscale")?);
         if let Some(w) = cfg.width {
@@ -161,7 +215,10 @@ fn raw_video_tail(cfg: &PipelineConfig) -> Result<Vec<gst::Element>, PipelineErr
         // Square pixels: videoscale letterboxes instead of stretching.
         caps = caps.field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
     }
-    v.push(build(builder("capsfilter", "video-caps")?.property("caps", caps.build()), "capsfilter")?);
+    v.push(build(
+        builder("capsfilter", "video-caps")?.property("caps", caps.build()),
+        "capsfilter",
+    )?);
     Ok(v)
 }
 
@@ -183,13 +240,19 @@ fn link_ts_branch(
             .property("emit-signals", false),
         "appsink",
     )?;
-    let appsink = sink_el.clone().downcast::<gst_app::AppSink>().map_err(|_| PipelineError::Create {
-        element: "appsink".into(),
-        message: "the appsink element is not a GstAppSink".into(),
-    })?;
+    let appsink = sink_el
+        .clone()
+        .downcast::<gst_app::AppSink>()
+        .map_err(|_| PipelineError::Create {
+            element: "appsink".into(),
+            message: "the appsink element is not a GstAppSink".into(),
+        })?;
     pipeline
         .add_many([&mux, &sink_el])
-        .map_err(|e| PipelineError::Create { element: "mpegtsmux".into(), message: e.to_string() })?;
+        .map_err(|e| PipelineError::Create {
+            element: "mpegtsmux".into(),
+            message: e.to_string(),
+        })?;
     link_chain(&[&mux, &sink_el])?;
 
     let vq = make("queue", "video-mux-queue")?;
@@ -198,7 +261,11 @@ fn link_ts_branch(
 
     if let Some(audio_raw) = audio_raw {
         let aac = encoder::make_aac(encoder::aac_encoder()?, AAC_BITRATE)?;
-        let chain = [aac, make("aacparse", "aacparse")?, make("queue", "audio-mux-queue")?];
+        let chain = [
+            aac,
+            make("aacparse", "aacparse")?,
+            make("queue", "audio-mux-queue")?,
+        ];
         add_and_link(pipeline, &chain)?;
         link_chain(&[audio_raw, &chain[0]])?;
         link_chain(&[&chain[2], &mux])?;
@@ -208,14 +275,18 @@ fn link_ts_branch(
 
 fn add_and_link(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), PipelineError> {
     for el in chain {
-        pipeline
-            .add(el)
-            .map_err(|e| PipelineError::Create { element: el.name().to_string(), message: e.to_string() })?;
+        pipeline.add(el).map_err(|e| PipelineError::Create {
+            element: el.name().to_string(),
+            message: e.to_string(),
+        })?;
     }
     let refs: Vec<&gst::Element> = chain.iter().collect();
     link_chain(&refs)
 }
 
 fn last(chain: &[gst::Element]) -> Result<gst::Element, PipelineError> {
-    chain.last().cloned().ok_or_else(|| PipelineError::Config("the source produced no elements".into()))
+    chain
+        .last()
+        .cloned()
+        .ok_or_else(|| PipelineError::Config("the source produced no elements".into()))
 }

@@ -54,7 +54,11 @@ pub struct IngestStats {
 }
 
 /// Feed `sink` from `rx` until every sender is gone; then flush what is pending.
-pub fn run<B: AsRef<[u8]>, S: TsSink + ?Sized>(rx: &Receiver<B>, sink: &S, idle: Duration) -> IngestStats {
+pub fn run<B: AsRef<[u8]>, S: TsSink + ?Sized>(
+    rx: &Receiver<B>,
+    sink: &S,
+    idle: Duration,
+) -> IngestStats {
     let mut stats = IngestStats::default();
     let mut pending = false;
     loop {
@@ -93,7 +97,9 @@ where
     B: AsRef<[u8]> + Send + 'static,
     S: TsSink + Send + 'static,
 {
-    std::thread::Builder::new().name(name.to_owned()).spawn(move || run(&rx, &sink, IDLE_FLUSH))
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || run(&rx, &sink, IDLE_FLUSH))
 }
 
 /// What the appsink saw (how GStreamer hands us data).
@@ -113,7 +119,11 @@ pub type Packet = gst::MappedBuffer<gst::buffer::Readable>;
 /// thread: no async work, no locks beyond the channel; if the channel is
 /// full it waits for the ingest thread (a bounded, short wait that
 /// back-pressures into the leaky pre-encoder queue).
-pub(crate) fn attach(appsink: &gst_app::AppSink, tx: SyncSender<Packet>, counters: Arc<SinkCounters>) {
+pub(crate) fn attach(
+    appsink: &gst_app::AppSink,
+    tx: SyncSender<Packet>,
+    counters: Arc<SinkCounters>,
+) {
     let callbacks = gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
             let sample = sink.pull_sample().map_err(|_| {
@@ -151,13 +161,23 @@ fn forward(
     counters: &SinkCounters,
 ) -> Result<(), gst::FlowError> {
     let mapped = buffer.into_mapped_buffer_readable().map_err(|_| {
-        gst::element_error!(sink, gst::StreamError::Failed, ("could not map a muxer buffer"));
+        gst::element_error!(
+            sink,
+            gst::StreamError::Failed,
+            ("could not map a muxer buffer")
+        );
         gst::FlowError::Error
     })?;
     counters.buffers.fetch_add(1, Ordering::Relaxed);
-    counters.bytes.fetch_add(mapped.len() as u64, Ordering::Relaxed);
+    counters
+        .bytes
+        .fetch_add(mapped.len() as u64, Ordering::Relaxed);
     tx.send(mapped).map_err(|_| {
-        gst::element_error!(sink, gst::StreamError::Failed, ("the ingest thread is gone"));
+        gst::element_error!(
+            sink,
+            gst::StreamError::Failed,
+            ("the ingest thread is gone")
+        );
         gst::FlowError::Error
     })
 }
@@ -195,7 +215,10 @@ mod tests {
     #[test]
     fn idle_flush_after_a_burst_and_final_flush_on_close() {
         let (flushed_tx, flushed_rx) = mpsc::channel();
-        let sink = Arc::new(Fake { log: Mutex::new(Vec::new()), flushed: Mutex::new(flushed_tx) });
+        let sink = Arc::new(Fake {
+            log: Mutex::new(Vec::new()),
+            flushed: Mutex::new(flushed_tx),
+        });
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
         // A burst of three packets (queued before the loop runs, so no gap
         // inside it), then quiet: exactly one idle flush follows.
@@ -206,7 +229,9 @@ mod tests {
             let sink = sink.clone();
             std::thread::spawn(move || run(&rx, &*sink, IDLE_FLUSH))
         };
-        flushed_rx.recv_timeout(Duration::from_secs(2)).expect("an idle flush after the burst");
+        flushed_rx
+            .recv_timeout(Duration::from_secs(2))
+            .expect("an idle flush after the burst");
         // Another packet, then the channel closes: the pending data is flushed on exit.
         tx.send(vec![0x47; 188]).unwrap();
         drop(tx);
@@ -214,10 +239,15 @@ mod tests {
         assert_eq!(stats.messages, 4);
         assert_eq!(stats.bytes, 4 * 188);
         let log = sink.log.lock().unwrap();
-        assert_eq!(&log[..4], &[Ev::Push(188), Ev::Push(188), Ev::Push(188), Ev::Flush]);
+        assert_eq!(
+            &log[..4],
+            &[Ev::Push(188), Ev::Push(188), Ev::Push(188), Ev::Flush]
+        );
         assert_eq!(log.last(), Some(&Ev::Flush));
         assert_eq!(log.iter().filter(|e| **e == Ev::Push(188)).count(), 4);
         // Never a flush with nothing pending.
-        assert!(!log.windows(2).any(|w| w[0] == Ev::Flush && w[1] == Ev::Flush));
+        assert!(!log
+            .windows(2)
+            .any(|w| w[0] == Ev::Flush && w[1] == Ev::Flush));
     }
 }

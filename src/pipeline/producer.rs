@@ -55,7 +55,11 @@ pub struct GstProducer {
 
 impl GstProducer {
     pub fn new(cfg: PipelineConfig, encoder: EncoderChoice) -> Self {
-        Self { cfg, encoder, rtp: None }
+        Self {
+            cfg,
+            encoder,
+            rtp: None,
+        }
     }
 
     /// Also feed the hub's RTP tracks (for WebRTC viewers) from the same
@@ -74,7 +78,8 @@ impl GstProducer {
     pub fn start_run(
         &self,
         hub: Hub,
-    ) -> impl std::future::Future<Output = Result<(Run, RunProbe), ProducerError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<(Run, RunProbe), ProducerError>> + Send + 'static
+    {
         let cfg = self.cfg.clone();
         let choice = self.encoder;
         let rtp_out = self.rtp;
@@ -87,10 +92,11 @@ impl GstProducer {
             let stream = capture.as_ref().map(PortalCapture::stream);
             let baseline = hub.stats().chunks;
             let launch_hub = hub.clone();
-            let launched =
-                tokio::task::spawn_blocking(move || Running::launch(&cfg, choice, rtp_out, launch_hub, fail_tx, stream))
-                    .await
-                    .map_err(|e| ProducerError::new(format!("pipeline start panicked: {e}")));
+            let launched = tokio::task::spawn_blocking(move || {
+                Running::launch(&cfg, choice, rtp_out, launch_hub, fail_tx, stream)
+            })
+            .await
+            .map_err(|e| ProducerError::new(format!("pipeline start panicked: {e}")));
             let running = match launched {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -104,7 +110,10 @@ impl GstProducer {
                     return Err(e);
                 }
             };
-            let probe = RunProbe { pipeline: running.pipeline.downgrade(), counters: running.counters.clone() };
+            let probe = RunProbe {
+                pipeline: running.pipeline.downgrade(),
+                counters: running.counters.clone(),
+            };
             let deadline = tokio::time::Instant::now() + START_TIMEOUT;
             let mut tick = tokio::time::interval(START_POLL);
             let outcome = loop {
@@ -124,8 +133,15 @@ impl GstProducer {
             };
             match outcome {
                 Ok(()) => {
-                    let handle = GstRunHandle { running: Some(running), capture };
-                    let run = Run { encoder: choice.element.to_owned(), failures, handle: Box::new(handle) };
+                    let handle = GstRunHandle {
+                        running: Some(running),
+                        capture,
+                    };
+                    let run = Run {
+                        encoder: choice.element.to_owned(),
+                        failures,
+                        handle: Box::new(handle),
+                    };
                     Ok((run, probe))
                 }
                 Err(e) => {
@@ -151,16 +167,23 @@ async fn open_portal(
     window: bool,
     failures: mpsc::UnboundedSender<ProducerError>,
 ) -> Result<PortalCapture, ProducerError> {
-    let target = if window { Target::Window } else { Target::Monitor };
+    let target = if window {
+        Target::Window
+    } else {
+        Target::Monitor
+    };
     let store = TokenStore::for_target(target);
     if store.is_none() {
         tracing::warn!("no XDG_STATE_HOME or HOME: the screen selection cannot be remembered");
     }
-    let mut capture =
-        PortalCapture::open(target, store.as_ref()).await.map_err(|e| ProducerError::new(e.to_string()))?;
+    let mut capture = PortalCapture::open(target, store.as_ref())
+        .await
+        .map_err(|e| ProducerError::new(e.to_string()))?;
     capture
         .on_closed(store, move || {
-            let _ = failures.send(ProducerError::new("the desktop ended the screen share; the next start asks again"));
+            let _ = failures.send(ProducerError::new(
+                "the desktop ended the screen share; the next start asks again",
+            ));
         })
         .await;
     Ok(capture)
@@ -222,8 +245,12 @@ impl Running {
         let graph = graph::build_graph(cfg, choice, rtp_out, portal)?;
         let keyframes = EncoderKeyframes::new(&graph.encoder)?;
         let (tx, rx) = std_mpsc::sync_channel(ingest::CHANNEL_CAPACITY);
-        let ingest = ingest::spawn(rx, hub.clone(), "pixelpass-ingest")
-            .map_err(|e| PipelineError::Thread { what: "ingest", message: e.to_string() })?;
+        let ingest = ingest::spawn(rx, hub.clone(), "pixelpass-ingest").map_err(|e| {
+            PipelineError::Thread {
+                what: "ingest",
+                message: e.to_string(),
+            }
+        })?;
         let counters = Arc::new(SinkCounters::default());
         ingest::attach(&graph.appsink, tx, counters.clone());
         if let Some(sinks) = &graph.rtp {
@@ -243,7 +270,10 @@ impl Running {
         hub.begin_run(Some(keyframes.into_source()));
         if let Err(e) = running.pipeline.set_state(gst::State::Playing) {
             running.shutdown();
-            return Err(PipelineError::StateChange { state: "PLAYING".into(), message: e.to_string() });
+            return Err(PipelineError::StateChange {
+                state: "PLAYING".into(),
+                message: e.to_string(),
+            });
         }
         Ok(running)
     }

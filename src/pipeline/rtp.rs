@@ -25,7 +25,15 @@ pub const MTU: u32 = 1200;
 /// Opus bitrate (stereo, 48 kHz).
 pub const OPUS_BITRATE: u64 = 96_000;
 /// Elements the branch needs.
-pub const ELEMENTS: &[&str] = &["tee", "queue", "rtph264pay", "audioconvert", "opusenc", "rtpopuspay", "appsink"];
+pub const ELEMENTS: &[&str] = &[
+    "tee",
+    "queue",
+    "rtph264pay",
+    "audioconvert",
+    "opusenc",
+    "rtpopuspay",
+    "appsink",
+];
 
 /// Payload types the producer writes (the WHEP side rewrites them per peer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +44,10 @@ pub struct RtpOutput {
 
 impl Default for RtpOutput {
     fn default() -> Self {
-        Self { video_pt: 102, audio_pt: 111 }
+        Self {
+            video_pt: 102,
+            audio_pt: 111,
+        }
     }
 }
 
@@ -74,7 +85,12 @@ pub(crate) fn link_branch(
     set_str(&pay, "config-interval", "0")?;
     soft(set_str(&pay, "aggregate-mode", "zero-latency"));
     let vsink = appsink("rtp-video-sink")?;
-    let vchain = [vtee.clone(), branch_queue("rtp-video-queue")?, pay, vsink.clone()];
+    let vchain = [
+        vtee.clone(),
+        branch_queue("rtp-video-queue")?,
+        pay,
+        vsink.clone(),
+    ];
     add(pipeline, &vchain)?;
     link_chain(&[video, &vtee])?;
     link_chain(&vchain.iter().collect::<Vec<_>>())?;
@@ -92,7 +108,14 @@ pub(crate) fn link_branch(
             let asink = appsink("rtp-audio-sink")?;
             // The tee carries the AAC encoder's sample format: convert for Opus.
             let conv = make("audioconvert", "opus-audioconvert")?;
-            let achain = [atee.clone(), branch_queue("rtp-audio-queue")?, conv, enc, pay, asink.clone()];
+            let achain = [
+                atee.clone(),
+                branch_queue("rtp-audio-queue")?,
+                conv,
+                enc,
+                pay,
+                asink.clone(),
+            ];
             add(pipeline, &achain)?;
             add(pipeline, std::slice::from_ref(&ts_queue))?;
             link_chain(&[raw, &atee])?;
@@ -102,7 +125,14 @@ pub(crate) fn link_branch(
         }
         None => (None, None),
     };
-    Ok(Taps { video: vtee, audio: audio_tap, sinks: RtpSinks { video: downcast(vsink)?, audio: audio_sink } })
+    Ok(Taps {
+        video: vtee,
+        audio: audio_tap,
+        sinks: RtpSinks {
+            video: downcast(vsink)?,
+            audio: audio_sink,
+        },
+    })
 }
 
 /// Publish what reaches the appsinks to the hub. Runs on GStreamer's
@@ -116,7 +146,9 @@ pub(crate) fn attach(sinks: &RtpSinks, hub: &Hub) {
 
 /// Stop publishing (call with the pipeline stopped).
 pub(crate) fn detach(sinks: &RtpSinks) {
-    sinks.video.set_callbacks(gst_app::AppSinkCallbacks::builder().build());
+    sinks
+        .video
+        .set_callbacks(gst_app::AppSinkCallbacks::builder().build());
     if let Some(a) = &sinks.audio {
         a.set_callbacks(gst_app::AppSinkCallbacks::builder().build());
     }
@@ -125,7 +157,13 @@ pub(crate) fn detach(sinks: &RtpSinks) {
 fn attach_one(sink: &gst_app::AppSink, hub: Hub, track: Track) {
     let callbacks = gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
-            let sample = sink.pull_sample().map_err(|_| if sink.is_eos() { gst::FlowError::Eos } else { gst::FlowError::Flushing })?;
+            let sample = sink.pull_sample().map_err(|_| {
+                if sink.is_eos() {
+                    gst::FlowError::Eos
+                } else {
+                    gst::FlowError::Flushing
+                }
+            })?;
             let now = Instant::now();
             let mut publish = |buffer: &gst::BufferRef| {
                 if let Ok(map) = buffer.map_readable() {
@@ -171,15 +209,19 @@ fn appsink(name: &str) -> Result<gst::Element, PipelineError> {
 }
 
 fn downcast(el: gst::Element) -> Result<gst_app::AppSink, PipelineError> {
-    el.downcast::<gst_app::AppSink>().map_err(|_| PipelineError::Create {
-        element: "appsink".into(),
-        message: "the appsink element is not a GstAppSink".into(),
-    })
+    el.downcast::<gst_app::AppSink>()
+        .map_err(|_| PipelineError::Create {
+            element: "appsink".into(),
+            message: "the appsink element is not a GstAppSink".into(),
+        })
 }
 
 fn add(pipeline: &gst::Pipeline, els: &[gst::Element]) -> Result<(), PipelineError> {
     for el in els {
-        pipeline.add(el).map_err(|e| PipelineError::Create { element: el.name().to_string(), message: e.to_string() })?;
+        pipeline.add(el).map_err(|e| PipelineError::Create {
+            element: el.name().to_string(),
+            message: e.to_string(),
+        })?;
     }
     Ok(())
 }
@@ -218,7 +260,10 @@ mod tests {
         }
     }
 
-    async fn next(rx: &mut tokio::sync::broadcast::Receiver<RtpPkt>, want: impl Fn(&RtpPkt) -> bool) -> RtpPkt {
+    async fn next(
+        rx: &mut tokio::sync::broadcast::Receiver<RtpPkt>,
+        want: impl Fn(&RtpPkt) -> bool,
+    ) -> RtpPkt {
         let wait = async {
             loop {
                 match rx.recv().await {
@@ -228,7 +273,9 @@ mod tests {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the packet comes")
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the packet comes")
     }
 
     #[tokio::test]
@@ -243,14 +290,18 @@ mod tests {
             height: Some(240),
             ..PipelineConfig::default()
         };
-        let out = RtpOutput { video_pt: 96, audio_pt: 97 };
+        let out = RtpOutput {
+            video_pt: 96,
+            audio_pt: 97,
+        };
         let producer = GstProducer::new(cfg, choice).with_rtp(out).unwrap();
         let hub = Hub::new(HubConfig::default());
         let mut sub = hub.subscribe_rtp(Instant::now());
-        let (run, _probe) = tokio::time::timeout(Duration::from_secs(15), producer.start_run(hub.clone()))
-            .await
-            .expect("starts in time")
-            .expect("starts");
+        let (run, _probe) =
+            tokio::time::timeout(Duration::from_secs(15), producer.start_run(hub.clone()))
+                .await
+                .expect("starts in time")
+                .expect("starts");
         let key = next(&mut sub.video, |p| p.key).await;
         assert_eq!(key.payload_type, 96);
         assert!(key.payload.len() <= MTU as usize);
@@ -263,14 +314,22 @@ mod tests {
         while !au.last().expect("a packet").marker {
             au.push(next(&mut sub.video, |_| true).await);
         }
-        assert!(au.iter().all(|p| p.timestamp == key.timestamp), "one access unit");
+        assert!(
+            au.iter().all(|p| p.timestamp == key.timestamp),
+            "one access unit"
+        );
         let types: Vec<u8> = au.iter().flat_map(|p| nal_starts(&p.payload)).collect();
         let first_slice = types.iter().position(|&t| t == 5).expect("an IDR slice");
-        assert!(!types[first_slice..].iter().any(|&t| t == 7 || t == 8), "SPS/PPS between the IDR slices: {types:?}");
+        assert!(
+            !types[first_slice..].iter().any(|&t| t == 7 || t == 8),
+            "SPS/PPS between the IDR slices: {types:?}"
+        );
         // A forced keyframe comes on request (the hub's source is the encoder).
         hub.request_keyframe(Instant::now() + Duration::from_secs(1));
         let audio = next(&mut sub.audio, |_| true).await;
         assert_eq!(audio.payload_type, 97);
-        tokio::time::timeout(Duration::from_secs(5), run.handle.stop()).await.expect("stops");
+        tokio::time::timeout(Duration::from_secs(5), run.handle.stop())
+            .await
+            .expect("stops");
     }
 }

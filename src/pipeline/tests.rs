@@ -51,8 +51,13 @@ async fn record(hub: &Hub, dur: Duration) -> Vec<u8> {
 
 /// Stop within a bound; the pipeline is freed afterwards.
 async fn stop(run: Run, probe: &RunProbe) {
-    tokio::time::timeout(Duration::from_secs(5), run.handle.stop()).await.expect("stop completes");
-    assert!(probe.pipeline.upgrade().is_none(), "the pipeline is freed after stop");
+    tokio::time::timeout(Duration::from_secs(5), run.handle.stop())
+        .await
+        .expect("stop completes");
+    assert!(
+        probe.pipeline.upgrade().is_none(),
+        "the pipeline is freed after stop"
+    );
 }
 
 fn temp_ts(name: &str, data: &[u8]) -> PathBuf {
@@ -67,7 +72,11 @@ fn ffprobe_streams(path: &PathBuf) -> Vec<serde_json::Value> {
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
     json["streams"].as_array().cloned().unwrap_or_default()
 }
@@ -80,7 +89,10 @@ fn decoded_video_frames(path: &PathBuf) -> u64 {
         .output()
         .expect("run ffprobe");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
-    json["streams"][0]["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0)
+    json["streams"][0]["nb_read_frames"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `ffmpeg -v error` decoding everything: its complaints (empty when clean).
@@ -91,12 +103,19 @@ fn ffmpeg_decode_errors(path: &PathBuf) -> String {
         .args(["-f", "null", "-"])
         .output()
         .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn codecs(streams: &[serde_json::Value]) -> Vec<String> {
-    let mut v: Vec<String> = streams.iter().filter_map(|s| s["codec_name"].as_str().map(str::to_owned)).collect();
+    let mut v: Vec<String> = streams
+        .iter()
+        .filter_map(|s| s["codec_name"].as_str().map(str::to_owned))
+        .collect();
     v.sort();
     v
 }
@@ -122,17 +141,26 @@ async fn test_source_stream_decodes_with_ffmpeg() {
     let path = temp_ts("av", &data);
     let streams = ffprobe_streams(&path);
     assert_eq!(codecs(&streams), ["aac", "h264"], "streams: {streams:?}");
-    let video = streams.iter().find(|s| s["codec_name"] == "h264").expect("h264 stream");
+    let video = streams
+        .iter()
+        .find(|s| s["codec_name"] == "h264")
+        .expect("h264 stream");
     assert_eq!(video["profile"], "Constrained Baseline");
     assert_eq!(video["width"], 320);
     assert_eq!(video["height"], 240);
-    let audio = streams.iter().find(|s| s["codec_name"] == "aac").expect("aac stream");
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_name"] == "aac")
+        .expect("aac stream");
     assert_eq!(audio["sample_rate"], "48000");
     assert_eq!(audio["channels"], 2);
     let errors = ffmpeg_decode_errors(&path);
     assert!(errors.trim().is_empty(), "ffmpeg complained: {errors}");
     let frames = decoded_video_frames(&path);
-    assert!(frames >= 40, "only {frames} frames decoded from 2 s at 30 fps");
+    assert!(
+        frames >= 40,
+        "only {frames} frames decoded from 2 s at 30 fps"
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -143,11 +171,18 @@ async fn keyframe_on_demand_arrives_on_the_next_frames() {
     let hub = Hub::new(HubConfig::default());
     let (run, probe) = start(cfg.clone(), EncoderChoice::new(EncoderKind::X264), &hub).await;
     // What the muxer (an aggregator) waits for: the upstream latency it reports.
-    if let Some(mux) = probe.pipeline.upgrade().and_then(|p| p.by_name("mpegtsmux")) {
+    if let Some(mux) = probe
+        .pipeline
+        .upgrade()
+        .and_then(|p| p.by_name("mpegtsmux"))
+    {
         let mut q = gst::query::Latency::new();
         if mux.static_pad("src").is_some_and(|pad| pad.query(&mut q)) {
             let (live, min, max) = q.result();
-            eprintln!("mpegtsmux latency: live={live} min={min} max={}", max.display());
+            eprintln!(
+                "mpegtsmux latency: live={live} min={min} max={}",
+                max.display()
+            );
         }
     }
     let natural_gop = Duration::from_secs(2); // key-int-max = 2 × framerate
@@ -169,10 +204,17 @@ async fn keyframe_on_demand_arrives_on_the_next_frames() {
         let before = hub.stats();
         let asked = Instant::now();
         let mut sub = hub.subscribe(asked);
-        assert_eq!(hub.stats().keyframe_requests, before.keyframe_requests + 1, "the joiner asked for a keyframe");
+        assert_eq!(
+            hub.stats().keyframe_requests,
+            before.keyframe_requests + 1,
+            "the joiner asked for a keyframe"
+        );
         // The first bytes a joiner gets are the PSI in front of the keyframe chunk.
         let first = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
-        assert!(matches!(first, Ok(Some(_))), "no keyframe within 300 ms of the request");
+        assert!(
+            matches!(first, Ok(Some(_))),
+            "no keyframe within 300 ms of the request"
+        );
         let key_at = hub.last_keyframe_at().expect("keyframe time");
         assert!(hub.stats().keyframes > before.keyframes);
         // It is the requested keyframe, not the next natural one.
@@ -192,15 +234,28 @@ async fn bus_error_is_reported_on_failures_and_stop_completes() {
     let (mut run, probe) = start(small(false), choice, &hub).await;
     {
         let pipeline = probe.pipeline.upgrade().expect("pipeline alive");
-        let encoder = pipeline.by_name(choice.element).expect("encoder in the pipeline");
-        gst::element_error!(encoder, gst::CoreError::Failed, ("injected failure"), ["test debug info"]);
+        let encoder = pipeline
+            .by_name(choice.element)
+            .expect("encoder in the pipeline");
+        gst::element_error!(
+            encoder,
+            gst::CoreError::Failed,
+            ("injected failure"),
+            ["test debug info"]
+        );
     }
     let failure = tokio::time::timeout(Duration::from_secs(5), run.failures.recv())
         .await
         .expect("a failure within 5 s")
         .expect("failure channel open");
-    assert!(failure.0.contains("x264enc"), "names the element: {failure}");
-    assert!(failure.0.contains("injected failure"), "carries the message: {failure}");
+    assert!(
+        failure.0.contains("x264enc"),
+        "names the element: {failure}"
+    );
+    assert!(
+        failure.0.contains("injected failure"),
+        "carries the message: {failure}"
+    );
     stop(run, &probe).await;
 }
 
@@ -222,7 +277,10 @@ async fn openh264_video_only_stream() {
     let errors = ffmpeg_decode_errors(&path);
     assert!(errors.trim().is_empty(), "ffmpeg complained: {errors}");
     let frames = decoded_video_frames(&path);
-    assert!(frames >= 20, "only {frames} frames decoded from 1.2 s at 30 fps");
+    assert!(
+        frames >= 20,
+        "only {frames} frames decoded from 1.2 s at 30 fps"
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -230,15 +288,23 @@ async fn openh264_video_only_stream() {
 async fn an_x_display_that_does_not_open_fails_the_start_naming_it() {
     init().expect("gst init");
     let hub = Hub::new(HubConfig::default());
-    let cfg = PipelineConfig { source: SourceKind::X11, display: Some(":4711".into()), ..small(false) };
+    let cfg = PipelineConfig {
+        source: SourceKind::X11,
+        display: Some(":4711".into()),
+        ..small(false)
+    };
     let producer = GstProducer::new(cfg, EncoderChoice::new(EncoderKind::X264));
-    let err = match tokio::time::timeout(Duration::from_secs(15), producer.start(hub.clone())).await {
+    let err = match tokio::time::timeout(Duration::from_secs(15), producer.start(hub.clone())).await
+    {
         Ok(Ok(_)) => panic!("an X11 capture of :4711 started"),
         Ok(Err(e)) => e,
         Err(_) => panic!("the failed start did not resolve"),
     };
     assert!(err.0.starts_with("ximagesrc: "), "{err}");
-    assert!(err.0.contains(":4711") || err.0.to_lowercase().contains("display"), "{err}");
+    assert!(
+        err.0.contains(":4711") || err.0.to_lowercase().contains("display"),
+        "{err}"
+    );
     assert_eq!(hub.stats().chunks, 0);
 }
 
@@ -247,7 +313,10 @@ fn missing_element_names_the_debian_package() {
     init().expect("gst init");
     assert_eq!(
         check_elements(["queue", "no-such-element-pixelpass"]),
-        Err(PipelineError::MissingElement { element: "no-such-element-pixelpass".into(), package: None })
+        Err(PipelineError::MissingElement {
+            element: "no-such-element-pixelpass".into(),
+            package: None
+        })
     );
     assert_eq!(check_elements(["queue", "capsfilter"]), Ok(()));
     assert_eq!(
@@ -258,34 +327,52 @@ fn missing_element_names_the_debian_package() {
         PipelineError::missing("avenc_aac").to_string(),
         "missing GStreamer element avenc_aac: apt-get install gstreamer1.0-libav"
     );
-    assert!(PipelineError::missing("frobnicate").to_string().contains("no known Debian package"));
+    assert!(PipelineError::missing("frobnicate")
+        .to_string()
+        .contains("no known Debian package"));
     // Every element a graph can need has its package in the table.
-    let cfg = PipelineConfig { width: Some(640), ..small(true) };
+    let cfg = PipelineConfig {
+        width: Some(640),
+        ..small(true)
+    };
     let mut all = graph::required_elements(&cfg);
     all.extend(EncoderKind::PREFERENCE.iter().map(|k| k.element()));
     all.extend(encoder::AAC_ENCODERS);
     all.push("timeoverlay");
     for el in all {
-        assert!(debian_package_for(el).is_some(), "no package known for {el}");
+        assert!(
+            debian_package_for(el).is_some(),
+            "no package known for {el}"
+        );
     }
 }
 
 #[test]
 fn encoder_choice_follows_the_preference_order() {
     init().expect("gst init");
-    assert!(matches!(encoder::choose_from(&[]), Err(PipelineError::NoEncoder { .. })));
-    let x264 = encoder::choose_from(&[EncoderKind::X264, EncoderKind::OpenH264]).expect("x264enc usable");
+    assert!(matches!(
+        encoder::choose_from(&[]),
+        Err(PipelineError::NoEncoder { .. })
+    ));
+    let x264 =
+        encoder::choose_from(&[EncoderKind::X264, EncoderKind::OpenH264]).expect("x264enc usable");
     assert_eq!(x264.kind, EncoderKind::X264);
     assert_eq!(x264.to_string(), "x264enc (software)");
     // A preferred candidate that is absent here is skipped, not fatal.
     let choice = encoder::choose().expect("some encoder");
-    for &kind in EncoderKind::PREFERENCE.iter().take_while(|&&k| k != choice.kind) {
+    for &kind in EncoderKind::PREFERENCE
+        .iter()
+        .take_while(|&&k| k != choice.kind)
+    {
         assert!(gst::ElementFactory::find(kind.element()).is_none() || kind.is_hardware());
     }
     let err = encoder::choose_from(&[EncoderKind::Nvenc]).err();
     if gst::ElementFactory::find("nvh264enc").is_none() {
         let msg = err.expect("nvh264enc absent").to_string();
-        assert!(msg.contains("nvh264enc") && msg.contains("gstreamer1.0-plugins-ugly"), "{msg}");
+        assert!(
+            msg.contains("nvh264enc") && msg.contains("gstreamer1.0-plugins-ugly"),
+            "{msg}"
+        );
     }
 }
 
@@ -293,22 +380,40 @@ fn encoder_choice_follows_the_preference_order() {
 fn checked_setters_return_errors_instead_of_panicking() {
     init().expect("gst init");
     let q = make("queue", "q").expect("queue");
-    assert!(matches!(set_num(&q, "max-size-buffers", u64::MAX), Err(PipelineError::Property { .. })));
-    assert!(matches!(set_num(&q, "no-such-property", 1), Err(PipelineError::Property { .. })));
-    assert!(matches!(set_str(&q, "leaky", "sideways"), Err(PipelineError::Property { .. })));
+    assert!(matches!(
+        set_num(&q, "max-size-buffers", u64::MAX),
+        Err(PipelineError::Property { .. })
+    ));
+    assert!(matches!(
+        set_num(&q, "no-such-property", 1),
+        Err(PipelineError::Property { .. })
+    ));
+    assert!(matches!(
+        set_str(&q, "leaky", "sideways"),
+        Err(PipelineError::Property { .. })
+    ));
     set_num(&q, "max-size-buffers", 7).expect("in range");
     assert_eq!(q.property::<u32>("max-size-buffers"), 7);
     set_str(&q, "leaky", "downstream").expect("valid nick");
     // A string property is not a number.
-    assert!(matches!(set_num(&q, "name", 1), Err(PipelineError::Property { .. })));
-    assert!(matches!(make("no-such-element-pixelpass", "x"), Err(PipelineError::MissingElement { .. })));
+    assert!(matches!(
+        set_num(&q, "name", 1),
+        Err(PipelineError::Property { .. })
+    ));
+    assert!(matches!(
+        make("no-such-element-pixelpass", "x"),
+        Err(PipelineError::MissingElement { .. })
+    ));
 }
 
 #[test]
 fn bus_errors_become_typed_errors_with_the_element_name() {
     init().expect("gst init");
     let el = make("identity", "the-culprit").expect("identity");
-    let msg = gst::message::Error::builder(gst::CoreError::Failed, "it broke").src(&el).debug("details").build();
+    let msg = gst::message::Error::builder(gst::CoreError::Failed, "it broke")
+        .src(&el)
+        .debug("details")
+        .build();
     assert_eq!(
         bus::classify(&msg),
         Some(PipelineError::Bus {
@@ -319,6 +424,8 @@ fn bus_errors_become_typed_errors_with_the_element_name() {
     );
     let eos = gst::message::Eos::builder().src(&el).build();
     assert_eq!(bus::classify(&eos), Some(PipelineError::EndOfStream));
-    let warning = gst::message::Warning::builder(gst::CoreError::Failed, "meh").src(&el).build();
+    let warning = gst::message::Warning::builder(gst::CoreError::Failed, "meh")
+        .src(&el)
+        .build();
     assert_eq!(bus::classify(&warning), None);
 }

@@ -61,7 +61,9 @@ impl<'a> RtpPacket<'a> {
 /// Is this RTP/H.264 payload (RFC 6184) the start of a keyframe: an SPS, or
 /// an IDR slice, alone, in a STAP-A, or in the first fragment of an FU-A?
 pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else { return false };
+    let Some(&first) = payload.first() else {
+        return false;
+    };
     let is_key = |nal_type: u8| nal_type == 5 || nal_type == 7;
     match first & 0x1f {
         24 => {
@@ -78,7 +80,9 @@ pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
             }
             false
         }
-        28 => payload.get(1).is_some_and(|&fu| fu & 0x80 != 0 && is_key(fu & 0x1f)),
+        28 => payload
+            .get(1)
+            .is_some_and(|&fu| fu & 0x80 != 0 && is_key(fu & 0x1f)),
         t => is_key(t),
     }
 }
@@ -88,7 +92,20 @@ mod tests {
     use super::*;
 
     fn packet(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x80, pt | 0x80, (seq >> 8) as u8, seq as u8, 0, 0, 0x0b, 0xb8, 1, 2, 3, 4];
+        let mut p = vec![
+            0x80,
+            pt | 0x80,
+            (seq >> 8) as u8,
+            seq as u8,
+            0,
+            0,
+            0x0b,
+            0xb8,
+            1,
+            2,
+            3,
+            4,
+        ];
         p.extend_from_slice(payload);
         p
     }
@@ -97,7 +114,10 @@ mod tests {
     fn parses_the_header() {
         let b = packet(102, 65535, &[0x65, 1, 2]);
         let p = RtpPacket::parse(&b).unwrap();
-        assert_eq!((p.payload_type, p.marker, p.sequence, p.timestamp, p.ssrc), (102, true, 65535, 3000, 0x01020304));
+        assert_eq!(
+            (p.payload_type, p.marker, p.sequence, p.timestamp, p.ssrc),
+            (102, true, 65535, 3000, 0x01020304)
+        );
         assert_eq!(p.payload, &[0x65, 1, 2]);
     }
 

@@ -45,7 +45,12 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serve `router` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, router: axum::Router, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -62,7 +67,13 @@ pub async fn serve(listener: TcpListener, router: axum::Router, limits: Limits, 
         if *shutdown.borrow() {
             return;
         }
-        tokio::spawn(connection(stream, peer, router.clone(), limits.clone(), shutdown.clone()));
+        tokio::spawn(connection(
+            stream,
+            peer,
+            router.clone(),
+            limits.clone(),
+            shutdown.clone(),
+        ));
     }
 }
 

@@ -25,7 +25,10 @@ impl Registry {
     }
 
     pub fn insert(&self, entry: StreamEntry) {
-        self.streams.write().unwrap_or_else(|e| e.into_inner()).push(entry);
+        self.streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
     }
 
     pub fn remove(&self, id: &str) -> Option<StreamEntry> {
@@ -48,6 +51,9 @@ impl Registry {
     }
 
     pub fn all(&self) -> Vec<StreamEntry> {
-        self.streams.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

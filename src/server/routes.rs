@@ -31,7 +31,12 @@ pub fn router_with(registry: Registry, whep: Option<Whep>) -> Router {
 }
 
 pub(crate) async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")], "not found\n").into_response()
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CACHE_CONTROL, "no-store")],
+        "not found\n",
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -61,9 +66,11 @@ async fn stream_ts_head(State(registry): State<Registry>, Path(token): Path<Stri
 
 async fn status(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
     match registry.by_token(&token) {
-        Some(entry) => {
-            ([(header::CACHE_CONTROL, "no-store")], axum::Json(entry.supervisor.status())).into_response()
-        }
+        Some(entry) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(entry.supervisor.status()),
+        )
+            .into_response(),
         None => not_found().await,
     }
 }

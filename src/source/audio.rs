@@ -55,7 +55,9 @@ impl std::str::FromStr for AudioArg {
             "" => Err("--audio needs system, none or a device name".into()),
             "system" | "default" => Ok(AudioArg::System),
             "none" | "off" => Ok(AudioArg::None),
-            d if d.chars().any(char::is_control) => Err("a device name has no control characters".into()),
+            d if d.chars().any(char::is_control) => {
+                Err("a device name has no control characters".into())
+            }
             d => Ok(AudioArg::Device(d.to_owned())),
         }
     }
@@ -135,10 +137,16 @@ pub(crate) fn pulse(from: &AudioSource) -> Result<Option<Vec<gst::Element>>, Pip
         }
         return Ok(None);
     }
-    let src = build(builder("pulsesrc", "pulsesrc")?.property("device", from.device()), "pulsesrc")?;
+    let src = build(
+        builder("pulsesrc", "pulsesrc")?.property("device", from.device()),
+        "pulsesrc",
+    )?;
     // The system clock paces the pipeline (as with the other sources); pulsesrc follows it.
     let _ = set_bool(&src, "provide-clock", false);
-    tracing::info!(device = from.device(), "audio: capturing from the audio server");
+    tracing::info!(
+        device = from.device(),
+        "audio: capturing from the audio server"
+    );
     Ok(Some(vec![src]))
 }
 
@@ -157,6 +165,9 @@ mod tests {
         assert!("".parse::<AudioArg>().is_err());
         assert_eq!(AudioArg::None.split(), (false, AudioSource::System));
         assert_eq!(AudioArg::System.split().1.device(), SYSTEM_MONITOR);
-        assert_eq!(AudioArg::Device("x".into()).split(), (true, AudioSource::Device("x".into())));
+        assert_eq!(
+            AudioArg::Device("x".into()).split(),
+            (true, AudioSource::Device("x".into()))
+        );
     }
 }

@@ -37,7 +37,10 @@ pub const DEFAULT_WIDTH: u32 = 1280;
 pub const DEFAULT_HEIGHT: u32 = 720;
 
 pub(crate) fn video(p: VideoParams) -> Result<Vec<gst::Element>, PipelineError> {
-    let (width, height) = (p.width.unwrap_or(DEFAULT_WIDTH), p.height.unwrap_or(DEFAULT_HEIGHT));
+    let (width, height) = (
+        p.width.unwrap_or(DEFAULT_WIDTH),
+        p.height.unwrap_or(DEFAULT_HEIGHT),
+    );
     if (width as usize) < code::WIDTH || (height as usize) < code::HEIGHT {
         return Err(PipelineError::Config(format!(
             "the clock source needs a picture of at least {}×{} (asked for {width}×{height})",
@@ -59,18 +62,29 @@ pub(crate) fn video(p: VideoParams) -> Result<Vec<gst::Element>, PipelineError> 
         .field("format", "I420")
         .field("width", caps_int(width, "width")?)
         .field("height", caps_int(height, "height")?)
-        .field("framerate", gst::Fraction::new(caps_int(p.framerate, "framerate")?, 1))
+        .field(
+            "framerate",
+            gst::Fraction::new(caps_int(p.framerate, "framerate")?, 1),
+        )
         .build();
-    let filter = build(builder("capsfilter", "clock-caps")?.property("caps", &caps), "capsfilter")?;
+    let filter = build(
+        builder("capsfilter", "clock-caps")?.property("caps", &caps),
+        "capsfilter",
+    )?;
     let pad = filter
         .static_pad("src")
-        .ok_or_else(|| PipelineError::Create { element: "capsfilter".into(), message: "no src pad".into() })?;
+        .ok_or_else(|| PipelineError::Create {
+            element: "capsfilter".into(),
+            message: "no src pad".into(),
+        })?;
     let info: Mutex<Option<gst_video::VideoInfo>> = Mutex::new(None);
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, probe| {
         let ms = code::now_ms();
         let mut cached = info.lock().unwrap_or_else(|e| e.into_inner());
         if cached.is_none() {
-            *cached = pad.current_caps().and_then(|c| gst_video::VideoInfo::from_caps(&c).ok());
+            *cached = pad
+                .current_caps()
+                .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok());
         }
         if let (Some(info), Some(buffer)) = (cached.as_ref(), probe.buffer_mut()) {
             if let Err(e) = stamp(buffer.make_mut(), info, ms) {
@@ -84,10 +98,18 @@ pub(crate) fn video(p: VideoParams) -> Result<Vec<gst::Element>, PipelineError> 
 
 /// Draw `ms` into an I420 buffer: the squares in Y, neutral chroma under them.
 fn stamp(buffer: &mut gst::BufferRef, info: &gst_video::VideoInfo, ms: u64) -> Result<(), String> {
-    let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, info).map_err(|e| e.to_string())?;
+    let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, info)
+        .map_err(|e| e.to_string())?;
     let strides: Vec<usize> = frame.plane_stride().iter().map(|&s| s as usize).collect();
     let (w, h) = (info.width() as usize, info.height() as usize);
-    code::render(frame.plane_data_mut(0).map_err(|e| e.to_string())?, strides[0], w, h, ms).map_err(|e| e.to_string())?;
+    code::render(
+        frame.plane_data_mut(0).map_err(|e| e.to_string())?,
+        strides[0],
+        w,
+        h,
+        ms,
+    )
+    .map_err(|e| e.to_string())?;
     for plane in 1..frame.n_planes() {
         let stride = strides[plane as usize];
         let data = frame.plane_data_mut(plane).map_err(|e| e.to_string())?;
@@ -107,7 +129,12 @@ mod tests {
     #[test]
     fn every_frame_carries_the_time_it_was_produced() {
         crate::pipeline::init().unwrap();
-        let chain = video(VideoParams { framerate: 30, width: None, height: None }).unwrap();
+        let chain = video(VideoParams {
+            framerate: 30,
+            width: None,
+            height: None,
+        })
+        .unwrap();
         let pipeline = gst::Pipeline::new();
         let sink = gst_app::AppSink::builder().sync(false).build();
         pipeline.add_many(&chain).unwrap();
@@ -117,23 +144,39 @@ mod tests {
         let mut codes = Vec::new();
         for _ in 0..10 {
             let before = code::now_ms();
-            let s = sink.try_pull_sample(gst::ClockTime::from_seconds(5)).expect("a frame");
+            let s = sink
+                .try_pull_sample(gst::ClockTime::from_seconds(5))
+                .expect("a frame");
             let after = code::now_ms();
             let drawn = crate::latency::decoder::read_sample(&s).expect("the code reads");
             // Drawn when produced: no later than we got it, and recently.
-            assert!(drawn <= after && drawn + 1000 >= before, "drawn {drawn}, pulled between {before} and {after}");
+            assert!(
+                drawn <= after && drawn + 1000 >= before,
+                "drawn {drawn}, pulled between {before} and {after}"
+            );
             codes.push(drawn);
         }
         pipeline.set_state(gst::State::Null).unwrap();
-        assert!(codes.windows(2).all(|w| w[0] <= w[1]), "times only go forward: {codes:?}");
+        assert!(
+            codes.windows(2).all(|w| w[0] <= w[1]),
+            "times only go forward: {codes:?}"
+        );
         let span = codes[9] - codes[0];
-        assert!(Duration::from_millis(span) >= Duration::from_millis(200), "30 frames/s: {codes:?}");
+        assert!(
+            Duration::from_millis(span) >= Duration::from_millis(200),
+            "30 frames/s: {codes:?}"
+        );
     }
 
     #[test]
     fn a_picture_too_small_for_the_code_is_refused() {
         crate::pipeline::init().unwrap();
-        let e = video(VideoParams { framerate: 30, width: Some(640), height: Some(360) }).expect_err("refused");
+        let e = video(VideoParams {
+            framerate: 30,
+            width: Some(640),
+            height: Some(360),
+        })
+        .expect_err("refused");
         assert!(e.to_string().contains("960×40"), "{e}");
     }
 }

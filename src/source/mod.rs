@@ -55,9 +55,14 @@ pub async fn resolve(kind: SourceKind, display: Option<&str>) -> (SourceKind, Op
     if kind != SourceKind::Auto {
         return (kind, None);
     }
-    let wayland = std::env::var_os("WAYLAND_DISPLAY").filter(|v| !v.is_empty()).map(|v| v.to_string_lossy().into_owned());
+    let wayland = std::env::var_os("WAYLAND_DISPLAY")
+        .filter(|v| !v.is_empty())
+        .map(|v| v.to_string_lossy().into_owned());
     let portal = match &wayland {
-        Some(_) => portal::probe().await.map(|i| i.version).map_err(|e| e.to_string()),
+        Some(_) => portal::probe()
+            .await
+            .map(|i| i.version)
+            .map_err(|e| e.to_string()),
         None => Err("not a Wayland session".to_owned()),
     };
     let x11 = match &portal {
@@ -69,7 +74,11 @@ pub async fn resolve(kind: SourceKind, display: Option<&str>) -> (SourceKind, Op
                 .unwrap_or_else(|e| Err(format!("probe panicked: {e}")))
         }
     };
-    resolve_with(Found { wayland, portal, x11 })
+    resolve_with(Found {
+        wayland,
+        portal,
+        x11,
+    })
 }
 
 /// What [`resolve`] found out about this machine.
@@ -151,13 +160,19 @@ pub(crate) struct Desktop<'a> {
 }
 
 /// The raw-video chain of `kind`, in link order (not yet in a bin).
-pub(crate) fn video(kind: SourceKind, p: VideoParams, desktop: Desktop<'_>) -> Result<Vec<gst::Element>, PipelineError> {
+pub(crate) fn video(
+    kind: SourceKind,
+    p: VideoParams,
+    desktop: Desktop<'_>,
+) -> Result<Vec<gst::Element>, PipelineError> {
     match kind {
         SourceKind::Auto | SourceKind::Test => test::video(p),
         SourceKind::Clock => clock::video(p),
         SourceKind::Portal => match desktop.portal {
             Some(stream) => portal::video(stream, p),
-            None => Err(PipelineError::Config("the portal source needs a started screencast".into())),
+            None => Err(PipelineError::Config(
+                "the portal source needs a started screencast".into(),
+            )),
         },
         SourceKind::X11 => x11::video(p, desktop.display),
     }
@@ -171,9 +186,14 @@ pub(crate) fn needs_frame_repeat(kind: SourceKind) -> bool {
 
 /// The raw-audio chain of `kind`, in link order. `Ok(None)`: no audio device
 /// (not an error: the stream goes on video-only). The pattern sources keep their own tone unless a device is named.
-pub(crate) fn audio(kind: SourceKind, from: &audio::AudioSource) -> Result<Option<Vec<gst::Element>>, PipelineError> {
+pub(crate) fn audio(
+    kind: SourceKind,
+    from: &audio::AudioSource,
+) -> Result<Option<Vec<gst::Element>>, PipelineError> {
     match (kind, from) {
-        (SourceKind::Auto | SourceKind::Test | SourceKind::Clock, audio::AudioSource::System) => test::audio().map(Some),
+        (SourceKind::Auto | SourceKind::Test | SourceKind::Clock, audio::AudioSource::System) => {
+            test::audio().map(Some)
+        }
         _ => audio::pulse(from),
     }
 }
@@ -185,8 +205,16 @@ mod tests {
     fn found(wayland: bool, portal: bool, x11: bool) -> Found {
         Found {
             wayland: wayland.then(|| "wayland-1".to_owned()),
-            portal: if portal { Ok(4) } else { Err("no portal".into()) },
-            x11: if x11 { Ok(":0".into()) } else { Err("DISPLAY is not set".into()) },
+            portal: if portal {
+                Ok(4)
+            } else {
+                Err("no portal".into())
+            },
+            x11: if x11 {
+                Ok(":0".into())
+            } else {
+                Err("DISPLAY is not set".into())
+            },
         }
     }
 
@@ -196,7 +224,10 @@ mod tests {
             let (kind, notice) = resolve_with(found(true, true, x));
             assert_eq!(kind, SourceKind::Portal);
             let n = notice.unwrap();
-            assert!(n.contains("Wayland session (wayland-1)") && n.contains("version 4"), "{n}");
+            assert!(
+                n.contains("Wayland session (wayland-1)") && n.contains("version 4"),
+                "{n}"
+            );
         }
     }
 
@@ -205,17 +236,27 @@ mod tests {
         for w in [false, true] {
             let (kind, notice) = resolve_with(found(w, false, true));
             assert_eq!(kind, SourceKind::X11);
-            assert!(notice.unwrap().contains("no screen-cast portal (no portal): capturing X display :0"));
+            assert!(notice
+                .unwrap()
+                .contains("no screen-cast portal (no portal): capturing X display :0"));
             let (kind, notice) = resolve_with(found(w, false, false));
             assert_eq!(kind, SourceKind::Test);
             let n = notice.unwrap();
-            assert!(n.contains("portal: no portal") && n.contains("X11: DISPLAY is not set"), "{n}");
+            assert!(
+                n.contains("portal: no portal") && n.contains("X11: DISPLAY is not set"),
+                "{n}"
+            );
         }
     }
 
     #[tokio::test]
     async fn explicit_kinds_are_kept_without_notice() {
-        for k in [SourceKind::Test, SourceKind::Portal, SourceKind::X11, SourceKind::Clock] {
+        for k in [
+            SourceKind::Test,
+            SourceKind::Portal,
+            SourceKind::X11,
+            SourceKind::Clock,
+        ] {
             assert_eq!(resolve(k, None).await, (k, None));
         }
     }

@@ -90,7 +90,12 @@ impl TokenStore {
     /// `$XDG_STATE_HOME/pixelpass/screencast-{monitor,window}.token`
     /// (`~/.local/state` when XDG_STATE_HOME is unset or relative).
     pub fn for_target(target: Target) -> Option<Self> {
-        state_dir().map(|d| Self::at(d.join("pixelpass").join(format!("screencast-{}.token", target.label()))))
+        state_dir().map(|d| {
+            Self::at(
+                d.join("pixelpass")
+                    .join(format!("screencast-{}.token", target.label())),
+            )
+        })
     }
 
     pub fn at(path: PathBuf) -> Self {
@@ -105,7 +110,8 @@ impl TokenStore {
         let s = std::fs::read_to_string(&self.path).ok()?;
         let s = s.trim();
         // A token is a short printable string (a UUID in practice).
-        (!s.is_empty() && s.len() <= 512 && s.chars().all(|c| c.is_ascii_graphic())).then(|| s.to_owned())
+        (!s.is_empty() && s.len() <= 512 && s.chars().all(|c| c.is_ascii_graphic()))
+            .then(|| s.to_owned())
     }
 
     pub fn save(&self, token: &str) {
@@ -119,13 +125,19 @@ impl TokenStore {
             std::fs::rename(&tmp, &self.path)
         };
         if let Err(e) = write() {
-            tracing::warn!("could not save the portal restore token in {}: {e}", self.path.display());
+            tracing::warn!(
+                "could not save the portal restore token in {}: {e}",
+                self.path.display()
+            );
         }
     }
 
     pub fn clear(&self) {
         match std::fs::remove_file(&self.path) {
-            Ok(()) => tracing::info!("portal: forgot the saved screen selection ({})", self.path.display()),
+            Ok(()) => tracing::info!(
+                "portal: forgot the saved screen selection ({})",
+                self.path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("could not remove {}: {e}", self.path.display()),
         }
@@ -137,11 +149,16 @@ pub fn state_dir() -> Option<PathBuf> {
     state_dir_from(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
 }
 
-fn state_dir_from(xdg: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> Option<PathBuf> {
+fn state_dir_from(
+    xdg: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
     if let Some(x) = xdg.map(PathBuf::from).filter(|p| p.is_absolute()) {
         return Some(x);
     }
-    home.map(PathBuf::from).filter(|p| p.is_absolute()).map(|h| h.join(".local").join("state"))
+    home.map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map(|h| h.join(".local").join("state"))
 }
 
 /// What [`probe`] found.
@@ -169,15 +186,20 @@ pub async fn probe() -> Result<PortalInfo, PortalError> {
 }
 
 async fn connect() -> Result<zbus::Connection, PortalError> {
-    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        return Err(PortalError::NoBus("DBUS_SESSION_BUS_ADDRESS is not set".into()));
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
+        && std::env::var_os("XDG_RUNTIME_DIR").is_none()
+    {
+        return Err(PortalError::NoBus(
+            "DBUS_SESSION_BUS_ADDRESS is not set".into(),
+        ));
     }
     bounded_connect(zbus::Connection::session()).await
 }
 
 #[cfg(test)]
 async fn connect_to(address: &str) -> Result<zbus::Connection, PortalError> {
-    let builder = zbus::connection::Builder::address(address).map_err(|e| PortalError::NoBus(e.to_string()))?;
+    let builder = zbus::connection::Builder::address(address)
+        .map_err(|e| PortalError::NoBus(e.to_string()))?;
     bounded_connect(builder.build()).await
 }
 
@@ -194,8 +216,11 @@ async fn bounded_connect(
 /// The ScreenCast proxy, after checking that the portal is there at all
 /// (ashpd would otherwise report version 1 of a portal that does not exist).
 async fn screencast(conn: &zbus::Connection) -> Result<Screencast, PortalError> {
-    let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(|e| PortalError::NoBus(e.to_string()))?;
-    let name = zbus::names::BusName::try_from(DESKTOP).map_err(|e| PortalError::Failed(e.to_string()))?;
+    let dbus = zbus::fdo::DBusProxy::new(conn)
+        .await
+        .map_err(|e| PortalError::NoBus(e.to_string()))?;
+    let name =
+        zbus::names::BusName::try_from(DESKTOP).map_err(|e| PortalError::Failed(e.to_string()))?;
     let owned = dbus.name_has_owner(name.clone()).await.unwrap_or(false);
     if !owned {
         let activatable = dbus
@@ -204,14 +229,16 @@ async fn screencast(conn: &zbus::Connection) -> Result<Screencast, PortalError> 
             .map(|names| names.iter().any(|n| n.as_str() == DESKTOP))
             .unwrap_or(false);
         if !activatable {
-            return Err(PortalError::NoPortal(format!("{DESKTOP} is neither running nor activatable")));
+            return Err(PortalError::NoPortal(format!(
+                "{DESKTOP} is neither running nor activatable"
+            )));
         }
     }
     match tokio::time::timeout(CALL_TIMEOUT, Screencast::with_connection(conn.clone())).await {
         Ok(Ok(p)) => Ok(p),
-        Ok(Err(ashpd::Error::PortalNotFound(_))) => {
-            Err(PortalError::NoPortal("the portal has no ScreenCast interface (no backend for this desktop)".into()))
-        }
+        Ok(Err(ashpd::Error::PortalNotFound(_))) => Err(PortalError::NoPortal(
+            "the portal has no ScreenCast interface (no backend for this desktop)".into(),
+        )),
         Ok(Err(e)) => Err(PortalError::NoPortal(e.to_string())),
         Err(_) => Err(PortalError::NoPortal(format!("{DESKTOP} did not answer"))),
     }
@@ -274,8 +301,12 @@ impl PortalCapture {
     pub async fn open(target: Target, store: Option<&TokenStore>) -> Result<Self, PortalError> {
         let token = store.and_then(TokenStore::load);
         match Self::attempt(target, store, token.as_deref()).await {
-            Err(e @ (PortalError::Denied | PortalError::Failed(_) | PortalError::NoStream)) if token.is_some() => {
-                tracing::warn!("portal: the saved screen selection did not work ({e}); asking again");
+            Err(e @ (PortalError::Denied | PortalError::Failed(_) | PortalError::NoStream))
+                if token.is_some() =>
+            {
+                tracing::warn!(
+                    "portal: the saved screen selection did not work ({e}); asking again"
+                );
                 if let Some(s) = store {
                     s.clear();
                 }
@@ -285,17 +316,30 @@ impl PortalCapture {
         }
     }
 
-    async fn attempt(target: Target, store: Option<&TokenStore>, token: Option<&str>) -> Result<Self, PortalError> {
+    async fn attempt(
+        target: Target,
+        store: Option<&TokenStore>,
+        token: Option<&str>,
+    ) -> Result<Self, PortalError> {
         let conn = connect().await?;
         let proxy = screencast(&conn).await?;
         let session = call(proxy.create_session(Default::default())).await?;
         // From here on a failure closes the session (and with it any dialog).
         match Self::select_and_start(&proxy, &session, target, store, token).await {
-            Ok((fd, node_id, size)) => {
-                Ok(Self { watch: None, conn, session, fd, node_id, size, restored: token.is_some() })
-            }
+            Ok((fd, node_id, size)) => Ok(Self {
+                watch: None,
+                conn,
+                session,
+                fd,
+                node_id,
+                size,
+                restored: token.is_some(),
+            }),
             Err(e) => {
-                if let Err(close) = tokio::time::timeout(CALL_TIMEOUT, session.close()).await.unwrap_or(Ok(())) {
+                if let Err(close) = tokio::time::timeout(CALL_TIMEOUT, session.close())
+                    .await
+                    .unwrap_or(Ok(()))
+                {
                     tracing::debug!("portal: closing the failed session: {close}");
                 }
                 Err(e)
@@ -315,12 +359,19 @@ impl PortalCapture {
             // Asking for a kind the backend lacks fails without a word: say it here.
             if let Ok(types) = call(proxy.available_source_types()).await {
                 if !types.contains(SourceType::Window) {
-                    let offers: Vec<&str> = [(SourceType::Monitor, "monitor"), (SourceType::Virtual, "virtual")]
-                        .iter()
-                        .filter(|(t, _)| types.contains(*t))
-                        .map(|(_, n)| *n)
-                        .collect();
-                    return Err(PortalError::NoWindowSharing(if offers.is_empty() { "nothing".into() } else { offers.join(", ") }));
+                    let offers: Vec<&str> = [
+                        (SourceType::Monitor, "monitor"),
+                        (SourceType::Virtual, "virtual"),
+                    ]
+                    .iter()
+                    .filter(|(t, _)| types.contains(*t))
+                    .map(|(_, n)| *n)
+                    .collect();
+                    return Err(PortalError::NoWindowSharing(if offers.is_empty() {
+                        "nothing".into()
+                    } else {
+                        offers.join(", ")
+                    }));
                 }
             }
         }
@@ -334,7 +385,9 @@ impl PortalCapture {
             .set_multiple(false);
         // Restore tokens and persist modes came with version 4.
         if version >= 4 {
-            options = options.set_persist_mode(PersistMode::ExplicitlyRevoked).set_restore_token(token);
+            options = options
+                .set_persist_mode(PersistMode::ExplicitlyRevoked)
+                .set_restore_token(token);
             if token.is_some() {
                 tracing::info!("portal: offering the saved screen selection (restore token)");
             } else {
@@ -343,11 +396,17 @@ impl PortalCapture {
         } else {
             tracing::info!("portal: ScreenCast version {version} cannot remember a selection; asking which {} to share", target.label());
         }
-        call(proxy.select_sources(session, options)).await?.response().map_err(classify)?;
-        let started = tokio::time::timeout(DIALOG_TIMEOUT, proxy.start(session, None, Default::default()))
-            .await
-            .map_err(|_| PortalError::DialogTimeout(DIALOG_TIMEOUT.as_secs()))?
+        call(proxy.select_sources(session, options))
+            .await?
+            .response()
             .map_err(classify)?;
+        let started = tokio::time::timeout(
+            DIALOG_TIMEOUT,
+            proxy.start(session, None, Default::default()),
+        )
+        .await
+        .map_err(|_| PortalError::DialogTimeout(DIALOG_TIMEOUT.as_secs()))?
+        .map_err(classify)?;
         let streams = started.response().map_err(classify)?;
         if let Some(s) = store {
             match streams.restore_token() {
@@ -366,7 +425,10 @@ impl PortalCapture {
     }
 
     pub fn stream(&self) -> PortalStream {
-        PortalStream { fd: self.fd.as_raw_fd(), node_id: self.node_id }
+        PortalStream {
+            fd: self.fd.as_raw_fd(),
+            node_id: self.node_id,
+        }
     }
 
     /// The stream's size in pixels, when the portal said.
@@ -381,7 +443,11 @@ impl PortalCapture {
     /// When the desktop ends the share (the person pressed "stop sharing"):
     /// forget the saved selection, so the next start shows the dialog again
     /// instead of silently resuming, and call `ended`.
-    pub async fn on_closed(&mut self, store: Option<TokenStore>, ended: impl FnOnce() + Send + 'static) {
+    pub async fn on_closed(
+        &mut self,
+        store: Option<TokenStore>,
+        ended: impl FnOnce() + Send + 'static,
+    ) {
         // Our connection holds this one session: a Session.Closed from the
         // portal on it is ours. (From the portal only: no other peer on the
         // bus can end the share by sending one.)
@@ -393,7 +459,9 @@ impl PortalCapture {
             Err(_) => None,
         };
         let Some(owner) = owner else {
-            tracing::debug!("portal: cannot tell who owns {DESKTOP}; not watching for the share's end");
+            tracing::debug!(
+                "portal: cannot tell who owns {DESKTOP}; not watching for the share's end"
+            );
             return;
         };
         let rule = zbus::MatchRule::builder()
@@ -441,10 +509,15 @@ impl PortalCapture {
 }
 
 /// A D-Bus call that needs no person: bounded in time.
-async fn call<T>(fut: impl std::future::Future<Output = Result<T, ashpd::Error>>) -> Result<T, PortalError> {
+async fn call<T>(
+    fut: impl std::future::Future<Output = Result<T, ashpd::Error>>,
+) -> Result<T, PortalError> {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(r) => r.map_err(classify),
-        Err(_) => Err(PortalError::Failed(format!("the portal did not answer within {} s", CALL_TIMEOUT.as_secs()))),
+        Err(_) => Err(PortalError::Failed(format!(
+            "the portal did not answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -454,7 +527,10 @@ async fn call<T>(fut: impl std::future::Future<Output = Result<T, ashpd::Error>>
 /// gets its buffers back at once), and the graph's videorate fills the rest,
 /// so a static screen still yields a steady frame rate (joins and keyframe
 /// requests keep working).
-pub(crate) fn video(stream: PortalStream, p: VideoParams) -> Result<Vec<gst::Element>, PipelineError> {
+pub(crate) fn video(
+    stream: PortalStream,
+    p: VideoParams,
+) -> Result<Vec<gst::Element>, PipelineError> {
     let src = build(
         builder("pipewiresrc", "pipewiresrc")?
             .property("fd", stream.fd)
@@ -491,7 +567,10 @@ mod tests {
         let store = TokenStore::at(dir.join("pixelpass").join("screencast-monitor.token"));
         assert_eq!(store.load(), None);
         store.save("0d9b6b8e-1f7a-4c1e-9d53-5a1f7c2c1e11");
-        assert_eq!(store.load().as_deref(), Some("0d9b6b8e-1f7a-4c1e-9d53-5a1f7c2c1e11"));
+        assert_eq!(
+            store.load().as_deref(),
+            Some("0d9b6b8e-1f7a-4c1e-9d53-5a1f7c2c1e11")
+        );
         store.save("second");
         assert_eq!(store.load().as_deref(), Some("second"));
         store.clear();
@@ -504,7 +583,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_bus_nobody_listens_on_is_one_clear_line() {
-        let e = connect_to("unix:path=/nonexistent/pixelpass-test-bus").await.expect_err("no bus there");
+        let e = connect_to("unix:path=/nonexistent/pixelpass-test-bus")
+            .await
+            .expect_err("no bus there");
         assert!(matches!(e, PortalError::NoBus(_)), "{e:?}");
         assert!(!e.to_string().contains('\n'));
         assert!(e.to_string().starts_with("no D-Bus session bus"), "{e}");

@@ -2,10 +2,10 @@
 //! differs) with the running time burnt in when the pango plugin is present,
 //! and a 440 Hz tone. Both live, so they run at clock speed like a capture.
 
-use gstreamer as gst;
 use super::VideoParams;
 use crate::pipeline::element::{build, builder, caps_int, set_bool, set_str, soft};
 use crate::pipeline::PipelineError;
+use gstreamer as gst;
 
 /// Required for the video chain (`timeoverlay` is used when present).
 pub const VIDEO_ELEMENTS: &[&str] = &["videotestsrc", "capsfilter"];
@@ -25,11 +25,23 @@ pub(crate) fn video(p: VideoParams) -> Result<Vec<gst::Element>, PipelineError> 
         "videotestsrc",
     )?;
     let caps = gst::Caps::builder("video/x-raw")
-        .field("width", caps_int(p.width.unwrap_or(DEFAULT_WIDTH), "width")?)
-        .field("height", caps_int(p.height.unwrap_or(DEFAULT_HEIGHT), "height")?)
-        .field("framerate", gst::Fraction::new(caps_int(p.framerate, "framerate")?, 1))
+        .field(
+            "width",
+            caps_int(p.width.unwrap_or(DEFAULT_WIDTH), "width")?,
+        )
+        .field(
+            "height",
+            caps_int(p.height.unwrap_or(DEFAULT_HEIGHT), "height")?,
+        )
+        .field(
+            "framerate",
+            gst::Fraction::new(caps_int(p.framerate, "framerate")?, 1),
+        )
         .build();
-    let filter = build(builder("capsfilter", "test-caps")?.property("caps", &caps), "capsfilter")?;
+    let filter = build(
+        builder("capsfilter", "test-caps")?.property("caps", &caps),
+        "capsfilter",
+    )?;
     let mut chain = vec![src, filter];
     if gst::ElementFactory::find("timeoverlay").is_some() {
         let overlay = build(builder("timeoverlay", "timeoverlay")?, "timeoverlay")?;
@@ -40,7 +52,9 @@ pub(crate) fn video(p: VideoParams) -> Result<Vec<gst::Element>, PipelineError> 
         soft(set_bool(&overlay, "shaded-background", true));
         chain.push(overlay);
     } else {
-        tracing::info!("timeoverlay not found (apt-get install gstreamer1.0-x): test pattern without clock");
+        tracing::info!(
+            "timeoverlay not found (apt-get install gstreamer1.0-x): test pattern without clock"
+        );
     }
     Ok(chain)
 }

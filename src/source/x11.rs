@@ -11,7 +11,10 @@ use crate::pipeline::PipelineError;
 
 pub const VIDEO_ELEMENTS: &[&str] = &["ximagesrc", "capsfilter"];
 
-pub(crate) fn video(p: VideoParams, display: Option<&str>) -> Result<Vec<gst::Element>, PipelineError> {
+pub(crate) fn video(
+    p: VideoParams,
+    display: Option<&str>,
+) -> Result<Vec<gst::Element>, PipelineError> {
     let src = build(builder("ximagesrc", "ximagesrc")?, "ximagesrc")?;
     set_bool(&src, "use-damage", false)?;
     set_bool(&src, "show-pointer", true)?;
@@ -20,9 +23,15 @@ pub(crate) fn video(p: VideoParams, display: Option<&str>) -> Result<Vec<gst::El
     }
     // ximagesrc grabs at whatever rate its caps say: ask for ours.
     let caps = gst::Caps::builder("video/x-raw")
-        .field("framerate", gst::Fraction::new(caps_int(p.framerate, "framerate")?, 1))
+        .field(
+            "framerate",
+            gst::Fraction::new(caps_int(p.framerate, "framerate")?, 1),
+        )
         .build();
-    let filter = build(builder("capsfilter", "x11-caps")?.property("caps", caps), "capsfilter")?;
+    let filter = build(
+        builder("capsfilter", "x11-caps")?.property("caps", caps),
+        "capsfilter",
+    )?;
     Ok(vec![src, filter])
 }
 

@@ -131,7 +131,10 @@ impl Machine {
     /// A viewer wants in.
     pub fn acquire(&mut self, _now: Instant) -> Result<(), Full> {
         if self.viewers >= self.policy.max_viewers {
-            return Err(Full { viewers: self.viewers, max: self.policy.max_viewers });
+            return Err(Full {
+                viewers: self.viewers,
+                max: self.policy.max_viewers,
+            });
         }
         self.viewers += 1;
         self.empty_since = None;
@@ -245,7 +248,11 @@ mod tests {
     }
 
     fn machine(max: usize, linger_ms: u64) -> Machine {
-        Machine::new(Policy { max_viewers: max, linger: ms(linger_ms), ..Policy::default() })
+        Machine::new(Policy {
+            max_viewers: max,
+            linger: ms(linger_ms),
+            ..Policy::default()
+        })
     }
 
     #[test]
@@ -263,7 +270,11 @@ mod tests {
         m.on_started(t0 + ms(100));
         assert_eq!(m.state(), State::Live);
         m.release(t0 + ms(1000));
-        assert_eq!(m.poll(t0 + ms(1000)), (None, None), "one viewer still watching");
+        assert_eq!(
+            m.poll(t0 + ms(1000)),
+            (None, None),
+            "one viewer still watching"
+        );
         m.release(t0 + ms(2000));
         assert_eq!(m.poll(t0 + ms(2000)), (None, Some(t0 + ms(7000))), "linger");
         assert_eq!(m.poll(t0 + ms(6999)).0, None);
@@ -322,7 +333,11 @@ mod tests {
         m.on_failed(t0 + ms(1000), "x264enc: boom".into());
         assert_eq!(m.state(), State::Failed);
         assert_eq!(m.last_error(), Some("x264enc: boom"));
-        assert_eq!(m.poll(t0 + ms(1000)), (None, Some(t0 + ms(1500))), "0.5 s back-off");
+        assert_eq!(
+            m.poll(t0 + ms(1000)),
+            (None, Some(t0 + ms(1500))),
+            "0.5 s back-off"
+        );
         assert_eq!(m.poll(t0 + ms(1500)).0, Some(Command::Start));
         assert_eq!(m.restarts(), 1);
         m.on_start_failed(t0 + ms(1600), "still broken".into());
@@ -333,7 +348,11 @@ mod tests {
             let _ = m.poll(t0 + ms(100_000));
         }
         m.on_start_failed(t0, "x".into());
-        assert_eq!(m.poll(t0).1, Some(t0 + ms(10_000)), "back-off capped at 10 s");
+        assert_eq!(
+            m.poll(t0).1,
+            Some(t0 + ms(10_000)),
+            "back-off capped at 10 s"
+        );
     }
 
     #[test]

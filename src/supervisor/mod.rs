@@ -59,14 +59,20 @@ impl Shared {
     }
 
     fn publish(&self, m: &Machine, now: Instant) {
-        let encoder = self.encoder.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let encoder = self
+            .encoder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let status = Status {
             state: m.state(),
             viewers: m.viewers(),
             max_viewers: m.max_viewers(),
             encoder,
             uptime_s: now.saturating_duration_since(self.born).as_secs(),
-            live_s: m.live_since().map_or(0, |t| now.saturating_duration_since(t).as_secs()),
+            live_s: m
+                .live_since()
+                .map_or(0, |t| now.saturating_duration_since(t).as_secs()),
             restarts: m.restarts(),
             last_error: m.last_error().map(str::to_owned),
             start_failures: m.start_failures(),
@@ -125,7 +131,11 @@ impl Supervisor {
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let driver = tokio::spawn(drive(shared.clone(), producer, shutdown_rx));
-        Self { shared, driver: Arc::new(Mutex::new(Some(driver))), shutdown }
+        Self {
+            shared,
+            driver: Arc::new(Mutex::new(Some(driver))),
+            shutdown,
+        }
     }
 
     pub fn hub(&self) -> &Hub {
@@ -141,7 +151,10 @@ impl Supervisor {
         self.shared.publish(&m, now);
         drop(m);
         self.shared.notify.notify_one();
-        Ok(Lease { shared: self.shared.clone(), start_failures_at_acquire: base })
+        Ok(Lease {
+            shared: self.shared.clone(),
+            start_failures_at_acquire: base,
+        })
     }
 
     pub fn status(&self) -> Status {
@@ -163,7 +176,11 @@ impl Supervisor {
     /// A hook registered under the same `name` replaces the previous one, so
     /// registering on every viewer is harmless. Each hook gets at most 1 s.
     pub fn on_teardown(&self, name: &'static str, hook: TeardownHook) {
-        let mut hooks = self.shared.teardown.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hooks = self
+            .shared
+            .teardown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match hooks.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = hook,
             None => hooks.push((name, hook)),
@@ -198,7 +215,9 @@ impl Lease {
                         return Ok(());
                     }
                     if s.start_failures > self.start_failures_at_acquire {
-                        return Err(NotReady::StartFailed(s.last_error.clone().unwrap_or_default()));
+                        return Err(NotReady::StartFailed(
+                            s.last_error.clone().unwrap_or_default(),
+                        ));
                     }
                 }
                 if rx.changed().await.is_err() {
@@ -229,7 +248,11 @@ fn clock_now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn drive(shared: Arc<Shared>, producer: Arc<dyn Producer>, mut shutdown: watch::Receiver<bool>) {
+async fn drive(
+    shared: Arc<Shared>,
+    producer: Arc<dyn Producer>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut running: Option<Run> = None;
     let mut starting: Option<JoinHandle<Result<Run, ProducerError>>> = None;
     loop {
@@ -315,10 +338,16 @@ async fn stop_for_good(shared: &Shared, run: Option<Run>) {
 
 /// The teardown hooks, in registration order (cloned out: no lock across an await).
 async fn run_teardown(shared: &Shared) {
-    let hooks: Vec<(&'static str, TeardownHook)> =
-        shared.teardown.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let hooks: Vec<(&'static str, TeardownHook)> = shared
+        .teardown
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     for (name, hook) in hooks {
-        if tokio::time::timeout(TEARDOWN_HOOK_TIMEOUT, hook()).await.is_err() {
+        if tokio::time::timeout(TEARDOWN_HOOK_TIMEOUT, hook())
+            .await
+            .is_err()
+        {
             tracing::warn!("teardown hook {name} took over {TEARDOWN_HOOK_TIMEOUT:?}; stopping the producer anyway");
         }
     }

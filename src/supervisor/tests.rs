@@ -46,14 +46,22 @@ impl Producer for Fake {
                 return Err(ProducerError(e));
             }
             hub.begin_run(None);
-            Ok(Run { encoder: "fake264".into(), failures: rx, handle: Box::new(FakeRun { stops }) })
+            Ok(Run {
+                encoder: "fake264".into(),
+                failures: rx,
+                handle: Box::new(FakeRun { stops }),
+            })
         })
     }
 }
 
 fn setup(max: usize, linger_ms: u64) -> (Supervisor, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
-    let policy = Policy { max_viewers: max, linger: Duration::from_millis(linger_ms), ..Policy::default() };
+    let policy = Policy {
+        max_viewers: max,
+        linger: Duration::from_millis(linger_ms),
+        ..Policy::default()
+    };
     let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), fake.clone());
     (sup, fake)
 }
@@ -61,23 +69,37 @@ fn setup(max: usize, linger_ms: u64) -> (Supervisor, Arc<Fake>) {
 async fn wait_state(sup: &Supervisor, want: State) {
     let mut rx = sup.watch_status();
     let r = tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| s.state == want)).await;
-    assert!(r.is_ok(), "state never became {want:?}; now {:?}", sup.status());
+    assert!(
+        r.is_ok(),
+        "state never became {want:?}; now {:?}",
+        sup.status()
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn lazy_start_linger_stop() {
     let (sup, fake) = setup(2, 5000);
     assert_eq!(sup.status().state, State::Idle);
-    assert_eq!(fake.starts.load(Ordering::SeqCst), 0, "nothing runs before a viewer");
+    assert_eq!(
+        fake.starts.load(Ordering::SeqCst),
+        0,
+        "nothing runs before a viewer"
+    );
     let lease = sup.acquire().unwrap();
     lease.ready(Duration::from_secs(5)).await.unwrap();
     let st = sup.status();
-    assert_eq!((st.state, st.viewers, st.encoder.as_deref()), (State::Live, 1, Some("fake264")));
+    assert_eq!(
+        (st.state, st.viewers, st.encoder.as_deref()),
+        (State::Live, 1, Some("fake264"))
+    );
     let left_at = tokio::time::Instant::now();
     drop(lease);
     wait_state(&sup, State::Idle).await;
     let lingered = left_at.elapsed();
-    assert!(lingered >= Duration::from_millis(5000) && lingered < Duration::from_millis(5100), "{lingered:?}");
+    assert!(
+        lingered >= Duration::from_millis(5000) && lingered < Duration::from_millis(5100),
+        "{lingered:?}"
+    );
     assert_eq!(fake.stops.load(Ordering::SeqCst), 1);
     sup.shutdown().await;
 }
@@ -99,15 +121,26 @@ async fn a_crash_restarts_with_backoff_while_the_viewer_stays() {
     lease.ready(Duration::from_secs(5)).await.unwrap();
     let crashed_at = tokio::time::Instant::now();
     let tx = fake.crash.lock().unwrap().take().unwrap();
-    tx.send(ProducerError::new("x264enc0: internal data stream error")).unwrap();
+    tx.send(ProducerError::new("x264enc0: internal data stream error"))
+        .unwrap();
     wait_state(&sup, State::Failed).await;
-    assert_eq!(sup.status().last_error.as_deref(), Some("x264enc0: internal data stream error"));
+    assert_eq!(
+        sup.status().last_error.as_deref(),
+        Some("x264enc0: internal data stream error")
+    );
     wait_state(&sup, State::Live).await;
     // 0.5 s back-off + 0.1 s start.
     let took = crashed_at.elapsed();
-    assert!(took >= Duration::from_millis(600) && took < Duration::from_millis(700), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(700),
+        "{took:?}"
+    );
     assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
-    assert_eq!(fake.stops.load(Ordering::SeqCst), 1, "the dead run was cleaned up");
+    assert_eq!(
+        fake.stops.load(Ordering::SeqCst),
+        1,
+        "the dead run was cleaned up"
+    );
     assert_eq!(sup.status().restarts, 1);
     drop(lease);
     sup.shutdown().await;
@@ -116,10 +149,16 @@ async fn a_crash_restarts_with_backoff_while_the_viewer_stays() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_start_is_told_to_the_waiting_viewer_and_the_next_one_retries() {
     let (sup, fake) = setup(2, 0);
-    fake.start_errors.lock().unwrap().push("portal: the user cancelled the dialog".into());
+    fake.start_errors
+        .lock()
+        .unwrap()
+        .push("portal: the user cancelled the dialog".into());
     let lease = sup.acquire().unwrap();
     let err = lease.ready(Duration::from_secs(5)).await.unwrap_err();
-    assert_eq!(err.to_string(), "capture could not start: portal: the user cancelled the dialog");
+    assert_eq!(
+        err.to_string(),
+        "capture could not start: portal: the user cancelled the dialog"
+    );
     drop(lease);
     wait_state(&sup, State::Idle).await;
     let lease = sup.acquire().unwrap();
@@ -127,7 +166,11 @@ async fn a_failed_start_is_told_to_the_waiting_viewer_and_the_next_one_retries()
     assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
     drop(lease);
     sup.shutdown().await;
-    assert_eq!(fake.stops.load(Ordering::SeqCst), 1, "shutdown stops the live run");
+    assert_eq!(
+        fake.stops.load(Ordering::SeqCst),
+        1,
+        "shutdown stops the live run"
+    );
 }
 
 /// Records what the teardown hook saw: how many producer stops had happened when it ran.
@@ -140,7 +183,10 @@ fn order_hook(fake: &Arc<Fake>, log: &Arc<Mutex<Vec<String>>>) -> TeardownHook {
         Box::pin(async move {
             // The hook may await (closing peers); the producer must still be running meanwhile.
             tokio::time::sleep(Duration::from_millis(10)).await;
-            log.lock().unwrap().push(format!("hook (stops so far: {})", stops.load(Ordering::SeqCst)));
+            log.lock().unwrap().push(format!(
+                "hook (stops so far: {})",
+                stops.load(Ordering::SeqCst)
+            ));
         })
     })
 }
@@ -160,20 +206,34 @@ async fn teardown_hooks_run_before_the_producer_stops_for_good_and_not_on_a_cras
     tx.send(ProducerError::new("x264enc0: boom")).unwrap();
     wait_state(&sup, State::Failed).await;
     wait_state(&sup, State::Live).await;
-    assert_eq!(fake.stops.load(Ordering::SeqCst), 1, "the crashed run was stopped");
-    assert!(log.lock().unwrap().is_empty(), "no teardown on a crash-restart: {:?}", log.lock().unwrap());
+    assert_eq!(
+        fake.stops.load(Ordering::SeqCst),
+        1,
+        "the crashed run was stopped"
+    );
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "no teardown on a crash-restart: {:?}",
+        log.lock().unwrap()
+    );
 
     // Linger stop: the hook runs once, while the run is still up.
     drop(lease);
     wait_state(&sup, State::Idle).await;
     assert_eq!(fake.stops.load(Ordering::SeqCst), 2);
-    assert_eq!(*log.lock().unwrap(), vec!["hook (stops so far: 1)".to_owned()]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec!["hook (stops so far: 1)".to_owned()]
+    );
 
     // Shutdown with a live run: hook first, then the producer's stop.
     let lease = sup.acquire().unwrap();
     lease.ready(Duration::from_secs(5)).await.unwrap();
     sup.shutdown().await;
     assert_eq!(fake.stops.load(Ordering::SeqCst), 3);
-    assert_eq!(log.lock().unwrap().last().map(String::as_str), Some("hook (stops so far: 2)"));
+    assert_eq!(
+        log.lock().unwrap().last().map(String::as_str),
+        Some("hook (stops so far: 2)")
+    );
     drop(lease);
 }

@@ -67,7 +67,10 @@ impl Chunker {
             if input[0] != SYNC_BYTE {
                 // Lost sync: skip to the next sync byte.
                 self.resyncs += 1;
-                let skip = input.iter().position(|&b| b == SYNC_BYTE).unwrap_or(input.len());
+                let skip = input
+                    .iter()
+                    .position(|&b| b == SYNC_BYTE)
+                    .unwrap_or(input.len());
                 input = &input[skip..];
                 continue;
             }
@@ -86,13 +89,18 @@ impl Chunker {
         if self.current.is_empty() {
             return;
         }
-        out.push(Output::Chunk { data: self.current.split().freeze(), key: self.current_key });
+        out.push(Output::Chunk {
+            data: self.current.split().freeze(),
+            key: self.current_key,
+        });
         self.current_has_video = false;
         self.current_key = false;
     }
 
     fn packet(&mut self, bytes: &[u8], out: &mut Vec<Output>) {
-        let Some(pkt) = Packet::new(bytes) else { return };
+        let Some(pkt) = Packet::new(bytes) else {
+            return;
+        };
         let pid = pkt.pid();
         let is_video = Some(pid) == self.video_pid;
         if pid == PAT_PID {
@@ -108,7 +116,8 @@ impl Chunker {
                 self.flush(out);
             }
             if !self.current_has_video {
-                self.current_key = pkt.random_access() || packet::pes_starts_h264_keyframe(pkt.payload());
+                self.current_key =
+                    pkt.random_access() || packet::pes_starts_h264_keyframe(pkt.payload());
             }
         }
         if is_video {
@@ -190,7 +199,23 @@ pub(crate) mod tests_support {
     pub fn pat(pmt_pid: u16) -> Vec<u8> {
         // pointer, table 0, len 13, tsid, ver, sec, last, program 1 -> pmt_pid, crc
         let sec = [
-            0u8, 0x00, 0xb0, 13, 0, 1, 0xc1, 0, 0, 0, 1, 0xe0 | (pmt_pid >> 8) as u8, pmt_pid as u8, 1, 2, 3, 4,
+            0u8,
+            0x00,
+            0xb0,
+            13,
+            0,
+            1,
+            0xc1,
+            0,
+            0,
+            0,
+            1,
+            0xe0 | (pmt_pid >> 8) as u8,
+            pmt_pid as u8,
+            1,
+            2,
+            3,
+            4,
         ];
         ts_packet(PAT_PID, true, false, &sec)
     }
@@ -281,7 +306,11 @@ mod tests {
                 c.push(part, &mut out);
             }
             c.flush(&mut out);
-            assert_eq!(chunks(&out), vec![(5, true), (2, false), (3, true)], "split {split}");
+            assert_eq!(
+                chunks(&out),
+                vec![(5, true), (2, false), (3, true)],
+                "split {split}"
+            );
         }
     }
 
@@ -298,7 +327,9 @@ mod tests {
 
     #[test]
     fn idr_in_pes_marks_key_without_rai() {
-        let pes = [0u8, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 0, 0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67];
+        let pes = [
+            0u8, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 0, 0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67,
+        ];
         let mut s = Vec::new();
         s.extend(pat(0x1000));
         s.extend(pmt(0x1000, 0x41, 0x42));

@@ -14,11 +14,23 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
 pub fn player() -> Response {
     let mut resp = PLAYER_HTML.into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
@@ -37,9 +49,18 @@ mod tests {
         // The page shows the same mpv command as the banner and `pixelpass view`.
         let mpv = crate::cli::view::shell_command(crate::cli::view::Player::Mpv, "URL");
         let opts = mpv.trim_end_matches("URL");
-        assert!(PLAYER_HTML.contains(&format!("\"{opts}\" + tsUrl")), "player page mpv command differs from: {opts}");
+        assert!(
+            PLAYER_HTML.contains(&format!("\"{opts}\" + tsUrl")),
+            "player page mpv command differs from: {opts}"
+        );
         let resp = player();
-        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
-        assert!(resp.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("connect-src 'self'"));
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        assert!(resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("connect-src 'self'"));
     }
 }

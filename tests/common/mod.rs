@@ -16,7 +16,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// Options the tests pass so that two pipelines fit on a 2-core machine.
-pub const LIGHT: &[&str] = &["--framerate", "30", "--width", "640", "--height", "360", "--bitrate", "1500"];
+pub const LIGHT: &[&str] = &[
+    "--framerate",
+    "30",
+    "--width",
+    "640",
+    "--height",
+    "360",
+    "--bitrate",
+    "1500",
+];
 pub const FPS: f64 = 30.0;
 /// 90 kHz PTS ticks per second.
 pub const PTS_HZ: i64 = 90_000;
@@ -88,12 +97,25 @@ impl HostBuilder {
     }
 
     pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> =
-            ["host", "--source", &self.source, "--listen", "127.0.0.1:0", "--webrtc-udp", "127.0.0.1:0", "--json"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        a.extend(["--max-viewers".into(), self.max_viewers.to_string(), "--linger".into(), self.linger.to_string()]);
+        let mut a: Vec<String> = [
+            "host",
+            "--source",
+            &self.source,
+            "--listen",
+            "127.0.0.1:0",
+            "--webrtc-udp",
+            "127.0.0.1:0",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend([
+            "--max-viewers".into(),
+            self.max_viewers.to_string(),
+            "--linger".into(),
+            self.linger.to_string(),
+        ]);
         if let Some(t) = &self.token {
             a.extend(["--token".into(), t.clone()]);
         }
@@ -167,11 +189,22 @@ impl HostBuilder {
                 );
             }
         };
-        let banner: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("banner is not JSON ({e}): {line:?}\nstderr:\n{}", host.stderr_text()));
-        let listen = banner["listen"].as_str().unwrap_or_else(|| panic!("banner lacks \"listen\": {line}"));
-        host.addr = listen.parse().unwrap_or_else(|e| panic!("banner listen {listen:?}: {e}"));
-        host.token = banner["token"].as_str().unwrap_or_else(|| panic!("banner lacks \"token\": {line}")).to_string();
+        let banner: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "banner is not JSON ({e}): {line:?}\nstderr:\n{}",
+                host.stderr_text()
+            )
+        });
+        let listen = banner["listen"]
+            .as_str()
+            .unwrap_or_else(|| panic!("banner lacks \"listen\": {line}"));
+        host.addr = listen
+            .parse()
+            .unwrap_or_else(|e| panic!("banner listen {listen:?}: {e}"));
+        host.token = banner["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("banner lacks \"token\": {line}"))
+            .to_string();
         host.banner = banner;
         host
     }
@@ -228,7 +261,8 @@ impl Host {
     pub fn status(&self) -> Value {
         let r = self.get(&self.status_path());
         assert_eq!(r.status, 200, "status endpoint: {r:?}");
-        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("status is not JSON ({e}): {:?}", r.text()))
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("status is not JSON ({e}): {:?}", r.text()))
     }
 
     /// Poll the status until `state` is `want`; returns it and how long it took.
@@ -278,7 +312,11 @@ impl Drop for Host {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- pixelpass {:?} stderr (last lines) ---\n{}\n---", self.args, self.stderr_text());
+            eprintln!(
+                "--- pixelpass {:?} stderr (last lines) ---\n{}\n---",
+                self.args,
+                self.stderr_text()
+            );
         }
     }
 }
@@ -301,7 +339,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -309,7 +350,8 @@ impl Response {
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_nodelay(true).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     s
@@ -321,7 +363,8 @@ pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(rcvbuf).unwrap();
-    sock.connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    sock.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let s: TcpStream = sock.into();
     s.set_nodelay(true).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -344,8 +387,8 @@ pub fn raw_request(addr: SocketAddr, raw: &[u8], head_only: bool) -> Response {
     // The server may answer and close before taking all of an oversized request.
     let _ = s.write_all(raw);
     let deadline = Instant::now() + Duration::from_secs(15);
-    let (status, headers, rest) =
-        read_head(&mut s, deadline).unwrap_or_else(|e| panic!("no response to {:?}: {e}", preview(raw)));
+    let (status, headers, rest) = read_head(&mut s, deadline)
+        .unwrap_or_else(|e| panic!("no response to {:?}: {e}", preview(raw)));
     let mut body = Vec::new();
     let no_body = head_only || status / 100 == 1 || status == 204 || status == 304;
     if !no_body {
@@ -354,7 +397,11 @@ pub fn raw_request(addr: SocketAddr, raw: &[u8], head_only: bool) -> Response {
         let mut buf = [0u8; 16 * 1024];
         while !dec.done() {
             if Instant::now() > deadline {
-                panic!("response body to {:?} not complete within 15 s ({} bytes so far)", preview(raw), body.len());
+                panic!(
+                    "response body to {:?} not complete within 15 s ({} bytes so far)",
+                    preview(raw),
+                    body.len()
+                );
             }
             match s.read(&mut buf) {
                 Ok(0) => break,
@@ -364,7 +411,11 @@ pub fn raw_request(addr: SocketAddr, raw: &[u8], head_only: bool) -> Response {
             }
         }
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn preview(raw: &[u8]) -> String {
@@ -377,12 +428,19 @@ fn preview(raw: &[u8]) -> String {
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Read the status line and headers; returns the bytes read past them.
-pub fn read_head(s: &mut TcpStream, deadline: Instant) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+pub fn read_head(
+    s: &mut TcpStream,
+    deadline: Instant,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let end = loop {
@@ -393,10 +451,19 @@ pub fn read_head(s: &mut TcpStream, deadline: Instant) -> Result<(u16, Vec<(Stri
             return Err("response head over 64 KiB".into());
         }
         if Instant::now() > deadline {
-            return Err(format!("timed out waiting for the response head ({} bytes so far)", buf.len()));
+            return Err(format!(
+                "timed out waiting for the response head ({} bytes so far)",
+                buf.len()
+            ));
         }
         match s.read(&mut tmp) {
-            Ok(0) => return Err(format!("connection closed after {} bytes: {:?}", buf.len(), String::from_utf8_lossy(&buf))),
+            Ok(0) => {
+                return Err(format!(
+                    "connection closed after {} bytes: {:?}",
+                    buf.len(),
+                    String::from_utf8_lossy(&buf)
+                ))
+            }
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
             Err(e) if is_timeout(&e) => {}
             Err(e) => return Err(format!("read failed after {} bytes: {e}", buf.len())),
@@ -410,7 +477,10 @@ pub fn read_head(s: &mut TcpStream, deadline: Instant) -> Result<(u16, Vec<(Stri
     if !version.starts_with("HTTP/1.") {
         return Err(format!("not an HTTP/1.x status line: {status_line:?}"));
     }
-    let status: u16 = parts.next().and_then(|c| c.parse().ok()).ok_or(format!("bad status line {status_line:?}"))?;
+    let status: u16 = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or(format!("bad status line {status_line:?}"))?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -436,9 +506,17 @@ pub enum ChunkState {
 
 impl BodyDecoder {
     pub fn for_headers(headers: &[(String, String)]) -> Self {
-        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_ascii_lowercase());
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_ascii_lowercase())
+        };
         if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            BodyDecoder::Chunked { state: ChunkState::Size, line: Vec::new() }
+            BodyDecoder::Chunked {
+                state: ChunkState::Size,
+                line: Vec::new(),
+            }
         } else if let Some(n) = get("content-length").and_then(|v| v.parse().ok()) {
             BodyDecoder::Length(n)
         } else {
@@ -447,7 +525,14 @@ impl BodyDecoder {
     }
 
     pub fn done(&self) -> bool {
-        matches!(self, BodyDecoder::Length(0) | BodyDecoder::Chunked { state: ChunkState::Done, .. })
+        matches!(
+            self,
+            BodyDecoder::Length(0)
+                | BodyDecoder::Chunked {
+                    state: ChunkState::Done,
+                    ..
+                }
+        )
     }
 
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
@@ -472,7 +557,9 @@ impl BodyDecoder {
                                 }
                                 continue;
                             }
-                            let text = String::from_utf8_lossy(line).trim_end_matches(['\r', '\n']).to_string();
+                            let text = String::from_utf8_lossy(line)
+                                .trim_end_matches(['\r', '\n'])
+                                .to_string();
                             line.clear();
                             *state = match *state {
                                 ChunkState::Size => {
@@ -486,7 +573,9 @@ impl BodyDecoder {
                                     }
                                 }
                                 ChunkState::DataEnd if text.is_empty() => ChunkState::Size,
-                                ChunkState::DataEnd => return Err(format!("junk after chunk data: {text:?}")),
+                                ChunkState::DataEnd => {
+                                    return Err(format!("junk after chunk data: {text:?}"))
+                                }
                                 ChunkState::Trailer if text.is_empty() => ChunkState::Done,
                                 s => s, // a trailer field
                             };
@@ -495,7 +584,11 @@ impl BodyDecoder {
                             let n = left.min(input.len());
                             out.extend_from_slice(&input[..n]);
                             input = &input[n..];
-                            *state = if n == left { ChunkState::DataEnd } else { ChunkState::Data(left - n) };
+                            *state = if n == left {
+                                ChunkState::DataEnd
+                            } else {
+                                ChunkState::Data(left - n)
+                            };
                         }
                         ChunkState::Done => break,
                     }
@@ -530,17 +623,30 @@ impl Viewer {
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: pixelpass-tests\r\nAccept: */*\r\n\r\n");
         sock.write_all(req.as_bytes()).expect("send GET");
         let (status, headers, rest) =
-            read_head(&mut sock, Instant::now() + Duration::from_secs(30)).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            read_head(&mut sock, Instant::now() + Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let mut decoder = BodyDecoder::for_headers(&headers);
         let mut body = Vec::new();
         decoder.feed(&rest, &mut body).expect("body framing");
         let marks = vec![(Instant::now(), body.len())];
-        sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        Viewer { sock, status, headers, decoder, body, marks, eof: false }
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        Viewer {
+            sock,
+            status,
+            headers,
+            decoder,
+            body,
+            marks,
+            eof: false,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Read until `until` (or EOF / a reset). Returns the body bytes read.
@@ -551,7 +657,9 @@ impl Viewer {
             match self.sock.read(&mut buf) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
-                    self.decoder.feed(&buf[..n], &mut self.body).expect("body framing");
+                    self.decoder
+                        .feed(&buf[..n], &mut self.body)
+                        .expect("body framing");
                     self.marks.push((Instant::now(), self.body.len()));
                     if self.decoder.done() {
                         self.eof = true;
@@ -570,7 +678,11 @@ impl Viewer {
 
     /// Body length at the last read at or before `t`.
     pub fn offset_at(&self, t: Instant) -> usize {
-        self.marks.iter().take_while(|(at, _)| *at <= t).last().map_or(0, |(_, n)| *n)
+        self.marks
+            .iter()
+            .take_while(|(at, _)| *at <= t)
+            .last()
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -605,7 +717,10 @@ pub struct TsScan {
 impl TsScan {
     /// Video PES that start in `[from, to)`.
     pub fn frames_between(&self, from: usize, to: usize) -> usize {
-        self.video.iter().filter(|p| p.offset >= from && p.offset < to).count()
+        self.video
+            .iter()
+            .filter(|p| p.offset >= from && p.offset < to)
+            .count()
     }
 
     /// Indexes of video PES where the stream jumps: a continuity-counter
@@ -627,7 +742,11 @@ impl TsScan {
     pub fn pat_before(&self, i: usize) -> Option<usize> {
         let lo = if i == 0 { 0 } else { self.video[i - 1].offset };
         let hi = self.video[i].offset;
-        self.pat_offsets.iter().copied().filter(|&o| o >= lo && o < hi).last()
+        self.pat_offsets
+            .iter()
+            .copied()
+            .filter(|&o| o >= lo && o < hi)
+            .last()
     }
 
     pub fn last_pts(&self) -> Option<u64> {
@@ -673,7 +792,11 @@ pub fn scan_ts(data: &[u8]) -> TsScan {
             }
             payload_at = 5 + len;
         }
-        let payload: &[u8] = if afc & 1 != 0 && payload_at < TS_PACKET { &p[payload_at..] } else { &[] };
+        let payload: &[u8] = if afc & 1 != 0 && payload_at < TS_PACKET {
+            &p[payload_at..]
+        } else {
+            &[]
+        };
 
         if pid == 0 && pusi {
             s.pat_offsets.push(i);
@@ -699,7 +822,8 @@ pub fn scan_ts(data: &[u8]) -> TsScan {
                     while j + 5 <= sec.len() {
                         let st = sec[j];
                         let epid = u16::from_be_bytes([sec[j + 1], sec[j + 2]]) & 0x1fff;
-                        let es_len = (usize::from(sec[j + 3] & 0x0f) << 8) | usize::from(sec[j + 4]);
+                        let es_len =
+                            (usize::from(sec[j + 3] & 0x0f) << 8) | usize::from(sec[j + 4]);
                         match st {
                             0x1b => s.video_pid = Some(epid),
                             0x0f | 0x11 => s.audio_pids.push(epid),
@@ -721,10 +845,22 @@ pub fn scan_ts(data: &[u8]) -> TsScan {
             if pusi && payload.len() >= 9 && payload[..3] == [0, 0, 1] {
                 let flags = payload[7] >> 6;
                 let hdr_len = payload[8] as usize;
-                let pts = if flags & 2 != 0 && payload.len() >= 14 { Some(read_pts(&payload[9..14])) } else { None };
+                let pts = if flags & 2 != 0 && payload.len() >= 14 {
+                    Some(read_pts(&payload[9..14]))
+                } else {
+                    None
+                };
                 let es = payload.get(9 + hdr_len..).unwrap_or(&[]);
-                let sps_or_idr = es.windows(4).any(|w| w[..3] == [0, 0, 1] && matches!(w[3] & 0x1f, 5 | 7));
-                s.video.push(VideoPes { offset: i, pts, rai, sps_or_idr, cc_jump: pending_jump });
+                let sps_or_idr = es
+                    .windows(4)
+                    .any(|w| w[..3] == [0, 0, 1] && matches!(w[3] & 0x1f, 5 | 7));
+                s.video.push(VideoPes {
+                    offset: i,
+                    pts,
+                    rai,
+                    sps_or_idr,
+                    cc_jump: pending_jump,
+                });
                 pending_jump = false;
             }
         }
@@ -782,8 +918,12 @@ impl ToolOutput {
 /// Run `cmd` with a time limit (killed, by its own PID, when over it).
 pub fn run_tool(mut cmd: Command, timeout: Duration) -> ToolOutput {
     let t0 = Instant::now();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -852,10 +992,17 @@ impl Drop for TempDir {
 /// (codec_type, codec_name) of each stream, per `ffprobe -show_streams`.
 pub fn ffprobe_streams(file: &Path) -> Vec<(String, String)> {
     let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error", "-show_streams", "-of", "json"]).arg(file);
+    cmd.args(["-v", "error", "-show_streams", "-of", "json"])
+        .arg(file);
     let out = run_tool(cmd, Duration::from_secs(60));
-    assert!(out.success(), "ffprobe failed on {}: {}", file.display(), out.stderr);
-    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("ffprobe JSON ({e}): {}", out.stdout));
+    assert!(
+        out.success(),
+        "ffprobe failed on {}: {}",
+        file.display(),
+        out.stderr
+    );
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("ffprobe JSON ({e}): {}", out.stdout));
     v["streams"]
         .as_array()
         .map(|a| {
@@ -887,7 +1034,12 @@ pub fn count_video_frames(file: &Path) -> u64 {
     ])
     .arg(file);
     let out = run_tool(cmd, Duration::from_secs(120));
-    assert!(out.success(), "ffprobe -count_frames failed on {}: {}", file.display(), out.stderr);
+    assert!(
+        out.success(),
+        "ffprobe -count_frames failed on {}: {}",
+        file.display(),
+        out.stderr
+    );
     // MPEG-TS streams are listed twice (under the program and on their own).
     out.stdout
         .lines()
@@ -900,7 +1052,9 @@ pub fn count_video_frames(file: &Path) -> u64 {
 /// What `ffmpeg -v error` says while decoding the whole file (empty = clean).
 pub fn decode_errors(file: &Path) -> String {
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-hide_banner", "-v", "error", "-i"]).arg(file).args(["-f", "null", "-"]);
+    cmd.args(["-nostdin", "-hide_banner", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"]);
     let out = run_tool(cmd, Duration::from_secs(120));
     let mut msg = out.stderr.trim().to_string();
     if !out.success() {
@@ -918,19 +1072,37 @@ pub struct Checked {
 
 pub fn check_capture(dir: &TempDir, name: &str, data: &[u8], min_frames: u64) -> Checked {
     let trimmed = trim_capture(data);
-    assert!(!trimmed.is_empty(), "{name}: nothing to decode ({} bytes received)", data.len());
+    assert!(
+        !trimmed.is_empty(),
+        "{name}: nothing to decode ({} bytes received)",
+        data.len()
+    );
     let path = dir.write(name, trimmed);
     let streams = ffprobe_streams(&path);
     assert!(
         streams.iter().any(|(t, c)| t == "video" && c == "h264"),
         "{name}: no H.264 video stream: {streams:?}"
     );
-    assert!(streams.iter().any(|(t, c)| t == "audio" && c == "aac"), "{name}: no AAC audio stream: {streams:?}");
+    assert!(
+        streams.iter().any(|(t, c)| t == "audio" && c == "aac"),
+        "{name}: no AAC audio stream: {streams:?}"
+    );
     let errors = decode_errors(&path);
-    assert!(errors.is_empty(), "{name}: ffmpeg reported decode errors:\n{errors}");
+    assert!(
+        errors.is_empty(),
+        "{name}: ffmpeg reported decode errors:\n{errors}"
+    );
     let frames = count_video_frames(&path);
-    assert!(frames >= min_frames, "{name}: {frames} video frames decoded, want ≥ {min_frames} ({} bytes)", trimmed.len());
-    Checked { frames, scan: scan_ts(trimmed), path }
+    assert!(
+        frames >= min_frames,
+        "{name}: {frames} video frames decoded, want ≥ {min_frames} ({} bytes)",
+        trimmed.len()
+    );
+    Checked {
+        frames,
+        scan: scan_ts(trimmed),
+        path,
+    }
 }
 
 #[cfg(test)]
@@ -939,9 +1111,13 @@ mod self_tests {
 
     #[test]
     fn chunked_bodies_decode_in_any_split() {
-        let wire = b"4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n";
+        let wire =
+            b"4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n";
         for split in 1..wire.len() {
-            let mut d = BodyDecoder::Chunked { state: ChunkState::Size, line: Vec::new() };
+            let mut d = BodyDecoder::Chunked {
+                state: ChunkState::Size,
+                line: Vec::new(),
+            };
             let mut out = Vec::new();
             for part in wire.chunks(split) {
                 d.feed(part, &mut out).unwrap();
@@ -949,7 +1125,10 @@ mod self_tests {
             assert_eq!(out, b"Wikipedia in \r\n\r\nchunks.", "split {split}");
             assert!(d.done());
         }
-        let mut bad = BodyDecoder::Chunked { state: ChunkState::Size, line: Vec::new() };
+        let mut bad = BodyDecoder::Chunked {
+            state: ChunkState::Size,
+            line: Vec::new(),
+        };
         assert!(bad.feed(b"zz\r\n", &mut Vec::new()).is_err());
     }
 

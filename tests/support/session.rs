@@ -41,7 +41,11 @@ impl Session {
         cmd.arg(script())
             .args(options)
             .arg("--")
-            .args(["sh", "-c", "env -0 > \"$0.tmp\" && mv \"$0.tmp\" \"$0\" && exec cat >/dev/null"])
+            .args([
+                "sh",
+                "-c",
+                "env -0 > \"$0.tmp\" && mv \"$0.tmp\" \"$0\" && exec cat >/dev/null",
+            ])
             .arg(&env_file)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -58,21 +62,36 @@ impl Session {
                     if n == 0 {
                         break;
                     }
-                    sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
-        let mut s = Session { child: Some(child), stdin, env: BTreeMap::new(), dir: PathBuf::new(), stderr, env_file };
+        let mut s = Session {
+            child: Some(child),
+            stdin,
+            env: BTreeMap::new(),
+            dir: PathBuf::new(),
+            stderr,
+            env_file,
+        };
         let t0 = Instant::now();
         let raw = loop {
             if let Ok(raw) = std::fs::read(&s.env_file) {
                 break raw;
             }
             if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the headless session did not come up ({st}):\n{}", s.stderr_text());
+                panic!(
+                    "the headless session did not come up ({st}):\n{}",
+                    s.stderr_text()
+                );
             }
             if t0.elapsed() > Duration::from_secs(60) {
-                panic!("the headless session did not come up within 60 s:\n{}", s.stderr_text());
+                panic!(
+                    "the headless session did not come up within 60 s:\n{}",
+                    s.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -82,7 +101,11 @@ impl Session {
                 s.env.insert(k.to_owned(), v.to_owned());
             }
         }
-        s.dir = PathBuf::from(s.env.get("PIXELPASS_SESSION_DIR").expect("PIXELPASS_SESSION_DIR in the session"));
+        s.dir = PathBuf::from(
+            s.env
+                .get("PIXELPASS_SESSION_DIR")
+                .expect("PIXELPASS_SESSION_DIR in the session"),
+        );
         s
     }
 
@@ -102,7 +125,8 @@ impl Session {
 
     /// A component's log so far (`xdpw`, `portal`, `sway`, ...).
     pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log")))
+            .unwrap_or_default()
     }
 
     /// What the script said on stderr.
@@ -123,7 +147,9 @@ impl Drop for Session {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if t0.elapsed() < Duration::from_secs(15) => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) if t0.elapsed() < Duration::from_secs(15) => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
                     _ => {
                         // SIGTERM to the script (its trap tears the session down), then reap.
                         // SAFETY: kill(2) of our own unreaped child.
@@ -156,7 +182,10 @@ impl Session {
             let log = self.log(name);
             let lines: Vec<&str> = log.lines().collect();
             let tail = &lines[lines.len().saturating_sub(25)..];
-            eprintln!("--- session log {name} (last lines) ---\n{}", tail.join("\n"));
+            eprintln!(
+                "--- session log {name} (last lines) ---\n{}",
+                tail.join("\n")
+            );
         }
     }
 }

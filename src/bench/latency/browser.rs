@@ -52,17 +52,32 @@ pub fn measure(args: &LatencyArgs) -> anyhow::Result<Report> {
         .arg(dir.join("in-netns.sh"))
         .arg(exe)
         .args(host_args.iter().flat_map(|a| ["--host", a.as_str()]))
-        .args(["--script", "latency.mjs", "--seconds", &args.seconds.to_string()])
+        .args([
+            "--script",
+            "latency.mjs",
+            "--seconds",
+            &args.seconds.to_string(),
+        ])
         .output()
         .context("cannot run timeout/unshare")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
-        bail!("the browser path needs root for `unshare --net`: {}", stderr.trim());
+        bail!(
+            "the browser path needs root for `unshare --net`: {}",
+            stderr.trim()
+        );
     }
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).with_context(|| {
-        format!("no result from latency.mjs ({})\nstdout: {stdout}\nstderr: {stderr}", out.status)
-    })?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| {
+            format!(
+                "no result from latency.mjs ({})\nstdout: {stdout}\nstderr: {stderr}",
+                out.status
+            )
+        })?;
     let v: serde_json::Value = serde_json::from_str(line).context("latency.mjs prints JSON")?;
     if let Some(e) = v["error"].as_str() {
         bail!("latency.mjs: {e}\nstderr: {stderr}");
@@ -73,18 +88,33 @@ pub fn measure(args: &LatencyArgs) -> anyhow::Result<Report> {
 /// latency.mjs's JSON → a report.
 pub fn parse_result(v: &serde_json::Value) -> anyhow::Result<Report> {
     let numbers = |key: &str| -> Vec<f64> {
-        v[key].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect()).unwrap_or_default()
+        v[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default()
     };
     let shown = numbers("latencies");
     let display = Summary::of(&numbers("displayLatencies"));
     let s = Summary::of(&shown);
     let unreadable = v["unreadable"].as_u64().context("no unreadable count")? as usize;
     let note = [
-        display.map(|c| format!("at expectedDisplayTime: p50 {:.1} ms, p95 {:.1} ms", c.p50, c.p95)),
-        v["jitterBufferMs"].as_f64().map(|j| format!("jitter buffer {j:.1} ms")),
+        display.map(|c| {
+            format!(
+                "at expectedDisplayTime: p50 {:.1} ms, p95 {:.1} ms",
+                c.p50, c.p95
+            )
+        }),
+        v["jitterBufferMs"]
+            .as_f64()
+            .map(|j| format!("jitter buffer {j:.1} ms")),
         v["decodeMs"].as_f64().map(|d| format!("decode {d:.1} ms")),
-        v["dropped"].as_u64().map(|d| format!("{d} frames dropped by the browser")),
-        v["errors"].as_array().filter(|a| !a.is_empty()).map(|a| format!("read errors: {a:?}")),
+        v["dropped"]
+            .as_u64()
+            .map(|d| format!("{d} frames dropped by the browser")),
+        v["errors"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .map(|a| format!("read errors: {a:?}")),
     ];
     Ok(Report {
         path: LatencyPath::Browser,
@@ -94,7 +124,8 @@ pub fn parse_result(v: &serde_json::Value) -> anyhow::Result<Report> {
         p95_ms: s.map(|s| s.p95),
         max_ms: s.map(|s| s.max),
         join_ms: v["joinMs"].as_f64(),
-        note: Some(note.into_iter().flatten().collect::<Vec<_>>().join("; ")).filter(|n| !n.is_empty()),
+        note: Some(note.into_iter().flatten().collect::<Vec<_>>().join("; "))
+            .filter(|n| !n.is_empty()),
     })
 }
 
@@ -109,9 +140,18 @@ mod tests {
             "unreadable": 1, "joinMs": 420.5, "dropped": 0, "errors": ["bit 3 unclear"]
         });
         let r = parse_result(&v).unwrap();
-        assert_eq!((r.frames, r.unreadable, r.p50_ms, r.join_ms), (4, 1, Some(60.0), Some(420.5)));
+        assert_eq!(
+            (r.frames, r.unreadable, r.p50_ms, r.join_ms),
+            (4, 1, Some(60.0), Some(420.5))
+        );
         let note = r.note.unwrap();
-        assert!(note.contains("expectedDisplayTime: p50 45.0") && note.contains("bit 3"), "{note}");
-        assert!(parse_result(&serde_json::json!({"latencies": []})).is_err(), "no count, no report");
+        assert!(
+            note.contains("expectedDisplayTime: p50 45.0") && note.contains("bit 3"),
+            "{note}"
+        );
+        assert!(
+            parse_result(&serde_json::json!({"latencies": []})).is_err(),
+            "no count, no report"
+        );
     }
 }

@@ -32,7 +32,12 @@ struct TsViewer {
 
 impl TsViewer {
     fn start() -> anyhow::Result<Self> {
-        Ok(Self { decoding: Decoding::start()?, demux: VideoAus::new(), aus: Vec::new(), pushed: 0 })
+        Ok(Self {
+            decoding: Decoding::start()?,
+            demux: VideoAus::new(),
+            aus: Vec::new(),
+            pushed: 0,
+        })
     }
 
     fn feed(&mut self, ts: &[u8]) -> anyhow::Result<()> {
@@ -51,7 +56,10 @@ impl TsViewer {
         if let Some(e) = error {
             report.note = Some(format!("decoder error: {e}"));
         } else if frames.len() + 2 < pushed {
-            report.note = Some(format!("{pushed} access units received, {} decoded", frames.len()));
+            report.note = Some(format!(
+                "{pushed} access units received, {} decoded",
+                frames.len()
+            ));
         }
         report
     }
@@ -62,7 +70,11 @@ pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
     let requested = Instant::now();
     let mut s = TcpStream::connect(host.http).await.context("connect")?;
     s.set_nodelay(true)?;
-    let req = format!("GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: pixelpass-bench-latency\r\n\r\n", host.stream_path(), host.http);
+    let req = format!(
+        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: pixelpass-bench-latency\r\n\r\n",
+        host.stream_path(),
+        host.http
+    );
     s.write_all(req.as_bytes()).await?;
 
     let mut buf = vec![0u8; 64 * 1024];
@@ -77,7 +89,10 @@ pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
             Ok(r) => r.context("read")?,
         };
         if n == 0 {
-            bail!("the server closed the stream after {} frames", viewer.pushed);
+            bail!(
+                "the server closed the stream after {} frames",
+                viewer.pushed
+            );
         }
         if deadline.is_some() {
             viewer.feed(&buf[..n])?;
@@ -90,7 +105,11 @@ pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
             }
             continue;
         };
-        let status = String::from_utf8_lossy(&head[..end]).lines().next().unwrap_or("").to_owned();
+        let status = String::from_utf8_lossy(&head[..end])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
         if status.split(' ').nth(1) != Some("200") {
             bail!("the host answered {status:?}");
         }
@@ -105,7 +124,10 @@ pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
 pub async fn measure_hub(host: &Host, seconds: f64) -> anyhow::Result<Report> {
     let mut viewer = TsViewer::start()?;
     let requested = Instant::now();
-    let lease = host.supervisor.acquire().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let lease = host
+        .supervisor
+        .acquire()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut sub = host.supervisor.hub().subscribe(Instant::now());
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     while let Ok(Some(bytes)) = tokio::time::timeout_at(deadline.into(), sub.next()).await {

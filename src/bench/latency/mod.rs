@@ -97,8 +97,15 @@ pub struct LatencyArgs {
 }
 
 pub fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s.split_once(['x', 'X', '×']).ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT"))?;
-    let parse = |v: &str| v.trim().parse::<u32>().ok().filter(|&n| (16..=8192).contains(&n));
+    let (w, h) = s
+        .split_once(['x', 'X', '×'])
+        .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| (16..=8192).contains(&n))
+    };
     match (parse(w), parse(h)) {
         (Some(w), Some(h)) => Ok((w, h)),
         _ => Err(format!("{s:?}: expected WIDTHxHEIGHT, each 16 to 8192")),
@@ -142,14 +149,19 @@ impl Report {
             p50_ms: s.map(|s| s.p50),
             p95_ms: s.map(|s| s.p95),
             max_ms: s.map(|s| s.max),
-            join_ms: frames.first().map(|f| f.at.saturating_duration_since(requested).as_secs_f64() * 1000.0),
+            join_ms: frames
+                .first()
+                .map(|f| f.at.saturating_duration_since(requested).as_secs_f64() * 1000.0),
             note: None,
         }
     }
 }
 
 pub fn table_header() -> String {
-    format!("{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}", "path", "frames", "unreadable", "p50 ms", "p95 ms", "max ms", "join ms")
+    format!(
+        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "path", "frames", "unreadable", "p50 ms", "p95 ms", "max ms", "join ms"
+    )
 }
 
 pub fn table_row(r: &Report) -> String {
@@ -162,7 +174,8 @@ pub fn table_row(r: &Report) -> String {
         ms(r.p50_ms),
         ms(r.p95_ms),
         ms(r.max_ms),
-        r.join_ms.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+        r.join_ms
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
     )
 }
 
@@ -191,11 +204,24 @@ impl Host {
             audio: !args.no_audio,
             ..PipelineConfig::default()
         };
-        let policy = Policy { max_viewers: 8, linger: Duration::from_secs(3600), ..Policy::default() };
+        let policy = Policy {
+            max_viewers: 8,
+            linger: Duration::from_secs(3600),
+            ..Policy::default()
+        };
         let inner = BenchHost::start(cfg, policy, &crate::token::generate()?).await?;
-        let lease = inner.supervisor.acquire().map_err(|e| anyhow::anyhow!("{e}"))?;
-        lease.ready(Duration::from_secs(30)).await.context("the clock source did not start")?;
-        Ok(Host { inner, _lease: lease })
+        let lease = inner
+            .supervisor
+            .acquire()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        lease
+            .ready(Duration::from_secs(30))
+            .await
+            .context("the clock source did not start")?;
+        Ok(Host {
+            inner,
+            _lease: lease,
+        })
     }
 
     pub async fn shutdown(self) {
@@ -213,7 +239,10 @@ pub struct Decoding {
 impl Decoding {
     pub fn start() -> anyhow::Result<Self> {
         let (tx, frames) = mpsc::channel();
-        Ok(Self { decoder: Decoder::start(tx)?, frames })
+        Ok(Self {
+            decoder: Decoder::start(tx)?,
+            frames,
+        })
     }
 
     /// Everything decoded until now, after letting the last pushed units through.
@@ -230,14 +259,26 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--seconds must be between 0 and 3600");
     }
     let (w, h) = args.resolution;
-    let audio = if args.no_audio { "no audio" } else { "with audio" };
+    let audio = if args.no_audio {
+        "no audio"
+    } else {
+        "with audio"
+    };
     if !args.json {
         println!("pixelpass bench latency: clock source {w}x{h} at {} fps, {} kbit/s, {audio}, {} s per path", args.framerate, args.bitrate, args.seconds);
     }
     let mut reports = Vec::new();
-    let in_process: Vec<LatencyPath> = args.path.iter().copied().filter(|p| *p != LatencyPath::Browser).collect();
+    let in_process: Vec<LatencyPath> = args
+        .path
+        .iter()
+        .copied()
+        .filter(|p| *p != LatencyPath::Browser)
+        .collect();
     if !in_process.is_empty() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let got = rt.block_on(async {
             let host = Host::start(&args).await?;
             if !args.json {
@@ -287,7 +328,11 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let bad = reports.iter().any(|r| r.frames == 0 || r.unreadable > 0);
-    Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if bad {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]
@@ -316,7 +361,14 @@ mod tests {
         let frames = vec![
             frame(90, wall(40), Ok(T)),
             frame(123, wall(73), Ok(T + 33)),
-            frame(156, wall(106), Err(ReadError::Unclear { bit: 3, means: [128.0, 128.0] })),
+            frame(
+                156,
+                wall(106),
+                Err(ReadError::Unclear {
+                    bit: 3,
+                    means: [128.0, 128.0],
+                }),
+            ),
             frame(189, wall(139), Ok(T >> 1)), // misread: decades off
             frame(222, wall(172), Ok(T + 100)),
         ];
@@ -325,6 +377,9 @@ mod tests {
         assert_eq!((r.p50_ms, r.max_ms), (Some(40.0), Some(72.0)));
         assert_eq!(r.join_ms, Some(90.0));
         let row = table_row(&r);
-        assert!(row.starts_with("http") && row.contains("40.0") && row.ends_with("90"), "{row}");
+        assert!(
+            row.starts_with("http") && row.contains("40.0") && row.ends_with("90"),
+            "{row}"
+        );
     }
 }

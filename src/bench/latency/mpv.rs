@@ -37,7 +37,11 @@ pub fn measurement_args(dir: &Path) -> Vec<String> {
 
 pub async fn measure(host: &Host, seconds: f64, extra: &[String]) -> anyhow::Result<Report> {
     let base = Path::new("/dev/shm");
-    let base = if base.is_dir() { base.to_path_buf() } else { std::env::temp_dir() };
+    let base = if base.is_dir() {
+        base.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     let dir = base.join(format!("pixelpass-mpv-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot make {}", dir.display()))?;
     let result = run(host, seconds, extra, &dir).await;
@@ -64,7 +68,10 @@ async fn run(host: &Host, seconds: f64, extra: &[String], dir: &Path) -> anyhow:
     let first_by = Instant::now() + Duration::from_secs(20);
     while frame_files(dir).is_empty() {
         if Instant::now() > first_by {
-            bail!("mpv showed no frame within 20 s ({program} {})", args.join(" "));
+            bail!(
+                "mpv showed no frame within 20 s ({program} {})",
+                args.join(" ")
+            );
         }
         if let Some(status) = child.try_wait()? {
             bail!("mpv exited ({status}) before showing a frame");
@@ -105,7 +112,13 @@ fn frame_files(dir: &Path) -> Vec<(PathBuf, f64)> {
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
         .filter_map(|e| {
-            let t = e.metadata().ok()?.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+            let t = e
+                .metadata()
+                .ok()?
+                .modified()
+                .ok()?
+                .duration_since(UNIX_EPOCH)
+                .ok()?;
             Some((e.path(), t.as_secs_f64() * 1000.0))
         })
         .collect();
@@ -114,14 +127,25 @@ fn frame_files(dir: &Path) -> Vec<(PathBuf, f64)> {
 }
 
 /// Decode `n` numbered JPEGs in one pipeline and read their codes.
-fn decode_all(dir: &Path, n: usize) -> anyhow::Result<Vec<Result<u64, crate::latency::code::ReadError>>> {
+fn decode_all(
+    dir: &Path,
+    n: usize,
+) -> anyhow::Result<Vec<Result<u64, crate::latency::code::ReadError>>> {
     crate::pipeline::init()?;
     let pipeline = gst::Pipeline::new();
     let src = gst::ElementFactory::make("multifilesrc")
-        .property("location", dir.join("%08d.jpg").to_string_lossy().to_string())
+        .property(
+            "location",
+            dir.join("%08d.jpg").to_string_lossy().to_string(),
+        )
         .property("index", 1i32)
         .property("stop-index", n as i32)
-        .property("caps", gst::Caps::builder("image/jpeg").field("framerate", gst::Fraction::new(30, 1)).build())
+        .property(
+            "caps",
+            gst::Caps::builder("image/jpeg")
+                .field("framerate", gst::Fraction::new(30, 1))
+                .build(),
+        )
         .build()?;
     let dec = gst::ElementFactory::make("jpegdec").build()?;
     let sink = gst_app::AppSink::builder().sync(false).build();

@@ -23,10 +23,15 @@ pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
             None => break,
             Some(WhepEvent::Video(f)) => {
                 deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs_f64(seconds));
-                decoding.decoder.push(f.annexb).map_err(anyhow::Error::msg)?;
+                decoding
+                    .decoder
+                    .push(f.annexb)
+                    .map_err(anyhow::Error::msg)?;
                 pushed += 1;
             }
-            Some(WhepEvent::Closed) => bail!("the server closed the connection after {pushed} frames"),
+            Some(WhepEvent::Closed) => {
+                bail!("the server closed the connection after {pushed} frames")
+            }
             Some(_) => {}
         }
     }
@@ -37,7 +42,11 @@ pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
     if let Some(e) = error {
         report.note = Some(format!("decoder error: {e}"));
     } else if stats.gaps > 0 || frames.len() + 2 < pushed {
-        report.note = Some(format!("{pushed} frames received ({} after a packet gap), {} decoded", stats.gaps, frames.len()));
+        report.note = Some(format!(
+            "{pushed} frames received ({} after a packet gap), {} decoded",
+            stats.gaps,
+            frames.len()
+        ));
     }
     Ok(report)
 }

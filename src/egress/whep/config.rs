@@ -12,7 +12,11 @@ pub struct WebRtcArgs {
     /// UDP address of the ONE socket all WebRTC viewers use. Bound to
     /// 0.0.0.0 (or [::]) every interface address is offered to browsers; bound
     /// to one address, only that one.
-    #[arg(long = "webrtc-udp", value_name = "ADDR:PORT", default_value = "0.0.0.0:8861")]
+    #[arg(
+        long = "webrtc-udp",
+        value_name = "ADDR:PORT",
+        default_value = "0.0.0.0:8861"
+    )]
     pub webrtc_udp: SocketAddr,
 
     /// An address browsers can reach this host at that it does not see on its
@@ -77,14 +81,22 @@ impl IceServer {
     /// `stun:host[:port]`, `stuns:…`, `turn:[user:pass@]host[:port][?transport=udp|tcp]`, `turns:…`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let (scheme, rest) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected stun:HOST or turn:USER:PASS@HOST"))?;
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected stun:HOST or turn:USER:PASS@HOST"))?;
         let scheme = scheme.to_ascii_lowercase();
         if !matches!(scheme.as_str(), "stun" | "stuns" | "turn" | "turns") {
-            return Err(format!("{s:?}: the scheme must be stun, stuns, turn or turns"));
+            return Err(format!(
+                "{s:?}: the scheme must be stun, stuns, turn or turns"
+            ));
         }
         // Everything lands in a quoted header parameter or between <>: refuse what could break out.
-        if let Some(c) = s.chars().find(|c| matches!(c, '"' | '<' | '>' | ',' | ';' | '\\') || c.is_whitespace() || c.is_control()) {
-            return Err(format!("{s:?}: the character {c:?} is not allowed in an ICE server URL"));
+        if let Some(c) = s.chars().find(|c| {
+            matches!(c, '"' | '<' | '>' | ',' | ';' | '\\') || c.is_whitespace() || c.is_control()
+        }) {
+            return Err(format!(
+                "{s:?}: the character {c:?} is not allowed in an ICE server URL"
+            ));
         }
         let (creds, host) = match rest.rsplit_once('@') {
             Some((creds, host)) => (Some(creds), host),
@@ -95,16 +107,24 @@ impl IceServer {
         }
         let (username, credential) = match creds {
             None => (None, None),
-            Some(_) if scheme.starts_with("stun") => return Err(format!("{s:?}: STUN servers take no credentials")),
+            Some(_) if scheme.starts_with("stun") => {
+                return Err(format!("{s:?}: STUN servers take no credentials"))
+            }
             Some(c) => {
-                let (user, pass) = c.split_once(':').ok_or_else(|| format!("{s:?}: credentials must be USER:PASSWORD@"))?;
+                let (user, pass) = c
+                    .split_once(':')
+                    .ok_or_else(|| format!("{s:?}: credentials must be USER:PASSWORD@"))?;
                 if user.is_empty() {
                     return Err(format!("{s:?}: empty TURN user name"));
                 }
                 (Some(user.to_owned()), Some(pass.to_owned()))
             }
         };
-        Ok(Self { url: format!("{scheme}:{host}"), username, credential })
+        Ok(Self {
+            url: format!("{scheme}:{host}"),
+            username,
+            credential,
+        })
     }
 
     /// The `Link` header value (draft-ietf-wish-whep / RFC 9725 §4.6).
@@ -114,7 +134,9 @@ impl IceServer {
             v.push_str(&format!("; username=\"{u}\""));
         }
         if let Some(c) = &self.credential {
-            v.push_str(&format!("; credential=\"{c}\"; credential-type=\"password\""));
+            v.push_str(&format!(
+                "; credential=\"{c}\"; credential-type=\"password\""
+            ));
         }
         v
     }
@@ -134,10 +156,17 @@ mod tests {
     #[test]
     fn parses_stun_and_turn_with_credentials() {
         let stun = IceServer::parse("stun:stun.example.org:19302").unwrap();
-        assert_eq!(stun.link_header(), "<stun:stun.example.org:19302>; rel=\"ice-server\"");
-        let turn = IceServer::parse("turn:alice:s3cr:et@turn.example.org:3478?transport=udp").unwrap();
+        assert_eq!(
+            stun.link_header(),
+            "<stun:stun.example.org:19302>; rel=\"ice-server\""
+        );
+        let turn =
+            IceServer::parse("turn:alice:s3cr:et@turn.example.org:3478?transport=udp").unwrap();
         assert_eq!(turn.url, "turn:turn.example.org:3478?transport=udp");
-        assert_eq!((turn.username.as_deref(), turn.credential.as_deref()), (Some("alice"), Some("s3cr:et")));
+        assert_eq!(
+            (turn.username.as_deref(), turn.credential.as_deref()),
+            (Some("alice"), Some("s3cr:et"))
+        );
         assert_eq!(
             turn.link_header(),
             "<turn:turn.example.org:3478?transport=udp>; rel=\"ice-server\"; username=\"alice\"; \
@@ -147,7 +176,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_ice_servers() {
-        for bad in ["http://x", "stun", "stun:", "stun:u:p@host", "turn:user@host", "turn:a:b@h\"x", "turn:a:b@h>, <x"] {
+        for bad in [
+            "http://x",
+            "stun",
+            "stun:",
+            "stun:u:p@host",
+            "turn:user@host",
+            "turn:a:b@h\"x",
+            "turn:a:b@h>, <x",
+        ] {
             assert!(IceServer::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -156,7 +193,14 @@ mod tests {
     fn defaults_and_repeatable_flags() {
         let cli = Cli::try_parse_from(["x"]).unwrap();
         assert_eq!(cli.webrtc.webrtc_udp, "0.0.0.0:8861".parse().unwrap());
-        assert_eq!((cli.webrtc.video_pt, cli.webrtc.audio_pt, cli.webrtc.webrtc_timeout), (102, 111, 15));
+        assert_eq!(
+            (
+                cli.webrtc.video_pt,
+                cli.webrtc.audio_pt,
+                cli.webrtc.webrtc_timeout
+            ),
+            (102, 111, 15)
+        );
         let cli = Cli::try_parse_from([
             "x",
             "--webrtc-udp",
@@ -173,9 +217,15 @@ mod tests {
             "96",
         ])
         .unwrap();
-        assert_eq!(cli.webrtc.public_host, vec!["203.0.113.7", "example.org:40000"]);
+        assert_eq!(
+            cli.webrtc.public_host,
+            vec!["203.0.113.7", "example.org:40000"]
+        );
         assert_eq!(cli.webrtc.ice_server.len(), 2);
         assert_eq!(cli.webrtc.video_pt, 96);
-        assert!(Cli::try_parse_from(["x", "--video-pt", "8"]).is_err(), "static payload types are refused");
+        assert!(
+            Cli::try_parse_from(["x", "--video-pt", "8"]).is_err(),
+            "static payload types are refused"
+        );
     }
 }

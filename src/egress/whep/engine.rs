@@ -118,7 +118,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn spawn(udp: Arc<Udp>, index: Arc<Index>, cfg: EngineConfig, cmds: mpsc::UnboundedReceiver<Cmd>) -> JoinHandle<()> {
+    pub fn spawn(
+        udp: Arc<Udp>,
+        index: Arc<Index>,
+        cfg: EngineConfig,
+        cmds: mpsc::UnboundedReceiver<Cmd>,
+    ) -> JoinHandle<()> {
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         let engine = Engine {
             udp,
@@ -141,7 +146,11 @@ impl Engine {
         tokio::spawn(engine.run(cmds, media_rx))
     }
 
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, mut media: mpsc::Receiver<MediaMsg>) {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
+        mut media: mpsc::Receiver<MediaMsg>,
+    ) {
         let udp = self.udp.clone();
         loop {
             let next = match (self.timers.first().map(|(t, _)| *t), self.held_until) {
@@ -188,7 +197,12 @@ impl Engine {
                 }
             }
             Cmd::CloseStream(stream, done) => {
-                let ids: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.stream == stream).map(|(id, _)| *id).collect();
+                let ids: Vec<PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.stream == stream)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in ids {
                     self.remove(id, "the stream ended", true).await;
                 }
@@ -203,7 +217,13 @@ impl Engine {
         let id = self.next_id;
         self.next_id += 1;
         let now = Instant::now();
-        let peer = Peer::new(new.rtc, new.resource.clone(), new.stream, self.cfg.producer_pts, new.created);
+        let peer = Peer::new(
+            new.rtc,
+            new.resource.clone(),
+            new.stream,
+            self.cfg.producer_pts,
+            new.created,
+        );
         self.by_resource.insert(new.resource, id);
         self.hubs.insert(id, new.hub);
         self.peers.insert(id, peer);
@@ -222,11 +242,14 @@ impl Engine {
                 }
             };
             let now = Instant::now();
-            let Ok(recv) = Receive::new(Protocol::Udp, addrs.source, addrs.destination, &buf[..n]) else {
+            let Ok(recv) = Receive::new(Protocol::Udp, addrs.source, addrs.destination, &buf[..n])
+            else {
                 continue; // not STUN/DTLS/RTP/RTCP
             };
             let input = Input::Receive(now, recv);
-            let Some(id) = self.route(addrs.source, &input) else { continue };
+            let Some(id) = self.route(addrs.source, &input) else {
+                continue;
+            };
             self.input(id, Some(input), now).await;
             self.flush_if_full().await;
         }
@@ -240,7 +263,11 @@ impl Engine {
                 return Some(id);
             }
         }
-        let id = self.peers.iter().find(|(_, p)| p.rtc.accepts(input)).map(|(id, _)| *id)?;
+        let id = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.rtc.accepts(input))
+            .map(|(id, _)| *id)?;
         if let Some(old) = self.by_addr.insert(source, id) {
             if let Some(p) = self.peers.get_mut(&old) {
                 p.addrs.retain(|a| *a != source);
@@ -254,7 +281,9 @@ impl Engine {
 
     /// Feed one input (or a timeout at `now`) to a peer, drain it, act on what it said.
     async fn input(&mut self, id: PeerId, input: Option<Input<'_>>, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if input.is_some() {
             peer.last_rx = now;
         }
@@ -284,7 +313,9 @@ impl Engine {
                     }
                 }
             }
-            let Some(peer) = self.peers.get_mut(&id) else { return };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
             // The cached GOP of a new peer goes out now, a chunk per drain.
             if !peer.dirty && !peer.write_burst(BURST_CHUNK, now) {
                 break;
@@ -293,7 +324,9 @@ impl Engine {
             actions = drain(&mut self.out, peer, now, self.cfg.timeout);
             self.flush_if_full().await;
         }
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if !peer.rtc.is_alive() {
             self.remove(id, "the connection closed", false).await;
             return;
@@ -309,8 +342,12 @@ impl Engine {
     /// the hub subscription) and starts on a keyframe: a fresh one (asked for
     /// now) or, within the keyframe rate limit, the hub's cached GOP.
     fn attach(&mut self, id: PeerId, now: Instant) {
-        let Some(peer) = self.peers.get(&id) else { return };
-        let Some(hub) = self.hubs.get(&id) else { return };
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let Some(hub) = self.hubs.get(&id) else {
+            return;
+        };
         tracing::info!(
             resource = %peer.resource,
             stream = %peer.stream,
@@ -326,7 +363,11 @@ impl Engine {
                 self.next_id += 1;
                 let sub = hub.rtp_receivers();
                 let forwarder = tokio::spawn(forward(feed_id, sub, self.media_tx.clone()));
-                let feed = Feed { id: feed_id, peers: vec![id], forwarder };
+                let feed = Feed {
+                    id: feed_id,
+                    peers: vec![id],
+                    forwarder,
+                };
                 self.feeds.insert(peer.stream.clone(), feed);
             }
         }
@@ -360,10 +401,14 @@ impl Engine {
         feed_ids.sort_unstable();
         feed_ids.dedup();
         for fid in feed_ids {
-            let Some(feed) = self.feeds.values().find(|f| f.id == fid) else { continue };
+            let Some(feed) = self.feeds.values().find(|f| f.id == fid) else {
+                continue;
+            };
             let peers = feed.peers.clone();
             for id in peers {
-                let Some(peer) = self.peers.get_mut(&id) else { continue };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    continue;
+                };
                 let (was, had_key) = (peer.dirty, peer.first_key_at.is_some());
                 for m in batch.iter().filter(|m| m.feed == fid) {
                     match &m.pkt {
@@ -407,7 +452,9 @@ impl Engine {
     /// Drain the peers media was written to.
     async fn drain_written(&mut self, ids: Vec<PeerId>, now: Instant) {
         for id in ids {
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             if !peer.dirty {
                 continue; // drained meanwhile (its own input)
             }
@@ -425,7 +472,12 @@ impl Engine {
             let held = std::mem::take(&mut self.held);
             self.drain_written(held, now).await;
         }
-        let due: Vec<(Instant, PeerId)> = self.timers.iter().take_while(|(t, _)| *t <= now).copied().collect();
+        let due: Vec<(Instant, PeerId)> = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied()
+            .collect();
         for (t, id) in due {
             let Some(peer) = self.peers.get(&id) else {
                 self.timers.remove(&(t, id));
@@ -433,7 +485,10 @@ impl Engine {
             };
             if peer.deadline(self.cfg.timeout) <= now {
                 let why = if peer.is_connected() {
-                    format!("no word from the browser for {} s (consent timeout)", self.cfg.timeout.as_secs())
+                    format!(
+                        "no word from the browser for {} s (consent timeout)",
+                        self.cfg.timeout.as_secs()
+                    )
                 } else {
                     format!("did not connect within {} s", self.cfg.timeout.as_secs())
                 };
@@ -446,7 +501,9 @@ impl Engine {
     }
 
     async fn remove(&mut self, id: PeerId, why: &str, close: bool) {
-        let Some(mut peer) = self.peers.remove(&id) else { return };
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
         if let Some(f) = peer.filed.take() {
             self.timers.remove(&(f, id));
         }
@@ -516,7 +573,9 @@ fn drain(out: &mut SendBatch, peer: &mut Peer, now: Instant, timeout: Duration) 
                 return actions;
             }
             Err(_) => {
-                actions.push(Action::Remove("str0m panicked while polling this peer".into()));
+                actions.push(Action::Remove(
+                    "str0m panicked while polling this peer".into(),
+                ));
                 return actions;
             }
         }

@@ -142,11 +142,24 @@ mod tests {
     fn video_starts_on_a_keyframe_with_fresh_sequence_numbers() {
         let t = Instant::now();
         let mut v = TrackOut::new(Track::Video, 40_000);
-        assert_eq!(v.admit(&pkt(5000, 100, false, 1, t)), None, "mid-GOP: not yet");
-        assert_eq!(v.admit(&pkt(5001, 3100, true, 1, t)), Some((40_000 & 0x7fff, 3100)));
-        assert_eq!(v.admit(&pkt(5002, 3100, false, 1, t)), Some(((40_000 & 0x7fff) + 1, 3100)));
+        assert_eq!(
+            v.admit(&pkt(5000, 100, false, 1, t)),
+            None,
+            "mid-GOP: not yet"
+        );
+        assert_eq!(
+            v.admit(&pkt(5001, 3100, true, 1, t)),
+            Some((40_000 & 0x7fff, 3100))
+        );
+        assert_eq!(
+            v.admit(&pkt(5002, 3100, false, 1, t)),
+            Some(((40_000 & 0x7fff) + 1, 3100))
+        );
         // The producer's own numbers jump: ours do not.
-        assert_eq!(v.admit(&pkt(9, 6100, false, 1, t)).map(|x| x.0), Some((40_000 & 0x7fff) + 2));
+        assert_eq!(
+            v.admit(&pkt(9, 6100, false, 1, t)).map(|x| x.0),
+            Some((40_000 & 0x7fff) + 2)
+        );
         assert_eq!(v.sent(), 3);
     }
 
@@ -184,15 +197,31 @@ mod tests {
     fn a_producer_restart_resyncs_video_and_rebases_timestamps() {
         let t = Instant::now();
         let mut v = TrackOut::new(Track::Video, 100);
-        assert_eq!(v.admit(&pkt(1, 1_000_000, true, 1, t)), Some((100, 1_000_000)));
+        assert_eq!(
+            v.admit(&pkt(1, 1_000_000, true, 1, t)),
+            Some((100, 1_000_000))
+        );
         // New run, 0.5 s later, with an unrelated timestamp base.
         let t2 = t + Duration::from_millis(500);
-        assert_eq!(v.admit(&pkt(77, 42, false, 2, t2)), None, "waits for the new run's keyframe");
-        assert_eq!(v.admit(&pkt(78, 42, true, 2, t2)), Some((101, 1_000_000 + 45_000)));
-        assert_eq!(v.admit(&pkt(79, 42 + 3000, false, 2, t2)), Some((102, 1_048_000)));
+        assert_eq!(
+            v.admit(&pkt(77, 42, false, 2, t2)),
+            None,
+            "waits for the new run's keyframe"
+        );
+        assert_eq!(
+            v.admit(&pkt(78, 42, true, 2, t2)),
+            Some((101, 1_000_000 + 45_000))
+        );
+        assert_eq!(
+            v.admit(&pkt(79, 42 + 3000, false, 2, t2)),
+            Some((102, 1_048_000))
+        );
         // Audio rebases too, at 48 kHz.
         let mut a = TrackOut::new(Track::Audio, 0);
         a.admit(&pkt(1, u32::MAX - 10, false, 1, t));
-        assert_eq!(a.admit(&pkt(1, 5, false, 2, t + Duration::from_millis(20))), Some((1, (u32::MAX - 10).wrapping_add(960))));
+        assert_eq!(
+            a.admit(&pkt(1, 5, false, 2, t + Duration::from_millis(20))),
+            Some((1, (u32::MAX - 10).wrapping_add(960)))
+        );
     }
 }

@@ -45,18 +45,32 @@ struct WhepState {
 /// The WHEP routes, to merge into the server's router.
 pub fn routes(registry: Registry, whep: Whep) -> Router {
     Router::new()
-        .route("/{token}/whep", post(post_offer).options(options_endpoint).fallback(wrong_method_endpoint))
+        .route(
+            "/{token}/whep",
+            post(post_offer)
+                .options(options_endpoint)
+                .fallback(wrong_method_endpoint),
+        )
         .route(
             "/{token}/whep/{resource}",
-            delete(delete_resource).patch(patch_resource).options(options_resource).fallback(wrong_method_resource),
+            delete(delete_resource)
+                .patch(patch_resource)
+                .options(options_resource)
+                .fallback(wrong_method_resource),
         )
         .with_state(WhepState { registry, whep })
 }
 
 fn cors(resp: &mut Response) {
     let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
+    );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Content-Type, If-Match, Authorization"),
@@ -75,12 +89,24 @@ fn with_cors(mut resp: Response) -> Response {
 
 /// An error with its one-line reason as the body.
 fn error(status: StatusCode, reason: &str) -> Response {
-    with_cors((status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{reason}\n")).into_response())
+    with_cors(
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{reason}\n"),
+        )
+            .into_response(),
+    )
 }
 
 /// The same plain 404 as any unknown path (a wrong token says nothing more).
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")], "not found\n").into_response()
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CACHE_CONTROL, "no-store")],
+        "not found\n",
+    )
+        .into_response()
 }
 
 fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
@@ -101,14 +127,21 @@ fn link_headers(whep: &Whep, resp: &mut Response) {
 
 /// `a=<name>:` of an SDP (fragment), first occurrence.
 fn attribute<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
-    sdp.lines().map(str::trim).find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
+    sdp.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<String, Response> {
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is larger than {} KiB", limit / 1024)))?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body is larger than {} KiB", limit / 1024),
+        )
+    })?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
 
 async fn post_offer(
@@ -117,10 +150,15 @@ async fn post_offer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(entry) = st.registry.by_token(&token) else { return not_found() };
+    let Some(entry) = st.registry.by_token(&token) else {
+        return not_found();
+    };
     let posted = Instant::now();
     if !content_type_is(&headers, SDP) {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the offer must be sent as Content-Type: application/sdp");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be sent as Content-Type: application/sdp",
+        );
     }
     let sdp = match read_body(body, MAX_OFFER).await {
         Ok(s) => s,
@@ -141,16 +179,29 @@ async fn post_offer(
     }
     register_teardown(&st.whep, &entry);
     let (Ok(resource), Ok(etag)) = (token::generate(), token::generate()) else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the OS random source");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the OS random source",
+        );
     };
     let resource: Arc<str> = resource.into();
     let etag = format!("\"{}\"", &etag[..16]);
     let stream: Arc<str> = entry.id.as_str().into();
     let ufrag = attribute(&sdp, "ice-ufrag").map(str::to_owned);
-    st.whep.index().insert(resource.clone(), stream.clone(), etag.clone(), ufrag, lease);
-    if !st.whep.add_peer(resource.clone(), stream, entry.supervisor.hub().clone(), rtc, Instant::now()) {
+    st.whep
+        .index()
+        .insert(resource.clone(), stream.clone(), etag.clone(), ufrag, lease);
+    if !st.whep.add_peer(
+        resource.clone(),
+        stream,
+        entry.supervisor.hub().clone(),
+        rtc,
+        Instant::now(),
+    ) {
         st.whep.index().remove(&resource);
-        return with_cors(http_ts::unavailable("the WebRTC engine is not running".into()));
+        return with_cors(http_ts::unavailable(
+            "the WebRTC engine is not running".into(),
+        ));
     }
     tracing::debug!(stream = %entry.id, %resource, answer_ms = posted.elapsed().as_millis() as u64, "WHEP offer answered");
     let mut resp = (StatusCode::CREATED, answer).into_response();
@@ -162,7 +213,10 @@ async fn post_offer(
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
-    h.insert(HeaderName::from_static("accept-patch"), HeaderValue::from_static(SDPFRAG));
+    h.insert(
+        HeaderName::from_static("accept-patch"),
+        HeaderValue::from_static(SDPFRAG),
+    );
     link_headers(&st.whep, &mut resp);
     with_cors(resp)
 }
@@ -185,34 +239,56 @@ async fn patch_resource(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(entry) = st.registry.by_token(&token) else { return not_found() };
+    let Some(entry) = st.registry.by_token(&token) else {
+        return not_found();
+    };
     let Some(res) = st.whep.index().get(&resource, &entry.id) else {
         return error(StatusCode::NOT_FOUND, "no such WHEP session");
     };
     if !content_type_is(&headers, SDPFRAG) {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "PATCH takes Content-Type: application/trickle-ice-sdpfrag");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "PATCH takes Content-Type: application/trickle-ice-sdpfrag",
+        );
     }
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::trim);
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
     if if_match == Some("*") {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "ICE restart is not supported: POST a new offer");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ICE restart is not supported: POST a new offer",
+        );
     }
     if if_match.is_some_and(|m| m != res.etag) {
-        return error(StatusCode::PRECONDITION_FAILED, "the ETag does not match this session");
+        return error(
+            StatusCode::PRECONDITION_FAILED,
+            "the ETag does not match this session",
+        );
     }
     let frag = match read_body(body, MAX_PATCH).await {
         Ok(s) => s,
         Err(resp) => return resp,
     };
     if attribute(&frag, "ice-ufrag").is_some_and(|u| Some(u) != res.remote_ufrag.as_deref()) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "ICE restart is not supported: POST a new offer");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ICE restart is not supported: POST a new offer",
+        );
     }
     // Trickled candidates need no action: an ice-lite server learns the
     // browser's addresses from the connectivity checks it receives.
     with_cors(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn delete_resource(State(st): State<WhepState>, Path((token, resource)): Path<(String, String)>) -> Response {
-    let Some(entry) = st.registry.by_token(&token) else { return not_found() };
+async fn delete_resource(
+    State(st): State<WhepState>,
+    Path((token, resource)): Path<(String, String)>,
+) -> Response {
+    let Some(entry) = st.registry.by_token(&token) else {
+        return not_found();
+    };
     if !st.whep.index().remove_in(&resource, &entry.id) {
         return error(StatusCode::NOT_FOUND, "no such WHEP session");
     }
@@ -226,25 +302,41 @@ async fn options_endpoint(State(st): State<WhepState>, Path(token): Path<String>
         return not_found();
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(HeaderName::from_static("accept-post"), HeaderValue::from_static(SDP));
-    resp.headers_mut().insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    resp.headers_mut().insert(
+        HeaderName::from_static("accept-post"),
+        HeaderValue::from_static(SDP),
+    );
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     link_headers(&st.whep, &mut resp);
     with_cors(resp)
 }
 
-async fn options_resource(State(st): State<WhepState>, Path((token, _)): Path<(String, String)>) -> Response {
+async fn options_resource(
+    State(st): State<WhepState>,
+    Path((token, _)): Path<(String, String)>,
+) -> Response {
     if st.registry.by_token(&token).is_none() {
         return not_found();
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(HeaderName::from_static("accept-patch"), HeaderValue::from_static(SDPFRAG));
-    resp.headers_mut().insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    resp.headers_mut().insert(
+        HeaderName::from_static("accept-patch"),
+        HeaderValue::from_static(SDPFRAG),
+    );
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     with_cors(resp)
 }
 
 fn wrong_method(allow: &'static str) -> Response {
     let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, &format!("use {allow}"));
-    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }
 
@@ -255,13 +347,15 @@ async fn wrong_method_endpoint(State(st): State<WhepState>, Path(token): Path<St
     }
 }
 
-async fn wrong_method_resource(State(st): State<WhepState>, Path((token, _)): Path<(String, String)>) -> Response {
+async fn wrong_method_resource(
+    State(st): State<WhepState>,
+    Path((token, _)): Path<(String, String)>,
+) -> Response {
     match st.registry.by_token(&token) {
         Some(_) => wrong_method("PATCH, DELETE, OPTIONS"),
         None => not_found(),
     }
 }
-
 
 #[cfg(test)]
 mod tests;

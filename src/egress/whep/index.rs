@@ -35,8 +35,23 @@ impl Index {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn insert(&self, resource: Arc<str>, stream: Arc<str>, etag: String, remote_ufrag: Option<String>, lease: Lease) {
-        let old = self.lock().insert(resource, Entry { stream, etag, remote_ufrag, _lease: lease });
+    pub fn insert(
+        &self,
+        resource: Arc<str>,
+        stream: Arc<str>,
+        etag: String,
+        remote_ufrag: Option<String>,
+        lease: Lease,
+    ) {
+        let old = self.lock().insert(
+            resource,
+            Entry {
+                stream,
+                etag,
+                remote_ufrag,
+                _lease: lease,
+            },
+        );
         drop(old);
     }
 
@@ -44,7 +59,10 @@ impl Index {
     pub fn get(&self, resource: &str, stream: &str) -> Option<Resource> {
         let map = self.lock();
         let e = map.get(resource).filter(|e| &*e.stream == stream)?;
-        Some(Resource { etag: e.etag.clone(), remote_ufrag: e.remote_ufrag.clone() })
+        Some(Resource {
+            etag: e.etag.clone(),
+            remote_ufrag: e.remote_ufrag.clone(),
+        })
     }
 
     /// Remove `resource` if it belongs to `stream`; its lease is freed on return.
@@ -70,15 +88,24 @@ impl Index {
     pub fn remove_stream(&self, stream: &str) -> Vec<Arc<str>> {
         let removed: Vec<(Arc<str>, Entry)> = {
             let mut map = self.lock();
-            let ids: Vec<Arc<str>> = map.iter().filter(|(_, e)| &*e.stream == stream).map(|(k, _)| k.clone()).collect();
-            ids.into_iter().filter_map(|k| map.remove(&k).map(|e| (k, e))).collect()
+            let ids: Vec<Arc<str>> = map
+                .iter()
+                .filter(|(_, e)| &*e.stream == stream)
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|k| map.remove(&k).map(|e| (k, e)))
+                .collect()
         };
         removed.into_iter().map(|(k, _)| k).collect()
     }
 
     /// Resources of `stream` (all streams with `None`).
     pub fn count(&self, stream: Option<&str>) -> usize {
-        self.lock().values().filter(|e| stream.is_none_or(|s| &*e.stream == s)).count()
+        self.lock()
+            .values()
+            .filter(|e| stream.is_none_or(|s| &*e.stream == s))
+            .count()
     }
 }
 
@@ -99,16 +126,46 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn removing_an_entry_frees_its_slot_at_once() {
-        let policy = Policy { max_viewers: 3, linger: Duration::ZERO, ..Policy::default() };
-        let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(NeverStarts));
+        let policy = Policy {
+            max_viewers: 3,
+            linger: Duration::ZERO,
+            ..Policy::default()
+        };
+        let sup = Supervisor::spawn(
+            policy,
+            Hub::new(HubConfig::default()),
+            Arc::new(NeverStarts),
+        );
         let index = Index::default();
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        index.insert("r1".into(), a.clone(), "\"e1\"".into(), Some("uf".into()), sup.acquire().unwrap());
-        index.insert("r2".into(), a.clone(), "\"e2\"".into(), None, sup.acquire().unwrap());
-        index.insert("r3".into(), b.clone(), "\"e3\"".into(), None, sup.acquire().unwrap());
+        index.insert(
+            "r1".into(),
+            a.clone(),
+            "\"e1\"".into(),
+            Some("uf".into()),
+            sup.acquire().unwrap(),
+        );
+        index.insert(
+            "r2".into(),
+            a.clone(),
+            "\"e2\"".into(),
+            None,
+            sup.acquire().unwrap(),
+        );
+        index.insert(
+            "r3".into(),
+            b.clone(),
+            "\"e3\"".into(),
+            None,
+            sup.acquire().unwrap(),
+        );
         assert_eq!(sup.status().viewers, 3);
         assert_eq!(index.get("r1", "a").map(|r| r.etag), Some("\"e1\"".into()));
-        assert_eq!(index.get("r1", "b"), None, "a resource is found only under its own stream");
+        assert_eq!(
+            index.get("r1", "b"),
+            None,
+            "a resource is found only under its own stream"
+        );
         assert!(!index.remove_in("r1", "b"));
         assert!(index.remove_in("r1", "a"));
         assert_eq!(sup.status().viewers, 2);

@@ -65,7 +65,10 @@ impl Whep {
         let factory = RtcFactory::new(candidates)?;
         let index = Arc::new(Index::default());
         let (cmds, rx) = mpsc::unbounded_channel();
-        let cfg = EngineConfig { timeout: args.peer_timeout(), producer_pts: (args.video_pt, args.audio_pt) };
+        let cfg = EngineConfig {
+            timeout: args.peer_timeout(),
+            producer_pts: (args.video_pt, args.audio_pt),
+        };
         let engine = Engine::spawn(Arc::new(udp), index.clone(), cfg, rx);
         tracing::info!(udp = %local, candidates = ?factory.candidates(), "WebRTC (WHEP) ready");
         Ok(Self {
@@ -103,7 +106,12 @@ impl Whep {
     /// engine writes no more media to them. The supervisor's teardown hook.
     pub async fn close_all(&self, stream: &str) {
         let (tx, rx) = oneshot::channel();
-        if self.inner.cmds.send(Cmd::CloseStream(stream.into(), tx)).is_ok() {
+        if self
+            .inner
+            .cmds
+            .send(Cmd::CloseStream(stream.into(), tx))
+            .is_ok()
+        {
             let _ = rx.await;
         }
         // Whatever the engine did, no resource of the stream survives.
@@ -116,7 +124,12 @@ impl Whep {
         if self.inner.cmds.send(Cmd::Shutdown(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
         }
-        let engine = self.inner.engine.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let engine = self
+            .inner
+            .engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(engine) = engine {
             engine.abort();
             let _ = engine.await;
@@ -132,8 +145,21 @@ impl Whep {
     }
 
     /// Hand a negotiated peer to the engine.
-    pub(crate) fn add_peer(&self, resource: Arc<str>, stream: Arc<str>, hub: Hub, rtc: str0m::Rtc, created: Instant) -> bool {
-        let new = NewPeer { resource, stream, hub, rtc, created };
+    pub(crate) fn add_peer(
+        &self,
+        resource: Arc<str>,
+        stream: Arc<str>,
+        hub: Hub,
+        rtc: str0m::Rtc,
+        created: Instant,
+    ) -> bool {
+        let new = NewPeer {
+            resource,
+            stream,
+            hub,
+            rtc,
+            created,
+        };
         self.inner.cmds.send(Cmd::Add(Box::new(new))).is_ok()
     }
 

@@ -19,7 +19,12 @@ pub fn sections(sdp: &str) -> Vec<MediaSection> {
             let mut it = m.split_whitespace();
             let kind = it.next().unwrap_or_default().to_ascii_lowercase();
             let rejected = it.next() == Some("0");
-            out.push(MediaSection { kind, rejected, mid: None, codecs: Vec::new() });
+            out.push(MediaSection {
+                kind,
+                rejected,
+                mid: None,
+                codecs: Vec::new(),
+            });
             continue;
         }
         let Some(cur) = out.last_mut() else { continue };
@@ -28,7 +33,10 @@ pub fn sections(sdp: &str) -> Vec<MediaSection> {
         } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
             let mut it = map.split_whitespace();
             let pt = it.next().and_then(|p| p.parse::<u8>().ok());
-            let name = it.next().and_then(|n| n.split('/').next()).map(str::to_ascii_uppercase);
+            let name = it
+                .next()
+                .and_then(|n| n.split('/').next())
+                .map(str::to_ascii_uppercase);
             if let (Some(pt), Some(name)) = (pt, name) {
                 cur.codecs.push((pt, name, String::new()));
             }
@@ -47,17 +55,28 @@ pub fn sections(sdp: &str) -> Vec<MediaSection> {
 /// Why this offer cannot be served (one line), or `Ok`.
 pub fn check(sdp: &str) -> Result<(), String> {
     let secs = sections(sdp);
-    let video: Vec<&MediaSection> = secs.iter().filter(|s| s.kind == "video" && !s.rejected).collect();
+    let video: Vec<&MediaSection> = secs
+        .iter()
+        .filter(|s| s.kind == "video" && !s.rejected)
+        .collect();
     if video.is_empty() {
         return Err("the offer has no video (m=video): this server sends H.264 video".into());
     }
-    let h264: Vec<&(u8, String, String)> =
-        video.iter().flat_map(|s| s.codecs.iter()).filter(|c| c.1 == "H264").collect();
+    let h264: Vec<&(u8, String, String)> = video
+        .iter()
+        .flat_map(|s| s.codecs.iter())
+        .filter(|c| c.1 == "H264")
+        .collect();
     if h264.is_empty() {
         return Err("the offer has no H.264 (this server sends H.264 only)".into());
     }
-    if !h264.iter().any(|c| c.2.to_ascii_lowercase().contains("packetization-mode=1")) {
-        return Err("the offer's H.264 lacks packetization-mode=1 (this server sends FU-A/STAP-A)".into());
+    if !h264
+        .iter()
+        .any(|c| c.2.to_ascii_lowercase().contains("packetization-mode=1"))
+    {
+        return Err(
+            "the offer's H.264 lacks packetization-mode=1 (this server sends FU-A/STAP-A)".into(),
+        );
     }
     Ok(())
 }
@@ -75,8 +94,14 @@ mod tests {
     fn reads_sections_and_codecs() {
         let s = sections(CHROME_LIKE);
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].kind.as_str(), s[0].mid.as_deref()), ("audio", Some("0")));
-        assert_eq!(s[0].codecs, vec![(111, "OPUS".into(), "minptime=10;useinbandfec=1".into())]);
+        assert_eq!(
+            (s[0].kind.as_str(), s[0].mid.as_deref()),
+            ("audio", Some("0"))
+        );
+        assert_eq!(
+            s[0].codecs,
+            vec![(111, "OPUS".into(), "minptime=10;useinbandfec=1".into())]
+        );
         assert_eq!(s[1].codecs[1].0, 102);
         assert!(check(CHROME_LIKE).is_ok());
     }

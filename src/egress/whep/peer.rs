@@ -72,7 +72,11 @@ impl RtcFactory {
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| anyhow::anyhow!("the crypto provider cannot make a DTLS certificate"))?;
-        Ok(Self { crypto, cert, candidates })
+        Ok(Self {
+            crypto,
+            cert,
+            candidates,
+        })
     }
 
     pub fn candidates(&self) -> &[SocketAddr] {
@@ -98,7 +102,8 @@ impl RtcFactory {
             .set_extension(4, Extension::RtpMid)
             .set_extension(PLAYOUT_DELAY_EXT_ID, Extension::PlayoutDelay);
         // Our payload type numbers do not matter: the answer uses the offer's.
-        cfg.codec_config().add_h264(102.into(), Some(103.into()), true, H264_PROFILE_LEVEL_ID);
+        cfg.codec_config()
+            .add_h264(102.into(), Some(103.into()), true, H264_PROFILE_LEVEL_ID);
         cfg.codec_config().add_config(
             111.into(),
             None,
@@ -121,13 +126,19 @@ impl RtcFactory {
         // str0m parses untrusted input here: a panic in it is a bad offer, not a dead server.
         let offer = catch_unwind(|| SdpOffer::from_sdp_string(offer_sdp))
             .unwrap_or_else(|_| Err(str0m::error::SdpError::ParseError("str0m panicked".into())))
-            .map_err(|e| OfferError::Malformed(format!("the offer is not valid SDP: {}", one_line(&e.to_string()))))?;
+            .map_err(|e| {
+                OfferError::Malformed(format!(
+                    "the offer is not valid SDP: {}",
+                    one_line(&e.to_string())
+                ))
+            })?;
         offer::check(offer_sdp).map_err(OfferError::Unacceptable)?;
         let res = catch_unwind(AssertUnwindSafe(|| {
             let mut rtc = self.config().build(now);
             for addr in &self.candidates {
-                let c = Candidate::host(*addr, "udp")
-                    .map_err(|e| OfferError::Malformed(format!("bad local candidate {addr}: {e}")))?;
+                let c = Candidate::host(*addr, "udp").map_err(|e| {
+                    OfferError::Malformed(format!("bad local candidate {addr}: {e}"))
+                })?;
                 rtc.add_local_candidate(c);
             }
             let answer = rtc
@@ -136,7 +147,11 @@ impl RtcFactory {
                 .map_err(|e| OfferError::Malformed(format!("the offer was refused: {e}")))?;
             Ok((rtc, answer.to_sdp_string()))
         }));
-        let (rtc, answer) = res.unwrap_or_else(|_| Err(OfferError::Malformed("the offer could not be negotiated".into())))?;
+        let (rtc, answer) = res.unwrap_or_else(|_| {
+            Err(OfferError::Malformed(
+                "the offer could not be negotiated".into(),
+            ))
+        })?;
         // str0m's verdict on the codecs (offer::check only looked at names).
         let video = offer::sections(&answer)
             .iter()
@@ -156,7 +171,10 @@ impl RtcFactory {
 pub fn negotiated_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
     let media = rtc.media(mid)?;
     let remote = media.remote_pts();
-    rtc.codec_config().iter().find(|p| p.spec().codec == codec && remote.contains(&p.pt())).map(|p| p.pt())
+    rtc.codec_config()
+        .iter()
+        .find(|p| p.spec().codec == codec && remote.contains(&p.pt()))
+        .map(|p| p.pt())
 }
 
 /// What the engine must do after a peer's event.
@@ -202,7 +220,13 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(rtc: Rtc, resource: Arc<str>, stream: Arc<str>, producer_pts: (u8, u8), now: Instant) -> Self {
+    pub fn new(
+        rtc: Rtc,
+        resource: Arc<str>,
+        stream: Arc<str>,
+        producer_pts: (u8, u8),
+        now: Instant,
+    ) -> Self {
         Self {
             rtc,
             resource,
@@ -267,8 +291,13 @@ impl Peer {
             tracing::debug!(resource = %self.resource, ?kind, "no common codec on this m-line");
             return;
         };
-        let first_seq = (u64::from(self.created.elapsed().subsec_nanos()) ^ fastrand_seed(&self.resource)) as u16;
-        *slot = Some(Out { mid, pt, track: TrackOut::new(track, first_seq) });
+        let first_seq = (u64::from(self.created.elapsed().subsec_nanos())
+            ^ fastrand_seed(&self.resource)) as u16;
+        *slot = Some(Out {
+            mid,
+            pt,
+            track: TrackOut::new(track, first_seq),
+        });
         if kind == MediaKind::Video {
             if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
                 tx.set_rtx_cache(NACK_HISTORY, NACK_MAX_AGE, Some(RTX_RATIO_CAP));
@@ -300,8 +329,12 @@ impl Peer {
             return;
         }
         let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(out.mid, None) else { return };
-        let Some((seq, ts)) = out.track.admit(pkt) else { return };
+        let Some(tx) = api.stream_tx_by_mid(out.mid, None) else {
+            return;
+        };
+        let Some((seq, ts)) = out.track.admit(pkt) else {
+            return;
+        };
         let mut write = RtpWrite::new(out.pt, seq.into(), ts, pkt.at, pkt.payload.clone())
             .marker(pkt.marker)
             .nackable(track == Track::Video);
@@ -336,7 +369,9 @@ impl Peer {
             return false;
         }
         for _ in 0..max {
-            let Some(p) = self.burst.pop_front() else { break };
+            let Some(p) = self.burst.pop_front() else {
+                break;
+            };
             self.write(Track::Video, &p, now);
         }
         if self.burst.is_empty() {
@@ -347,14 +382,19 @@ impl Peer {
 
     /// Packets sent per track (video, audio).
     pub fn sent(&self) -> (u64, u64) {
-        (self.video.as_ref().map_or(0, |o| o.track.sent()), self.audio.as_ref().map_or(0, |o| o.track.sent()))
+        (
+            self.video.as_ref().map_or(0, |o| o.track.sent()),
+            self.audio.as_ref().map_or(0, |o| o.track.sent()),
+        )
     }
 }
 
 /// A per-peer seed for the first sequence number (not security relevant:
 /// SRTP protects the stream; this only avoids every peer starting alike).
 fn fastrand_seed(resource: &str) -> u64 {
-    resource.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    resource.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// A parser's multi-line message as one line (status bodies are one line).
@@ -373,7 +413,10 @@ mod one_line_tests {
     #[test]
     fn parser_messages_become_one_short_line() {
         let m = super::one_line("SDP parse: Parse error at PointerOffset(0x7f86)\nUnexpected `g`\nExpected `v`\nsdp line\n");
-        assert_eq!(m, "SDP parse: Parse error Unexpected `g` Expected `v` sdp line");
+        assert_eq!(
+            m,
+            "SDP parse: Parse error Unexpected `g` Expected `v` sdp line"
+        );
     }
 }
 
@@ -391,8 +434,13 @@ mod playout_delay_tests {
     const URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 
     /// A receiving str0m client (offering playout-delay at id 6 when `ext`).
-    fn client(addr: SocketAddr, ext: bool, now: Instant) -> (Rtc, String, str0m::change::SdpPendingOffer) {
-        let mut cfg = RtcConfig::new().set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()));
+    fn client(
+        addr: SocketAddr,
+        ext: bool,
+        now: Instant,
+    ) -> (Rtc, String, str0m::change::SdpPendingOffer) {
+        let mut cfg =
+            RtcConfig::new().set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()));
         if ext {
             cfg = cfg.set_extension(6, Extension::PlayoutDelay);
         }
@@ -405,11 +453,18 @@ mod playout_delay_tests {
     }
 
     /// Drain `from`'s output: datagrams to `to`, events returned; its next timeout.
-    fn pump(from: &mut Rtc, from_addr: SocketAddr, to: &mut Rtc, now: Instant, events: &mut Vec<Event>) -> Instant {
+    fn pump(
+        from: &mut Rtc,
+        from_addr: SocketAddr,
+        to: &mut Rtc,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Instant {
         loop {
             match from.poll_output().unwrap() {
                 Output::Transmit(t) => {
-                    let r = Receive::new(Protocol::Udp, from_addr, t.destination, &t.contents).unwrap();
+                    let r =
+                        Receive::new(Protocol::Udp, from_addr, t.destination, &t.contents).unwrap();
                     to.handle_input(Input::Receive(now, r)).unwrap();
                 }
                 Output::Event(e) => events.push(e),
@@ -420,8 +475,10 @@ mod playout_delay_tests {
 
     #[test]
     fn video_goes_out_with_a_zero_playout_delay_when_the_offer_has_the_extension() {
-        let (server_addr, client_addr): (SocketAddr, SocketAddr) =
-            ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:6000".parse().unwrap());
+        let (server_addr, client_addr): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:6000".parse().unwrap(),
+        );
         let mut now = Instant::now();
         let factory = RtcFactory::new(vec![server_addr]).unwrap();
 
@@ -432,7 +489,9 @@ mod playout_delay_tests {
         let (mut c, offer, pending) = client(client_addr, true, now);
         let (rtc, answer) = factory.answer(&offer, now).unwrap();
         assert!(answer.contains(&format!("a=extmap:6 {URI}")), "{answer}");
-        c.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+        c.sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
         let mut peer = Peer::new(rtc, "r".into(), "s".into(), (102, 111), now);
 
         let mut got = None;
@@ -471,6 +530,9 @@ mod playout_delay_tests {
             c.handle_input(Input::Timeout(now)).unwrap();
         }
         let d = got.expect("the client gets the frame");
-        assert_eq!((d.ext_vals.play_delay_min, d.ext_vals.play_delay_max), (Some(MediaTime::ZERO), Some(MediaTime::ZERO)));
+        assert_eq!(
+            (d.ext_vals.play_delay_min, d.ext_vals.play_delay_max),
+            (Some(MediaTime::ZERO), Some(MediaTime::ZERO))
+        );
     }
 }

@@ -71,11 +71,20 @@ impl Udp {
             }
         })?;
         let local = socket.local_addr()?;
-        Ok(Self { socket, local, pktinfo: addr.ip().is_unspecified(), gso: AtomicBool::new(true) })
+        Ok(Self {
+            socket,
+            local,
+            pktinfo: addr.ip().is_unspecified(),
+            gso: AtomicBool::new(true),
+        })
     }
 
     fn bind_inner(addr: SocketAddr) -> io::Result<UdpSocket> {
-        let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+        let domain = if addr.is_ipv6() {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
         let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         let _ = s.set_send_buffer_size(SOCKET_BUFFER);
         let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
@@ -107,14 +116,28 @@ impl Udp {
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, Addrs)> {
         if !self.pktinfo {
             let (n, source) = self.socket.try_recv_from(buf)?;
-            return Ok((n, Addrs { source: unmap(source), destination: self.local }));
+            return Ok((
+                n,
+                Addrs {
+                    source: unmap(source),
+                    destination: self.local,
+                },
+            ));
         }
         let port = self.local.port();
         let fd = self.socket.as_raw_fd();
-        let (n, source, dst) = self.socket.try_io(Interest::READABLE, || recv_pktinfo(fd, buf))?;
+        let (n, source, dst) = self
+            .socket
+            .try_io(Interest::READABLE, || recv_pktinfo(fd, buf))?;
         // No pktinfo (should not happen once enabled): the best guess is the bound address.
         let destination = SocketAddr::new(dst.unwrap_or(self.local.ip()), port);
-        Ok((n, Addrs { source: unmap(source), destination }))
+        Ok((
+            n,
+            Addrs {
+                source: unmap(source),
+                destination,
+            },
+        ))
     }
 
     /// Send every datagram of `batch` (in order) and empty it: up to
@@ -132,7 +155,10 @@ impl Udp {
             let fd = self.socket.as_raw_fd();
             let v6 = self.local.is_ipv6();
             let chunk = &groups[at..end];
-            match self.socket.try_io(Interest::WRITABLE, || sendmmsg(fd, &batch.items, chunk, v6)) {
+            match self
+                .socket
+                .try_io(Interest::WRITABLE, || sendmmsg(fd, &batch.items, chunk, v6))
+            {
                 Ok(n) => at += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = self.socket.writable().await {
@@ -140,13 +166,20 @@ impl Udp {
                         break;
                     }
                 }
-                Err(e) if groups[at].count > 1 && gso_refused(&e) && self.gso.swap(false, Ordering::Relaxed) => {
+                Err(e)
+                    if groups[at].count > 1
+                        && gso_refused(&e)
+                        && self.gso.swap(false, Ordering::Relaxed) =>
+                {
                     // This path (device, kernel) does not take UDP GSO: send datagrams one by one from now on.
                     tracing::info!("WebRTC UDP: no segmentation offload here ({e}); sending datagrams one by one");
                     let first = groups[at].start;
                     let rest = segment_runs(&batch.items[first..], false);
                     groups.truncate(at);
-                    groups.extend(rest.into_iter().map(|g| Run { start: g.start + first, ..g }));
+                    groups.extend(rest.into_iter().map(|g| Run {
+                        start: g.start + first,
+                        ..g
+                    }));
                 }
                 Err(e) => {
                     // The first message of the chunk failed on its own: skip it.
@@ -163,8 +196,10 @@ impl Udp {
 /// address when it is specific, else every usable interface address; then the
 /// public hosts (already resolved), without duplicates.
 pub fn candidate_addrs(local: SocketAddr, public: &[SocketAddr]) -> Vec<SocketAddr> {
-    let mut out: Vec<SocketAddr> =
-        crate::net::reachable_addrs(local).into_iter().map(|ip| SocketAddr::new(ip, local.port())).collect();
+    let mut out: Vec<SocketAddr> = crate::net::reachable_addrs(local)
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, local.port()))
+        .collect();
     for p in public {
         if !out.contains(p) {
             out.push(*p);
@@ -182,7 +217,12 @@ pub async fn resolve_public_hosts(hosts: &[String], port: u16) -> anyhow::Result
             Err(_) => match h.parse::<IpAddr>() {
                 Ok(ip) => SocketAddr::new(ip, port).to_string(),
                 // A name, a name:port, or [v6]:port.
-                Err(_) if h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) => h.clone(),
+                Err(_)
+                    if h.rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+                {
+                    h.clone()
+                }
                 Err(_) => format!("{h}:{port}"),
             },
         };
@@ -236,7 +276,10 @@ fn setsockopt_on(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> io::
 
 /// The errors a kernel or device without UDP GSO answers a segmented send with.
 fn gso_refused(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
 }
 
 /// A run of datagrams sent as one message: `count` items from `start`,
@@ -273,7 +316,11 @@ fn segment_runs(items: &[(Vec<u8>, SocketAddr)], gso: bool) -> Vec<Run> {
                 break; // a shorter datagram can only end a run
             }
         }
-        runs.push(Run { start: i, count: j - i, seg });
+        runs.push(Run {
+            start: i,
+            count: j - i,
+            seg,
+        });
         i = j;
     }
     runs
@@ -281,7 +328,12 @@ fn segment_runs(items: &[(Vec<u8>, SocketAddr)], gso: bool) -> Vec<Run> {
 
 /// One `sendmmsg` of `runs` (at most [`SEND_BATCH`]) of `items`; how many
 /// runs went out. A run of more than one datagram carries `UDP_SEGMENT`.
-fn sendmmsg(fd: libc::c_int, items: &[(Vec<u8>, SocketAddr)], runs: &[Run], v6: bool) -> io::Result<usize> {
+fn sendmmsg(
+    fd: libc::c_int,
+    items: &[(Vec<u8>, SocketAddr)],
+    runs: &[Run],
+    v6: bool,
+) -> io::Result<usize> {
     let runs = &runs[..runs.len().min(SEND_BATCH)];
     let addrs: Vec<socket2::SockAddr> = runs
         .iter()
@@ -293,7 +345,10 @@ fn sendmmsg(fd: libc::c_int, items: &[(Vec<u8>, SocketAddr)], runs: &[Run], v6: 
     let mut iovs: Vec<libc::iovec> = runs
         .iter()
         .flat_map(|r| &items[r.start..r.start + r.count])
-        .map(|(b, _)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() })
+        .map(|(b, _)| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
         .collect();
     // One cmsg (u16 segment size) per message; u64 elements: cmsghdr alignment.
     let mut controls: Vec<[u64; 4]> = vec![[0u64; 4]; runs.len()];
@@ -310,7 +365,8 @@ fn sendmmsg(fd: libc::c_int, items: &[(Vec<u8>, SocketAddr)], runs: &[Run], v6: 
             let control = &mut controls[i];
             m.msg_hdr.msg_control = control.as_mut_ptr().cast();
             // SAFETY: CMSG_SPACE is a pure size computation.
-            m.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as _;
+            m.msg_hdr.msg_controllen =
+                unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as _;
             // SAFETY: msg_control points at a zeroed, aligned buffer of at
             // least CMSG_SPACE(2) bytes (32 bytes), so the first header and
             // its 2 data bytes lie within it.
@@ -335,9 +391,15 @@ fn sendmmsg(fd: libc::c_int, items: &[(Vec<u8>, SocketAddr)], runs: &[Run], v6: 
 }
 
 /// `recvmsg` with the destination address from the pktinfo control message.
-fn recv_pktinfo(fd: libc::c_int, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+fn recv_pktinfo(
+    fd: libc::c_int,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
     let mut src = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // u64 elements: cmsghdr alignment.
     let mut control = [0u64; 16];
     // SAFETY: msghdr is plain data; all-zero is a valid "empty" value.
@@ -354,12 +416,17 @@ fn recv_pktinfo(fd: libc::c_int, buf: &mut [u8]) -> io::Result<(usize, SocketAdd
         return Err(io::Error::last_os_error());
     }
     if msg.msg_flags & libc::MSG_TRUNC != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "datagram larger than the receive buffer"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "datagram larger than the receive buffer",
+        ));
     }
     // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into src.
     let source = unsafe { socket2::SockAddr::new(src.assume_init(), msg.msg_namelen) }
         .as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address"))?;
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
+        })?;
     let mut dst = None;
     // SAFETY: CMSG_* walk the control buffer the kernel filled (msg_controllen
     // was updated to its used length); data is read unaligned.
@@ -369,9 +436,12 @@ fn recv_pktinfo(fd: libc::c_int, buf: &mut [u8]) -> io::Result<(usize, SocketAdd
             let c = &*cmsg;
             if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
                 let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
+                dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))));
             } else if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
-                let info: libc::in6_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                let info: libc::in6_pktinfo =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
                 dst = Some(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4));
             }
@@ -413,7 +483,10 @@ mod tests {
     async fn a_specific_bind_reports_its_own_address() {
         let (client, addrs) = roundtrip("127.0.0.1:0", "127.0.0.1").await;
         assert_eq!(addrs.source, client);
-        assert_eq!(addrs.destination.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            addrs.destination.ip(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[tokio::test]
@@ -421,7 +494,10 @@ mod tests {
         // 127.0.0.2 is loopback too, and not what the socket is bound to.
         let (client, addrs) = roundtrip("0.0.0.0:0", "127.0.0.2").await;
         assert_eq!(addrs.source.port(), client.port());
-        assert_eq!(addrs.destination.ip(), "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            addrs.destination.ip(),
+            "127.0.0.2".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[tokio::test]
@@ -430,7 +506,10 @@ mod tests {
             return; // no IPv6 here
         }
         let (_, addrs) = roundtrip("[::]:0", "127.0.0.1").await;
-        assert_eq!(addrs.destination.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            addrs.destination.ip(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
         assert!(addrs.source.is_ipv4());
     }
 
@@ -441,14 +520,19 @@ mod tests {
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut batch = SendBatch::default();
         for i in 0..150u32 {
-            let to = if i % 3 == 0 { b.local_addr().unwrap() } else { a.local_addr().unwrap() };
+            let to = if i % 3 == 0 {
+                b.local_addr().unwrap()
+            } else {
+                a.local_addr().unwrap()
+            };
             batch.push(i.to_be_bytes().to_vec(), to);
         }
         assert_eq!(batch.len(), 150);
         udp.send_batch(&mut batch).await;
         assert!(batch.is_empty());
         let read = |s: &std::net::UdpSocket, n: usize| -> Vec<u32> {
-            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
             let mut buf = [0u8; 16];
             (0..n)
                 .map(|_| {
@@ -458,8 +542,14 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(read(&b, 50), (0..150).filter(|i| i % 3 == 0).collect::<Vec<_>>());
-        assert_eq!(read(&a, 100), (0..150).filter(|i| i % 3 != 0).collect::<Vec<_>>());
+        assert_eq!(
+            read(&b, 50),
+            (0..150).filter(|i| i % 3 == 0).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            read(&a, 100),
+            (0..150).filter(|i| i % 3 != 0).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -470,14 +560,37 @@ mod tests {
             spec.iter().map(|(n, to)| (vec![0u8; *n], *to)).collect()
         };
         let runs = |spec: &[(usize, SocketAddr)], gso: bool| -> Vec<(usize, usize, usize)> {
-            segment_runs(&items(spec), gso).iter().map(|r| (r.start, r.count, r.seg)).collect()
+            segment_runs(&items(spec), gso)
+                .iter()
+                .map(|r| (r.start, r.count, r.seg))
+                .collect()
         };
         // A frame to a (3 full + a short last), another frame's start, audio to b.
-        let spec = [(1200, a), (1200, a), (1200, a), (800, a), (1200, a), (1200, a), (300, b), (300, b), (1200, a)];
-        assert_eq!(runs(&spec, true), vec![(0, 4, 1200), (4, 2, 1200), (6, 2, 300), (8, 1, 1200)]);
-        assert_eq!(runs(&spec, false).len(), spec.len(), "one message per datagram without GSO");
+        let spec = [
+            (1200, a),
+            (1200, a),
+            (1200, a),
+            (800, a),
+            (1200, a),
+            (1200, a),
+            (300, b),
+            (300, b),
+            (1200, a),
+        ];
+        assert_eq!(
+            runs(&spec, true),
+            vec![(0, 4, 1200), (4, 2, 1200), (6, 2, 300), (8, 1, 1200)]
+        );
+        assert_eq!(
+            runs(&spec, false).len(),
+            spec.len(),
+            "one message per datagram without GSO"
+        );
         // A longer datagram after a shorter one starts a new run.
-        assert_eq!(runs(&[(500, a), (1200, a)], true), vec![(0, 1, 500), (1, 1, 1200)]);
+        assert_eq!(
+            runs(&[(500, a), (1200, a)], true),
+            vec![(0, 1, 500), (1, 1, 1200)]
+        );
         // Bounded in segments and bytes.
         let many: Vec<(usize, SocketAddr)> = (0..100).map(|_| (100, a)).collect();
         assert_eq!(runs(&many, true), vec![(0, 64, 100), (64, 36, 100)]);
@@ -499,7 +612,8 @@ mod tests {
         udp.send_batch(&mut batch).await;
         // Loopback takes GSO on any kernel since 4.18; elsewhere the fallback sent them.
         eprintln!("GSO in use: {}", udp.gso.load(Ordering::Relaxed));
-        r.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        r.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         let mut buf = [0u8; 2048];
         for (i, n) in sizes.iter().enumerate() {
             let len = r.recv(&mut buf).unwrap();
@@ -511,16 +625,28 @@ mod tests {
     fn candidates_are_the_bound_address_plus_public_hosts() {
         let public: SocketAddr = "203.0.113.7:8861".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:8861".parse().unwrap();
-        assert_eq!(candidate_addrs(local, &[public, local]), vec![local, public]);
+        assert_eq!(
+            candidate_addrs(local, &[public, local]),
+            vec![local, public]
+        );
     }
 
     #[tokio::test]
     async fn public_hosts_resolve_with_the_default_port() {
-        let got = resolve_public_hosts(&["203.0.113.7".into(), "198.51.100.1:4000".into(), "localhost".into()], 8861)
-            .await
-            .unwrap();
+        let got = resolve_public_hosts(
+            &[
+                "203.0.113.7".into(),
+                "198.51.100.1:4000".into(),
+                "localhost".into(),
+            ],
+            8861,
+        )
+        .await
+        .unwrap();
         assert_eq!(got[0], "203.0.113.7:8861".parse().unwrap());
         assert_eq!(got[1], "198.51.100.1:4000".parse().unwrap());
-        assert!(got[2..].iter().all(|a| a.ip().is_loopback() && a.port() == 8861));
+        assert!(got[2..]
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 8861));
     }
 }
