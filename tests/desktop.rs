@@ -149,7 +149,15 @@ fn watch(host: &Host, dir: &TempDir, name: &str, d: Duration, min_frames: u64) -
 /// The pictures are the session's screen: the solid background colour, and
 /// the ball moves.
 fn assert_shows_the_session_screen(file: &Path, what: &str) {
-    let frames = rgb_frames(file, 160, 90, 10);
+    let all = rgb_frames(file, 160, 90, 10);
+    // The very first frame can predate the animated client's first paint
+    // (sway's own grey background then: seen in 2 of 4 runs on a loaded
+    // machine). That capture is right; the session was still starting. Every
+    // later sample must show the client's background.
+    let frames = match all.first() {
+        Some(f) if !close(median_rgb(f), BACKGROUND, 16) => &all[1..],
+        _ => &all[..],
+    };
     assert!(
         frames.len() >= 5,
         "{what}: only {} sampled frames",
