@@ -44,6 +44,15 @@ impl Server {
         peer_timeout_s: u64,
         producer: impl FnOnce(Whep) -> Arc<dyn Producer>,
     ) -> Self {
+        Self::start_with(HubConfig::default(), max_viewers, peer_timeout_s, producer).await
+    }
+
+    async fn start_with(
+        hub: HubConfig,
+        max_viewers: usize,
+        peer_timeout_s: u64,
+        producer: impl FnOnce(Whep) -> Arc<dyn Producer>,
+    ) -> Self {
         let args = WebRtcArgs {
             webrtc_udp: "127.0.0.1:0".parse().unwrap(),
             webrtc_timeout: peer_timeout_s,
@@ -55,11 +64,7 @@ impl Server {
             linger: Duration::from_millis(200),
             ..Policy::default()
         };
-        let sup = Supervisor::spawn(
-            policy,
-            Hub::new(HubConfig::default()),
-            producer(whep.clone()),
-        );
+        let sup = Supervisor::spawn(policy, Hub::new(hub), producer(whep.clone()));
         let registry = Registry::new();
         registry.insert(StreamEntry {
             id: "host".into(),
@@ -187,6 +192,8 @@ async fn http(
 #[derive(Default)]
 struct Got {
     annexb: Vec<u8>,
+    /// (RTP time, arrival) of each keyframe.
+    keyframes: Vec<(u64, Instant)>,
     video_frames: usize,
     audio_packets: usize,
     first_video_at: Option<Instant>,
@@ -211,6 +218,9 @@ impl Got {
                     );
                 }
                 self.first_video_at.get_or_insert(f.arrived);
+                if f.keyframe {
+                    self.keyframes.push((f.rtp_time, f.arrived));
+                }
                 self.annexb.extend_from_slice(&f.annexb);
                 self.video_frames += 1;
             }
@@ -616,6 +626,87 @@ async fn after_a_capture_restart_the_peer_stays_and_resumes_on_a_keyframe() {
     // Frames from both runs, back to back: the new run's part starts on its keyframe.
     let file = temp("restart.h264");
     std::fs::write(&file, &got.annexb).unwrap();
+    let errors = ffmpeg_errors(&file);
+    let _ = std::fs::remove_file(&file);
+    assert!(errors.is_empty(), "ffmpeg: {errors}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_within_the_keyframe_limit_starts_on_the_cached_gop() {
+    // A limit longer than the 2 s GOP: every join finds a keyframe "too
+    // recent" to ask for another, so each one must start on the cached GOP.
+    let hub = HubConfig {
+        min_keyframe_interval: Duration::from_secs(30),
+        ..HubConfig::default()
+    };
+    let server = Server::start_with(hub, 2, 10, |_| Arc::new(gst_producer())).await;
+    let (mut first, _) = join(&server).await;
+    let mut got = Got::default();
+    drive(&mut first, &mut got, Duration::from_secs(15), |g| {
+        g.video_frames >= 45
+    })
+    .await;
+    let requests = server.sup.hub().stats().keyframe_requests;
+
+    // The second viewer joins while the first keeps receiving: which
+    // keyframes did the first see, and when?
+    let (mut second, _) = join(&server).await;
+    let mut seen: Vec<(u64, Instant)> = Vec::new();
+    let mut second_frames: Vec<pixelpass::client::VideoFrame> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second_frames.len() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the second viewer got {} frames",
+            second_frames.len()
+        );
+        tokio::select! {
+            ev = first.next_event(deadline) => {
+                if let Some(WhepEvent::Video(f)) = ev.expect("first client") {
+                    if f.keyframe {
+                        seen.push((f.rtp_time, f.arrived));
+                    }
+                }
+            }
+            ev = second.next_event(deadline) => {
+                if let Some(WhepEvent::Video(f)) = ev.expect("second client") {
+                    second_frames.push(f);
+                }
+            }
+        }
+    }
+    let connected = second.connected_at().expect("the second viewer connected");
+    let start = &second_frames[0];
+    assert!(
+        start.keyframe && start.contiguous,
+        "it starts on a whole keyframe"
+    );
+    // Its keyframe is one the first viewer had before the second connected.
+    let (_, first_had_it) = seen
+        .iter()
+        .chain(got.keyframes.iter())
+        .find(|(t, _)| *t == start.rtp_time)
+        .copied()
+        .expect("the second viewer's first keyframe is one the first viewer got too");
+    assert!(
+        first_had_it < connected,
+        "a keyframe from before the join: the cached GOP, not a fresh one"
+    );
+    assert_eq!(
+        server.sup.hub().stats().keyframe_requests,
+        requests,
+        "no keyframe was asked for"
+    );
+    assert!(server.sup.hub().stats().rtp_gop_joins >= 1);
+    // Cached and live packets meet without a gap or a repeat: it decodes.
+    assert!(second_frames.iter().all(|f| f.contiguous));
+    let annexb: Vec<u8> = second_frames
+        .iter()
+        .flat_map(|f| f.annexb.iter().copied())
+        .collect();
+    let file = temp("cached-gop.h264");
+    std::fs::write(&file, &annexb).unwrap();
     let errors = ffmpeg_errors(&file);
     let _ = std::fs::remove_file(&file);
     assert!(errors.is_empty(), "ffmpeg: {errors}");

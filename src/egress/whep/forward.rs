@@ -76,7 +76,7 @@ impl TrackOut {
         self.skip_through = Some(index);
     }
 
-    /// Should `pkt` go out, and as which (extended sequence number, timestamp)?
+    /// Should live `pkt` go out, and as which (extended sequence number, timestamp)?
     pub fn admit(&mut self, pkt: &RtpPkt) -> Option<(u64, u32)> {
         if let Some(last) = self.skip_through {
             if pkt.index <= last {
@@ -84,6 +84,13 @@ impl TrackOut {
             }
             self.skip_through = None;
         }
+        self.admit_cached(pkt)
+    }
+
+    /// Like [`admit`](Self::admit), for a packet of the cached GOP: those
+    /// are exactly the packets [`skip_through`](Self::skip_through) keeps
+    /// out of the live feed, so it does not apply to them.
+    pub fn admit_cached(&mut self, pkt: &RtpPkt) -> Option<(u64, u32)> {
         match self.epoch {
             Some(e) if e != pkt.epoch => {
                 self.epoch = Some(pkt.epoch);
@@ -182,10 +189,11 @@ mod tests {
     fn after_the_cached_gop_the_live_copies_are_skipped_without_a_gap() {
         let t = Instant::now();
         let mut v = TrackOut::new(Track::Video, 0);
-        // The cached GOP, written at once: keyframe first.
-        assert_eq!(v.admit(&pkt(10, 900, true, 1, t)), Some((0, 900)));
-        assert_eq!(v.admit(&pkt(11, 900, false, 1, t)), Some((1, 900)));
+        // The cached GOP, keyframe first: its last index is known before
+        // it is written (in chunks, between which live packets may queue).
         v.skip_through(pkt(11, 0, false, 1, t).index);
+        assert_eq!(v.admit_cached(&pkt(10, 900, true, 1, t)), Some((0, 900)));
+        assert_eq!(v.admit_cached(&pkt(11, 900, false, 1, t)), Some((1, 900)));
         // The live feed had them queued too; then new packets follow on.
         assert_eq!(v.admit(&pkt(10, 900, true, 1, t)), None);
         assert_eq!(v.admit(&pkt(11, 900, false, 1, t)), None);

@@ -317,6 +317,11 @@ impl Peer {
 
     /// Hand one hub packet to str0m (header values rewritten, payload shared).
     pub fn write(&mut self, track: Track, pkt: &RtpPkt, now: Instant) {
+        self.write_as(track, pkt, now, false);
+    }
+
+    /// `cached`: a packet of the cached GOP (see [`TrackOut::admit_cached`]).
+    fn write_as(&mut self, track: Track, pkt: &RtpPkt, now: Instant, cached: bool) {
         if self.connected_at.is_none() {
             return;
         }
@@ -332,7 +337,12 @@ impl Peer {
         let Some(tx) = api.stream_tx_by_mid(out.mid, None) else {
             return;
         };
-        let Some((seq, ts)) = out.track.admit(pkt) else {
+        let admitted = if cached {
+            out.track.admit_cached(pkt)
+        } else {
+            out.track.admit(pkt)
+        };
+        let Some((seq, ts)) = admitted else {
             return;
         };
         let mut write = RtpWrite::new(out.pt, seq.into(), ts, pkt.at, pkt.payload.clone())
@@ -372,7 +382,7 @@ impl Peer {
             let Some(p) = self.burst.pop_front() else {
                 break;
             };
-            self.write(Track::Video, &p, now);
+            self.write_as(Track::Video, &p, now, true);
         }
         if self.burst.is_empty() {
             self.burst = VecDeque::new(); // give the memory back
