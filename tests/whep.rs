@@ -66,11 +66,7 @@ impl Server {
         };
         let sup = Supervisor::spawn(policy, Hub::new(hub), producer(whep.clone()));
         let registry = Registry::new();
-        registry.insert(StreamEntry {
-            id: "host".into(),
-            token: TOKEN.into(),
-            supervisor: sup.clone(),
-        });
+        registry.insert(StreamEntry::new("host", TOKEN, sup.clone()));
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let http = listener.local_addr().unwrap();
         let (stop, stop_rx) = watch::channel(false);

@@ -227,11 +227,7 @@ impl Server {
             };
             let supervisor = Supervisor::spawn(policy, hub.clone(), Arc::new(producer));
             let registry = Registry::new();
-            registry.insert(StreamEntry {
-                id: "bench".into(),
-                token: token.clone(),
-                supervisor: supervisor.clone(),
-            });
+            registry.insert(StreamEntry::new("bench", token.clone(), supervisor.clone()));
             let listener = server::bind("127.0.0.1:0".parse().expect("literal address")).await?;
             let addr = listener.local_addr()?;
             tokio::spawn(server::serve(

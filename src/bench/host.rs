@@ -37,11 +37,7 @@ impl BenchHost {
         let supervisor =
             Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
         let registry = Registry::new();
-        registry.insert(StreamEntry {
-            id: "host".into(),
-            token: token.into(),
-            supervisor: supervisor.clone(),
-        });
+        registry.insert(StreamEntry::new("host", token, supervisor.clone()));
         let listener = server::bind("127.0.0.1:0".parse()?).await?;
         let http = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);

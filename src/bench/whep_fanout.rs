@@ -640,11 +640,7 @@ impl Server {
             };
             let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
             let registry = Registry::new();
-            registry.insert(StreamEntry {
-                id: "bench".into(),
-                token: token.clone(),
-                supervisor: sup.clone(),
-            });
+            registry.insert(StreamEntry::new("bench", token.clone(), sup.clone()));
             let listener = server::bind("127.0.0.1:0".parse()?).await?;
             let addr = listener.local_addr()?;
             tokio::spawn(server::serve(

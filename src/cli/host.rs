@@ -93,11 +93,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
     let hub = Hub::new(HubConfig::default());
     let supervisor = Supervisor::spawn(policy, hub, Arc::new(producer));
     let registry = Registry::new();
-    registry.insert(StreamEntry {
-        id: "host".into(),
-        token: token.clone(),
-        supervisor: supervisor.clone(),
-    });
+    registry.insert(StreamEntry::new("host", token.clone(), supervisor.clone()));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(

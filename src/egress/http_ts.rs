@@ -64,6 +64,16 @@ pub fn unavailable(reason: String) -> Response {
         .into_response()
 }
 
+/// The stream is WebRTC-only (`http_ts = false`).
+pub fn disabled() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CACHE_CONTROL, "no-store")],
+        "this stream is not offered over HTTP MPEG-TS (http_ts = false); watch it in the browser\n",
+    )
+        .into_response()
+}
+
 /// `HEAD`: the headers a `GET` would get; takes no viewer slot.
 pub fn head() -> Response {
     let mut resp = StatusCode::OK.into_response();
@@ -79,20 +89,39 @@ pub async fn get(entry: StreamEntry) -> Response {
     if let Err(e) = lease.ready(START_TIMEOUT).await {
         tracing::warn!(stream = %entry.id, "viewer refused: {e}");
         return match e {
-            NotReady::StartFailed(_) | NotReady::Timeout(_) | NotReady::ShuttingDown => {
-                unavailable(e.to_string())
-            }
+            NotReady::StartFailed(_)
+            | NotReady::Timeout(_)
+            | NotReady::ShuttingDown
+            | NotReady::Stopped => unavailable(e.to_string()),
         };
     }
     // The lease lives as long as the body: a closed or timed-out connection frees the slot.
     let viewer = Viewer::new(entry.supervisor.hub().subscribe(Instant::now()), lease);
-    let stream = futures_util::stream::unfold(viewer, |mut v| async move {
-        let bytes = v.next().await?;
-        Some((Ok::<_, Infallible>(bytes), v))
+    // The body ends when the stream is ordered to stop (or fails for good);
+    // a crash-restart keeps it: the viewer resumes on the new run's keyframe.
+    let status = entry.supervisor.watch_status();
+    let stream = futures_util::stream::unfold((viewer, status), |(mut v, mut status)| async move {
+        let bytes = tokio::select! {
+            b = v.next() => b?,
+            _ = stopped(&mut status) => return None,
+        };
+        Some((Ok::<_, Infallible>(bytes), (v, status)))
     });
     let mut resp = Response::new(Body::from_stream(stream));
     stream_headers(&mut resp);
     resp
+}
+
+/// Resolves once the stream's order is "stop".
+async fn stopped(status: &mut tokio::sync::watch::Receiver<crate::supervisor::Status>) {
+    loop {
+        if !status.borrow_and_update().enabled {
+            return;
+        }
+        if status.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// One viewer's body: chunks from the hub, coalesced into fewer writes.

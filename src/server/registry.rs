@@ -11,6 +11,27 @@ pub struct StreamEntry {
     pub id: String,
     pub token: String,
     pub supervisor: Supervisor,
+    /// `GET /{token}/stream.ts` is served.
+    pub http_ts: bool,
+    /// `POST /{token}/whep` is served.
+    pub webrtc: bool,
+    /// The producer's RTP payload types (video, audio); `None`: the WHEP
+    /// service's defaults (`--video-pt` / `--audio-pt`).
+    pub rtp_pts: Option<(u8, u8)>,
+}
+
+impl StreamEntry {
+    /// A stream with both viewer kinds and the default payload types.
+    pub fn new(id: impl Into<String>, token: impl Into<String>, supervisor: Supervisor) -> Self {
+        Self {
+            id: id.into(),
+            token: token.into(),
+            supervisor,
+            http_ts: true,
+            webrtc: true,
+            rtp_pts: None,
+        }
+    }
 }
 
 /// The streams this server serves. `host` has one; `serve` many.
@@ -29,6 +50,16 @@ impl Registry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(entry);
+    }
+
+    /// The stream called `id`.
+    pub fn by_id(&self, id: &str) -> Option<StreamEntry> {
+        self.streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
     }
 
     pub fn remove(&self, id: &str) -> Option<StreamEntry> {

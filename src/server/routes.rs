@@ -52,14 +52,16 @@ async fn player_page(State(registry): State<Registry>, Path(token): Path<String>
 
 async fn stream_ts(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
     match registry.by_token(&token) {
-        Some(entry) => http_ts::get(entry).await,
+        Some(entry) if entry.http_ts => http_ts::get(entry).await,
+        Some(_) => http_ts::disabled(),
         None => not_found().await,
     }
 }
 
 async fn stream_ts_head(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
     match registry.by_token(&token) {
-        Some(_) => http_ts::head(),
+        Some(entry) if entry.http_ts => http_ts::head(),
+        Some(_) => http_ts::disabled(),
         None => not_found().await,
     }
 }

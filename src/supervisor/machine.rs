@@ -1,6 +1,10 @@
 //! The stream lifecycle as a sans-IO state machine: inputs and time go in,
 //! commands for the driver come out. No I/O, no clocks, no sleeps.
 //!
+//! Two kinds of demand: `on_demand` (host, and `serve` streams so marked)
+//! runs while viewers watch; otherwise the stream runs while its operator
+//! order is "start" ([`Machine::start`] / [`Machine::stop`]), viewers or not.
+//!
 //! ```text
 //!   idle ──first lease──► starting ──started──► live ──last lease gone + linger──► stopping ──stopped──► idle
 //!                           │  ▲                  │
@@ -42,6 +46,11 @@ pub enum Command {
     Stop,
 }
 
+/// `start` was refused: the stream already runs (or, on demand, already waits for viewers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AlreadyRunning(pub &'static str);
+
 /// A lease was refused: the stream is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("host is full ({viewers}/{max} viewers)")]
@@ -59,6 +68,17 @@ pub struct Policy {
     pub backoff_max: Duration,
     /// A run that stayed live this long resets the back-off.
     pub backoff_reset_after: Duration,
+    /// Run only while viewers watch (plus `linger`). Otherwise run while the
+    /// order is "start", whoever watches.
+    pub on_demand: bool,
+    /// The order at creation ("start" = true). `host` is always on order.
+    pub enabled: bool,
+    /// Restart after a failure (with back-off). Without it a failure is
+    /// final until the next `start`.
+    pub restart: bool,
+    /// Run the teardown hooks on a failure too (`serve`: a new FFmpeg run
+    /// is a new RTP session, so WebRTC peers are closed and reconnect).
+    pub teardown_on_failure: bool,
 }
 
 impl Default for Policy {
@@ -69,6 +89,10 @@ impl Default for Policy {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(10),
             backoff_reset_after: Duration::from_secs(10),
+            on_demand: true,
+            enabled: true,
+            restart: true,
+            teardown_on_failure: false,
         }
     }
 }
@@ -87,12 +111,18 @@ pub struct Machine {
     /// Counts failed starts, so a waiting viewer can tell its start failed.
     start_failures: u64,
     restarts: u64,
+    /// The operator's order: run (true) or not.
+    enabled: bool,
+    /// `restart` was ordered while running: stop, then start again.
+    restart_pending: bool,
 }
 
 impl Machine {
     pub fn new(policy: Policy) -> Self {
         let backoff = policy.backoff_min;
         Self {
+            enabled: policy.enabled,
+            restart_pending: false,
             policy,
             state: State::Idle,
             viewers: 0,
@@ -126,6 +156,56 @@ impl Machine {
     }
     pub fn live_since(&self) -> Option<Instant> {
         self.live_since
+    }
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The operator orders "start". Refused when it already runs (or, on
+    /// demand, already waits for viewers); a failed stream retries at once.
+    pub fn start(&mut self, _now: Instant) -> Result<(), AlreadyRunning> {
+        if self.enabled {
+            if self.policy.on_demand && self.state != State::Failed {
+                return Err(AlreadyRunning(
+                    "the stream is already started (on demand: it runs while viewers watch)",
+                ));
+            }
+            if matches!(self.state, State::Starting | State::Live | State::Stopping) {
+                return Err(AlreadyRunning("the stream is already running"));
+            }
+        }
+        self.enabled = true;
+        if self.state == State::Failed {
+            self.retry_at = None;
+            self.backoff = self.policy.backoff_min;
+        }
+        Ok(())
+    }
+
+    /// The operator orders "stop": a running stream stops now (no linger);
+    /// a failed one is finished. Stopping a stopped stream is no error.
+    pub fn stop(&mut self, _now: Instant) {
+        self.enabled = false;
+        self.restart_pending = false;
+        if self.state == State::Failed {
+            self.state = State::Idle;
+            self.retry_at = None;
+        }
+    }
+
+    /// The operator orders "restart": a running stream stops and starts
+    /// again; anything else starts.
+    pub fn restart(&mut self, now: Instant) {
+        if matches!(self.state, State::Starting | State::Live) {
+            self.enabled = true;
+            self.restart_pending = true;
+        } else {
+            self.enabled = false;
+            let _ = self.start(now);
+        }
     }
 
     /// A viewer wants in.
@@ -183,6 +263,13 @@ impl Machine {
         self.state = State::Failed;
         self.live_since = None;
         self.last_error = Some(error);
+        self.restart_pending = false;
+        if !self.policy.restart {
+            // Final until the next order to start.
+            self.enabled = false;
+            self.retry_at = None;
+            return;
+        }
         self.retry_at = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(self.policy.backoff_max);
     }
@@ -192,17 +279,28 @@ impl Machine {
         if self.state == State::Stopping {
             self.state = State::Idle;
             self.live_since = None;
+            if self.restart_pending {
+                self.restart_pending = false;
+                self.restarts += 1;
+            }
         }
     }
 
     /// What to do now, and when to call `poll` again at the latest (if no input comes first).
     pub fn poll(&mut self, now: Instant) -> (Option<Command>, Option<Instant>) {
+        let wanted = self.enabled && (!self.policy.on_demand || self.viewers > 0);
         match self.state {
-            State::Idle if self.viewers > 0 => {
+            State::Idle if wanted => {
                 self.state = State::Starting;
                 (Some(Command::Start), None)
             }
             State::Idle | State::Starting | State::Stopping => (None, None),
+            State::Live if !self.enabled || self.restart_pending => {
+                self.state = State::Stopping;
+                self.empty_since = None;
+                (Some(Command::Stop), None)
+            }
+            State::Live if !self.policy.on_demand => (None, None),
             State::Live => match self.empty_since {
                 Some(since) if self.viewers == 0 => {
                     let at = since + self.policy.linger;
@@ -214,13 +312,12 @@ impl Machine {
                         (None, Some(at))
                     }
                 }
-                _ => {
-                    // Wake once the run is long enough to reset the back-off.
-                    (None, None)
-                }
+                _ => (None, None),
             },
+            // Failed for good (no restart): stays failed until an order.
+            State::Failed if !self.enabled => (None, None),
             State::Failed => {
-                if self.viewers == 0 {
+                if !wanted {
                     self.state = State::Idle;
                     self.retry_at = None;
                     return (None, None);
@@ -396,5 +493,140 @@ mod tests {
         m.on_started(t0 + ms(100));
         assert_eq!(m.poll(t0 + ms(100)).1, Some(t0 + ms(1010)));
         assert_eq!(m.poll(t0 + ms(1010)).0, Some(Command::Stop));
+    }
+
+    fn always_on(restart: bool) -> Machine {
+        Machine::new(Policy {
+            max_viewers: 10,
+            on_demand: false,
+            enabled: false,
+            restart,
+            backoff_min: ms(1000),
+            backoff_max: ms(1000),
+            ..Policy::default()
+        })
+    }
+
+    #[test]
+    fn an_always_on_stream_runs_on_order_without_viewers() {
+        let t0 = Instant::now();
+        let mut m = always_on(true);
+        assert_eq!(m.poll(t0), (None, None), "order is stop: nothing runs");
+        m.acquire(t0).unwrap();
+        assert_eq!(
+            m.poll(t0),
+            (None, None),
+            "a viewer does not start a stopped stream"
+        );
+        m.release(t0);
+        m.start(t0).unwrap();
+        assert_eq!(m.poll(t0).0, Some(Command::Start));
+        assert_eq!(
+            m.start(t0),
+            Err(AlreadyRunning("the stream is already running")),
+            "double start while starting"
+        );
+        m.on_started(t0 + ms(10));
+        assert!(m.start(t0).is_err(), "double start while live");
+        // No viewers, no linger: it keeps running.
+        assert_eq!(m.poll(t0 + ms(100_000)), (None, None));
+        assert_eq!(m.state(), State::Live);
+        m.stop(t0 + ms(100_000));
+        assert_eq!(m.poll(t0 + ms(100_000)).0, Some(Command::Stop));
+        m.on_stopped(t0 + ms(100_001));
+        assert_eq!(m.state(), State::Idle);
+        assert_eq!(m.poll(t0 + ms(100_002)), (None, None));
+        m.stop(t0 + ms(100_002));
+        assert_eq!(
+            m.state(),
+            State::Idle,
+            "stopping a stopped stream is no error"
+        );
+    }
+
+    #[test]
+    fn an_always_on_stream_reconnects_after_its_delay_with_no_viewers() {
+        let t0 = Instant::now();
+        let mut m = always_on(true);
+        m.start(t0).unwrap();
+        m.poll(t0);
+        m.on_started(t0);
+        m.on_failed(t0 + ms(500), "ffmpeg exited".into());
+        assert_eq!(m.poll(t0 + ms(500)), (None, Some(t0 + ms(1500))));
+        assert_eq!(m.poll(t0 + ms(1500)).0, Some(Command::Start));
+        assert_eq!(m.restarts(), 1);
+    }
+
+    #[test]
+    fn without_restart_a_failure_is_final_until_the_next_start() {
+        let t0 = Instant::now();
+        let mut m = always_on(false);
+        m.start(t0).unwrap();
+        m.poll(t0);
+        m.on_started(t0);
+        m.on_failed(t0 + ms(10), "ffmpeg exited with status 1".into());
+        assert_eq!(m.state(), State::Failed);
+        assert!(!m.enabled());
+        assert_eq!(m.poll(t0 + ms(1_000_000)), (None, None));
+        assert_eq!(
+            m.state(),
+            State::Failed,
+            "stays failed, visible to the operator"
+        );
+        m.start(t0 + ms(1_000_000)).unwrap();
+        assert_eq!(
+            m.poll(t0 + ms(1_000_000)).0,
+            Some(Command::Start),
+            "at once"
+        );
+        // Stop of a failed stream: finished.
+        m.on_start_failed(t0 + ms(1_000_001), "again".into());
+        m.stop(t0 + ms(1_000_002));
+        assert_eq!(m.state(), State::Idle);
+    }
+
+    #[test]
+    fn restart_stops_then_starts_again() {
+        let t0 = Instant::now();
+        let mut m = always_on(true);
+        m.start(t0).unwrap();
+        m.poll(t0);
+        m.on_started(t0);
+        m.restart(t0 + ms(5));
+        assert_eq!(m.poll(t0 + ms(5)).0, Some(Command::Stop));
+        m.on_stopped(t0 + ms(6));
+        assert_eq!(m.poll(t0 + ms(6)).0, Some(Command::Start));
+        assert_eq!(m.restarts(), 1);
+        // Restart of a stopped stream is a start.
+        m.on_started(t0 + ms(7));
+        m.stop(t0 + ms(8));
+        m.poll(t0 + ms(8));
+        m.on_stopped(t0 + ms(9));
+        m.restart(t0 + ms(10));
+        assert_eq!(m.poll(t0 + ms(10)).0, Some(Command::Start));
+    }
+
+    #[test]
+    fn an_on_demand_stream_refuses_a_second_start_and_stop_turns_viewers_away() {
+        let t0 = Instant::now();
+        let mut m = machine(5, 1000);
+        assert!(m.start(t0).is_err(), "on demand and already on order");
+        m.acquire(t0).unwrap();
+        m.poll(t0);
+        m.on_started(t0);
+        m.stop(t0 + ms(1));
+        assert_eq!(
+            m.poll(t0 + ms(1)).0,
+            Some(Command::Stop),
+            "no linger on an order"
+        );
+        m.on_stopped(t0 + ms(2));
+        assert_eq!(
+            m.poll(t0 + ms(2)),
+            (None, None),
+            "the viewer does not restart it"
+        );
+        m.start(t0 + ms(3)).unwrap();
+        assert_eq!(m.poll(t0 + ms(3)).0, Some(Command::Start));
     }
 }

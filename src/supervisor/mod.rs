@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-pub use machine::{Command, Full, Machine, Policy, State};
+pub use machine::{AlreadyRunning, Command, Full, Machine, Policy, State};
 pub use producer::{BoxFuture, Producer, ProducerError, Run, RunHandle};
 
 /// Called when a stream's producer stops for good: see [`Supervisor::on_teardown`].
@@ -39,9 +39,22 @@ pub struct Status {
     pub live_s: u64,
     pub restarts: u64,
     pub last_error: Option<String>,
+    /// The order: run (true), or stay stopped (after `stop`, or a final failure).
+    pub enabled: bool,
     #[serde(skip)]
     pub start_failures: u64,
 }
+
+/// One line of a stream's recent history (starts, failures, teardown order).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    pub what: String,
+}
+
+/// Events kept per stream.
+const EVENTS_KEPT: usize = 64;
 
 struct Shared {
     machine: Mutex<Machine>,
@@ -51,9 +64,24 @@ struct Shared {
     hub: Hub,
     born: Instant,
     teardown: Mutex<Vec<(&'static str, TeardownHook)>>,
+    events: Mutex<std::collections::VecDeque<Event>>,
 }
 
 impl Shared {
+    fn event(&self, what: impl Into<String>) {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if events.len() >= EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(Event {
+            unix_ms,
+            what: what.into(),
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, Machine> {
         self.machine.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -75,6 +103,7 @@ impl Shared {
                 .map_or(0, |t| now.saturating_duration_since(t).as_secs()),
             restarts: m.restarts(),
             last_error: m.last_error().map(str::to_owned),
+            enabled: m.enabled(),
             start_failures: m.start_failures(),
         };
         self.status.send_if_modified(|old| {
@@ -94,6 +123,8 @@ pub enum NotReady {
     Timeout(u64),
     #[error("the host is shutting down")]
     ShuttingDown,
+    #[error("the stream is stopped")]
+    Stopped,
 }
 
 /// The supervisor of one stream. Cheap to clone.
@@ -118,6 +149,7 @@ impl Supervisor {
             live_s: 0,
             restarts: 0,
             last_error: None,
+            enabled: machine.enabled(),
             start_failures: 0,
         });
         let shared = Arc::new(Shared {
@@ -128,6 +160,7 @@ impl Supervisor {
             hub,
             born: now,
             teardown: Mutex::new(Vec::new()),
+            events: Mutex::new(std::collections::VecDeque::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let driver = tokio::spawn(drive(shared.clone(), producer, shutdown_rx));
@@ -163,6 +196,43 @@ impl Supervisor {
         self.shared.publish(&m, now);
         drop(m);
         self.shared.status.borrow().clone()
+    }
+
+    /// The operator orders "start" (see [`Machine::start`]).
+    pub fn start(&self) -> Result<(), AlreadyRunning> {
+        self.order("start", |m, now| m.start(now))
+    }
+
+    /// The operator orders "stop": the run stops now, its consumers first.
+    pub fn stop(&self) {
+        self.order("stop", |m, now| m.stop(now));
+    }
+
+    /// The operator orders "restart" (a start when not running).
+    pub fn restart(&self) {
+        self.order("restart", |m, now| m.restart(now));
+    }
+
+    fn order<R>(&self, name: &str, f: impl FnOnce(&mut Machine, Instant) -> R) -> R {
+        let now = clock_now();
+        let mut m = self.shared.lock();
+        let r = f(&mut m, now);
+        self.shared.publish(&m, now);
+        drop(m);
+        self.shared.event(format!("order: {name}"));
+        self.shared.notify.notify_one();
+        r
+    }
+
+    /// Recent lifecycle events, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.shared
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn watch_status(&self) -> watch::Receiver<Status> {
@@ -213,6 +283,9 @@ impl Lease {
                     let s = rx.borrow_and_update();
                     if s.state == State::Live {
                         return Ok(());
+                    }
+                    if !s.enabled {
+                        return Err(NotReady::Stopped);
                     }
                     if s.start_failures > self.start_failures_at_acquire {
                         return Err(NotReady::StartFailed(
@@ -269,10 +342,11 @@ async fn drive(
         match cmd {
             Some(Command::Start) => {
                 tracing::info!("starting capture");
+                shared.event("starting");
                 starting = Some(tokio::spawn(producer.start(shared.hub.clone())));
             }
             Some(Command::Stop) => {
-                tracing::info!("last viewer left: stopping capture");
+                tracing::info!("stopping capture");
                 stop_for_good(&shared, running.take()).await;
                 continue;
             }
@@ -294,12 +368,14 @@ async fn drive(
                 match res {
                     Ok(Ok(run)) => {
                         tracing::info!(encoder = %run.encoder, "capture is live");
+                        shared.event("running");
                         *shared.encoder.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.encoder.clone());
                         running = Some(run);
                         shared.lock().on_started(now);
                     }
                     Ok(Err(e)) => {
                         tracing::error!("capture could not start: {e}");
+                        shared.event(format!("start failed: {e}"));
                         shared.lock().on_start_failed(now, e.0);
                     }
                     Err(join) => {
@@ -310,7 +386,12 @@ async fn drive(
             }
             err = async { running.as_mut().expect("guarded by the select condition").failures.recv().await }, if running.is_some() => {
                 let msg = err.map_or_else(|| "the producer ended without saying why".to_owned(), |e| e.0);
-                tracing::error!("capture failed: {msg}; restarting with back-off");
+                tracing::error!("capture failed: {msg}");
+                shared.event(format!("failed: {msg}"));
+                let teardown = shared.lock().policy().teardown_on_failure;
+                if teardown {
+                    run_teardown(&shared).await;
+                }
                 stop_run(&shared, running.take()).await;
                 shared.lock().on_failed(clock_now(), msg);
             }
@@ -349,6 +430,9 @@ async fn run_teardown(shared: &Shared) {
             .is_err()
         {
             tracing::warn!("teardown hook {name} took over {TEARDOWN_HOOK_TIMEOUT:?}; stopping the producer anyway");
+            shared.event(format!("teardown: {name} timed out"));
+        } else {
+            shared.event(format!("teardown: {name} done"));
         }
     }
 }
@@ -357,6 +441,7 @@ async fn stop_run(shared: &Shared, run: Option<Run>) {
     if let Some(run) = run {
         shared.hub.end_run();
         run.handle.stop().await;
+        shared.event("producer stopped");
     }
 }
 

@@ -237,3 +237,65 @@ async fn teardown_hooks_run_before_the_producer_stops_for_good_and_not_on_a_cras
     );
     drop(lease);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_always_on_stream_tears_down_on_a_crash_and_obeys_orders() {
+    let fake = Arc::new(Fake::default());
+    let policy = Policy {
+        on_demand: false,
+        enabled: false,
+        teardown_on_failure: true,
+        backoff_min: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        ..Policy::default()
+    };
+    let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), fake.clone());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    sup.on_teardown("test", order_hook(&fake, &log));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 0, "order is stop");
+
+    sup.start().unwrap();
+    wait_state(&sup, State::Live).await;
+    assert!(sup.start().is_err(), "double start refused");
+    assert_eq!(
+        fake.starts.load(Ordering::SeqCst),
+        1,
+        "and it started nothing"
+    );
+
+    // A crash: consumers first (the hook sees no stop yet), then the run stops, then a restart.
+    let tx = fake.crash.lock().unwrap().take().unwrap();
+    tx.send(ProducerError::new("ffmpeg was killed by signal 9"))
+        .unwrap();
+    wait_state(&sup, State::Failed).await;
+    wait_state(&sup, State::Live).await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec!["hook (stops so far: 0)".to_owned()]
+    );
+    assert_eq!(sup.status().restarts, 1);
+    let events: Vec<String> = sup.events().into_iter().map(|e| e.what).collect();
+    let at = |what: &str| events.iter().position(|e| e.starts_with(what));
+    let (failed, hook, stopped) = (
+        at("failed:"),
+        at("teardown: test done"),
+        at("producer stopped"),
+    );
+    assert!(
+        failed < hook && hook < stopped && failed.is_some(),
+        "failure, then teardown, then the producer: {events:?}"
+    );
+
+    // Stop: at once, with no viewers and no linger.
+    sup.stop();
+    wait_state(&sup, State::Idle).await;
+    assert_eq!(fake.stops.load(Ordering::SeqCst), 2);
+    assert!(!sup.status().enabled);
+    // A viewer of a stopped stream is told so at once.
+    let lease = sup.acquire().unwrap();
+    let err = lease.ready(Duration::from_secs(30)).await.unwrap_err();
+    assert!(matches!(err, NotReady::Stopped), "{err}");
+    drop(lease);
+    sup.shutdown().await;
+}

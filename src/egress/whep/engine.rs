@@ -57,6 +57,8 @@ pub struct NewPeer {
     pub stream: Arc<str>,
     pub hub: Hub,
     pub rtc: Rtc,
+    /// The stream's producer payload types, if not the engine's defaults.
+    pub producer_pts: Option<(u8, u8)>,
     pub created: Instant,
 }
 
@@ -221,7 +223,7 @@ impl Engine {
             new.rtc,
             new.resource.clone(),
             new.stream,
-            self.cfg.producer_pts,
+            new.producer_pts.unwrap_or(self.cfg.producer_pts),
             new.created,
         );
         self.by_resource.insert(new.resource, id);

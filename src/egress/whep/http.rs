@@ -153,6 +153,12 @@ async fn post_offer(
     let Some(entry) = st.registry.by_token(&token) else {
         return not_found();
     };
+    if !entry.webrtc {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this stream is not offered over WebRTC (webrtc.enabled = false); play /stream.ts instead",
+        );
+    }
     let posted = Instant::now();
     if !content_type_is(&headers, SDP) {
         return error(
@@ -196,6 +202,7 @@ async fn post_offer(
         stream,
         entry.supervisor.hub().clone(),
         rtc,
+        entry.rtp_pts,
         Instant::now(),
     ) {
         st.whep.index().remove(&resource);

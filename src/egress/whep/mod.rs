@@ -151,6 +151,7 @@ impl Whep {
         stream: Arc<str>,
         hub: Hub,
         rtc: str0m::Rtc,
+        producer_pts: Option<(u8, u8)>,
         created: Instant,
     ) -> bool {
         let new = NewPeer {
@@ -158,6 +159,7 @@ impl Whep {
             stream,
             hub,
             rtc,
+            producer_pts,
             created,
         };
         self.inner.cmds.send(Cmd::Add(Box::new(new))).is_ok()

@@ -64,11 +64,7 @@ async fn setup(max_viewers: usize, producer: Arc<dyn Producer>) -> Setup {
     };
     let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), producer);
     let registry = Registry::new();
-    registry.insert(StreamEntry {
-        id: "host".into(),
-        token: TOKEN.into(),
-        supervisor: sup.clone(),
-    });
+    registry.insert(StreamEntry::new("host", TOKEN, sup.clone()));
     let args = WebRtcArgs {
         webrtc_udp: "127.0.0.1:0".parse().unwrap(),
         public_host: vec!["203.0.113.9".into()],
