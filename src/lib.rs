@@ -2,6 +2,8 @@
 //!
 //! Data flows one way: `source` → `pipeline` → `hub` → `egress`, with the
 //! `supervisor` beside it starting and stopping producers for viewer leases.
+//! `host`'s producer is a GStreamer `pipeline`; `serve`'s are FFmpeg
+//! child processes (`process`), managed through `server::streams`.
 
 pub mod bench;
 pub mod cli;
@@ -12,6 +14,7 @@ pub mod hub;
 pub mod latency;
 pub mod net;
 pub mod pipeline;
+pub mod process;
 pub mod rtp;
 pub mod server;
 pub mod source;

@@ -119,7 +119,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         banner::print_human(&info);
     }
 
-    wait_for_signal().await?;
+    super::wait_for_signal().await?;
     tracing::info!("stopping");
     let _ = shutdown_tx.send(true);
     let stop_all = async {
@@ -145,15 +145,4 @@ fn source_label(kind: source::SourceKind) -> &'static str {
         source::SourceKind::Clock => "clock (test pattern stamped with the time)",
         source::SourceKind::Auto => "auto",
     }
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

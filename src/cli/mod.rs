@@ -2,6 +2,7 @@
 
 mod banner;
 mod host;
+pub mod serve;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Share this desktop (or a test pattern) with browsers (WebRTC) and players (HTTP MPEG-TS).
     Host(HostArgs),
+    /// Restream server: many named streams, each a supervised FFmpeg process, to browsers (WHEP) and players (HTTP MPEG-TS), managed by a config file and a JSON API.
+    Serve(serve::ServeArgs),
     /// Watch a stream in mpv (or ffplay / VLC) with low-latency options.
     View(ViewArgs),
     /// What works on this machine for `host` (capture, audio, encoders, viewers) and how to fix the rest.
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Host(args) => host::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::View(args) => view::run(&args.url, args.player).map(exit_code),
         Command::Doctor(args) => crate::doctor::run(args.json),
         Command::Bench(args) => crate::bench::run(args),
@@ -144,4 +148,17 @@ fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }

@@ -100,13 +100,19 @@ pub async fn get(entry: StreamEntry) -> Response {
     // The body ends when the stream is ordered to stop (or fails for good);
     // a crash-restart keeps it: the viewer resumes on the new run's keyframe.
     let status = entry.supervisor.watch_status();
-    let stream = futures_util::stream::unfold((viewer, status), |(mut v, mut status)| async move {
-        let bytes = tokio::select! {
-            b = v.next() => b?,
-            _ = stopped(&mut status) => return None,
-        };
-        Some((Ok::<_, Infallible>(bytes), (v, status)))
-    });
+    let out = entry.supervisor.hub().out().clone();
+    let stream = futures_util::stream::unfold(
+        (viewer, status, out),
+        |(mut v, mut status, out)| async move {
+            let bytes = tokio::select! {
+                b = v.next() => b?,
+                _ = stopped(&mut status) => return None,
+            };
+            out.http_bytes
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Some((Ok::<_, Infallible>(bytes), (v, status, out)))
+        },
+    );
     let mut resp = Response::new(Body::from_stream(stream));
     stream_headers(&mut resp);
     resp

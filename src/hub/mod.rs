@@ -101,6 +101,14 @@ pub struct HubStats {
     pub rtp_gop_joins: u64,
 }
 
+/// Bytes delivered to viewers, by kind (payload bytes: TS for HTTP, RTP
+/// payloads for WebRTC). Lock-free: counted on every write.
+#[derive(Debug, Default)]
+pub struct OutCounters {
+    pub http_bytes: std::sync::atomic::AtomicU64,
+    pub whep_bytes: std::sync::atomic::AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -108,6 +116,7 @@ pub struct Hub {
 
 struct Inner {
     cfg: HubConfig,
+    out: Arc<OutCounters>,
     tx: broadcast::Sender<Chunk>,
     rtp: rtp::RtpTracks,
     state: Mutex<State>,
@@ -134,6 +143,7 @@ impl Hub {
         let keyframes = KeyframeLimiter::new(cfg.min_keyframe_interval);
         Self {
             inner: Arc::new(Inner {
+                out: Arc::default(),
                 rtp: rtp::RtpTracks::new(cfg.rtp_capacity.max(2)),
                 cfg,
                 tx,
@@ -156,6 +166,11 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.inner.cfg
+    }
+
+    /// What viewers were sent (shared: egress counts into it).
+    pub fn out(&self) -> &Arc<OutCounters> {
+        &self.inner.out
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -225,7 +225,8 @@ impl Engine {
             new.stream,
             new.producer_pts.unwrap_or(self.cfg.producer_pts),
             new.created,
-        );
+        )
+        .count_into(new.hub.out().clone());
         self.by_resource.insert(new.resource, id);
         self.hubs.insert(id, new.hub);
         self.peers.insert(id, peer);

@@ -217,6 +217,8 @@ pub struct Peer {
     burst: VecDeque<RtpPkt>,
     /// The producer's payload types: packets with others are not ours to send.
     producer_pts: (u8, u8),
+    /// The stream's delivered-bytes counter (payload bytes written).
+    out: Option<Arc<crate::hub::OutCounters>>,
 }
 
 impl Peer {
@@ -243,7 +245,14 @@ impl Peer {
             audio: None,
             burst: VecDeque::new(),
             producer_pts,
+            out: None,
         }
+    }
+
+    /// Count what this peer is sent into the stream's counters.
+    pub fn count_into(mut self, out: Arc<crate::hub::OutCounters>) -> Self {
+        self.out = Some(out);
+        self
     }
 
     /// When this peer is given up: not connected within `timeout` of its
@@ -352,6 +361,12 @@ impl Peer {
             write = write.ext_vals(playout_delay_zero());
         }
         tx.write_rtp(write);
+        if let Some(out) = &self.out {
+            out.whep_bytes.fetch_add(
+                pkt.payload.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         if track == Track::Video && pkt.key && self.first_key_at.is_none() {
             self.first_key_at = Some(now);
         }
