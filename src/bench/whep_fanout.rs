@@ -95,9 +95,10 @@ pub struct WhepFanoutArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct WhepFanoutClientArgs {
-    /// The WHEP endpoint (http://127.0.0.1:PORT/TOKEN/whep).
-    #[arg(long)]
-    pub url: String,
+    /// The WHEP endpoint (http://127.0.0.1:PORT/TOKEN/whep); several
+    /// (comma-separated or repeated): peer i joins the (i mod n)-th.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub url: Vec<String>,
     #[arg(long)]
     pub peers: usize,
     #[arg(long)]
@@ -138,6 +139,9 @@ pub enum ClientLine {
 /// What one peer got in the window.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerWindow {
+    /// Index of the peer's `--url`.
+    #[serde(default)]
+    pub url: usize,
     pub udp_bytes: u64,
     pub frames: u64,
     pub gaps: u64,
@@ -149,6 +153,7 @@ pub struct PeerWindow {
 impl PeerWindow {
     pub fn between(a: &ClientStats, b: &ClientStats) -> Self {
         Self {
+            url: 0,
             udp_bytes: b.udp_bytes.saturating_sub(a.udp_bytes),
             frames: b.video_frames.saturating_sub(a.video_frames),
             gaps: b.gaps.saturating_sub(a.gaps),
@@ -713,7 +718,7 @@ impl Snap {
     }
 }
 
-fn line_reader(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
+pub(crate) fn line_reader(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
     let stdout = child
         .stdout
         .take()
@@ -732,7 +737,10 @@ fn line_reader(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
     Ok(rx)
 }
 
-fn next_line(rx: &mpsc::Receiver<String>, timeout: Duration) -> anyhow::Result<ClientLine> {
+pub(crate) fn next_line(
+    rx: &mpsc::Receiver<String>,
+    timeout: Duration,
+) -> anyhow::Result<ClientLine> {
     let until = Instant::now() + timeout;
     loop {
         let left = until.saturating_duration_since(Instant::now());
@@ -962,6 +970,9 @@ fn emit(line: &ClientLine) {
 }
 
 pub fn run_client(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
+    if args.url.is_empty() {
+        bail!("--url is required");
+    }
     if let Some(cpu) = args.cpu {
         if let Err(e) = procstat::pin_to_cpu(cpu) {
             eprintln!("peers: cannot pin to CPU {cpu}: {e}");
@@ -990,7 +1001,7 @@ async fn client_main(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
     let mut tasks = Vec::new();
     for i in 0..n {
         let (url, shared, sem, ready) = (
-            args.url.clone(),
+            args.url[i % args.url.len()].clone(),
             shared.clone(),
             sem.clone(),
             ready_tx.clone(),
@@ -1043,11 +1054,19 @@ async fn client_main(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
     }
     let peers: Vec<PeerWindow> = {
         let snaps = shared.snaps.lock().unwrap_or_else(|e| e.into_inner());
+        let url = |i: usize| i % args.url.len();
         snaps
             .iter()
-            .filter_map(|s| match s {
-                [Some(a), Some(b)] => Some(PeerWindow::between(a, b)),
-                [Some(_), None] => Some(PeerWindow::default()),
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                [Some(a), Some(b)] => Some(PeerWindow {
+                    url: url(i),
+                    ..PeerWindow::between(a, b)
+                }),
+                [Some(_), None] => Some(PeerWindow {
+                    url: url(i),
+                    ..PeerWindow::default()
+                }),
                 _ => None,
             })
             .collect()

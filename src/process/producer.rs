@@ -267,7 +267,13 @@ fn describe_exit(pid: u32, status: ExitStatus, log: &[String]) -> String {
         (None, Some(sig)) => format!("ffmpeg (pid {pid}) was killed by signal {sig}"),
         (None, None) => format!("ffmpeg (pid {pid}) ended"),
     };
-    match summarize_exit(log) {
+    // FFmpeg's own lines, not the notes pixelpass adds to the tail.
+    let ffmpeg: Vec<String> = log
+        .iter()
+        .filter(|l| !l.starts_with("pixelpass: "))
+        .cloned()
+        .collect();
+    match summarize_exit(&ffmpeg) {
         Some(why) => format!("{how}: {why}"),
         None => how,
     }
