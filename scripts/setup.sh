@@ -19,6 +19,8 @@ PKGS_GSTREAMER=(
   gstreamer1.0-libav
   gstreamer1.0-pipewire gstreamer1.0-pulseaudio gstreamer1.0-x
 )
+# `pixelpass serve` runs FFmpeg for every stream.
+PKGS_SERVE=(ffmpeg)
 # The integration tests decode what viewers receive with ffprobe/ffmpeg, and
 # run the browser test in a private network namespace (ip, unshare).
 PKGS_TEST=(ffmpeg iproute2 util-linux)
@@ -37,7 +39,7 @@ PKGS_XDPW_BUILD=(
   libdrm-dev libgbm-dev libinih-dev libpipewire-0.3-dev libsystemd-dev libwayland-dev wayland-protocols
 )
 
-ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_TEST[@]}" "${PKGS_BROWSER[@]}"
+ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_SERVE[@]}" "${PKGS_TEST[@]}" "${PKGS_BROWSER[@]}"
   "${PKGS_DESKTOP_TEST[@]}" "${PKGS_XDPW_BUILD[@]}")
 
 # Rust: the oldest toolchain that builds the crate (Cargo.toml rust-version).
