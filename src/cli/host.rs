@@ -32,15 +32,7 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         }
         None => token::generate()?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("pixelpass")
-        .build()
-        .context("cannot start the async runtime")?;
-    let code = rt.block_on(host(args, token));
-    // Blocking tasks (a pipeline going to NULL) get a short grace period, not forever.
-    rt.shutdown_timeout(Duration::from_millis(300));
-    code
+    super::block_on(host(args, token))
 }
 
 async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {

@@ -162,3 +162,19 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Run `main` on a multi-threaded runtime; blocking tasks left at the end (a
+/// pipeline going to NULL) get a short grace period, not forever.
+fn block_on(
+    main: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pixelpass")
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = rt.block_on(main);
+    rt.shutdown_timeout(std::time::Duration::from_millis(300));
+    code
+}

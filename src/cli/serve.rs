@@ -67,14 +67,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(_) => anyhow::bail!("the API token must have at least 8 characters"),
         None => token::generate()?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("pixelpass")
-        .build()
-        .context("cannot start the async runtime")?;
-    let code = rt.block_on(serve(args, config, api_token));
-    rt.shutdown_timeout(Duration::from_millis(300));
-    code
+    super::block_on(serve(args, config, api_token))
 }
 
 fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {

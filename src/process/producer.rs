@@ -110,15 +110,7 @@ async fn start(
         )),
     ];
 
-    let legs = Legs {
-        video_port,
-        rtp: cfg.webrtc.enabled,
-        audio: cfg.audio,
-        ts: cfg.http_ts,
-        video_pt: cfg.webrtc.video_pt(),
-        audio_pt: cfg.webrtc.audio_pt(),
-    };
-    let args = command::ffmpeg_args(&cfg, &legs);
+    let args = command::ffmpeg_args(&cfg, &Legs::for_stream(&cfg, video_port));
     tracing::debug!(stream = %cfg.id, ?args, "spawning ffmpeg");
     // Spawned on this tokio worker thread (long-lived: see `child::spawn` on PDEATHSIG).
     let spawned = match child::spawn(&program, &args, cfg.http_ts) {

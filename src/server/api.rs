@@ -14,6 +14,10 @@
 //! token (checked before anything else), `404` unknown id, `400` malformed
 //! JSON or an invalid field (named), `409` conflicts.
 
+// Helpers return the error `Response` itself for the handler to send: its
+// size does not matter on this path.
+#![allow(clippy::result_large_err)]
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -66,6 +70,21 @@ fn ok(status: StatusCode, value: impl serde::Serialize) -> Response {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// Proof the request carries the API token: the first extractor of every
+/// handler, so a request without it is `401` whatever else is wrong with it.
+struct Authed;
+
+impl axum::extract::FromRequestParts<Api> for Authed {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Api,
+    ) -> Result<Self, Response> {
+        authorize(api, &parts.headers).map(|()| Authed)
+    }
 }
 
 /// `Authorization: Bearer <api_token>`, compared in constant time.
@@ -149,17 +168,11 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Response> {
     })
 }
 
-async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+async fn list(_: Authed, State(api): State<Api>) -> Response {
     ok(StatusCode::OK, api.streams.list())
 }
 
-async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+async fn create(_: Authed, State(api): State<Api>, body: Body) -> Response {
     let value = match read_json(body).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -180,10 +193,7 @@ async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Respo
     }
 }
 
-async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+async fn show(_: Authed, State(api): State<Api>, Path(id): Path<String>) -> Response {
     match api.streams.get(&id) {
         Some(view) => ok(StatusCode::OK, view),
         None => stream_error(StreamError::NotFound(id)),
@@ -191,14 +201,11 @@ async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>
 }
 
 async fn replace(
+    _: Authed,
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
     if api.streams.get(&id).is_none() {
         return stream_error(StreamError::NotFound(id));
     }
@@ -231,10 +238,7 @@ async fn replace(
     }
 }
 
-async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+async fn remove(_: Authed, State(api): State<Api>, Path(id): Path<String>) -> Response {
     match api.streams.delete(&id).await {
         Ok(()) => ok(StatusCode::OK, json!({ "deleted": id })),
         Err(e) => stream_error(e),
@@ -248,14 +252,11 @@ struct CommandBody {
 }
 
 async fn command(
+    _: Authed,
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
     if api.streams.get(&id).is_none() {
         return stream_error(StreamError::NotFound(id));
     }
@@ -273,20 +274,14 @@ async fn command(
     }
 }
 
-async fn report(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+async fn report(_: Authed, State(api): State<Api>, Path(id): Path<String>) -> Response {
     match api.streams.report(&id) {
         Some(r) => ok(StatusCode::OK, r),
         None => stream_error(StreamError::NotFound(id)),
     }
 }
 
-async fn unknown(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+async fn unknown(_: Authed) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such API endpoint (see /api/v1/streams)",
@@ -294,10 +289,7 @@ async fn unknown(State(api): State<Api>, headers: HeaderMap) -> Response {
     )
 }
 
-async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+async fn metrics(_: Authed, State(api): State<Api>) -> Response {
     let text = super::metrics::render(&api.streams.samples());
     (
         [
