@@ -480,3 +480,30 @@ fn a_bad_config_names_the_file_line_and_key() {
         out.stderr
     );
 }
+
+#[test]
+fn a_stream_whose_rtp_stops_is_restarted_after_its_stale_timeout() {
+    // The video stops after 1.5 s while FFmpeg keeps running (the select
+    // filter drops every later frame): no RTP, so the run is stale.
+    let streams = "[[stream]]\nid = \"stuck\"\n\
+        input = [\"-re\", \"-f\", \"lavfi\", \"-i\", \"testsrc2=size=320x240:rate=30,select='lt(t,1.5)'\"]\n\
+        audio = false\nhttp_ts = false\nautostart = true\nreconnect = true\nreconnect_delay_seconds = 0.5\nstale_timeout_seconds = 1\n";
+    let serve = Serve::start("stale", streams);
+    let first = serve.wait_running("stuck")["pid"].as_u64().unwrap();
+    let r = serve.wait_report(
+        "stuck",
+        Duration::from_secs(20),
+        "a restart for staleness",
+        |r| r["restarts"].as_u64() >= Some(1),
+    );
+    assert!(
+        events(&r).iter().any(|e| e.starts_with(&format!(
+            "failed: no media from ffmpeg (pid {first}) for 1 s"
+        ))),
+        "{r:#}"
+    );
+    assert!(
+        wait_gone(first, Duration::from_secs(5)),
+        "the stale FFmpeg was ended"
+    );
+}

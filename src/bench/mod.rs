@@ -13,6 +13,9 @@
 //! - `bench whep-fanout`: N WebRTC peers; server CPU per Gbit/s, RSS per
 //!   peer, losses ([`whep_fanout`]); `bench whep-fanout-client` (hidden) runs
 //!   the peers in a child process.
+//! - `bench serve`: `pixelpass serve` as a child with N FFmpeg streams × M
+//!   WHEP peers: time from `command start` to the first WHEP keyframe,
+//!   server CPU (FFmpeg excluded) per Gbit/s, RSS per peer ([`serve`]).
 
 pub mod capture;
 pub mod client;
@@ -22,6 +25,7 @@ pub mod join;
 pub mod latency;
 pub mod procstat;
 pub mod replay;
+pub mod serve;
 pub mod whep_fanout;
 
 use std::process::ExitCode;
@@ -55,6 +59,9 @@ pub enum BenchCommand {
     /// The peers of `whep-fanout` (started by it as a child process).
     #[command(hide = true)]
     WhepFanoutClient(whep_fanout::WhepFanoutClientArgs),
+    /// `pixelpass serve` with N FFmpeg streams × M WHEP peers: command start
+    /// → first WHEP keyframe, server CPU (FFmpeg excluded) per Gbit/s, RSS.
+    Serve(serve::ServeBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -66,5 +73,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Capture(a) => capture::run(a),
         BenchCommand::WhepFanout(a) => whep_fanout::run(a),
         BenchCommand::WhepFanoutClient(a) => whep_fanout::run_client(a),
+        BenchCommand::Serve(a) => serve::run(a),
     }
 }

@@ -132,7 +132,9 @@ async fn start(
         tokio::spawn(progress_lines(spawned.progress, state.clone())),
     ];
     if let Some(stdout) = spawned.stdout {
-        if let Err(e) = read_ts(stdout, hub.clone(), seen_tx.clone(), &cfg.id) {
+        // Media freshness is RTP's when there is RTP (stale = "no RTP"), else the TS's.
+        let seen = (!cfg.webrtc.enabled).then(|| seen_tx.clone());
+        if let Err(e) = read_ts(stdout, hub.clone(), seen, &cfg.id) {
             state.log_line(&format!("pixelpass: {e}"));
         }
     }
@@ -295,7 +297,7 @@ async fn progress_lines<R: AsyncRead + Unpin>(progress: R, state: Arc<ProcessSta
 fn read_ts(
     stdout: tokio::process::ChildStdout,
     hub: Hub,
-    seen: watch::Sender<Option<Instant>>,
+    seen: Option<watch::Sender<Option<Instant>>>,
     id: &str,
 ) -> std::io::Result<()> {
     let fd = stdout.into_owned_fd()?;
@@ -314,7 +316,9 @@ fn read_ts(
                     if tx.send(buf).is_err() {
                         break;
                     }
-                    seen.send_replace(Some(Instant::now()));
+                    if let Some(seen) = &seen {
+                        seen.send_replace(Some(Instant::now()));
+                    }
                 }
             }
         })?;

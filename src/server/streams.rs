@@ -356,6 +356,7 @@ fn view(s: &Stream) -> StreamView {
 pub fn policy(c: &StreamConfig) -> Policy {
     let delay = Duration::from_secs_f64(c.reconnect_delay_seconds).max(Duration::from_millis(100));
     Policy {
+        name: c.id.clone(),
         max_viewers: c.max_viewers as usize,
         linger: Duration::from_secs_f64(c.linger),
         on_demand: c.on_demand,

@@ -61,6 +61,8 @@ pub struct Full {
 
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// The stream's name in logs ("host", or a `serve` stream's id).
+    pub name: String,
     pub max_viewers: usize,
     /// How long capture keeps running after the last viewer left.
     pub linger: Duration,
@@ -84,6 +86,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
+            name: "host".into(),
             max_viewers: 2,
             linger: Duration::from_secs(5),
             backoff_min: Duration::from_millis(500),

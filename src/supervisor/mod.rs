@@ -139,6 +139,7 @@ impl Supervisor {
     /// Spawns the driver task on the current tokio runtime.
     pub fn spawn(policy: Policy, hub: Hub, producer: Arc<dyn Producer>) -> Self {
         let now = clock_now();
+        let policy_name = policy.name.clone();
         let machine = Machine::new(policy);
         let (status, _) = watch::channel(Status {
             state: machine.state(),
@@ -163,7 +164,11 @@ impl Supervisor {
             events: Mutex::new(std::collections::VecDeque::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let driver = tokio::spawn(drive(shared.clone(), producer, shutdown_rx));
+        let span = tracing::info_span!("stream", id = %policy_name);
+        let driver = tokio::spawn(tracing::Instrument::instrument(
+            drive(shared.clone(), producer, shutdown_rx),
+            span,
+        ));
         Self {
             shared,
             driver: Arc::new(Mutex::new(Some(driver))),
@@ -341,12 +346,12 @@ async fn drive(
         };
         match cmd {
             Some(Command::Start) => {
-                tracing::info!("starting capture");
+                tracing::info!("starting");
                 shared.event("starting");
                 starting = Some(tokio::spawn(producer.start(shared.hub.clone())));
             }
             Some(Command::Stop) => {
-                tracing::info!("stopping capture");
+                tracing::info!("stopping");
                 stop_for_good(&shared, running.take()).await;
                 continue;
             }
@@ -367,26 +372,26 @@ async fn drive(
                 let now = clock_now();
                 match res {
                     Ok(Ok(run)) => {
-                        tracing::info!(encoder = %run.encoder, "capture is live");
+                        tracing::info!(encoder = %run.encoder, "live");
                         shared.event("running");
                         *shared.encoder.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.encoder.clone());
                         running = Some(run);
                         shared.lock().on_started(now);
                     }
                     Ok(Err(e)) => {
-                        tracing::error!("capture could not start: {e}");
+                        tracing::error!("could not start: {e}");
                         shared.event(format!("start failed: {e}"));
                         shared.lock().on_start_failed(now, e.0);
                     }
                     Err(join) => {
-                        tracing::error!("capture start panicked: {join}");
+                        tracing::error!("start panicked: {join}");
                         shared.lock().on_start_failed(now, format!("capture start panicked: {join}"));
                     }
                 }
             }
             err = async { running.as_mut().expect("guarded by the select condition").failures.recv().await }, if running.is_some() => {
                 let msg = err.map_or_else(|| "the producer ended without saying why".to_owned(), |e| e.0);
-                tracing::error!("capture failed: {msg}");
+                tracing::error!("failed: {msg}");
                 shared.event(format!("failed: {msg}"));
                 let teardown = shared.lock().policy().teardown_on_failure;
                 if teardown {
