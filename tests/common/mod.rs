@@ -434,11 +434,11 @@ fn is_timeout(e: &std::io::Error) -> bool {
     )
 }
 
+/// A response head: status, headers, and the bytes read past them.
+pub type Head = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// Read the status line and headers; returns the bytes read past them.
-pub fn read_head(
-    s: &mut TcpStream,
-    deadline: Instant,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+pub fn read_head(s: &mut TcpStream, deadline: Instant) -> Result<Head, String> {
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut buf = Vec::new();
@@ -745,8 +745,7 @@ impl TsScan {
         self.pat_offsets
             .iter()
             .copied()
-            .filter(|&o| o >= lo && o < hi)
-            .last()
+            .rfind(|&o| o >= lo && o < hi)
     }
 
     pub fn last_pts(&self) -> Option<u64> {

@@ -43,10 +43,11 @@ const PLAYOUT_DELAY_EXT_ID: u8 = 12;
 /// frame shown late is worth less than a frame shown unevenly. The extension
 /// is written only when the viewer's offer had it (Chrome's does).
 fn playout_delay_zero() -> ExtensionValues {
-    let mut v = ExtensionValues::default();
-    v.play_delay_min = Some(MediaTime::ZERO);
-    v.play_delay_max = Some(MediaTime::ZERO);
-    v
+    ExtensionValues {
+        play_delay_min: Some(MediaTime::ZERO),
+        play_delay_max: Some(MediaTime::ZERO),
+        ..ExtensionValues::default()
+    }
 }
 
 /// Why an offer gets no answer.
