@@ -78,12 +78,18 @@ async fn two_config_streams_one_over_whep_one_over_http_ts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_ffmpeg_closes_peers_before_sources_and_reconnects() {
     let streams = format!(
-        "[[stream]]\nid = \"one\"\ntoken = \"watch-one-token\"\n{}autostart = true\nreconnect = true\nreconnect_delay_seconds = 1\n",
+        "[[stream]]\nid = \"one\"\ntoken = \"watch-one-token\"\n{}autostart = true\nreconnect = true\nreconnect_delay_seconds = 1\n\
+         video_map = \"0:v:0\"\naudio_map = \"1:a:0\"\n",
         lavfi_input(440)
     );
     let serve = Serve::start("kill-9", &streams);
     let before = serve.wait_running("one");
     let pid = before["pid"].as_u64().unwrap();
+    // With the maps given, FFmpeg encodes H.264 once and feeds every leg through `tee`.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    assert_eq!(argv.iter().filter(|a| **a == b"libx264").count(), 1);
+    assert!(argv.iter().any(|a| *a == b"tee"));
     let mut client = whep_viewer(&serve, "watch-one-token").await;
     let mut got = Got::default();
     drive(&mut client, &mut got, Duration::from_secs(20), |g| {

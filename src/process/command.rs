@@ -2,8 +2,13 @@
 //! legs pixelpass reads back (H.264 + Opus RTP on loopback for WebRTC, MPEG-TS on stdout
 //! for HTTP viewers).
 //!
-//! No `-map`: FFmpeg's default stream selection picks the best video and audio stream
-//! across all inputs, which handles the common "video from input 0, sound from input 1".
+//! H.264 is encoded ONCE when the streams to use are known: explicit `video_map` /
+//! `audio_map`, or a single input (its first video and audio). Then one output
+//! through the `tee` muxer feeds every leg: video RTP, Opus RTP (`a:0`) and the TS
+//! (video + AAC on `a:1`). Otherwise (several inputs, no maps) each leg is its own
+//! output with FFmpeg's default stream selection, which picks the best video and
+//! audio across all inputs ("video from input 0, sound from input 1") but encodes
+//! H.264 once per leg that carries video.
 
 use super::config::StreamConfig;
 
@@ -96,6 +101,90 @@ fn push(args: &mut Vec<String>, items: &[&str]) {
     args.extend(items.iter().map(|s| s.to_string()));
 }
 
+/// The `-map`s for one shared encode, when the streams to use are known.
+fn maps(cfg: &StreamConfig, legs: &Legs) -> Option<(String, Option<String>)> {
+    let single_input = cfg.input.iter().filter(|a| *a == "-i").count() == 1;
+    let video = cfg
+        .video_map
+        .clone()
+        .or_else(|| single_input.then(|| "0:v:0".to_owned()))?;
+    if !legs.audio {
+        return Some((video, None));
+    }
+    let audio = cfg
+        .audio_map
+        .clone()
+        .or_else(|| single_input.then(|| "0:a:0".to_owned()))?;
+    Some((video, Some(audio)))
+}
+
+/// One output, one H.264 encode, every leg a `tee` slave (see the module docs).
+fn tee_outputs(
+    args: &mut Vec<String>,
+    cfg: &StreamConfig,
+    legs: &Legs,
+    video: String,
+    audio: Option<String>,
+) {
+    args.extend(["-map".to_owned(), video]);
+    if let Some(a) = &audio {
+        args.extend(["-map".to_owned(), a.clone(), "-map".to_owned(), a.clone()]);
+    }
+    args.extend(h264_args(cfg));
+    let mut slaves = Vec::new();
+    let rtp = |pt: u8, port: u16, select: &str| {
+        format!("[select={select}:f=rtp:payload_type={pt}]{}", rtp_url(port))
+    };
+    if legs.rtp {
+        slaves.push(rtp(legs.video_pt, legs.video_port, "v"));
+    }
+    if audio.is_some() {
+        args.push("-c:a:0".into());
+        args.push("libopus".into());
+        args.push("-b:a:0".into());
+        args.push(format!("{}k", cfg.audio_bitrate_kbps));
+        push(
+            args,
+            &[
+                "-ar:a:0",
+                "48000",
+                "-ac:a:0",
+                "2",
+                "-application:a:0",
+                "lowdelay",
+                "-frame_duration:a:0",
+                "20",
+                "-c:a:1",
+                "aac",
+                "-b:a:1",
+                "128k",
+                "-ar:a:1",
+                "48000",
+                "-ac:a:1",
+                "2",
+            ],
+        );
+        if legs.rtp {
+            slaves.push(rtp(
+                legs.audio_pt,
+                legs.video_port.saturating_add(1),
+                "\\'a:0\\'",
+            ));
+        }
+    }
+    if legs.ts {
+        let select = if audio.is_some() {
+            "select=\\'v,a:1\\':"
+        } else {
+            ""
+        };
+        slaves.push(format!(
+            "[{select}f=mpegts:max_delay=0:flush_packets=1]pipe:1"
+        ));
+    }
+    args.extend(["-f".to_owned(), "tee".to_owned(), slaves.join("|")]);
+}
+
 /// The full argv (without the program name) for one stream.
 pub fn ffmpeg_args(cfg: &StreamConfig, legs: &Legs) -> Vec<String> {
     let mut args = Vec::new();
@@ -113,6 +202,12 @@ pub fn ffmpeg_args(cfg: &StreamConfig, legs: &Legs) -> Vec<String> {
     );
     push(&mut args, &["-progress", "pipe:3", "-stats_period", "1"]);
     args.extend(cfg.input.iter().cloned());
+    if legs.rtp && legs.ts {
+        if let Some((video, audio)) = maps(cfg, legs) {
+            tee_outputs(&mut args, cfg, legs, video, audio);
+            return args;
+        }
+    }
 
     if legs.rtp {
         push(&mut args, &["-an", "-sn", "-dn"]);
@@ -178,6 +273,11 @@ mod tests {
         serde_json::from_str(r#"{"id":"a","input":["-re","-i","in.mp4"]}"#).unwrap()
     }
 
+    /// Two inputs and no maps: FFmpeg's default selection, one output per leg.
+    fn two_inputs() -> StreamConfig {
+        serde_json::from_str(r#"{"id":"a","input":["-re","-i","in.mp4","-i","tone.wav"]}"#).unwrap()
+    }
+
     fn legs(rtp: bool, audio: bool, ts: bool) -> Legs {
         Legs {
             video_port: 40000,
@@ -193,21 +293,62 @@ mod tests {
         -bf 0 -b:v 2500k -maxrate 2500k -bufsize 1250k -force_key_frames expr:gte(t,n_forced*2) -sc_threshold 0";
     const HEAD: &str =
         "-hide_banner -nostdin -nostats -loglevel level+warning -progress pipe:3 -stats_period 1 -re -i in.mp4";
+    const HEAD2: &str =
+        "-hide_banner -nostdin -nostats -loglevel level+warning -progress pipe:3 -stats_period 1 -re -i in.mp4 -i tone.wav";
+
+    #[test]
+    fn one_input_is_encoded_once_for_every_leg() {
+        let want = format!(
+            "{HEAD} -map 0:v:0 -map 0:a:0 -map 0:a:0 {H264} -c:a:0 libopus -b:a:0 96k -ar:a:0 48000 -ac:a:0 2 \
+             -application:a:0 lowdelay -frame_duration:a:0 20 -c:a:1 aac -b:a:1 128k -ar:a:1 48000 -ac:a:1 2 -f tee \
+             [select=v:f=rtp:payload_type=102]rtp://127.0.0.1:40000?rtcpport=40000&pkt_size=1200|\
+             [select=\\'a:0\\':f=rtp:payload_type=111]rtp://127.0.0.1:40001?rtcpport=40001&pkt_size=1200|\
+             [select=\\'v,a:1\\':f=mpegts:max_delay=0:flush_packets=1]pipe:1"
+        );
+        assert_eq!(ffmpeg_args(&cfg(), &legs(true, true, true)).join(" "), want);
+        let silent = ffmpeg_args(&cfg(), &legs(true, false, true)).join(" ");
+        assert!(
+            silent.ends_with("-f tee [select=v:f=rtp:payload_type=102]rtp://127.0.0.1:40000?rtcpport=40000&pkt_size=1200|\
+                [f=mpegts:max_delay=0:flush_packets=1]pipe:1")
+                && !silent.contains("0:a:0"),
+            "{silent}"
+        );
+    }
+
+    #[test]
+    fn explicit_maps_make_several_inputs_one_encode() {
+        let mut c = two_inputs();
+        c.video_map = Some("0:v:0".into());
+        c.audio_map = Some("1:a:0".into());
+        let args = ffmpeg_args(&c, &legs(true, true, true)).join(" ");
+        assert!(
+            args.starts_with(&format!("{HEAD2} -map 0:v:0 -map 1:a:0 -map 1:a:0 ")),
+            "{args}"
+        );
+        assert_eq!(args.matches("libx264").count(), 1, "{args}");
+        // A map for video alone is not enough while there is sound: default selection.
+        c.audio_map = None;
+        let args = ffmpeg_args(&c, &legs(true, true, true)).join(" ");
+        assert_eq!(args.matches("libx264").count(), 2, "{args}");
+    }
 
     #[test]
     fn all_legs() {
         let want = format!(
-            "{HEAD} -an -sn -dn {H264} -f rtp -payload_type 102 rtp://127.0.0.1:40000?rtcpport=40000&pkt_size=1200 \
+            "{HEAD2} -an -sn -dn {H264} -f rtp -payload_type 102 rtp://127.0.0.1:40000?rtcpport=40000&pkt_size=1200 \
              -vn -sn -dn -c:a libopus -b:a 96k -ar 48000 -ac 2 -application lowdelay -frame_duration 20 \
              -f rtp -payload_type 111 rtp://127.0.0.1:40001?rtcpport=40001&pkt_size=1200 \
              {H264} -c:a aac -b:a 128k -ar 48000 -ac 2 -sn -dn -f mpegts -muxdelay 0 -muxpreload 0 -flush_packets 1 pipe:1"
         );
-        assert_eq!(ffmpeg_args(&cfg(), &legs(true, true, true)).join(" "), want);
+        assert_eq!(
+            ffmpeg_args(&two_inputs(), &legs(true, true, true)).join(" "),
+            want
+        );
     }
 
     #[test]
     fn without_audio_there_is_no_opus_leg_and_no_aac() {
-        let args = ffmpeg_args(&cfg(), &legs(true, false, true)).join(" ");
+        let args = ffmpeg_args(&two_inputs(), &legs(true, false, true)).join(" ");
         assert!(
             !args.contains("libopus") && !args.contains("40001") && !args.contains("aac"),
             "{args}"

@@ -55,6 +55,14 @@ pub struct StreamConfig {
     /// Extra H.264 encoder arguments, appended after pixelpass's own so they override them.
     #[serde(default)]
     pub video_options: Vec<String>,
+    /// Which input streams to use, as FFmpeg `-map` specifiers (`"1:a:0"`).
+    /// Absent: the first video and audio of a single input, or FFmpeg's own
+    /// choice across several inputs (which then costs a second H.264 encode
+    /// when both WebRTC and HTTP-TS are on: see `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_map: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_map: Option<String>,
     #[serde(default = "default_max_viewers")]
     pub max_viewers: u32,
 }
@@ -241,6 +249,25 @@ impl StreamConfig {
             .find(|a| RESERVED_INPUT_ARGS.contains(&a.as_str()))
         {
             return fail("input", format!("must not contain \"{bad}\": pixelpass adds its own outputs and progress reporting"));
+        }
+        let map_ok = |m: &str| {
+            let first = m.split(':').next().unwrap_or("");
+            !first.is_empty()
+                && first.chars().all(|c| c.is_ascii_digit())
+                && m.len() <= 32
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '?' | '_' | '.' | '-'))
+        };
+        for (field, map) in [
+            ("video_map", &self.video_map),
+            ("audio_map", &self.audio_map),
+        ] {
+            if map.as_deref().is_some_and(|m| !map_ok(m)) {
+                return fail(
+                    field,
+                    "must be an FFmpeg -map specifier: input index, then stream, e.g. \"0:v:0\" or \"1:a:0\"",
+                );
+            }
         }
         Ok(())
     }

@@ -196,7 +196,26 @@ async fn all_legs_with_real_ffmpeg() {
         eprintln!("note: ffmpeg not on PATH; skipping the real FFmpeg test");
         return;
     }
-    let o = run(&stream(&format!("{VIDEO_2S} {AUDIO_2S}"))).await;
+    // Two inputs, no maps: one output per leg (default stream selection).
+    all_legs(&stream(&format!("{VIDEO_2S} {AUDIO_2S}"))).await;
+}
+
+#[tokio::test]
+async fn all_legs_from_one_encode_through_tee() {
+    if !have("ffmpeg") {
+        eprintln!("note: ffmpeg not on PATH; skipping the real FFmpeg test");
+        return;
+    }
+    let mut cfg = stream(&format!("{VIDEO_2S} {AUDIO_2S}"));
+    cfg.video_map = Some("0:v:0".into());
+    cfg.audio_map = Some("1:a:0".into());
+    let args = super::command::ffmpeg_args(&cfg, &super::command::Legs::for_stream(&cfg, 1));
+    assert_eq!(args.iter().filter(|a| *a == "libx264").count(), 1);
+    all_legs(&cfg).await;
+}
+
+async fn all_legs(cfg: &StreamConfig) {
+    let o = run(cfg).await;
     assert!(o.status.success(), "ffmpeg failed: {}", o.log);
     let (video_ssrc, rtcp_on_video) = check_rtp_leg("video", &o.video, 102);
     let (audio_ssrc, rtcp_on_audio) = check_rtp_leg("audio", &o.audio, 111);
