@@ -229,6 +229,7 @@ pub async fn examine() -> Report {
 
     // ── viewing ──
     rows.extend(viewer_rows());
+    rows.push(ffmpeg_row());
 
     let blocker = if encoder.is_none() {
         Some(
@@ -752,7 +753,7 @@ fn elements_row() -> Row {
     }
 }
 
-fn on_path(names: &[&str]) -> Option<PathBuf> {
+pub(crate) fn on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     for dir in std::env::split_paths(&path) {
         for n in names {
@@ -763,6 +764,30 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// `pixelpass serve` runs FFmpeg for every stream.
+fn ffmpeg_row() -> Row {
+    let check = "ffmpeg (pixelpass serve)";
+    if let Some(p) = std::env::var_os("PIXELPASS_FFMPEG") {
+        return row(
+            "ffmpeg",
+            check,
+            Status::Ok,
+            format!("{} (PIXELPASS_FFMPEG)", p.to_string_lossy()),
+            None,
+        );
+    }
+    match on_path(&["ffmpeg"]) {
+        Some(p) => row("ffmpeg", check, Status::Ok, p.display().to_string(), None),
+        None => row(
+            "ffmpeg",
+            check,
+            Status::No,
+            "not found on PATH: serve's streams cannot start (host does not need it)",
+            apt("ffmpeg"),
+        ),
+    }
 }
 
 fn viewer_rows() -> Vec<Row> {

@@ -79,7 +79,9 @@ async fn serve(
     config: ServeConfig,
     api_token: String,
 ) -> anyhow::Result<ExitCode> {
-    if which("ffmpeg").is_none() && std::env::var_os("PIXELPASS_FFMPEG").is_none() {
+    if crate::doctor::on_path(&["ffmpeg"]).is_none()
+        && std::env::var_os("PIXELPASS_FFMPEG").is_none()
+    {
         tracing::warn!("ffmpeg not found on PATH: streams cannot start (apt-get install ffmpeg)");
     }
     let listen = match args.listen.or(config.listen) {
@@ -215,12 +217,4 @@ fn print_banner(
         }
     }
     Ok(())
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
 }
