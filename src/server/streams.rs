@@ -19,6 +19,10 @@ use crate::process::FfmpegProducer;
 use crate::supervisor::{Event, Policy, State, Status, Supervisor};
 use crate::token;
 
+/// A random token has 22 characters (128 bits); a chosen one shorter than
+/// this is warned about (it is the only thing keeping the stream private).
+const MIN_PRIVATE_TOKEN: usize = 22;
+
 /// One stream.
 #[derive(Clone)]
 struct Stream {
@@ -149,7 +153,16 @@ impl Streams {
             )));
         }
         let token = match &config.token {
-            Some(t) => t.clone(),
+            Some(t) => {
+                if t.len() < MIN_PRIVATE_TOKEN {
+                    tracing::warn!(
+                        stream = %config.id,
+                        "the viewer token is short enough to guess ({} characters): anyone who guesses it can watch; omit `token` for a random 128-bit one",
+                        t.len()
+                    );
+                }
+                t.clone()
+            }
             None => token::generate().map_err(|e| StreamError::Internal(e.to_string()))?,
         };
         if let Some(other) = streams.values().find(|s| s.token == token) {
