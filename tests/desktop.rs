@@ -15,170 +15,29 @@
 //!
 //! The tests take turns (one lock): each runs a compositor, a portal and an
 //! encoder, and 2 cores are not enough for two of those at once.
+//!
+//! The helpers are in `tests/support/` (see its `mod.rs`); this file holds
+//! the tests.
 
 mod common;
-#[path = "support/session.rs"]
-mod session;
+mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pixelpass::client::whep::{WhepClient, WhepEvent};
-use session::Session;
-
-/// The session's background colour (tests/support/headless-session.sh default).
-const BACKGROUND: [u8; 3] = [0x33, 0x66, 0xcc];
+use support::audio::{aac_samples, opus_samples, rms_and_tone_share, Tone};
+use support::capture::{portal_host, read_frames, restore_count, token_file, wait_idle, watch};
+use support::doctor::{doctor, doctor_row};
+use support::pictures::{assert_shows_the_session_screen, close, rgb_frames};
+use support::session::Session;
+use support::whep::{whep_opus, whep_video};
+use support::x11::{show_smpte_bars, Xvfb};
 
 fn turn() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A host with `--source portal` inside `session`, its state (restore token) in `state`.
-fn portal_host(session: &Session, state: &Path, extra: &[&str]) -> Host {
-    let mut b = Host::builder().source("portal").clear_env().linger(1);
-    for (k, v) in session.env() {
-        b = b.env(k, v);
-    }
-    b = b.env("XDG_STATE_HOME", state.to_str().unwrap());
-    for a in extra {
-        b = b.arg(a);
-    }
-    b.spawn()
-}
-
-fn token_file(state: &Path) -> PathBuf {
-    state.join("pixelpass").join("screencast-monitor.token")
-}
-
-/// Decode `file`'s video to `w`×`h` RGB frames (every `every`-th frame).
-fn rgb_frames(file: &Path, w: u32, h: u32, every: u32) -> Vec<Vec<u8>> {
-    let out = file.with_extension("rgb");
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-v", "error", "-y", "-i"])
-        .arg(file)
-        .args([
-            "-an",
-            "-vf",
-            &format!("select=not(mod(n\\,{every})),scale={w}:{h}"),
-            "-vsync",
-            "0",
-        ])
-        .args(["-pix_fmt", "rgb24", "-f", "rawvideo"])
-        .arg(&out);
-    let r = run_tool(cmd, Duration::from_secs(60));
-    assert!(
-        r.success(),
-        "ffmpeg could not decode {} to RGB: {}",
-        file.display(),
-        r.stderr
-    );
-    let data = std::fs::read(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
-    let size = (w * h * 3) as usize;
-    assert!(
-        data.len() >= size,
-        "no frame decoded from {}",
-        file.display()
-    );
-    data.chunks_exact(size).map(<[u8]>::to_vec).collect()
-}
-
-/// Per-channel median of an RGB frame.
-fn median_rgb(frame: &[u8]) -> [u8; 3] {
-    let mut out = [0u8; 3];
-    for (c, o) in out.iter_mut().enumerate() {
-        let mut v: Vec<u8> = frame.iter().skip(c).step_by(3).copied().collect();
-        v.sort_unstable();
-        *o = v[v.len() / 2];
-    }
-    out
-}
-
-fn close(a: [u8; 3], b: [u8; 3], tol: u8) -> bool {
-    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= tol)
-}
-
-/// Largest per-sample difference between two frames.
-fn max_diff(a: &[u8], b: &[u8]) -> u8 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| x.abs_diff(*y))
-        .max()
-        .unwrap_or(0)
-}
-
-/// Read until the viewer has `frames` video frames (and at least `d`), at
-/// most 30 s: counts, not wall time, so a loaded machine only makes it slower.
-fn read_frames(v: &mut Viewer, frames: usize, d: Duration) {
-    let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs(30);
-    loop {
-        v.read_for(Duration::from_millis(200));
-        // +1: the last frame may be cut short when we stop reading.
-        if (t0.elapsed() >= d && scan_ts(&v.body).video.len() > frames) || v.eof {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} frames within 30 s",
-            scan_ts(&v.body).video.len()
-        );
-    }
-}
-
-/// Read the stream (≥ `d`, ≥ `min_frames`); the capture, checked (H.264 +
-/// AAC, clean decode, ≥ `min_frames`).
-fn watch(host: &Host, dir: &TempDir, name: &str, d: Duration, min_frames: u64) -> Checked {
-    let mut v = Viewer::open(host.addr, &host.stream_path());
-    assert_eq!(
-        v.status,
-        200,
-        "{name}: status {} body {:?}",
-        v.status,
-        String::from_utf8_lossy(&v.body)
-    );
-    read_frames(&mut v, min_frames as usize, d);
-    check_capture(dir, name, &v.body, min_frames)
-}
-
-/// The pictures are the session's screen: the solid background colour, and
-/// the ball moves.
-fn assert_shows_the_session_screen(file: &Path, what: &str) {
-    let all = rgb_frames(file, 160, 90, 10);
-    // The very first frame can predate the animated client's first paint
-    // (sway's own grey background then: seen in 2 of 4 runs on a loaded
-    // machine). That capture is right; the session was still starting. Every
-    // later sample must show the client's background.
-    let frames = match all.first() {
-        Some(f) if !close(median_rgb(f), BACKGROUND, 16) => &all[1..],
-        _ => &all[..],
-    };
-    assert!(
-        frames.len() >= 5,
-        "{what}: only {} sampled frames",
-        frames.len()
-    );
-    for (i, f) in frames.iter().enumerate() {
-        let m = median_rgb(f);
-        assert!(
-            close(m, BACKGROUND, 16),
-            "{what}: frame {i} median colour {m:?}, the screen is {BACKGROUND:?}"
-        );
-    }
-    let moving = frames
-        .windows(2)
-        .filter(|p| max_diff(&p[0], &p[1]) > 60)
-        .count();
-    assert!(
-        moving >= frames.len() / 2,
-        "{what}: the animated client does not move in the capture ({moving} of {} steps)",
-        frames.len() - 1
-    );
 }
 
 // ─────────────────────────────── portal: HTTP-TS ───────────────────────────────
@@ -223,38 +82,7 @@ fn portal_capture_over_whep_gives_decodable_frames_of_the_screen() {
     let session = Session::start(&[]);
     let state = TempDir::new("portal-whep-state");
     let host = portal_host(&session, &state.0, &[]);
-    let url = format!("http://{}/{}/whep", host.addr, host.token);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (annexb, frames, audio) = rt.block_on(async {
-        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap())
-            .await
-            .expect("WHEP 201");
-        let deadline = Instant::now() + Duration::from_secs(25);
-        let (mut annexb, mut frames, mut audio) = (Vec::new(), 0u32, 0u32);
-        while frames < 60 {
-            assert!(
-                Instant::now() < deadline,
-                "WHEP: only {frames} frames, {audio} audio packets in time"
-            );
-            match c.next_event(deadline).await.expect("the client runs") {
-                Some(WhepEvent::Video(f)) => {
-                    if frames == 0 {
-                        assert!(f.keyframe, "the first frame is a keyframe");
-                    }
-                    annexb.extend_from_slice(&f.annexb);
-                    frames += 1;
-                }
-                Some(WhepEvent::Audio(_)) => audio += 1,
-                _ => {}
-            }
-        }
-        let _ = c.delete().await;
-        (annexb, frames, audio)
-    });
+    let (annexb, frames, audio) = whep_video(&host, 60);
     let dir = TempDir::new("portal-whep");
     let file = dir.write("whep.h264", &annexb);
     let errors = decode_errors(&file);
@@ -265,17 +93,6 @@ fn portal_capture_over_whep_gives_decodable_frames_of_the_screen() {
 }
 
 // ───────────────────── portal: restore token, --pick, static screen ─────────────────────
-
-fn restore_count(session: &Session) -> usize {
-    session
-        .log("xdpw")
-        .matches("restore data available")
-        .count()
-}
-
-fn wait_idle(host: &Host) {
-    host.wait_state("idle", Duration::from_secs(10));
-}
 
 #[test]
 fn a_lazy_restart_reuses_the_restore_token_and_pick_forgets_it() {
@@ -494,151 +311,6 @@ fn in_a_wayland_session_auto_picks_the_portal_and_window_sharing_it_lacks_is_a_c
 
 // ─────────────────────────────── system audio ───────────────────────────────
 
-/// A tone played into the session's default sink until dropped.
-struct Tone(Child);
-
-impl Tone {
-    fn play(session: &Session, freq: u32) -> Tone {
-        let mut cmd = Command::new("gst-launch-1.0");
-        session.apply(&mut cmd).args([
-            "-q",
-            "audiotestsrc",
-            "is-live=true",
-            "wave=sine",
-            &format!("freq={freq}"),
-            "volume=0.5",
-            "!",
-            "audioconvert",
-            "!",
-            // Half a second of slack: a starved player would put silence into the sink.
-            "pulsesink",
-            "buffer-time=500000",
-            "latency-time=20000",
-        ]);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        Tone(cmd.spawn().expect("gst-launch-1.0 plays a tone"))
-    }
-}
-
-impl Drop for Tone {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// RMS (full scale 1.0), and the share of 100 ms blocks whose energy is
-/// mostly (> 50 %) at `freq` (Goertzel; 100 ms blocks put 1 kHz on a bin).
-/// A share, not all blocks: on a loaded machine the player may starve for a
-/// moment and the sink then plays silence.
-fn rms_and_tone_share(samples: &[f32], rate: usize, freq: f64) -> (f64, f64) {
-    let n = samples.len().max(1) as f64;
-    let rms = (samples
-        .iter()
-        .map(|s| f64::from(*s) * f64::from(*s))
-        .sum::<f64>()
-        / n)
-        .sqrt();
-    let block = rate / 10;
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / rate as f64).cos();
-    let blocks: Vec<bool> = samples
-        .chunks_exact(block)
-        .map(|b| {
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            for x in b {
-                let s0 = f64::from(*x) + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s0;
-            }
-            let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-            let energy: f64 = b.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
-            energy > 0.0 && 2.0 * power / (block as f64 * energy) > 0.5
-        })
-        .collect();
-    let share = blocks.iter().filter(|b| **b).count() as f64 / blocks.len().max(1) as f64;
-    (rms, share)
-}
-
-/// The TS's first audio track as mono f32 at 48 kHz, skipping the first 0.5 s.
-fn aac_samples(file: &Path) -> Vec<f32> {
-    let out = file.with_extension("f32");
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-v", "error", "-y", "-i"])
-        .arg(file)
-        .args([
-            "-map", "0:a:0", "-ss", "0.5", "-ac", "1", "-ar", "48000", "-f", "f32le",
-        ])
-        .arg(&out);
-    let r = run_tool(cmd, Duration::from_secs(60));
-    assert!(
-        r.success(),
-        "ffmpeg could not decode the AAC track: {}",
-        r.stderr
-    );
-    let raw = std::fs::read(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
-    raw.chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-/// Opus packets decoded with GStreamer's opusdec, mono f32 at 48 kHz.
-fn opus_samples(packets: &[(u64, Vec<u8>)]) -> Vec<f32> {
-    use gstreamer as gst;
-    use gstreamer::prelude::*;
-    use gstreamer_app as gst_app;
-    gst::init().unwrap();
-    let pipeline = gst::Pipeline::new();
-    let caps = gst::Caps::builder("audio/x-opus")
-        .field("channel-mapping-family", 0i32)
-        .field("channels", 2i32)
-        .field("rate", 48_000i32)
-        .build();
-    let src = gst_app::AppSrc::builder()
-        .caps(&caps)
-        .format(gst::Format::Time)
-        .build();
-    let dec = gst::ElementFactory::make("opusdec").build().unwrap();
-    let conv = gst::ElementFactory::make("audioconvert").build().unwrap();
-    let out_caps = gst::Caps::builder("audio/x-raw")
-        .field("format", "F32LE")
-        .field("channels", 1i32)
-        .field("rate", 48_000i32)
-        .build();
-    let sink = gst_app::AppSink::builder()
-        .caps(&out_caps)
-        .sync(false)
-        .build();
-    pipeline
-        .add_many([src.upcast_ref(), &dec, &conv, sink.upcast_ref()])
-        .unwrap();
-    gst::Element::link_many([src.upcast_ref(), &dec, &conv, sink.upcast_ref()]).unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let t0 = packets.first().map_or(0, |p| p.0);
-    for (rtp_time, p) in packets {
-        let mut b = gst::Buffer::from_slice(p.clone());
-        {
-            // RTP time is 48 kHz: a lost packet is a gap opusdec fills, not a phase jump.
-            let b = b.get_mut().unwrap();
-            b.set_pts(gst::ClockTime::from_useconds((rtp_time - t0) * 1000 / 48));
-        }
-        src.push_buffer(b).unwrap();
-    }
-    src.end_of_stream().unwrap();
-    let mut samples = Vec::new();
-    while let Ok(s) = sink.pull_sample() {
-        let map = s.buffer().unwrap().map_readable().unwrap();
-        samples.extend(
-            map.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    samples
-}
-
 #[test]
 fn a_tone_played_into_the_default_sink_is_in_the_aac_and_the_opus_track() {
     let _t = turn();
@@ -665,33 +337,7 @@ fn a_tone_played_into_the_default_sink_is_in_the_aac_and_the_opus_track() {
     );
 
     // WHEP: Opus.
-    let url = format!("http://{}/{}/whep", host.addr, host.token);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let packets = rt.block_on(async {
-        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap())
-            .await
-            .expect("WHEP 201");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut packets = Vec::new();
-        while packets.len() < 100 {
-            assert!(
-                Instant::now() < deadline,
-                "only {} Opus packets in time",
-                packets.len()
-            );
-            if let Some(WhepEvent::Audio(a)) =
-                c.next_event(deadline).await.expect("the client runs")
-            {
-                packets.push((a.rtp_time, a.data));
-            }
-        }
-        let _ = c.delete().await;
-        packets
-    });
+    let packets = whep_opus(&host, 100);
     let opus = opus_samples(&packets[25..]);
     assert!(
         opus.len() > 24_000,
@@ -713,59 +359,6 @@ fn a_tone_played_into_the_default_sink_is_in_the_aac_and_the_opus_track() {
 
 // ─────────────────────────────────── X11 ───────────────────────────────────
 
-/// Xvfb on a free display number, killed (by PID) when dropped.
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    fn start(w: u32, h: u32) -> Xvfb {
-        let mut child = Command::new("Xvfb")
-            .args([
-                "-displayfd",
-                "1",
-                "-screen",
-                "0",
-                &format!("{w}x{h}x24"),
-                "-nolisten",
-                "tcp",
-                "-nolisten",
-                "unix",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Xvfb runs (apt-get install xvfb)");
-        // -nolisten unix still leaves the abstract socket, which is all clients need.
-        let mut out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let mut b = [0u8; 1];
-            while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
-                s.push(b[0] as char);
-            }
-            let _ = tx.send(s);
-        });
-        let n = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("Xvfb tells its display number");
-        Xvfb {
-            child,
-            display: format!(":{}", n.trim()),
-        }
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
     let _t = turn();
@@ -773,35 +366,7 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
     let x = Xvfb::start(w, h);
     // SMPTE 75 % bars, full screen: a window at 0,0 of the screen's size (no
     // window manager to move it).
-    let mut picture = Command::new("gst-launch-1.0")
-        .args(["videotestsrc", "pattern=smpte75", "!"])
-        .arg(format!("video/x-raw,width={w},height={h},framerate=10/1"))
-        .args([
-            "!",
-            "videoconvert",
-            "!",
-            "ximagesink",
-            &format!("display={}", x.display),
-        ])
-        .env("DISPLAY", &x.display)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gst-launch-1.0");
-    // Not live: the pipeline prerolls, i.e. the sink has shown the first frame.
-    let out = picture.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("PREROLLED") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("the picture is on the X screen");
+    let mut picture = show_smpte_bars(&x, w, h);
     // Default audio (system), and no audio server: video only, said once.
     let host = Host::builder()
         .source("x11")
@@ -858,26 +423,6 @@ fn x11_capture_under_xvfb_matches_the_picture_on_screen() {
 }
 
 // ─────────────────────────────────── doctor ───────────────────────────────────
-
-fn doctor(env: &[(String, String)]) -> (ToolOutput, serde_json::Value) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelpass"));
-    cmd.args(["doctor", "--json"])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)));
-    let out = run_tool(cmd, Duration::from_secs(60));
-    let json = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("doctor --json ({e}): {out:?}"));
-    (out, json)
-}
-
-fn doctor_row<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} row in {report:#}"))
-}
 
 #[test]
 fn doctor_reports_what_this_machine_has_and_how_to_fix_the_rest() {
