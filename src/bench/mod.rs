@@ -64,6 +64,32 @@ pub enum BenchCommand {
     Serve(serve::ServeBenchArgs),
 }
 
+/// Read a child's stdout lines on a thread (`name`); the orchestrator waits
+/// on the channel with timeouts. `what` names the child in the error.
+pub(crate) fn child_lines(
+    child: &mut std::process::Child,
+    what: &str,
+    name: &str,
+) -> anyhow::Result<std::sync::mpsc::Receiver<String>> {
+    use std::io::BufRead;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("{what} has no stdout pipe"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Fanout(a) => fanout::run(a),

@@ -4,7 +4,6 @@
 //! `result` line into a [`Row`] and a detail line.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -42,22 +41,7 @@ impl Snap {
 
 /// Reads the child's JSON lines on a thread; the orchestrator waits on the channel with timeouts.
 fn spawn_line_reader(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
-    let stdout = child
-        .stdout
-        .take()
-        .context("the client has no stdout pipe")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("bench-client-io".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        })?;
-    Ok(rx)
+    crate::bench::child_lines(child, "the client", "bench-client-io")
 }
 
 fn next_event(rx: &mpsc::Receiver<String>, timeout: Duration) -> anyhow::Result<ClientEvent> {

@@ -1,12 +1,11 @@
 //! The JSON lines the peers' process prints for the bench ([`ClientLine`],
 //! [`PeerWindow`]) and reading them from its stdout.
 
-use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::client::ClientStats;
@@ -62,22 +61,7 @@ impl PeerWindow {
 }
 
 pub(crate) fn line_reader(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
-    let stdout = child
-        .stdout
-        .take()
-        .context("the peers' process has no stdout pipe")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("bench-peers-io".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        })?;
-    Ok(rx)
+    crate::bench::child_lines(child, "the peers' process", "bench-peers-io")
 }
 
 pub(crate) fn next_line(
