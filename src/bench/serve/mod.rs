@@ -128,7 +128,8 @@ fn stream_id(i: u32) -> String {
 }
 
 fn stream_token(i: u32) -> String {
-    format!("bench-token-s{i}")
+    // As long as a random token (22 characters), so the server does not warn about it.
+    format!("bench-serve-token-s{i:03}")
 }
 
 fn exe() -> anyhow::Result<PathBuf> {
