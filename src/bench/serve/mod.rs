@@ -254,7 +254,7 @@ mod tests {
         let c: crate::process::config::StreamConfig = serde_json::from_value(v).unwrap();
         c.validate().unwrap();
         assert_eq!(c.id, "s3");
-        assert_eq!(c.token.as_deref(), Some("bench-token-s3"));
+        assert_eq!(c.token.as_deref(), Some("bench-serve-token-s003"));
         assert!(!c.http_ts && !c.autostart && c.webrtc.enabled);
         assert!(c
             .input
