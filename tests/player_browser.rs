@@ -1,6 +1,7 @@
 //! Headless Chromium opens the player page and really plays the stream over
-//! WebRTC (WHEP). Runs in a private network namespace that has only
-//! loopback, so the browser's WebRTC traffic cannot go anywhere else.
+//! WebRTC (WHEP): `host`'s, and a `serve` stream's (FFmpeg). Runs in a
+//! private network namespace that has only loopback, so the browser's WebRTC
+//! traffic cannot go anywhere else.
 //! Needs what scripts/setup.sh installs: chromium, node + playwright-core
 //! (tests/browser/node_modules), and root for `unshare --net`.
 
@@ -10,6 +11,30 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn chromium_plays_the_player_page_over_whep() {
+    play("host", &[]);
+}
+
+#[test]
+fn chromium_plays_a_serve_streams_page_over_whep() {
+    let config =
+        std::env::temp_dir().join(format!("pixelpass-browser-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[stream]]\nid = \"lobby\"\n\
+         input = [\"-re\", \"-f\", \"lavfi\", \"-i\", \"testsrc2=size=640x360:rate=30\", \"-f\", \"lavfi\", \"-i\", \"sine=frequency=440\"]\n\
+         autostart = true\nhttp_ts = false\nvideo_bitrate_kbps = 1000\nkeyframe_interval_seconds = 1\n",
+    )
+    .expect("write the config");
+    play(
+        "serve",
+        &["--serve", config.to_str().expect("a UTF-8 temp path")],
+    );
+    let _ = std::fs::remove_file(&config);
+}
+
+/// Run the player page against `what` (`in-netns.sh` arguments before the
+/// player's own) and check it played.
+fn play(what: &str, server_args: &[&str]) {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").is_dir(),
@@ -19,12 +44,16 @@ fn chromium_plays_the_player_page_over_whep() {
         Path::new("/usr/bin/chromium").exists(),
         "chromium is missing: run scripts/setup.sh"
     );
-    let shot = std::env::temp_dir().join(format!("pixelpass-player-{}.png", std::process::id()));
+    let shot = std::env::temp_dir().join(format!(
+        "pixelpass-player-{what}-{}.png",
+        std::process::id()
+    ));
     let started = Instant::now();
     let out = Command::new("timeout")
         .args(["-k", "5", "60", "unshare", "--net", "--"])
         .arg(browser_dir.join("in-netns.sh"))
         .arg(env!("CARGO_BIN_EXE_pixelpass"))
+        .args(server_args)
         .args(["--seconds", "10", "--frames", "30", "--screenshot"])
         .arg(&shot)
         .output()
@@ -68,8 +97,9 @@ fn chromium_plays_the_player_page_over_whep() {
     assert_eq!(r["state"], "live", "the page says it is live: {r}");
     let _ = std::fs::remove_file(&shot);
     eprintln!(
-        "chromium: {frames} frames in {} ms (whole test {:?})",
+        "chromium ({what}): {frames} frames in {} ms, first frame {} ms (whole test {:?})",
         r["elapsedMs"],
+        r["firstFrameMs"],
         started.elapsed()
     );
     assert!(started.elapsed() < Duration::from_secs(60));

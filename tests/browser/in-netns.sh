@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Runs inside `unshare --net` (a network namespace with only loopback):
-# starts a pixelpass host, opens its player page in headless Chromium via a
-# script of this directory, prints that script's JSON line, stops the host.
-#   in-netns.sh PIXELPASS_BIN [--host ARG]… [--script NAME.mjs] [script args…]
+# starts a pixelpass host (or `serve`), opens its player page in headless
+# Chromium via a script of this directory, prints that script's JSON line,
+# stops the server.
+#   in-netns.sh PIXELPASS_BIN [--host ARG]… [--serve CONFIG] [--script NAME.mjs] [script args…]
 # --host: one argument for `pixelpass host` (repeat; default: the test
-# pattern at 640x360, 30 fps, 1500 kbit/s). --script: player.mjs (default)
-# or latency.mjs.
+# pattern at 640x360, 30 fps, 1500 kbit/s). --serve: run `pixelpass serve
+# --config CONFIG` instead and open its first stream's page. --script:
+# player.mjs (default) or latency.mjs.
 set -euo pipefail
 bin=$1; shift
 here=$(cd "$(dirname "$0")" && pwd)
-host_args=() script=player.mjs
+host_args=() script=player.mjs serve_config=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --host) host_args+=("$2"); shift 2 ;;
+    --serve) serve_config=$2; shift 2 ;;
     --script) script=$2; shift 2 ;;
     *) break ;;
   esac
@@ -20,13 +23,21 @@ done
 [[ ${#host_args[@]} -gt 0 ]] || host_args=(--source test --framerate 30 --width 640 --height 360 --bitrate 1500)
 ip link set lo up
 work=$(mktemp -d)
-"$bin" host --listen 127.0.0.1:0 --webrtc-udp 127.0.0.1:0 --json --linger 0 "${host_args[@]}" \
-  >"$work/banner" 2>"$work/log" &
+if [[ -n $serve_config ]]; then
+  "$bin" serve --config "$serve_config" --listen 127.0.0.1:0 --webrtc-udp 127.0.0.1:0 --json \
+    >"$work/banner" 2>"$work/log" &
+  # serve's banner: the first stream's page, made absolute.
+  pick='const b=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));console.log(b.streams[0].player)'
+else
+  "$bin" host --listen 127.0.0.1:0 --webrtc-udp 127.0.0.1:0 --json --linger 0 "${host_args[@]}" \
+    >"$work/banner" 2>"$work/log" &
+  pick='const b=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));console.log(b.player_url)'
+fi
 host=$!
 cleanup() { kill "$host" 2>/dev/null || true; wait "$host" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 for _ in $(seq 100); do [[ -s "$work/banner" ]] && break; sleep 0.05; done
-url=$(node -e 'const b=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));console.log(b.player_url)' "$work/banner") || {
+url=$(node -e "$pick" "$work/banner") || {
   echo "host did not start:" >&2; cat "$work/log" >&2; exit 2; }
 set +e
 node "$here/$script" --url "$url" "$@"
