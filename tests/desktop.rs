@@ -326,7 +326,7 @@ fn a_tone_played_into_the_default_sink_is_in_the_aac_and_the_opus_track() {
     assert!(aac.len() > 48_000, "only {} AAC samples", aac.len());
     let (rms, share) = rms_and_tone_share(&aac, 48_000, 1000.0);
     println!(
-        "AAC track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 100 ms blocks",
+        "AAC track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 20 ms blocks",
         share * 100.0
     );
     assert!(rms > 0.1, "the AAC track is (nearly) silent: RMS {rms:.4}");
@@ -346,7 +346,7 @@ fn a_tone_played_into_the_default_sink_is_in_the_aac_and_the_opus_track() {
     );
     let (rms, share) = rms_and_tone_share(&opus, 48_000, 1000.0);
     println!(
-        "Opus track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 100 ms blocks",
+        "Opus track: RMS {rms:.3}, 1 kHz dominates {:.0} % of 20 ms blocks",
         share * 100.0
     );
     assert!(rms > 0.1, "the Opus track is (nearly) silent: RMS {rms:.4}");
