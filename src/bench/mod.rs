@@ -24,6 +24,7 @@ pub mod host;
 pub mod join;
 pub mod latency;
 pub mod procstat;
+pub mod rates;
 pub mod replay;
 pub mod serve;
 pub mod whep_fanout;

@@ -83,9 +83,7 @@ pub struct FanoutArgs {
     pub client_cpu: usize,
 }
 
-fn mib(b: f64) -> f64 {
-    b / (1024.0 * 1024.0)
-}
+use super::rates::mib;
 
 pub fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     if args.viewers.is_empty() || args.viewers.iter().any(|&n| n == 0 || n > MAX_VIEWERS) {

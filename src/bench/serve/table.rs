@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::bench::join::percentile;
+use crate::bench::rates;
 
 /// min / p50 / max (nearest rank) of some durations; `None` when empty.
 pub(super) fn spread(values: &[Duration]) -> Option<(Duration, Duration, Duration)> {
@@ -44,38 +45,41 @@ pub(super) struct Totals {
 }
 
 impl Totals {
+    /// The window, never zero (a report right after start).
+    fn window(&self) -> f64 {
+        self.window_s.max(1e-9)
+    }
+
     pub(super) fn cpu_per_s(&self) -> f64 {
-        (self.cpu_user_s + self.cpu_sys_s) / self.window_s.max(1e-9)
+        rates::cpu_per_s(self.cpu_user_s, self.cpu_sys_s, self.window())
     }
 
     pub(super) fn gbps(&self) -> f64 {
-        self.udp_bytes as f64 * 8.0 / self.window_s.max(1e-9) / 1e9
+        rates::gbps(self.udp_bytes, self.window())
     }
 
     pub(super) fn payload_gbps(&self) -> f64 {
-        self.payload_bytes as f64 * 8.0 / self.window_s.max(1e-9) / 1e9
+        rates::gbps(self.payload_bytes, self.window())
     }
 
     pub(super) fn core_per_gbps(&self) -> Option<f64> {
-        let g = self.gbps();
-        (g > 0.0).then(|| self.cpu_per_s() / g)
+        rates::core_per_gbps(self.cpu_per_s(), self.gbps())
     }
 
     /// Server CPU the peers added (over the no-peer ingest) per Gbit/s.
     pub(super) fn marginal_core_per_gbps(&self) -> Option<f64> {
-        let g = self.gbps();
         let idle = self.idle_cpu_per_s?;
-        (g > 0.0).then(|| (self.cpu_per_s() - idle) / g)
+        rates::core_per_gbps(self.cpu_per_s() - idle, self.gbps())
     }
 
     /// Signed: the heap may shrink.
     pub(super) fn rss_per_peer(&self) -> f64 {
-        (self.rss_peers as f64 - self.rss_streams as f64) / self.peers.max(1) as f64
+        rates::rss_per(self.rss_streams, self.rss_peers, self.peers)
     }
 }
 
 pub(super) fn mib(b: u64) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
+    rates::mib(b as f64)
 }
 
 pub(super) fn fmt_opt(v: Option<f64>, prec: usize) -> String {

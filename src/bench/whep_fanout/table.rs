@@ -2,6 +2,7 @@
 //! and verdict against the targets.
 
 use super::{TARGET_CORE_PER_GBPS, TARGET_RSS_PER_PEER};
+use crate::bench::rates;
 
 /// One measured step.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,21 +24,20 @@ pub struct Row {
 
 impl Row {
     pub fn cpu_per_s(&self) -> f64 {
-        (self.cpu_user_s + self.cpu_sys_s) / self.window_s
+        rates::cpu_per_s(self.cpu_user_s, self.cpu_sys_s, self.window_s)
     }
 
     pub fn gbps(&self) -> f64 {
-        self.udp_bytes as f64 * 8.0 / self.window_s / 1e9
+        rates::gbps(self.udp_bytes, self.window_s)
     }
 
     pub fn core_per_gbps(&self) -> Option<f64> {
-        let g = self.gbps();
-        (g > 0.0).then(|| self.cpu_per_s() / g)
+        rates::core_per_gbps(self.cpu_per_s(), self.gbps())
     }
 
     /// Signed: the heap may shrink between steps.
     pub fn rss_per_peer(&self) -> f64 {
-        (self.rss_streaming as f64 - self.rss_base as f64) / self.peers.max(1) as f64
+        rates::rss_per(self.rss_base, self.rss_streaming, self.peers)
     }
 
     /// Frames per second of the median peer.
