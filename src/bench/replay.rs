@@ -489,9 +489,11 @@ impl Producer for ReplayProducer {
     }
 }
 
-struct ReplayRun {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// A replay thread as a producer run: stop raises the flag and joins it.
+/// Shared by the TS replay here and the RTP replay of `whep-fanout`.
+pub(crate) struct ReplayRun {
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) thread: Option<JoinHandle<()>>,
 }
 
 impl RunHandle for ReplayRun {

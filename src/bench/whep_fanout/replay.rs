@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::sample::RtpSample;
+use crate::bench::replay::ReplayRun;
 use crate::hub::{Hub, HubConfig, Track};
 use crate::pipeline::{self, GstProducer, PipelineConfig, RtpOutput};
 use crate::source::SourceKind;
-use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
+use crate::supervisor::{BoxFuture, Producer, ProducerError, Run};
 
 /// Record `seconds` of the real pipeline's RTP output.
 pub(super) async fn record(bitrate: u32, seconds: u64) -> anyhow::Result<RtpSample> {
@@ -62,11 +63,6 @@ pub struct RtpReplay {
     pub(super) late_us: Arc<AtomicU64>,
 }
 
-struct RtpReplayRun {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 impl Producer for RtpReplay {
     fn start(&self, hub: Hub) -> BoxFuture<Result<Run, ProducerError>> {
         let sample = self.sample.clone();
@@ -87,23 +83,11 @@ impl Producer for RtpReplay {
             Ok(Run {
                 encoder: "rtp-replay".into(),
                 failures,
-                handle: Box::new(RtpReplayRun {
+                handle: Box::new(ReplayRun {
                     stop,
                     thread: Some(thread),
                 }),
             })
-        })
-    }
-}
-
-impl RunHandle for RtpReplayRun {
-    fn stop(mut self: Box<Self>) -> BoxFuture<()> {
-        self.stop.store(true, Ordering::SeqCst);
-        let thread = self.thread.take();
-        Box::pin(async move {
-            if let Some(t) = thread {
-                let _ = tokio::task::spawn_blocking(move || t.join()).await;
-            }
         })
     }
 }
