@@ -65,6 +65,52 @@ pub enum BenchCommand {
     Serve(serve::ServeBenchArgs),
 }
 
+/// This very binary, to start a benchmark's load child: `/proc/self/exe`
+/// still runs it when a rebuild replaced the file on disk.
+pub(crate) fn self_exe() -> anyhow::Result<std::path::PathBuf> {
+    if std::path::Path::new("/proc/self/exe").exists() {
+        Ok(std::path::PathBuf::from("/proc/self/exe"))
+    } else {
+        std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find this executable to start a load child: {e}"))
+    }
+}
+
+/// Start `cmd` (a load child whose stdout the benchmark reads), run `f` with
+/// it, and reap it: killed first, by its own PID, when `f` failed. Returns
+/// `f`'s result and how the child ended (see [`exited_ok`]).
+pub(crate) fn with_child<T>(
+    cmd: &mut std::process::Command,
+    what: &str,
+    f: impl FnOnce(&mut std::process::Child) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, std::io::Result<std::process::ExitStatus>)> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {what}: {e}"))?;
+    let r = f(&mut child);
+    if r.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait();
+    Ok((r?, status))
+}
+
+/// A load child's end as an error unless it exited successfully.
+pub(crate) fn exited_ok(
+    status: std::io::Result<std::process::ExitStatus>,
+    what: &str,
+) -> anyhow::Result<()> {
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => anyhow::bail!("{what} exited with {s}"),
+        Err(e) => anyhow::bail!("cannot reap {what}: {e}"),
+    }
+}
+
 /// Read a child's stdout lines on a thread (`name`); the orchestrator waits
 /// on the channel with timeouts. `what` names the child in the error.
 pub(crate) fn child_lines(

@@ -4,11 +4,11 @@
 //! `result` line into a [`Row`] and a detail line.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::server::Server;
 use super::table::{count_stalls, spread_mbps, Row};
@@ -76,15 +76,8 @@ pub(super) fn step(server: &Server, args: &FanoutArgs, n: usize) -> anyhow::Resu
     procstat::trim_heap();
     let rss_base = procstat::rss_bytes()?;
 
-    // /proc/self/exe still runs this very binary when a rebuild replaced the file.
-    let exe = if std::path::Path::new("/proc/self/exe").exists() {
-        std::path::PathBuf::from("/proc/self/exe")
-    } else {
-        std::env::current_exe()
-            .context("cannot find this executable to start the load generator")?
-    };
-    let mut child = Command::new(exe)
-        .args(["bench", "fanout-client", "--url", &server.url])
+    let mut cmd = Command::new(crate::bench::self_exe()?);
+    cmd.args(["bench", "fanout-client", "--url", &server.url])
         .args([
             "--viewers",
             &n.to_string(),
@@ -96,25 +89,11 @@ pub(super) fn step(server: &Server, args: &FanoutArgs, n: usize) -> anyhow::Resu
             &args.warmup.to_string(),
             "--cpu",
             &args.client_cpu.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the load generator")?;
-    let result = measure(server, args, n, &mut child);
-    if result.is_err() {
-        // Only our own child, by its PID.
-        let _ = child.kill();
-    }
-    let status = child.wait();
-    let out = result?;
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => bail!("the load generator exited with {s}"),
-        Err(e) => bail!("cannot reap the load generator: {e}"),
-    }
-    let (row, detail) = out;
+        ]);
+    let what = "the load generator";
+    let ((row, detail), status) =
+        crate::bench::with_child(&mut cmd, what, |child| measure(server, args, n, child))?;
+    crate::bench::exited_ok(status, what)?;
     Ok(StepOutcome {
         row: Row { rss_base, ..row },
         detail,

@@ -2,7 +2,7 @@
 //! phases (one start at a time, no peer, the peers' window) and what they print.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -13,7 +13,7 @@ use super::table::{
     fmt_opt, mib, ms, opt_ms, spread, stream_header, stream_row, totals_header, totals_row,
     StreamRow, Totals,
 };
-use super::{exe, stream_config, stream_id, ServeBenchArgs};
+use super::{stream_config, stream_id, ServeBenchArgs};
 use crate::bench::procstat;
 use crate::bench::whep_fanout::{self, min_median, ClientLine, PeerWindow};
 
@@ -193,8 +193,8 @@ pub(super) fn measure(
     // 3. The peers.
     let total = (n * args.viewers) as usize;
     let urls: Vec<String> = (0..n).map(|i| server.whep_url(i)).collect();
-    let mut child = Command::new(exe()?)
-        .args(["bench", "whep-fanout-client", "--url", &urls.join(",")])
+    let mut cmd = Command::new(crate::bench::self_exe()?);
+    cmd.args(["bench", "whep-fanout-client", "--url", &urls.join(",")])
         .args([
             "--peers",
             &total.to_string(),
@@ -206,23 +206,13 @@ pub(super) fn measure(
             &args.warmup.to_string(),
             "--concurrency",
             &args.concurrency.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the peers' process")?;
-    let r = window(server, args, &mut child, total);
-    if r.is_err() {
-        // Only our own child, by its PID.
-        let _ = child.kill();
-    }
-    let status = child.wait();
-    let (mut t, w0, w1, peers, client_cpu_s, connect_s) = r?;
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("bench: the peers' process exited with {s}"),
-        Err(e) => eprintln!("bench: cannot reap the peers' process: {e}"),
+        ]);
+    let what = "the peers' process";
+    let ((mut t, w0, w1, peers, client_cpu_s, connect_s), status) =
+        crate::bench::with_child(&mut cmd, what, |child| window(server, args, child, total))?;
+    // The numbers are in: a peers' process that ended badly is only reported.
+    if let Err(e) = crate::bench::exited_ok(status, what) {
+        eprintln!("bench: {e}");
     }
     for r in w0.reports.iter().chain(&w1.reports) {
         ffmpeg_pids.extend(r.pid);

@@ -38,11 +38,10 @@ mod server;
 mod table;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::procstat;
 use measure::{measure, pid_rss, pid_ticks};
@@ -132,14 +131,6 @@ fn stream_token(i: u32) -> String {
     format!("bench-serve-token-s{i:03}")
 }
 
-fn exe() -> anyhow::Result<PathBuf> {
-    if std::path::Path::new("/proc/self/exe").exists() {
-        Ok(PathBuf::from("/proc/self/exe"))
-    } else {
-        std::env::current_exe().context("cannot find this executable")
-    }
-}
-
 pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
     if !(args.seconds > 0.0 && args.warmup >= 0.0 && args.idle_seconds >= 0.0) {
         bail!("--seconds must be positive, --warmup and --idle-seconds not negative");
@@ -151,7 +142,7 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
         "bench serve: {n} streams × {} WHEP peers; testsrc2 {w}x{h}@{} + sine, x264 {} {} kbit/s, GOP {} s; WebRTC only (http_ts=false); {} CPUs, nothing pinned",
         args.viewers, args.fps, args.preset, args.bitrate, args.keyframe_interval, procstat::online_cpus()
     );
-    let exe = exe()?;
+    let exe = crate::bench::self_exe()?;
     let mut server = ServeChild::start(&exe)?;
     println!(
         "server: pid {} on {} (log {})",

@@ -2,11 +2,11 @@
 //! measure this process (the server) over the peers' window.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::lines::{line_reader, next_line, ClientLine};
 use super::procstat::{self, CpuTimes};
@@ -46,49 +46,34 @@ pub(super) fn step(
     let rss_base = procstat::rss_bytes()?;
     let exe = if let Some(exe) = &args.client_exe {
         exe.clone()
-    } else if std::path::Path::new("/proc/self/exe").exists() {
-        std::path::PathBuf::from("/proc/self/exe")
     } else {
-        std::env::current_exe().context("cannot find this executable to start the peers")?
+        crate::bench::self_exe()?
     };
-    let mut child = Command::new(exe)
-        .args([
-            "bench",
-            "whep-fanout-client",
-            "--url",
-            &server.url,
-            "--peers",
-            &n.to_string(),
-        ])
-        .args([
-            "--seconds",
-            &args.seconds.to_string(),
-            "--warmup",
-            &args.warmup.to_string(),
-        ])
-        .args([
-            "--cpu",
-            &args.client_cpu.to_string(),
-            "--concurrency",
-            &args.concurrency.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the peers' process")?;
-    let r = measure(server, args, n, &mut child);
-    if r.is_err() {
-        // Only our own child, by its PID.
-        let _ = child.kill();
-    }
-    let status = child.wait();
-    let (row, detail) = r?;
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => bail!("the peers' process exited with {s}"),
-        Err(e) => bail!("cannot reap the peers' process: {e}"),
-    }
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "bench",
+        "whep-fanout-client",
+        "--url",
+        &server.url,
+        "--peers",
+        &n.to_string(),
+    ])
+    .args([
+        "--seconds",
+        &args.seconds.to_string(),
+        "--warmup",
+        &args.warmup.to_string(),
+    ])
+    .args([
+        "--cpu",
+        &args.client_cpu.to_string(),
+        "--concurrency",
+        &args.concurrency.to_string(),
+    ]);
+    let what = "the peers' process";
+    let ((row, detail), status) =
+        crate::bench::with_child(&mut cmd, what, |child| measure(server, args, n, child))?;
+    crate::bench::exited_ok(status, what)?;
     Ok((Row { rss_base, ..row }, detail))
 }
 
