@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 use crate::common::Host;
 use pixelpass::client::whep::{WhepClient, WhepEvent};
 
-/// Watch `host` over WHEP until `want` video frames came (at most 25 s; the
-/// first must be a keyframe): their Annex B bytes, the frame count and the
-/// audio packets seen meanwhile.
-pub(crate) fn whep_video(host: &Host, want: u32) -> (Vec<u8>, u32, u32) {
+/// One WHEP session with `host` on its own runtime: connect, run `f`, delete.
+fn whep_session<T>(host: &Host, f: impl AsyncFnOnce(&mut WhepClient) -> T) -> T {
     let url = format!("http://{}/{}/whep", host.addr, host.token);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -20,6 +18,17 @@ pub(crate) fn whep_video(host: &Host, want: u32) -> (Vec<u8>, u32, u32) {
         let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap())
             .await
             .expect("WHEP 201");
+        let r = f(&mut c).await;
+        let _ = c.delete().await;
+        r
+    })
+}
+
+/// Watch `host` over WHEP until `want` video frames came (at most 25 s; the
+/// first must be a keyframe): their Annex B bytes, the frame count and the
+/// audio packets seen meanwhile.
+pub(crate) fn whep_video(host: &Host, want: u32) -> (Vec<u8>, u32, u32) {
+    whep_session(host, async |c| {
         let deadline = Instant::now() + Duration::from_secs(25);
         let (mut annexb, mut frames, mut audio) = (Vec::new(), 0u32, 0u32);
         while frames < want {
@@ -39,7 +48,6 @@ pub(crate) fn whep_video(host: &Host, want: u32) -> (Vec<u8>, u32, u32) {
                 _ => {}
             }
         }
-        let _ = c.delete().await;
         (annexb, frames, audio)
     })
 }
@@ -47,16 +55,7 @@ pub(crate) fn whep_video(host: &Host, want: u32) -> (Vec<u8>, u32, u32) {
 /// Listen to `host` over WHEP until `want` Opus packets came (at most 20 s):
 /// (RTP time, payload) each.
 pub(crate) fn whep_opus(host: &Host, want: usize) -> Vec<(u64, Vec<u8>)> {
-    let url = format!("http://{}/{}/whep", host.addr, host.token);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = WhepClient::connect(&url, "127.0.0.1".parse().unwrap())
-            .await
-            .expect("WHEP 201");
+    whep_session(host, async |c| {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut packets = Vec::new();
         while packets.len() < want {
@@ -71,7 +70,6 @@ pub(crate) fn whep_opus(host: &Host, want: usize) -> Vec<(u64, Vec<u8>)> {
                 packets.push((a.rtp_time, a.data));
             }
         }
-        let _ = c.delete().await;
         packets
     })
 }
