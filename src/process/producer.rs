@@ -127,17 +127,15 @@ async fn start(
         video_port + 1
     ));
 
-    let mut readers = vec![
+    let readers = vec![
         tokio::spawn(log_lines(spawned.stderr, state.clone(), cfg.id.clone())),
         tokio::spawn(progress_lines(spawned.progress, state.clone())),
     ];
-    if let Some(stdout) = spawned.stdout {
+    let ts_error = spawned.stdout.and_then(|stdout| {
         // Media freshness is RTP's when there is RTP (stale = "no RTP"), else the TS's.
         let seen = (!cfg.webrtc.enabled).then(|| seen_tx.clone());
-        if let Err(e) = read_ts(stdout, hub.clone(), seen, &cfg.id) {
-            state.log_line(&format!("pixelpass: {e}"));
-        }
-    }
+        read_ts(stdout, hub.clone(), seen, &cfg.id).err()
+    });
     drop(seen_tx);
 
     let (fail_tx, mut failures) = mpsc::unbounded_channel();
@@ -155,13 +153,17 @@ async fn start(
         stop_rx,
         done_tx,
     ));
-    let mut run = FfmpegRun {
+    let run = FfmpegRun {
         stop: Some(stop_tx),
         done: Some(done_rx),
         sources,
-        readers: std::mem::take(&mut readers),
+        readers,
         state: state.clone(),
     };
+    if let Some(e) = ts_error {
+        Box::new(run).stop().await;
+        return Err(err("cannot read ffmpeg's MPEG-TS output", e));
+    }
 
     let timeout = stale.map_or(START_TIMEOUT, |s| s.max(START_TIMEOUT));
     let first = tokio::select! {
@@ -170,7 +172,7 @@ async fn start(
         _ = tokio::time::sleep(timeout) => Err(ProducerError::new(format!(
             "ffmpeg sent no media within {} s{}",
             timeout.as_secs(),
-            summarize_exit(&state.log()).map(|s| format!(": {s}")).unwrap_or_default()
+            ffmpeg_summary(&state).map(|s| format!(": {s}")).unwrap_or_default()
         ))),
     };
     if let Err(e) = first {
@@ -180,7 +182,6 @@ async fn start(
             e.0
         )));
     }
-    run.readers.shrink_to_fit();
     Ok(Run {
         encoder: "ffmpeg (libx264)".into(),
         failures,
@@ -221,7 +222,7 @@ async fn monitor(
         tokio::select! {
             status = child.wait() => {
                 let msg = match status {
-                    Ok(s) => describe_exit(pid, s, &state.log()),
+                    Ok(s) => describe_exit(pid, s, ffmpeg_summary(&state)),
                     Err(e) => format!("cannot wait for ffmpeg (pid {pid}): {e}"),
                 };
                 state.log_line(&format!("pixelpass: {msg}"));
@@ -255,19 +256,23 @@ async fn monitor(
     let _ = done.send(());
 }
 
-fn describe_exit(pid: u32, status: ExitStatus, log: &[String]) -> String {
+/// The most telling of FFmpeg's own log lines (not the notes pixelpass adds).
+fn ffmpeg_summary(state: &ProcessState) -> Option<String> {
+    let ffmpeg: Vec<String> = state
+        .log()
+        .into_iter()
+        .filter(|l| !l.starts_with("pixelpass: "))
+        .collect();
+    summarize_exit(&ffmpeg)
+}
+
+fn describe_exit(pid: u32, status: ExitStatus, why: Option<String>) -> String {
     let how = match (status.code(), status.signal()) {
         (Some(code), _) => format!("ffmpeg (pid {pid}) exited with status {code}"),
         (None, Some(sig)) => format!("ffmpeg (pid {pid}) was killed by signal {sig}"),
         (None, None) => format!("ffmpeg (pid {pid}) ended"),
     };
-    // FFmpeg's own lines, not the notes pixelpass adds to the tail.
-    let ffmpeg: Vec<String> = log
-        .iter()
-        .filter(|l| !l.starts_with("pixelpass: "))
-        .cloned()
-        .collect();
-    match summarize_exit(&ffmpeg) {
+    match why {
         Some(why) => format!("{how}: {why}"),
         None => how,
     }
