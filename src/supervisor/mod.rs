@@ -210,21 +210,35 @@ impl Supervisor {
 
     /// The operator orders "stop": the run stops now, its consumers first.
     pub fn stop(&self) {
-        self.order("stop", |m, now| m.stop(now));
+        let _ = self.order("stop", |m, now| {
+            m.stop(now);
+            Ok(())
+        });
     }
 
     /// The operator orders "restart" (a start when not running).
     pub fn restart(&self) {
-        self.order("restart", |m, now| m.restart(now));
+        let _ = self.order("restart", |m, now| {
+            m.restart(now);
+            Ok(())
+        });
     }
 
-    fn order<R>(&self, name: &str, f: impl FnOnce(&mut Machine, Instant) -> R) -> R {
+    /// Apply an order to the machine; the event log says whether it was taken.
+    fn order(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Machine, Instant) -> Result<(), AlreadyRunning>,
+    ) -> Result<(), AlreadyRunning> {
         let now = clock_now();
         let mut m = self.shared.lock();
         let r = f(&mut m, now);
         self.shared.publish(&m, now);
         drop(m);
-        self.shared.event(format!("order: {name}"));
+        match &r {
+            Ok(()) => self.shared.event(format!("order: {name}")),
+            Err(e) => self.shared.event(format!("order: {name} refused: {e}")),
+        }
         self.shared.notify.notify_one();
         r
     }

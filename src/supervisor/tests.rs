@@ -263,6 +263,11 @@ async fn an_always_on_stream_tears_down_on_a_crash_and_obeys_orders() {
         1,
         "and it started nothing"
     );
+    assert_eq!(
+        sup.events().last().map(|e| e.what.as_str()),
+        Some("order: start refused: the stream is already running"),
+        "the event log tells a refused order from a taken one"
+    );
 
     // A crash: consumers first (the hook sees no stop yet), then the run stops, then a restart.
     let tx = fake.crash.lock().unwrap().take().unwrap();
