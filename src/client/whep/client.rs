@@ -1,89 +1,25 @@
-//! A WHEP viewer in Rust: what a browser does, minus the decoder.
-//!
-//! [`WhepClient::connect`] makes a receive-only offer (H.264 + Opus, full
-//! ICE, str0m), POSTs it, takes the answer and drives ICE, DTLS and SRTP
-//! over its own UDP socket. [`WhepClient::next_event`] yields what arrives:
-//! whole H.264 access units as Annex-B (str0m depacketizes them), Opus
-//! packets, connection state. [`WhepClient::delete`] ends the session.
-//!
-//! str0m is sans-IO; this type only adds the socket, the clock and the HTTP
-//! exchange. Nothing from the network is trusted: malformed input is an
-//! error value, never a panic.
+//! [`WhepClient`]: the offer, the WHEP HTTP exchange, and the loop that
+//! feeds str0m the socket and the clock and turns its output into events.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::h264;
-use super::http::{self, Url};
-
-/// Receive buffer asked of the kernel for each client's socket.
-const RECV_BUFFER: usize = 1 << 20;
-/// Datagrams taken per `recvmmsg` call.
-const RECV_BATCH: usize = 16;
-/// Largest datagram accepted (WebRTC keeps them under ~1200 bytes).
-const DATAGRAM_MAX: usize = 2048;
-
-/// `recvmmsg` into `buf` (slots of [`DATAGRAM_MAX`] bytes): how many datagrams
-/// came, with (length, source) in `meta`. Truncated ones are given as read.
-fn recvmmsg(
-    fd: libc::c_int,
-    buf: &mut [u8],
-    meta: &mut [(usize, SocketAddr)],
-) -> std::io::Result<usize> {
-    let n = meta.len().min(buf.len() / DATAGRAM_MAX);
-    // SAFETY: sockaddr_storage and mmsghdr are plain data; all-zero is valid.
-    let mut addrs: Vec<libc::sockaddr_storage> =
-        (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
-    let mut iovs: Vec<libc::iovec> = buf
-        .chunks_exact_mut(DATAGRAM_MAX)
-        .take(n)
-        .map(|c| libc::iovec {
-            iov_base: c.as_mut_ptr().cast(),
-            iov_len: c.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (i, m) in msgs.iter_mut().enumerate() {
-        m.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        m.msg_hdr.msg_iov = &mut iovs[i];
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: every msghdr points at a live address buffer and a live iovec
-    // over a live slice of `buf`; all outlive the call.
-    let got = unsafe {
-        libc::recvmmsg(
-            fd,
-            msgs.as_mut_ptr(),
-            n as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if got < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let got = got as usize;
-    for i in 0..got {
-        let len = (msgs[i].msg_len as usize).min(DATAGRAM_MAX);
-        // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into addrs[i].
-        let from =
-            unsafe { socket2::SockAddr::new(addrs[i], msgs[i].msg_hdr.msg_namelen) }.as_socket();
-        meta[i] = (len, from.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
-    }
-    Ok(got)
-}
+use super::events::{AudioPacket, VideoFrame, WhepError, WhepEvent, WhepOptions};
+use super::recv::{recvmmsg, DATAGRAM_MAX, RECV_BATCH, RECV_BUFFER};
+use super::stats::{ClientStats, SeqCounter};
+use crate::client::h264;
+use crate::client::http::{self, Url};
 
 /// The crypto provider and DTLS certificate every client of this process
 /// shares: making a certificate (a P-256 key) for each client would cost
@@ -98,154 +34,6 @@ fn client_crypto() -> Result<(Arc<CryptoProvider>, DtlsCert), WhepError> {
         })
         .clone()
         .ok_or_else(|| WhepError::Rtc("the crypto provider cannot make a DTLS certificate".into()))
-}
-
-/// One H.264 access unit, as a decoder takes it.
-#[derive(Debug, Clone)]
-pub struct VideoFrame {
-    /// Annex-B: start code + NAL unit, repeated (SPS/PPS included with IDRs).
-    pub annexb: Vec<u8>,
-    /// RTP timestamp (90 kHz), extended past wrap-around by str0m.
-    pub rtp_time: u64,
-    /// When the first datagram of this frame was received.
-    pub first_packet_at: Instant,
-    /// When the datagram that completed the frame was received.
-    pub arrived: Instant,
-    /// false: packets were missing between this frame and the previous one.
-    pub contiguous: bool,
-    /// The frame holds an IDR picture (a decoder can start here).
-    pub keyframe: bool,
-}
-
-/// One Opus packet.
-#[derive(Debug, Clone)]
-pub struct AudioPacket {
-    pub data: Vec<u8>,
-    /// RTP timestamp (48 kHz), extended.
-    pub rtp_time: u64,
-    pub arrived: Instant,
-}
-
-#[derive(Debug, Clone)]
-pub enum WhepEvent {
-    /// ICE and DTLS are up; media may follow.
-    Connected,
-    IceState(IceConnectionState),
-    Video(VideoFrame),
-    Audio(AudioPacket),
-    /// The server closed the connection (DTLS close_notify / RTCP BYE).
-    Closed,
-}
-
-/// What went wrong; `Status` carries the server's answer (e.g. `503` when full).
-#[derive(Debug, thiserror::Error)]
-pub enum WhepError {
-    #[error("the WHEP server answered {status}: {}", body.trim())]
-    Status {
-        status: u16,
-        body: String,
-        retry_after: Option<String>,
-    },
-    #[error("WHEP HTTP exchange failed: {0}")]
-    Http(String),
-    #[error("SDP: {0}")]
-    Sdp(String),
-    #[error("WebRTC: {0}")]
-    Rtc(String),
-    #[error("UDP: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-#[derive(Debug, Clone)]
-pub struct WhepOptions {
-    /// Drop every Nth H.264 RTP packet before str0m sees it (not RTX: that
-    /// has its own payload type), to exercise NACK/RTX.
-    pub lose_video_every: Option<usize>,
-    /// Deadline of each HTTP exchange.
-    pub http_timeout: Duration,
-    /// How often str0m refreshes the NACK/PLI counters in [`ClientStats`].
-    pub stats_interval: Duration,
-}
-
-impl Default for WhepOptions {
-    fn default() -> Self {
-        Self {
-            lose_video_every: None,
-            http_timeout: Duration::from_secs(30),
-            stats_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-/// Counters since the client was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClientStats {
-    /// Datagrams and their bytes as received on the UDP socket (SRTP, SRTCP,
-    /// STUN, DTLS), including the ones the loss simulation dropped.
-    pub udp_datagrams: u64,
-    pub udp_bytes: u64,
-    pub video_frames: u64,
-    pub keyframes: u64,
-    /// Frames after a gap in the packet sequence (loss not repaired in time).
-    pub gaps: u64,
-    pub audio_packets: u64,
-    /// Video RTP packets dropped by [`WhepOptions::lose_video_every`].
-    pub dropped: u64,
-    /// As of str0m's last stats event: NACKs and PLIs sent, RTP packets received (all tracks).
-    pub nacks_sent: u64,
-    pub plis_sent: u64,
-    pub rtp_packets: u64,
-    /// Original H.264 RTP packets (not RTX) by sequence number: the span
-    /// from the first to the highest seen, and how many arrived.
-    pub video_rtp_expected: u64,
-    pub video_rtp_received: u64,
-}
-
-impl ClientStats {
-    /// H.264 packets that did not arrive on the wire (repaired by RTX or not).
-    pub fn video_rtp_lost(&self) -> u64 {
-        self.video_rtp_expected
-            .saturating_sub(self.video_rtp_received)
-    }
-}
-
-/// RFC 3550-style counting of one stream's sequence numbers.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SeqCounter {
-    first: Option<u64>,
-    max: u64,
-    received: u64,
-}
-
-impl SeqCounter {
-    pub fn record(&mut self, seq: u16) {
-        self.received += 1;
-        match self.first {
-            None => {
-                // Room below for reordered packets before the first one.
-                let ext = (1u64 << 16) + u64::from(seq);
-                self.first = Some(ext);
-                self.max = ext;
-            }
-            Some(first) => {
-                let delta = i64::from(seq.wrapping_sub(self.max as u16) as i16);
-                let ext = (self.max as i64 + delta).max(0) as u64;
-                if ext > self.max {
-                    self.max = ext;
-                } else if ext < first {
-                    self.first = Some(ext);
-                }
-            }
-        }
-    }
-
-    pub fn expected(&self) -> u64 {
-        self.first.map_or(0, |f| self.max - f + 1)
-    }
-
-    pub fn received(&self) -> u64 {
-        self.received
-    }
 }
 
 pub struct WhepClient {
@@ -644,25 +432,6 @@ pub fn h264_payload_type(sdp: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sequence_numbers_count_losses_across_wrap_around() {
-        let mut c = SeqCounter::default();
-        for seq in [65533u16, 65534, 65535, 1, 2, 0, 4] {
-            c.record(seq);
-        }
-        // 65533..=4 is 8 numbers; 3 never came (0 came late: not lost).
-        assert_eq!((c.expected(), c.received()), (8, 7));
-        let mut c = SeqCounter::default();
-        c.record(10);
-        c.record(9);
-        assert_eq!(
-            (c.expected(), c.received()),
-            (2, 2),
-            "a late packet before the first one"
-        );
-        assert_eq!(SeqCounter::default().expected(), 0);
-    }
 
     #[test]
     fn finds_the_h264_payload_type() {

@@ -1,0 +1,97 @@
+//! The client's counters: [`ClientStats`], and [`SeqCounter`] for the
+//! H.264 sequence numbers seen on the wire.
+
+/// Counters since the client was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Datagrams and their bytes as received on the UDP socket (SRTP, SRTCP,
+    /// STUN, DTLS), including the ones the loss simulation dropped.
+    pub udp_datagrams: u64,
+    pub udp_bytes: u64,
+    pub video_frames: u64,
+    pub keyframes: u64,
+    /// Frames after a gap in the packet sequence (loss not repaired in time).
+    pub gaps: u64,
+    pub audio_packets: u64,
+    /// Video RTP packets dropped by [`WhepOptions::lose_video_every`](super::WhepOptions::lose_video_every).
+    pub dropped: u64,
+    /// As of str0m's last stats event: NACKs and PLIs sent, RTP packets received (all tracks).
+    pub nacks_sent: u64,
+    pub plis_sent: u64,
+    pub rtp_packets: u64,
+    /// Original H.264 RTP packets (not RTX) by sequence number: the span
+    /// from the first to the highest seen, and how many arrived.
+    pub video_rtp_expected: u64,
+    pub video_rtp_received: u64,
+}
+
+impl ClientStats {
+    /// H.264 packets that did not arrive on the wire (repaired by RTX or not).
+    pub fn video_rtp_lost(&self) -> u64 {
+        self.video_rtp_expected
+            .saturating_sub(self.video_rtp_received)
+    }
+}
+
+/// RFC 3550-style counting of one stream's sequence numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeqCounter {
+    first: Option<u64>,
+    max: u64,
+    received: u64,
+}
+
+impl SeqCounter {
+    pub fn record(&mut self, seq: u16) {
+        self.received += 1;
+        match self.first {
+            None => {
+                // Room below for reordered packets before the first one.
+                let ext = (1u64 << 16) + u64::from(seq);
+                self.first = Some(ext);
+                self.max = ext;
+            }
+            Some(first) => {
+                let delta = i64::from(seq.wrapping_sub(self.max as u16) as i16);
+                let ext = (self.max as i64 + delta).max(0) as u64;
+                if ext > self.max {
+                    self.max = ext;
+                } else if ext < first {
+                    self.first = Some(ext);
+                }
+            }
+        }
+    }
+
+    pub fn expected(&self) -> u64 {
+        self.first.map_or(0, |f| self.max - f + 1)
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_count_losses_across_wrap_around() {
+        let mut c = SeqCounter::default();
+        for seq in [65533u16, 65534, 65535, 1, 2, 0, 4] {
+            c.record(seq);
+        }
+        // 65533..=4 is 8 numbers; 3 never came (0 came late: not lost).
+        assert_eq!((c.expected(), c.received()), (8, 7));
+        let mut c = SeqCounter::default();
+        c.record(10);
+        c.record(9);
+        assert_eq!(
+            (c.expected(), c.received()),
+            (2, 2),
+            "a late packet before the first one"
+        );
+        assert_eq!(SeqCounter::default().expected(), 0);
+    }
+}
