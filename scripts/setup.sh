@@ -27,7 +27,7 @@ PKGS_TEST=(ffmpeg iproute2 util-linux)
 # Headless Chromium plays the player page (driven by playwright-core from npm).
 PKGS_BROWSER=(chromium fonts-dejavu-core)
 
-# Desktop capture tests: a headless Wayland session (tests/support/headless-session.sh:
+# Desktop capture tests: a headless Wayland session (crates/pixelpass-testkit/session/headless-session.sh:
 # D-Bus, PipeWire + WirePlumber + pipewire-pulse, sway, the portal) and Xvfb for X11.
 PKGS_DESKTOP_TEST=(
   dbus-daemon dbus-bin pipewire pipewire-bin wireplumber pipewire-pulse pulseaudio-utils
@@ -159,10 +159,10 @@ install_node() {
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
   fi
   local dir
-  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  dir="$(cd "$(dirname "$0")/.." && pwd)/crates/pixelpass-testkit/browser"
   if [[ ! -f "$dir/node_modules/playwright-core/package.json" ]] \
     || ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"; then
-    log "npm ci in tests/browser (playwright-core; the browser is Debian's chromium)"
+    log "npm ci in crates/pixelpass-testkit/browser (playwright-core; the browser is Debian's chromium)"
     (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
   fi
@@ -178,7 +178,7 @@ build_xdpw() {
   local root prefix patch stamp want
   root="$(cd "$(dirname "$0")/.." && pwd)"
   prefix="$root/target/xdpw"
-  patch="$root/tests/support/xdpw-shm-fallback.patch"
+  patch="$root/crates/pixelpass-testkit/session/xdpw-shm-fallback.patch"
   stamp="$prefix/.built-from"
   want="xdg-desktop-portal-wlr $(sha256sum "$patch" | cut -d' ' -f1)"
   if [[ -x $prefix/libexec/xdg-desktop-portal-wlr && -f $stamp && $(cat "$stamp") == "$want" ]]; then

@@ -12,5 +12,6 @@ for tool in cargo ffprobe ffmpeg gst-inspect-1.0; do
   command -v "$tool" >/dev/null 2>&1 || { echo "test: $tool not found; run scripts/setup.sh first" >&2; exit 1; }
 done
 
-# --all-targets builds the binary the integration tests run, the benches and examples too.
-exec cargo test --locked --all-targets -- "$@"
+# --workspace --all-targets: the library, the `pixelpass` binary its integration
+# tests run, the test kit and `pixelpass-bench` (whose own tests run it too).
+exec cargo test --locked --workspace --all-targets -- "$@"

@@ -1,7 +1,7 @@
 //! Real desktop capture, end to end, with no person at a dialog:
 //!
 //! - the Wayland ScreenCast portal in a private headless session
-//!   (`tests/support/headless-session.sh`: sway headless + pixman,
+//!   (`crates/pixelpass-testkit/session/headless-session.sh`: sway headless + pixman,
 //!   xdg-desktop-portal + the patched xdg-desktop-portal-wlr, PipeWire with a
 //!   null sink as the default), watched over HTTP-TS (ffmpeg decodes it and
 //!   the pictures show the compositor's screen) and over WHEP (the library's
@@ -16,11 +16,11 @@
 //! The tests take turns (one lock): each runs a compositor, a portal and an
 //! encoder, and 2 cores are not enough for two of those at once.
 //!
-//! The helpers are in `tests/support/` (see its `mod.rs`); this file holds
+//! The helpers are in the test kit (`pixelpass_testkit::desktop`); this file holds
 //! the tests.
 
-mod common;
-mod support;
+use pixelpass_testkit::prelude as common;
+use pixelpass_testkit::desktop as support;
 
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};

@@ -4,7 +4,7 @@
 //! Every test starts its own host on a free loopback port and bounds every
 //! wait; the host is killed (by PID) when the test ends, pass or fail.
 
-mod common;
+use pixelpass_testkit::prelude as common;
 
 use std::time::{Duration, Instant};
 

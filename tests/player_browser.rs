@@ -3,7 +3,7 @@
 //! private network namespace that has only loopback, so the browser's WebRTC
 //! traffic cannot go anywhere else.
 //! Needs what scripts/setup.sh installs: chromium, node + playwright-core
-//! (tests/browser/node_modules), and root for `unshare --net`.
+//! (crates/pixelpass-testkit/browser/node_modules), and root for `unshare --net`.
 
 use std::path::Path;
 use std::process::Command;
@@ -35,10 +35,10 @@ fn chromium_plays_a_serve_streams_page_over_whep() {
 /// Run the player page against `what` (`in-netns.sh` arguments before the
 /// player's own) and check it played.
 fn play(what: &str, server_args: &[&str]) {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let browser_dir = pixelpass_testkit::bin::kit_dir().join("browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run scripts/setup.sh (it runs `npm ci` in tests/browser)"
+        "playwright-core is missing: run scripts/setup.sh (it runs `npm ci` in crates/pixelpass-testkit/browser)"
     );
     assert!(
         Path::new("/usr/bin/chromium").exists(),

@@ -6,8 +6,8 @@
 //! deadline; the server is ended by its PID and reaped (its FFmpeg children
 //! die with it: process group + parent-death signal, which one test checks).
 
-mod common;
-mod serve_support;
+use pixelpass_testkit::prelude as common;
+use pixelpass_testkit::serve as serve_support;
 
 use std::time::{Duration, Instant};
 

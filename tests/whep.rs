@@ -5,12 +5,12 @@
 //!
 //! Everything binds 127.0.0.1; every wait has a deadline.
 
-mod whep_support;
+use pixelpass_testkit::whep_harness as whep_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pixelpass::client::{WhepClient, WhepEvent, WhepOptions};
+use pixelpass_testkit::client::{WhepClient, WhepEvent, WhepOptions};
 use pixelpass::hub::HubConfig;
 use pixelpass::supervisor::ProducerError;
 
@@ -295,7 +295,7 @@ async fn a_viewer_joining_within_the_keyframe_limit_starts_on_the_cached_gop() {
     // keyframes did the first see, and when?
     let (mut second, _) = join(&server).await;
     let mut seen: Vec<(u64, Instant)> = Vec::new();
-    let mut second_frames: Vec<pixelpass::client::VideoFrame> = Vec::new();
+    let mut second_frames: Vec<pixelpass_testkit::client::VideoFrame> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while second_frames.len() < 30 {
         assert!(

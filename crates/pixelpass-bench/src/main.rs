@@ -1,0 +1,169 @@
+//! `pixelpass-bench`: benchmarks that print numbers (a table, or one JSON
+//! object per step with `--json`).
+//!
+//! - `bench fanout`: one MPEG-TS stream to N loopback HTTP viewers through
+//!   the real hub, supervisor, server and egress; prints server CPU, delivered
+//!   throughput, core per Gbit/s, stalls and RSS per viewer ([`fanout`]).
+//! - `pixelpass-bench fanout-client` (hidden): the load generator `fanout` starts as
+//!   its child process ([`client`]).
+//! - `bench latency`: glass-to-glass latency with the clock source, one
+//!   viewer per path (HTTP-TS, WHEP, headless Chromium) ([`latency`]).
+//! - `bench capture`: capture + encode cost per source and size: CPU cores,
+//!   frames dropped and repeated ([`capture`]).
+//! - `bench join`: WebRTC join time, POST to the first decodable keyframe ([`join`]).
+//! - `bench whep-fanout`: N WebRTC peers; server CPU per Gbit/s, RSS per
+//!   peer, losses ([`whep_fanout`]); `pixelpass-bench whep-fanout-client` (hidden) runs
+//!   the peers in a child process.
+//! - `bench serve`: `pixelpass serve` as a child with N FFmpeg streams × M
+//!   WHEP peers: time from `command start` to the first WHEP keyframe,
+//!   server CPU (FFmpeg excluded) per Gbit/s, RSS per peer ([`serve`]).
+
+mod capture;
+mod http_load;
+mod fanout;
+mod host;
+mod join;
+mod latency;
+mod procstat;
+mod rates;
+mod replay;
+mod serve;
+mod whep_fanout;
+
+use std::process::ExitCode;
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "pixelpass-bench",
+    version,
+    about = "pixelpass's benchmarks: they print numbers, never pass or fail on them"
+)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Serve a 4 Mbit/s MPEG-TS stream to N loopback HTTP viewers and print
+    /// server CPU, throughput, core per Gbit/s, stalls and RSS per viewer.
+    Fanout(fanout::FanoutArgs),
+    /// Glass-to-glass latency: a host with the clock source, one viewer
+    /// (HTTP-TS, WHEP or headless Chromium) reading the time drawn into each
+    /// frame; prints p50/p95/max latency, join time and unreadable frames.
+    Latency(latency::LatencyArgs),
+    /// The load generator of `fanout` (started by it as a child process).
+    #[command(hide = true)]
+    FanoutClient(http_load::ClientArgs),
+    /// Time WebRTC (WHEP) joins: POST to the first decodable keyframe, p50/p95/max.
+    Join(join::JoinArgs),
+    /// Capture + encode cost per source and size: CPU cores, frames dropped
+    /// and repeated (portal, X11, test pattern; --headless for the portal).
+    Capture(capture::CaptureArgs),
+    /// Serve a 4 Mbit/s stream to N WebRTC (WHEP) peers and print server CPU
+    /// per Gbit/s delivered, RSS per peer, losses/NACKs and frames per peer.
+    WhepFanout(whep_fanout::WhepFanoutArgs),
+    /// The peers of `whep-fanout` (started by it as a child process).
+    #[command(hide = true)]
+    WhepFanoutClient(whep_fanout::WhepFanoutClientArgs),
+    /// `pixelpass serve` with N FFmpeg streams × M WHEP peers: command start
+    /// → first WHEP keyframe, server CPU (FFmpeg excluded) per Gbit/s, RSS.
+    Serve(serve::ServeBenchArgs),
+}
+
+/// This very binary, to start a benchmark's load child: `/proc/self/exe`
+/// still runs it when a rebuild replaced the file on disk.
+pub(crate) fn self_exe() -> anyhow::Result<std::path::PathBuf> {
+    if std::path::Path::new("/proc/self/exe").exists() {
+        Ok(std::path::PathBuf::from("/proc/self/exe"))
+    } else {
+        std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find this executable to start a load child: {e}"))
+    }
+}
+
+/// Start `cmd` (a load child whose stdout the benchmark reads), run `f` with
+/// it, and reap it: killed first, by its own PID, when `f` failed. Returns
+/// `f`'s result and how the child ended (see [`exited_ok`]).
+pub(crate) fn with_child<T>(
+    cmd: &mut std::process::Command,
+    what: &str,
+    f: impl FnOnce(&mut std::process::Child) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, std::io::Result<std::process::ExitStatus>)> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {what}: {e}"))?;
+    let r = f(&mut child);
+    if r.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait();
+    Ok((r?, status))
+}
+
+/// A load child's end as an error unless it exited successfully.
+pub(crate) fn exited_ok(
+    status: std::io::Result<std::process::ExitStatus>,
+    what: &str,
+) -> anyhow::Result<()> {
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => anyhow::bail!("{what} exited with {s}"),
+        Err(e) => anyhow::bail!("cannot reap {what}: {e}"),
+    }
+}
+
+/// Read a child's stdout lines on a thread (`name`); the orchestrator waits
+/// on the channel with timeouts. `what` names the child in the error.
+pub(crate) fn child_lines(
+    child: &mut std::process::Child,
+    what: &str,
+    name: &str,
+) -> anyhow::Result<std::sync::mpsc::Receiver<String>> {
+    use std::io::BufRead;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("{what} has no stdout pipe"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+fn main() -> ExitCode {
+    let args = <BenchArgs as clap::Parser>::parse();
+    pixelpass::logging::init();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pixelpass-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        BenchCommand::Fanout(a) => fanout::run(a),
+        BenchCommand::Latency(a) => latency::run(a),
+        BenchCommand::FanoutClient(a) => http_load::run(a),
+        BenchCommand::Join(a) => join::run(a),
+        BenchCommand::Capture(a) => capture::run(a),
+        BenchCommand::WhepFanout(a) => whep_fanout::run(a),
+        BenchCommand::WhepFanoutClient(a) => whep_fanout::run_client(a),
+        BenchCommand::Serve(a) => serve::run(a),
+    }
+}

@@ -1,0 +1,256 @@
+//! `pixelpass bench serve`: the restream server under load, as deployed.
+//!
+//! `pixelpass serve --json` (this binary) runs as a child process on
+//! loopback; the bench creates `--streams` FFmpeg streams through its JSON
+//! API (test pattern + sine, WebRTC only: `http_ts=false`), starts them one
+//! after the other, then brings every stream to `--viewers` WHEP peers and
+//! measures a window of `--seconds`.
+//!
+//! - *Join*: per stream, from just before `PUT …/command {"command":"start"}`
+//!   to the first complete IDR access unit one [`WhepClient`] (in this
+//!   process, POSTing as soon as the PUT is answered) depacketized: the first
+//!   WHEP-playable keyframe. Streams start one at a time, so a time holds no
+//!   queueing behind the other streams' starts (the encoders already running
+//!   do share the CPUs with it).
+//! - *Load*: the peers run in a child process (`pixelpass-bench whep-fanout-client`
+//!   with one `--url` per stream), so their CPU is not the server's. Nothing
+//!   is pinned: 10 encoders, the server and the peers share the 2 CPUs.
+//! - *Server CPU*: utime + stime of the `serve` PID only (/proc/PID/stat:
+//!   all its threads; the FFmpeg children are separate processes and are
+//!   NOT counted; their CPU is printed apart, from their own /proc/PID/stat).
+//! - *Delivered*: bytes the peers received on their UDP sockets (SRTP +
+//!   SRTCP + STUN) in the window; the server's `bytes_out.whep` (RTP payload
+//!   handed to the WebRTC engine, before headers and SRTP) is shown next to it.
+//! - *RSS*: VmRSS of the `serve` PID before any stream, with the streams
+//!   running and no peer, and with every peer streaming; RSS/peer is the
+//!   last difference ÷ peers.
+//!
+//! At the end the server gets SIGTERM (SIGKILL after 5 s) and every FFmpeg
+//! PID seen in the reports is checked: none may survive it.
+//!
+//! Files: the server child and its JSON API (`server.rs`), one timed start
+//! (`join.rs`), the load phases and the window (`measure.rs`), and the
+//! numbers and their printed tables (`table.rs`).
+
+mod join;
+mod measure;
+mod server;
+mod table;
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use super::procstat;
+use measure::{measure, pid_rss, pid_ticks};
+use server::ServeChild;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeBenchArgs {
+    /// FFmpeg streams (test pattern + sine each).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub streams: u32,
+    /// WHEP peers per stream during the measurement.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub viewers: u32,
+    /// Length of the measurement window, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Seconds between "every peer has its first keyframe" and the window.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Picture size of the test pattern, WxH.
+    #[arg(long, default_value = "640x360", value_parser = parse_size)]
+    pub size: (u32, u32),
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub fps: u32,
+    /// Video bitrate, kbit/s.
+    #[arg(long, default_value_t = 800)]
+    pub bitrate: u32,
+    /// x264 preset (`video_options = ["-preset", …]`).
+    #[arg(long, default_value = "ultrafast")]
+    pub preset: String,
+    #[arg(long, default_value_t = 2.0)]
+    pub keyframe_interval: f64,
+    /// Peers connecting at the same time.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// A stream that is not running, or has no keyframe, after this many seconds fails.
+    #[arg(long, default_value_t = 20)]
+    pub join_timeout_s: u64,
+    /// Seconds measured with the streams running and no peer (server CPU of the ingest alone).
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_seconds: f64,
+}
+
+/// `640x360` → (640, 360): even sides (4:2:0) from 16 to 7680.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: expected WxH, e.g. 640x360"))?;
+    let side = |v: &str| -> Result<u32, String> {
+        let n: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {v:?} is not a number"))?;
+        if !(16..=7680).contains(&n) || !n.is_multiple_of(2) {
+            return Err(format!("{s:?}: sides must be even, 16..=7680"));
+        }
+        Ok(n)
+    };
+    Ok((side(w)?, side(h)?))
+}
+
+/// The API body creating stream `i`.
+pub fn stream_config(i: u32, a: &ServeBenchArgs) -> serde_json::Value {
+    let (w, h) = a.size;
+    serde_json::json!({
+        "id": stream_id(i),
+        "token": stream_token(i),
+        "input": [
+            "-re", "-f", "lavfi", "-i", format!("testsrc2=size={w}x{h}:rate={}", a.fps),
+            "-f", "lavfi", "-i", "sine=frequency=440",
+        ],
+        "autostart": false,
+        "http_ts": false,
+        "video_bitrate_kbps": a.bitrate,
+        "keyframe_interval_seconds": a.keyframe_interval,
+        "video_options": ["-preset", a.preset],
+        "max_viewers": (a.viewers + 8).max(1000),
+    })
+}
+
+fn stream_id(i: u32) -> String {
+    format!("s{i}")
+}
+
+fn stream_token(i: u32) -> String {
+    // As long as a random token (22 characters), so the server does not warn about it.
+    format!("bench-serve-token-s{i:03}")
+}
+
+pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
+    if !(args.seconds > 0.0 && args.warmup >= 0.0 && args.idle_seconds >= 0.0) {
+        bail!("--seconds must be positive, --warmup and --idle-seconds not negative");
+    }
+    let _ = procstat::raise_nofile_limit();
+    let n = args.streams;
+    let (w, h) = args.size;
+    println!(
+        "bench serve: {n} streams × {} WHEP peers; testsrc2 {w}x{h}@{} + sine, x264 {} {} kbit/s, GOP {} s; WebRTC only (http_ts=false); {} CPUs, nothing pinned",
+        args.viewers, args.fps, args.preset, args.bitrate, args.keyframe_interval, procstat::online_cpus()
+    );
+    let exe = pixelpass_testkit::pixelpass_bin()?;
+    let mut server = ServeChild::start(&exe)?;
+    println!(
+        "server: pid {} on {} (log {})",
+        server.pid,
+        server.base,
+        server.log.display()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_base = pid_rss(server.pid).unwrap_or(0);
+    let mut ffmpeg_pids = BTreeSet::new();
+    let r = measure(&server, &args, rss_base, &mut ffmpeg_pids);
+    // Whatever happened: stop the server and check its FFmpegs are gone.
+    if let Ok(reports) = (0..n)
+        .map(|i| server.report(&stream_id(i)))
+        .collect::<anyhow::Result<Vec<_>>>()
+    {
+        ffmpeg_pids.extend(reports.iter().filter_map(|r| r.pid));
+    }
+    let problems = server.log_problems();
+    let stopped = server.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    let left: Vec<u32> = ffmpeg_pids
+        .iter()
+        .copied()
+        .filter(|&p| {
+            pid_ticks(p).is_some_and(|(_, _, comm, state)| comm.contains("ffmpeg") && state != 'Z')
+        })
+        .collect();
+    if let Some((how, took)) = stopped {
+        println!("server stop: {how}, {:.0} ms", took.as_secs_f64() * 1000.0);
+    }
+    println!(
+        "ffmpeg left behind: {} (of {} FFmpeg PIDs seen{})",
+        left.len(),
+        ffmpeg_pids.len(),
+        if left.is_empty() {
+            String::new()
+        } else {
+            format!(": {left:?}")
+        }
+    );
+    for p in &left {
+        // Started by our server: ours to end, by PID.
+        // SAFETY: a signal to one PID just checked to be an FFmpeg of ours.
+        unsafe {
+            libc::kill(*p as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    if !problems.is_empty() {
+        println!(
+            "server log: {} WARN/ERROR lines; the first ones:",
+            problems.len()
+        );
+        for l in problems.iter().take(8) {
+            println!("  {l}");
+        }
+    }
+    let summary = r?;
+    println!("{summary}");
+    Ok(if left.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeBenchArgs,
+    }
+
+    fn defaults() -> ServeBenchArgs {
+        Cli::parse_from(["x"]).args
+    }
+
+    #[test]
+    fn sizes_parse_and_odd_ones_are_refused() {
+        assert_eq!(parse_size("640x360"), Ok((640, 360)));
+        assert_eq!(parse_size("426X240"), Ok((426, 240)));
+        assert!(parse_size("641x360").is_err());
+        assert!(parse_size("640").is_err());
+        assert!(parse_size("0x0").is_err());
+        assert!(parse_size("axb").is_err());
+    }
+
+    #[test]
+    fn the_stream_body_is_a_valid_webrtc_only_stream() {
+        let a = ServeBenchArgs {
+            size: (426, 240),
+            ..defaults()
+        };
+        assert_eq!((a.streams, a.viewers, a.bitrate), (10, 20, 800));
+        let v = stream_config(3, &a);
+        let c: pixelpass::config::stream::StreamConfig = serde_json::from_value(v).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.id, "s3");
+        assert_eq!(c.token.as_deref(), Some("bench-serve-token-s003"));
+        assert!(!c.http_ts && !c.autostart && c.webrtc.enabled);
+        assert!(c
+            .input
+            .contains(&"testsrc2=size=426x240:rate=30".to_owned()));
+        assert_eq!(c.video_options, ["-preset", "ultrafast"]);
+        assert!(c.max_viewers >= 28);
+    }
+}

@@ -1,0 +1,167 @@
+//! `pixelpass bench whep-fanout`: one 4 Mbit/s stream to N WebRTC peers
+//! over loopback, through the real WHEP path (hub, supervisor, HTTP server,
+//! WHEP endpoints, the one-socket str0m engine).
+//!
+//! Where the CPU is measured, and why: the server runs in this process,
+//! pinned to one CPU (`--server-cpu`); the N peers are [`WhepClient`](pixelpass_testkit::client::WhepClient)s in a
+//! child process (`pixelpass-bench whep-fanout-client`, the same binary) pinned to the
+//! other CPU. So this process's CPU time (getrusage: every thread) is the
+//! server's alone, kernel send path included, and the peers' decryption and
+//! depacketization never compete with it. Per-thread time is printed too:
+//! `whep-server` is the tokio worker that runs the engine (and the idle
+//! HTTP server), `whep-replay` the producer.
+//!
+//! The producer is not the live encoder: encoding 720p on the server CPU
+//! would dwarf what is measured. Instead a few seconds of the real pipeline's
+//! RTP output (test source, 1280x720@30 at `--bitrate`, Opus) are recorded
+//! first, cut to whole GOPs, and replayed in real time, lap after lap
+//! (sequence numbers and timestamps continued). The replay cannot make
+//! keyframes on demand, so peers start on the hub's cached GOP or the next
+//! natural keyframe, as with an FFmpeg producer.
+//!
+//! Per N it prints:
+//! - *Gbit/s*: bytes the peers received on their UDP sockets in the window
+//!   (SRTP + SRTCP + STUN) × 8 ÷ window;
+//! - *core/Gbit/s*: server CPU seconds per second ÷ that;
+//! - *RSS/peer*: (server VmRSS with N peers streaming − VmRSS before they
+//!   connected, after returning freed heap to the OS) ÷ N;
+//! - *lost*: H.264 packets missing on the wire (sequence gaps, all peers),
+//!   *NACKs* the peers sent, *gaps*: frames that were still incomplete;
+//! - *frames/peer*: min / median video frames a peer assembled in the window.
+//!
+//! Files: [`sample`] the recorded (or synthetic) RTP stream, [`replay`] its
+//! recording and real-time replay producer, [`server`] the server under
+//! test, [`measure`] one step's measurement, [`table`] the printed rows,
+//! [`lines`] the JSON lines between the peers' process and the bench,
+//! [`peers`] that process (`pixelpass-bench whep-fanout-client`).
+
+mod lines;
+mod measure;
+mod peers;
+mod replay;
+mod sample;
+mod server;
+mod table;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+pub(crate) use lines::{line_reader, next_line};
+pub use lines::{ClientLine, PeerWindow};
+pub use peers::run_client;
+pub use table::{min_median, table_header, table_row, verdict};
+
+use super::procstat;
+use measure::step;
+use server::Server;
+
+/// The goals from issue 2.
+pub const TARGET_CORE_PER_GBPS: f64 = 0.5;
+pub const TARGET_RSS_PER_PEER: f64 = 256.0 * 1024.0;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WhepFanoutArgs {
+    /// Peer counts to measure, one step each.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,50,200")]
+    pub peers: Vec<usize>,
+    /// Length of each measurement window, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds between "every peer has its first keyframe" and the window.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Video bitrate of the recorded stream, kbit/s.
+    #[arg(long, default_value_t = 4000)]
+    pub bitrate: u32,
+    /// Seconds of the real pipeline recorded for the replay (cut to whole GOPs).
+    #[arg(long, default_value_t = 7)]
+    pub record_seconds: u64,
+    /// Replay a synthetic H.264/Opus packet stream (same packet sizes and
+    /// rates, random payload) instead of recording the pipeline: no
+    /// GStreamer in the process (e.g. under valgrind).
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Tokio worker threads of the server (all on the server CPU).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// CPU for the server (this process).
+    #[arg(long, default_value_t = 0)]
+    pub server_cpu: usize,
+    /// CPU for the peers' process.
+    #[arg(long, default_value_t = 1)]
+    pub client_cpu: usize,
+    /// Peers connecting at the same time.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// The binary that runs the peers (default: this one). Needed under
+    /// valgrind, where /proc/self/exe is valgrind itself.
+    #[arg(long, value_name = "PATH")]
+    pub client_exe: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WhepFanoutClientArgs {
+    /// The WHEP endpoint (http://127.0.0.1:PORT/TOKEN/whep); several
+    /// (comma-separated or repeated): peer i joins the (i mod n)-th.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub url: Vec<String>,
+    #[arg(long)]
+    pub peers: usize,
+    #[arg(long)]
+    pub seconds: f64,
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// CPU to pin this process to (none: not pinned).
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+pub fn run(args: WhepFanoutArgs) -> anyhow::Result<ExitCode> {
+    if args.peers.is_empty() || args.peers.contains(&0) {
+        bail!("--peers needs counts above 0");
+    }
+    if !(args.seconds > 0.0 && args.warmup >= 0.0) {
+        bail!("--seconds must be positive and --warmup not negative");
+    }
+    let cpus = procstat::online_cpus();
+    if args.server_cpu == args.client_cpu || args.server_cpu.max(args.client_cpu) >= cpus.max(1) {
+        eprintln!(
+            "bench: CPUs {} and {} are not two distinct CPUs of {cpus}: not pinning",
+            args.server_cpu, args.client_cpu
+        );
+    } else if let Err(e) = procstat::pin_to_cpu(args.server_cpu) {
+        eprintln!(
+            "bench: cannot pin the server to CPU {}: {e}",
+            args.server_cpu
+        );
+    }
+    let _ = procstat::raise_nofile_limit();
+    let max = *args.peers.iter().max().unwrap_or(&1);
+    let server = Server::start(&args, max + 8)?;
+    server.warm_up()?;
+    println!("{}", table_header());
+    let mut rows = Vec::new();
+    for &n in &args.peers {
+        match step(&server, &args, n) {
+            Ok((row, detail)) => {
+                println!("{}", table_row(&row));
+                println!("{detail}");
+                let _ = std::io::stdout().flush();
+                rows.push(row);
+            }
+            Err(e) => {
+                eprintln!("bench: step with {n} peers failed: {e:#}");
+                break;
+            }
+        }
+    }
+    server.stop();
+    if let Some(v) = verdict(&rows) {
+        println!("{v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,186 @@
+//! One measured step ([`Row`]), its derived rates, and the printed table
+//! and verdict against the targets.
+
+use super::{TARGET_CORE_PER_GBPS, TARGET_RSS_PER_PEER};
+use crate::rates;
+
+/// One measured step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub peers: usize,
+    pub connected: usize,
+    pub window_s: f64,
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+    pub udp_bytes: u64,
+    pub rss_base: u64,
+    pub rss_streaming: u64,
+    pub lost: u64,
+    pub nacks: u64,
+    pub gaps: u64,
+    pub frames_min: u64,
+    pub frames_median: u64,
+}
+
+impl Row {
+    pub fn cpu_per_s(&self) -> f64 {
+        rates::cpu_per_s(self.cpu_user_s, self.cpu_sys_s, self.window_s)
+    }
+
+    pub fn gbps(&self) -> f64 {
+        rates::gbps(self.udp_bytes, self.window_s)
+    }
+
+    pub fn core_per_gbps(&self) -> Option<f64> {
+        rates::core_per_gbps(self.cpu_per_s(), self.gbps())
+    }
+
+    /// Signed: the heap may shrink between steps.
+    pub fn rss_per_peer(&self) -> f64 {
+        rates::rss_per(self.rss_base, self.rss_streaming, self.peers)
+    }
+
+    #[cfg(test)]
+    /// Frames per second of the median peer.
+    pub fn fps_median(&self) -> f64 {
+        self.frames_median as f64 / self.window_s
+    }
+}
+
+/// (min, median) of per-peer frame counts.
+pub fn min_median(v: &[u64]) -> (u64, u64) {
+    if v.is_empty() {
+        return (0, 0);
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    (s[0], s[s.len() / 2])
+}
+
+pub fn table_header() -> String {
+    format!(
+        "{:>5} {:>9} {:>8} {:>6} {:>6} {:>7} {:>11} {:>12} {:>6} {:>6} {:>5} {:>16}",
+        "peers",
+        "connected",
+        "cpu s/s",
+        "user",
+        "sys",
+        "Gbit/s",
+        "core/Gbit/s",
+        "RSS/peer",
+        "lost",
+        "NACKs",
+        "gaps",
+        "frames/peer min/med"
+    )
+}
+
+pub fn table_row(r: &Row) -> String {
+    let core = r
+        .core_per_gbps()
+        .map_or_else(|| "-".to_owned(), |c| format!("{c:.3}"));
+    format!(
+        "{:>5} {:>9} {:>8.3} {:>6.3} {:>6.3} {:>7.3} {:>11} {:>8.1} KiB {:>6} {:>6} {:>5} {:>9} / {:<5}",
+        r.peers,
+        r.connected,
+        r.cpu_per_s(),
+        r.cpu_user_s / r.window_s,
+        r.cpu_sys_s / r.window_s,
+        r.gbps(),
+        core,
+        r.rss_per_peer() / 1024.0,
+        r.lost,
+        r.nacks,
+        r.gaps,
+        r.frames_min,
+        r.frames_median,
+    )
+}
+
+/// The verdict against the targets, for the step with the most peers.
+pub fn verdict(rows: &[Row]) -> Option<String> {
+    let r = rows.iter().max_by_key(|r| r.peers)?;
+    let core = r.core_per_gbps();
+    let ok = |b: bool| if b { "met" } else { "MISSED" };
+    Some(format!(
+        "targets at {} peers: {} core/Gbit/s ≤ {TARGET_CORE_PER_GBPS} → {}; RSS/peer {:.1} KiB ≤ {:.0} KiB → {}",
+        r.peers,
+        core.map_or_else(|| "-".to_owned(), |c| format!("{c:.3}")),
+        ok(core.is_some_and(|c| c <= TARGET_CORE_PER_GBPS)),
+        r.rss_per_peer() / 1024.0,
+        TARGET_RSS_PER_PEER / 1024.0,
+        ok(r.rss_per_peer() <= TARGET_RSS_PER_PEER),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(peers: usize, cpu: f64, bytes: u64, base: u64, streaming: u64) -> Row {
+        Row {
+            peers,
+            connected: peers,
+            window_s: 10.0,
+            cpu_user_s: cpu * 0.5,
+            cpu_sys_s: cpu * 0.5,
+            udp_bytes: bytes,
+            rss_base: base,
+            rss_streaming: streaming,
+            lost: 0,
+            nacks: 0,
+            gaps: 0,
+            frames_min: 299,
+            frames_median: 300,
+        }
+    }
+
+    #[test]
+    fn rates_and_verdict() {
+        // 200 peers × 4.1 Mbit/s for 10 s; 3 CPU seconds.
+        let r = row(
+            200,
+            3.0,
+            200 * 4_100_000 / 8 * 10,
+            100 << 20,
+            (100 << 20) + 200 * 100 * 1024,
+        );
+        assert!((r.gbps() - 0.82).abs() < 1e-9);
+        assert!((r.cpu_per_s() - 0.3).abs() < 1e-9);
+        assert!((r.core_per_gbps().unwrap() - 0.3 / 0.82).abs() < 1e-9);
+        assert!((r.rss_per_peer() - 100.0 * 1024.0).abs() < 1e-6);
+        assert!((r.fps_median() - 30.0).abs() < 1e-9);
+        let v = verdict(&[row(1, 0.1, 0, 0, 0), r.clone()]).unwrap();
+        assert!(
+            v.starts_with("targets at 200 peers")
+                && v.contains("→ met; RSS/peer 100.0 KiB ≤ 256 KiB → met"),
+            "{v}"
+        );
+        let bad = Row {
+            cpu_user_s: 5.0,
+            cpu_sys_s: 5.0,
+            ..r
+        };
+        assert!(verdict(&[bad]).unwrap().contains("→ MISSED; RSS"));
+        assert_eq!(row(1, 1.0, 0, 0, 0).core_per_gbps(), None);
+        assert!(
+            row(2, 0.1, 0, 1000, 0).rss_per_peer() < 0.0,
+            "a shrinking heap reads negative, not wrapped"
+        );
+    }
+
+    #[test]
+    fn the_table_has_one_column_per_header() {
+        let r = row(50, 1.0, 1 << 30, 0, 1 << 20);
+        let cells = |s: &str| s.split_whitespace().count();
+        // Two headers are two words ("cpu s/s", "frames/peer min/med"); in a
+        // row "RSS/peer" is "<n> KiB" and the frames are "<a> / <b>".
+        assert_eq!(
+            cells(&table_header()) - 2,
+            cells(&table_row(&r)) - 3,
+            "12 columns"
+        );
+        assert_eq!(min_median(&[5, 1, 9, 3]), (1, 5));
+        assert_eq!(min_median(&[]), (0, 0));
+    }
+}

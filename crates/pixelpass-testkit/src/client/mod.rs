@@ -1,0 +1,12 @@
+//! Clients of pixelpass's own egress, for tests and benchmarks.
+//!
+//! - [`whep`]: a WebRTC viewer (str0m, full ICE) that does the WHEP exchange
+//!   and yields H.264 access units (Annex-B) and Opus packets;
+//! - [`http`]: the few lines of HTTP/1.1 the WHEP exchange needs;
+
+pub mod http;
+pub mod whep;
+
+pub use whep::{
+    AudioPacket, ClientStats, VideoFrame, WhepClient, WhepError, WhepEvent, WhepOptions,
+};

@@ -1,0 +1,34 @@
+//! What pixelpass's tests and benchmarks use to play the viewer, the
+//! operator and the desktop: never part of the product.
+//!
+//! - [`bin`]: where the `pixelpass` and `pixelpass-bench` binaries are;
+//! - [`client`]: a WHEP viewer (str0m, full ICE/DTLS/SRTP) and an HTTP client;
+//! - [`http`]: the HTTP-TS stream viewer; [`host`]: a `pixelpass host` child process;
+//! - [`serve`]: a `pixelpass serve` child process and its API;
+//! - [`whep_harness`]: an in-process host with a crashable producer, for the WHEP tests;
+//! - [`desktop`]: the headless Wayland session, Xvfb, pictures and tones;
+//! - [`ts_scan`], [`access_units`]: frames and keyframes out of MPEG-TS;
+//! - [`clock`]: decode H.264 and read the clock source's time code from each frame;
+//! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
+//! - [`summary`]: p50 / p95 / max of a set of measurements;
+//! - [`prelude`]: the glob the integration tests import.
+//!
+//! Its own files: `browser/` (playwright-core scripts for headless Chromium)
+//! and `session/` (the headless Wayland session script).
+
+pub mod access_units;
+pub mod bin;
+pub mod client;
+pub mod clock;
+pub mod desktop;
+pub mod host;
+pub mod http;
+pub mod prelude;
+pub mod serve;
+pub mod summary;
+pub mod tools;
+pub mod ts_scan;
+pub mod whep_harness;
+
+pub use bin::try_pixelpass as pixelpass_bin;
+pub use summary::Summary;

@@ -1,0 +1,375 @@
+//! The harness of `tests/whep.rs`: an in-process server (hub, supervisor,
+//! `server::serve`, WHEP) on loopback, a tiny HTTP client, the str0m client's
+//! join/drive helpers and what it got, ffmpeg as the decoder check, and the
+//! producer wrappers some tests watch or crash.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::client::{WhepClient, WhepEvent, WhepOptions};
+
+use pixelpass::egress::whep::{WebRtcArgs, Whep};
+use pixelpass::hub::{Hub, HubConfig};
+use pixelpass::capture::{self as pipeline, GstProducer, PipelineConfig, RtpOutput};
+use pixelpass::http::{self as server, Limits};
+use pixelpass::registry::{Registry, StreamEntry};
+use pixelpass::capture::source::SourceKind;
+use pixelpass::supervisor::{
+    BoxFuture, Policy, Producer, ProducerError, Run, RunHandle, Supervisor,
+};
+
+pub const TOKEN: &str = "whep-test-token";
+pub const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+// ─────────────────────────────── the server ───────────────────────────────
+
+pub struct Server {
+    pub http: SocketAddr,
+    pub sup: Supervisor,
+    pub whep: Whep,
+    stop: watch::Sender<bool>,
+}
+
+impl Server {
+    pub async fn start(
+        max_viewers: usize,
+        peer_timeout_s: u64,
+        producer: impl FnOnce(Whep) -> Arc<dyn Producer>,
+    ) -> Self {
+        Self::start_with(HubConfig::default(), max_viewers, peer_timeout_s, producer).await
+    }
+
+    pub async fn start_with(
+        hub: HubConfig,
+        max_viewers: usize,
+        peer_timeout_s: u64,
+        producer: impl FnOnce(Whep) -> Arc<dyn Producer>,
+    ) -> Self {
+        let args = WebRtcArgs {
+            webrtc_udp: "127.0.0.1:0".parse().unwrap(),
+            webrtc_timeout: peer_timeout_s,
+            ..WebRtcArgs::default()
+        };
+        let whep = Whep::start(&args).await.expect("WHEP starts");
+        let policy = Policy {
+            max_viewers,
+            linger: Duration::from_millis(200),
+            ..Policy::default()
+        };
+        let sup = Supervisor::spawn(policy, Hub::new(hub), producer(whep.clone()));
+        let registry = Registry::new();
+        registry.insert(StreamEntry::new("host", TOKEN, sup.clone()));
+        let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let http = listener.local_addr().unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        let router = server::router_with(registry, Some(whep.clone()));
+        tokio::spawn(server::serve(listener, router, Limits::default(), stop_rx));
+        Self {
+            http,
+            sup,
+            whep,
+            stop,
+        }
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(5), self.sup.shutdown())
+            .await
+            .expect("supervisor stops");
+        tokio::time::timeout(Duration::from_secs(5), self.whep.shutdown())
+            .await
+            .expect("WHEP stops");
+    }
+
+    pub async fn viewers_become(&self, n: usize, within: Duration) -> Duration {
+        let t0 = Instant::now();
+        let mut rx = self.sup.watch_status();
+        let r = tokio::time::timeout(within, rx.wait_for(|s| s.viewers == n)).await;
+        assert!(
+            r.is_ok(),
+            "viewers never became {n} within {within:?}; status {:?}",
+            self.sup.status()
+        );
+        t0.elapsed()
+    }
+}
+
+/// The host's real producer (test pattern, light settings) with its RTP branch.
+pub fn gst_producer() -> GstProducer {
+    pipeline::init().expect("GStreamer");
+    let cfg = PipelineConfig {
+        source: SourceKind::Test,
+        framerate: 30,
+        bitrate_kbps: 600,
+        width: Some(320),
+        height: Some(240),
+        ..PipelineConfig::default()
+    };
+    let encoder = pipeline::preflight(&cfg).expect("GStreamer elements and an H.264 encoder");
+    GstProducer::new(cfg, encoder)
+        .with_rtp(RtpOutput::default())
+        .expect("the RTP branch's elements")
+}
+
+// ───────────────────────────── a tiny HTTP client ─────────────────────────────
+
+pub struct Resp {
+    pub status: u16,
+    headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    let go = async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read");
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(70), go)
+        .await
+        .expect("HTTP answer in time");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a full response head");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+// ───────────────────────────── the str0m client ─────────────────────────────
+//
+// The client lives in the library (`crate::client::WhepClient`): the
+// benchmarks use the same one.
+
+/// What the client got.
+#[derive(Default)]
+pub struct Got {
+    pub annexb: Vec<u8>,
+    /// (RTP time, arrival) of each keyframe.
+    pub keyframes: Vec<(u64, Instant)>,
+    pub video_frames: usize,
+    pub audio_packets: usize,
+    pub first_video_at: Option<Instant>,
+    connected: bool,
+    pub closed: bool,
+}
+
+impl Got {
+    fn take(&mut self, ev: WhepEvent) {
+        match ev {
+            WhepEvent::Connected => self.connected = true,
+            WhepEvent::Closed => self.closed = true,
+            WhepEvent::Video(f) => {
+                assert!(
+                    f.contiguous,
+                    "every frame arrives whole and in order on loopback"
+                );
+                if self.video_frames == 0 {
+                    assert!(
+                        f.keyframe,
+                        "the first frame is a keyframe (with its SPS/PPS)"
+                    );
+                }
+                self.first_video_at.get_or_insert(f.arrived);
+                if f.keyframe {
+                    self.keyframes.push((f.rtp_time, f.arrived));
+                }
+                self.annexb.extend_from_slice(&f.annexb);
+                self.video_frames += 1;
+            }
+            WhepEvent::Audio(a) => {
+                assert!(!a.data.is_empty());
+                self.audio_packets += 1;
+            }
+            WhepEvent::IceState(_) => {}
+        }
+    }
+}
+
+fn whep_url(server: &Server) -> String {
+    format!("http://{}/{TOKEN}/whep", server.http)
+}
+
+/// POST the client's offer; 201 with a Location.
+pub async fn join(server: &Server) -> (WhepClient, String) {
+    join_losing(server, None).await
+}
+
+pub async fn join_losing(server: &Server, lose_every: Option<usize>) -> (WhepClient, String) {
+    let opts = WhepOptions {
+        lose_video_every: lose_every,
+        ..WhepOptions::default()
+    };
+    let client = WhepClient::connect_with(&whep_url(server), LOOPBACK, opts)
+        .await
+        .expect("WHEP POST answered 201");
+    let location = client.resource_path().expect("Location").to_owned();
+    (client, location)
+}
+
+/// Drive `client` until `done` says so, or panic at `deadline`.
+pub async fn drive(
+    client: &mut WhepClient,
+    got: &mut Got,
+    within: Duration,
+    done: impl Fn(&Got) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !done(got) {
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {within:?}: connected={} video={} audio={}",
+            got.connected,
+            got.video_frames,
+            got.audio_packets
+        );
+        if let Some(ev) = client.next_event(deadline).await.expect("the client runs") {
+            got.take(ev);
+        }
+    }
+}
+
+pub fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pixelpass-whep-{}-{name}", std::process::id()))
+}
+
+/// `ffmpeg -v error -i FILE -f null -`: its stderr (empty when it decoded cleanly).
+pub fn ffmpeg_errors(file: &PathBuf) -> String {
+    let mut child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait ffmpeg") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            if !status.success() && err.is_empty() {
+                err = format!("ffmpeg exited with {status}");
+            }
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return "ffmpeg did not finish in 30 s".into();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ─────────────────────────── wrapped producers ───────────────────────────
+
+/// Wraps the real producer: its stop records how many WHEP peers were left.
+pub struct Watched {
+    pub inner: GstProducer,
+    pub whep: Whep,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+struct WatchedRun {
+    inner: Box<dyn RunHandle>,
+    whep: Whep,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Producer for Watched {
+    fn start(&self, hub: Hub) -> BoxFuture<Result<Run, ProducerError>> {
+        let start = self.inner.start(hub);
+        let (whep, log) = (self.whep.clone(), self.log.clone());
+        Box::pin(async move {
+            let mut run = start.await?;
+            run.handle = Box::new(WatchedRun {
+                inner: run.handle,
+                whep,
+                log,
+            });
+            Ok(run)
+        })
+    }
+}
+
+impl RunHandle for WatchedRun {
+    fn stop(self: Box<Self>) -> BoxFuture<()> {
+        self.log.lock().unwrap().push(format!(
+            "producer stops with {} WHEP peers",
+            self.whep.peers(None)
+        ));
+        self.inner.stop()
+    }
+}
+
+/// The real producer, with a way to make its run fail as a crash would.
+pub struct Crashable {
+    pub inner: GstProducer,
+    pub crash: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<ProducerError>>>>,
+}
+
+impl Producer for Crashable {
+    fn start(&self, hub: Hub) -> BoxFuture<Result<Run, ProducerError>> {
+        let start = self.inner.start(hub);
+        let crash = self.crash.clone();
+        Box::pin(async move {
+            let mut run = start.await?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut inner = std::mem::replace(&mut run.failures, rx);
+            let forward = tx.clone();
+            tokio::spawn(async move {
+                while let Some(e) = inner.recv().await {
+                    let _ = forward.send(e);
+                }
+            });
+            *crash.lock().unwrap() = Some(tx);
+            Ok(run)
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! The tool rows of `pixelpass doctor`: the GStreamer elements every host
+//! run needs, the viewers (a browser, mpv) and ffmpeg for `pixelpass serve`,
+//! and [`on_path`], the PATH lookup `serve` shares.
+
+use std::path::PathBuf;
+
+use super::{apt, row, Row, Status};
+use crate::capture::PipelineError;
+
+/// The muxing and WebRTC elements every host run needs.
+pub(super) fn elements_row() -> Row {
+    let needed = [
+        "videotestsrc",
+        "videorate",
+        "videoconvert",
+        "h264parse",
+        "mpegtsmux",
+        "appsink",
+        "rtph264pay",
+        "rtpopuspay",
+        "tee",
+    ];
+    match crate::capture::check_elements(needed) {
+        Ok(()) => row(
+            "elements",
+            "muxing + WebRTC elements",
+            Status::Ok,
+            "mpegtsmux, h264parse, rtph264pay, rtpopuspay, …",
+            None,
+        ),
+        Err(PipelineError::MissingElement { element, package }) => row(
+            "elements",
+            "muxing + WebRTC elements",
+            Status::No,
+            format!("missing GStreamer element {element}"),
+            package.map(|p| format!("apt-get install {p}")),
+        ),
+        Err(e) => row(
+            "elements",
+            "muxing + WebRTC elements",
+            Status::No,
+            e.to_string(),
+            None,
+        ),
+    }
+}
+
+pub fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        for n in names {
+            let p = dir.join(n);
+            if std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// `pixelpass serve` runs FFmpeg for every stream.
+pub(super) fn ffmpeg_row() -> Row {
+    let check = "ffmpeg (pixelpass serve)";
+    if let Some(p) = std::env::var_os("PIXELPASS_FFMPEG") {
+        return row(
+            "ffmpeg",
+            check,
+            Status::Ok,
+            format!("{} (PIXELPASS_FFMPEG)", p.to_string_lossy()),
+            None,
+        );
+    }
+    match on_path(&["ffmpeg"]) {
+        Some(p) => row("ffmpeg", check, Status::Ok, p.display().to_string(), None),
+        None => row(
+            "ffmpeg",
+            check,
+            Status::No,
+            "not found on PATH: serve's streams cannot start (host does not need it)",
+            apt("ffmpeg"),
+        ),
+    }
+}
+
+pub(super) fn viewer_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    match on_path(&[
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]) {
+        Some(p) => rows.push(row(
+            "chromium",
+            "browser (WebRTC player page)",
+            Status::Ok,
+            p.display().to_string(),
+            None,
+        )),
+        None => rows.push(row(
+            "chromium",
+            "browser (WebRTC player page)",
+            Status::No,
+            "no Chromium or Chrome on PATH (any WebRTC browser on another machine works too)",
+            apt("chromium"),
+        )),
+    }
+    match on_path(&["mpv"]) {
+        Some(p) => rows.push(row(
+            "mpv",
+            "mpv (HTTP-TS player)",
+            Status::Ok,
+            p.display().to_string(),
+            None,
+        )),
+        None => {
+            let other = on_path(&["ffplay", "vlc"])
+                .map(|p| format!("not found; {} can play the stream", p.display()));
+            rows.push(row(
+                "mpv",
+                "mpv (HTTP-TS player)",
+                Status::No,
+                other.unwrap_or_else(|| "not found".into()),
+                apt("mpv"),
+            ))
+        }
+    }
+    rows
+}

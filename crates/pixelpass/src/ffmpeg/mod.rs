@@ -1,0 +1,24 @@
+//! `serve`'s producers: supervised FFmpeg child processes.
+//!
+//! (A stream's settings and the config file are in [`crate::config`].)
+//!
+//! - [`command`]: the FFmpeg argv: the operator's input plus our output legs;
+//! - [`ports`]: the adjacent loopback UDP pair for the RTP legs;
+//! - [`child`]: spawning FFmpeg in its own process group with a parent-death
+//!   signal, and ending it (SIGTERM, then SIGKILL, always reaped);
+//! - [`progress`]: `-progress` parsing and the log tail;
+//!   ([`crate::ingest::rtp`] drains the pair into the hub);
+//! - [`producer`]: one run = one FFmpeg child (the supervisor's `Producer`);
+//! - [`report`]: what a stream's process is doing, for the API and metrics.
+
+pub mod child;
+pub mod command;
+pub mod ports;
+pub mod producer;
+pub mod progress;
+pub mod report;
+
+pub use producer::FfmpegProducer;
+
+#[cfg(test)]
+mod ffmpeg_tests;

@@ -1,0 +1,386 @@
+//! [`FfmpegProducer`]: one run = one FFmpeg child feeding the hub.
+//!
+//! Start: bind the adjacent RTP port pair and start draining it, tell the hub
+//! a run begins (with no keyframe source: FFmpeg cannot make keyframes on
+//! request, so joins use the cached GOP), spawn FFmpeg with our output legs,
+//! read its stdout TS into the hub through the ingest loop, its stderr into
+//! the log tail and its `-progress` into the report; resolve once media
+//! arrives, or with FFmpeg's own last error if it exits first.
+//!
+//! A run fails when FFmpeg exits (whatever the status: a restream never ends
+//! by itself) or when no media came for `stale_timeout_seconds`. Stop: FFmpeg
+//! first (SIGTERM to its process group, SIGKILL after a grace period, reaped),
+//! then the RTP sources close. The supervisor runs the teardown hooks (WHEP
+//! peers) before it calls stop, so peers go before sources.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::command::{self, Legs};
+use crate::config::StreamConfig;
+use super::progress::{summarize_exit, ProgressParser};
+use super::report::ProcessState;
+use super::{child, ports};
+use crate::ingest::rtp as rtp_in;
+use crate::hub::{Hub, Track};
+use crate::ingest;
+use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
+
+/// How long FFmpeg may take to send its first media.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long FFmpeg gets to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_millis(1000);
+/// Bytes per read from FFmpeg's stdout.
+const TS_READ: usize = 64 * 1024;
+
+pub struct FfmpegProducer {
+    cfg: StreamConfig,
+    program: OsString,
+    state: Arc<ProcessState>,
+}
+
+impl FfmpegProducer {
+    /// `program`: the FFmpeg binary (`ffmpeg` from PATH unless
+    /// `PIXELPASS_FFMPEG` says otherwise).
+    pub fn new(cfg: StreamConfig, state: Arc<ProcessState>) -> Self {
+        let program = std::env::var_os("PIXELPASS_FFMPEG").unwrap_or_else(|| "ffmpeg".into());
+        Self {
+            cfg,
+            program,
+            state,
+        }
+    }
+}
+
+impl Producer for FfmpegProducer {
+    fn start(&self, hub: Hub) -> BoxFuture<Result<Run, ProducerError>> {
+        Box::pin(start(
+            self.cfg.clone(),
+            self.program.clone(),
+            self.state.clone(),
+            hub,
+        ))
+    }
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> ProducerError {
+    ProducerError::new(format!("{what}: {e}"))
+}
+
+async fn start(
+    cfg: StreamConfig,
+    program: OsString,
+    state: Arc<ProcessState>,
+    hub: Hub,
+) -> Result<Run, ProducerError> {
+    // Sources first: bound and draining before FFmpeg sends a packet.
+    let (video, audio) = ports::bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .map_err(|e| ProducerError::new(e.to_string()))?;
+    let video_port = video
+        .local_addr()
+        .map_err(|e| err("cannot read the RTP port", e))?
+        .port();
+    let video = UdpSocket::from_std(video).map_err(|e| err("cannot use the RTP socket", e))?;
+    let audio = UdpSocket::from_std(audio).map_err(|e| err("cannot use the RTP socket", e))?;
+    hub.begin_run(None);
+    let (seen_tx, mut seen) = watch::channel(None::<Instant>);
+    let mut sources = vec![
+        tokio::spawn(rtp_in::run(
+            video,
+            Track::Video,
+            hub.clone(),
+            state.rtp.clone(),
+            seen_tx.clone(),
+        )),
+        tokio::spawn(rtp_in::run(
+            audio,
+            Track::Audio,
+            hub.clone(),
+            state.rtp.clone(),
+            seen_tx.clone(),
+        )),
+    ];
+
+    let args = command::ffmpeg_args(&cfg, &Legs::for_stream(&cfg, video_port));
+    tracing::debug!(stream = %cfg.id, ?args, "spawning ffmpeg");
+    // Spawned on this tokio worker thread (long-lived: see `child::spawn` on PDEATHSIG).
+    let spawned = match child::spawn(&program, &args, cfg.http_ts) {
+        Ok(s) => s,
+        Err(e) => {
+            close(&mut sources).await;
+            return Err(ProducerError::new(e.to_string()));
+        }
+    };
+    let pid = spawned.pid;
+    state.set_running(pid, (video_port, video_port + 1));
+    state.log_line(&format!(
+        "pixelpass: started ffmpeg (pid {pid}), RTP on 127.0.0.1:{video_port} and :{}",
+        video_port + 1
+    ));
+
+    let readers = vec![
+        tokio::spawn(log_lines(spawned.stderr, state.clone(), cfg.id.clone())),
+        tokio::spawn(progress_lines(spawned.progress, state.clone())),
+    ];
+    let ts_error = spawned.stdout.and_then(|stdout| {
+        // Media freshness is RTP's when there is RTP (stale = "no RTP"), else the TS's.
+        let seen = (!cfg.webrtc.enabled).then(|| seen_tx.clone());
+        read_ts(stdout, hub.clone(), seen, &cfg.id).err()
+    });
+    drop(seen_tx);
+
+    let (fail_tx, mut failures) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let stale = (cfg.stale_timeout_seconds > 0.0)
+        .then(|| Duration::from_secs_f64(cfg.stale_timeout_seconds));
+    tokio::spawn(monitor(
+        spawned.child,
+        pid,
+        state.clone(),
+        seen.clone(),
+        stale,
+        fail_tx,
+        stop_rx,
+        done_tx,
+    ));
+    let run = FfmpegRun {
+        stop: Some(stop_tx),
+        done: Some(done_rx),
+        sources,
+        readers,
+        state: state.clone(),
+    };
+    if let Some(e) = ts_error {
+        Box::new(run).stop().await;
+        return Err(err("cannot read ffmpeg's MPEG-TS output", e));
+    }
+
+    let timeout = stale.map_or(START_TIMEOUT, |s| s.max(START_TIMEOUT));
+    let first = tokio::select! {
+        r = seen.wait_for(|t| t.is_some()) => r.map(|_| ()).map_err(|_| ProducerError::new("ffmpeg sent no media")),
+        f = failures.recv() => Err(f.unwrap_or_else(|| ProducerError::new("ffmpeg ended"))),
+        _ = tokio::time::sleep(timeout) => Err(ProducerError::new(format!(
+            "ffmpeg sent no media within {} s{}",
+            timeout.as_secs(),
+            ffmpeg_summary(&state).map(|s| format!(": {s}")).unwrap_or_default()
+        ))),
+    };
+    if let Err(e) = first {
+        Box::new(run).stop().await;
+        return Err(ProducerError::new(format!(
+            "ffmpeg could not start: {}",
+            e.0
+        )));
+    }
+    Ok(Run {
+        encoder: "ffmpeg (libx264)".into(),
+        failures,
+        handle: Box::new(run),
+    })
+}
+
+/// Close RTP sources: abort their tasks and wait, so the sockets are closed on return.
+async fn close(tasks: &mut Vec<JoinHandle<()>>) {
+    for t in tasks.iter() {
+        t.abort();
+    }
+    for t in tasks.drain(..) {
+        let _ = t.await;
+    }
+}
+
+/// Watch the child: its exit (a failure), media going stale (a failure), or
+/// the order to stop (terminate it). Always reaps it before returning.
+#[allow(clippy::too_many_arguments)]
+async fn monitor(
+    mut child: tokio::process::Child,
+    pid: u32,
+    state: Arc<ProcessState>,
+    seen: watch::Receiver<Option<Instant>>,
+    stale: Option<Duration>,
+    failures: mpsc::UnboundedSender<ProducerError>,
+    mut stop: oneshot::Receiver<()>,
+    done: oneshot::Sender<()>,
+) {
+    let mut stale_reported = false;
+    // Media freshness is sampled, not awaited per packet (hundreds a second).
+    let period = stale.map_or(Duration::from_secs(3600), |s| {
+        (s / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    });
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let msg = match status {
+                    Ok(s) => describe_exit(pid, s, ffmpeg_summary(&state)),
+                    Err(e) => format!("cannot wait for ffmpeg (pid {pid}): {e}"),
+                };
+                state.log_line(&format!("pixelpass: {msg}"));
+                let _ = failures.send(ProducerError::new(msg));
+                // Reaped by wait(): nothing is signalled (FFmpeg does not fork).
+                let _ = child::terminate(&mut child, pid, Duration::ZERO).await;
+                break;
+            }
+            _ = &mut stop => {
+                let _ = child::terminate(&mut child, pid, STOP_GRACE).await;
+                state.log_line(&format!("pixelpass: stopped ffmpeg (pid {pid})"));
+                break;
+            }
+            _ = tick.tick() => {
+                let last = *seen.borrow();
+                let Some((stale, last)) = stale.zip(last) else { continue };
+                if stale_reported || last.elapsed() < stale {
+                    continue;
+                }
+                stale_reported = true;
+                let msg = format!(
+                    "no media from ffmpeg (pid {pid}) for {} s (stale_timeout_seconds)",
+                    stale.as_secs_f64()
+                );
+                state.log_line(&format!("pixelpass: {msg}"));
+                let _ = failures.send(ProducerError::new(msg));
+            }
+        }
+    }
+    state.set_ended();
+    let _ = done.send(());
+}
+
+/// The most telling of FFmpeg's own log lines (not the notes pixelpass adds).
+fn ffmpeg_summary(state: &ProcessState) -> Option<String> {
+    let ffmpeg: Vec<String> = state
+        .log()
+        .into_iter()
+        .filter(|l| !l.starts_with("pixelpass: "))
+        .collect();
+    summarize_exit(&ffmpeg)
+}
+
+fn describe_exit(pid: u32, status: ExitStatus, why: Option<String>) -> String {
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("ffmpeg (pid {pid}) exited with status {code}"),
+        (None, Some(sig)) => format!("ffmpeg (pid {pid}) was killed by signal {sig}"),
+        (None, None) => format!("ffmpeg (pid {pid}) ended"),
+    };
+    match why {
+        Some(why) => format!("{how}: {why}"),
+        None => how,
+    }
+}
+
+async fn log_lines<R: AsyncRead + Unpin>(stderr: R, state: Arc<ProcessState>, id: String) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(stream = %id, "ffmpeg: {line}");
+        state.log_line(&line);
+    }
+}
+
+async fn progress_lines<R: AsyncRead + Unpin>(progress: R, state: Arc<ProcessState>) {
+    let mut parser = ProgressParser::default();
+    let mut lines = BufReader::new(progress).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(p) = parser.push_line(&line) {
+            state.set_progress(p);
+        }
+    }
+}
+
+/// FFmpeg's stdout TS: a reader thread (blocking reads of the pipe) hands
+/// buffers to the ingest loop (`pipeline::ingest`), which feeds the hub and
+/// flushes after a quiet moment. Both threads end at EOF (FFmpeg gone).
+fn read_ts(
+    stdout: tokio::process::ChildStdout,
+    hub: Hub,
+    seen: Option<watch::Sender<Option<Instant>>>,
+    id: &str,
+) -> std::io::Result<()> {
+    let fd = stdout.into_owned_fd()?;
+    set_blocking(&fd)?;
+    let mut pipe = std::fs::File::from(fd);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(ingest::CHANNEL_CAPACITY / 16);
+    ingest::spawn(rx, hub, &format!("ts-ingest-{id}"))?;
+    std::thread::Builder::new()
+        .name(format!("ts-read-{id}"))
+        .spawn(move || loop {
+            let mut buf = vec![0u8; TS_READ];
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.send(buf).is_err() {
+                        break;
+                    }
+                    if let Some(seen) = &seen {
+                        seen.send_replace(Some(Instant::now()));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn set_blocking(fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a file descriptor we own; no memory is touched.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+struct FfmpegRun {
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<()>>,
+    /// The RTP receivers (they own the sockets).
+    sources: Vec<JoinHandle<()>>,
+    /// stderr and progress readers (they end at EOF).
+    readers: Vec<JoinHandle<()>>,
+    state: Arc<ProcessState>,
+}
+
+impl RunHandle for FfmpegRun {
+    fn stop(mut self: Box<Self>) -> BoxFuture<()> {
+        Box::pin(async move {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(done) = self.done.take() {
+                // terminate() escalates to SIGKILL after the grace period.
+                let _ = tokio::time::timeout(STOP_GRACE * 3, done).await;
+            }
+            close(&mut self.sources).await;
+            self.state.log_line("pixelpass: RTP sources closed");
+            for r in self.readers.drain(..) {
+                let _ = tokio::time::timeout(Duration::from_millis(200), r).await;
+            }
+        })
+    }
+}
+
+impl Drop for FfmpegRun {
+    fn drop(&mut self) {
+        // Dropped without stop (a cancelled start): the monitor sees the
+        // stop sender go and terminates FFmpeg; the sources close now.
+        for t in &self.sources {
+            t.abort();
+        }
+        for t in &self.readers {
+            t.abort();
+        }
+    }
+}

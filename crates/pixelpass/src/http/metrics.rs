@@ -1,0 +1,176 @@
+//! `GET /metrics`: Prometheus text exposition (format 0.0.4) of every
+//! stream. Written by hand: a dozen families, no registry needed. Stream ids
+//! are `[A-Za-z0-9_-]` (validated), so labels need no escaping.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::restream::{state_name, Sample};
+use crate::supervisor::State;
+
+const STATES: [State; 5] = [
+    State::Idle,
+    State::Starting,
+    State::Live,
+    State::Stopping,
+    State::Failed,
+];
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn line(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+    }
+}
+
+pub fn render(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+
+    f.head(
+        "pixelpass_stream_state",
+        "gauge",
+        "1 for the stream's current state (starting, running, finishing, finished, failed).",
+    );
+    for s in samples {
+        for st in STATES {
+            let v = u8::from(s.status.state == st);
+            f.line(
+                "pixelpass_stream_state",
+                &format!("stream=\"{}\",state=\"{}\"", s.id, state_name(st)),
+                v,
+            );
+        }
+    }
+    f.head(
+        "pixelpass_stream_restarts_total",
+        "counter",
+        "Restarts of the stream's FFmpeg process (reconnects and restart orders).",
+    );
+    for s in samples {
+        f.line(
+            "pixelpass_stream_restarts_total",
+            &format!("stream=\"{}\"", s.id),
+            s.status.restarts,
+        );
+    }
+    f.head(
+        "pixelpass_stream_viewers",
+        "gauge",
+        "Viewers watching now, by kind (http = MPEG-TS, whep = WebRTC).",
+    );
+    for s in samples {
+        for (kind, n) in [("http", s.viewers.http), ("whep", s.viewers.whep)] {
+            f.line(
+                "pixelpass_stream_viewers",
+                &format!("stream=\"{}\",kind=\"{kind}\"", s.id),
+                n,
+            );
+        }
+    }
+    f.head(
+        "pixelpass_stream_bytes_out_total",
+        "counter",
+        "Media bytes sent to viewers, by kind (TS bytes; RTP payload bytes).",
+    );
+    for s in samples {
+        for (kind, n) in [("http", s.bytes_out.http), ("whep", s.bytes_out.whep)] {
+            f.line(
+                "pixelpass_stream_bytes_out_total",
+                &format!("stream=\"{}\",kind=\"{kind}\"", s.id),
+                n,
+            );
+        }
+    }
+    f.head(
+        "pixelpass_stream_rtp_packets_in_total",
+        "counter",
+        "RTP packets received from FFmpeg, by track.",
+    );
+    for s in samples {
+        let rtp = &s.process.rtp;
+        for (track, c) in [("video", &rtp.video), ("audio", &rtp.audio)] {
+            f.line(
+                "pixelpass_stream_rtp_packets_in_total",
+                &format!("stream=\"{}\",track=\"{track}\"", s.id),
+                c.packets.load(Ordering::Relaxed),
+            );
+        }
+    }
+    f.head(
+        "pixelpass_stream_rtp_packets_lost_total",
+        "counter",
+        "RTP packets FFmpeg sent that never arrived (sequence gaps), by track.",
+    );
+    for s in samples {
+        let rtp = &s.process.rtp;
+        for (track, c) in [("video", &rtp.video), ("audio", &rtp.audio)] {
+            f.line(
+                "pixelpass_stream_rtp_packets_lost_total",
+                &format!("stream=\"{}\",track=\"{track}\"", s.id),
+                c.lost.load(Ordering::Relaxed),
+            );
+        }
+    }
+    let progress: Vec<_> = samples
+        .iter()
+        .filter_map(|s| Some((s, s.process.progress()?)))
+        .collect();
+    f.head(
+        "pixelpass_ffmpeg_fps",
+        "gauge",
+        "Frames per second FFmpeg encodes (its last -progress report).",
+    );
+    for (s, p) in &progress {
+        f.line(
+            "pixelpass_ffmpeg_fps",
+            &format!("stream=\"{}\"", s.id),
+            p.fps,
+        );
+    }
+    f.head(
+        "pixelpass_ffmpeg_speed",
+        "gauge",
+        "FFmpeg's speed relative to real time (1 = real time).",
+    );
+    for (s, p) in &progress {
+        f.line(
+            "pixelpass_ffmpeg_speed",
+            &format!("stream=\"{}\"", s.id),
+            p.speed,
+        );
+    }
+    f.head(
+        "pixelpass_ffmpeg_bitrate_kbps",
+        "gauge",
+        "FFmpeg's output bitrate in kbit/s.",
+    );
+    for (s, p) in &progress {
+        f.line(
+            "pixelpass_ffmpeg_bitrate_kbps",
+            &format!("stream=\"{}\"", s.id),
+            p.bitrate_kbps,
+        );
+    }
+    f.head(
+        "pixelpass_ffmpeg_dropped_frames",
+        "gauge",
+        "Frames FFmpeg dropped in its current run.",
+    );
+    for (s, p) in &progress {
+        f.line(
+            "pixelpass_ffmpeg_dropped_frames",
+            &format!("stream=\"{}\"", s.id),
+            p.drop_frames,
+        );
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! The HTTP server shared by `host` and `serve`: the accept loop with its
+//! limits ([`listener`]), the routes, `serve`'s JSON API and metrics, and the
+//! player page ([`player`]).
+
+pub mod api;
+pub mod listener;
+mod metrics;
+pub mod player;
+mod routes;
+
+pub use listener::{bind, serve, Limits};
+pub use routes::{router, router_with};

@@ -1,0 +1,349 @@
+//! Fan-out of one stream's MPEG-TS to many viewers.
+//!
+//! The producer `publish`es chunks (about one video frame each, marked when
+//! a keyframe starts there); every viewer holds a [`Subscriber`]. Chunks are
+//! `Bytes`, so N viewers share one copy. Memory per stream is bounded by the
+//! broadcast ring (`capacity` chunks) plus the GOP cache (`gop_max_bytes`),
+//! whatever the viewers do.
+//!
+//! Joining: when the producer can make keyframes on demand, a new viewer asks
+//! for one (rate-limited; one keyframe serves everyone who joined meanwhile)
+//! and starts on it, with no backlog. If a keyframe came recently enough that
+//! the request limiter holds back, the viewer starts on that cached GOP (at
+//! most `min_keyframe_interval` old). A producer that cannot make keyframes
+//! (FFmpeg) always hands new viewers the cached last GOP.
+//!
+//! WebRTC peers join the same way on the RTP side ([`Hub::join_rtp`]), with
+//! a GOP cache of video RTP packets bounded by `rtp_gop_max_bytes` /
+//! `rtp_gop_max_packets`.
+
+mod keyframe;
+mod rtp;
+mod subscriber;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+pub use keyframe::KeyframeLimiter;
+pub use rtp::{RtpJoin, RtpPkt, RtpSubscriber, Track};
+pub use subscriber::Subscriber;
+
+use crate::media::ts;
+
+/// One run of whole TS packets, shared by every viewer.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub data: Bytes,
+    /// A viewer may start here (the chunk begins a keyframe).
+    pub key: bool,
+    /// When the hub received it (lag is measured against this).
+    pub at: Instant,
+    /// Producer run this chunk belongs to; a new run restarts continuity.
+    pub epoch: u64,
+}
+
+/// Something that can be asked for a keyframe (the encoder).
+pub trait KeyframeSource: Send + Sync {
+    fn request_keyframe(&self);
+}
+
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Chunks held in the broadcast ring (≈ frames + audio packets).
+    pub capacity: usize,
+    /// A viewer whose next chunk is older than this skips to the next keyframe.
+    pub max_lag: Duration,
+    /// Upper bound of the GOP cache; a longer GOP is not cached.
+    pub gop_max_bytes: usize,
+    /// At most one keyframe request per this interval.
+    pub min_keyframe_interval: Duration,
+    /// RTP packets held per track for peers that are a little behind.
+    pub rtp_capacity: usize,
+    /// Bounds of the cached video GOP in RTP (from its keyframe on); a GOP
+    /// that outgrows either is dropped from the cache until the next keyframe.
+    pub rtp_gop_max_bytes: usize,
+    pub rtp_gop_max_packets: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 512,
+            max_lag: Duration::from_millis(1500),
+            gop_max_bytes: 8 << 20,
+            min_keyframe_interval: Duration::from_millis(500),
+            rtp_capacity: 1024,
+            // ≈ 1 s at 4 Mbit/s: joins use it only within the keyframe rate
+            // limit (500 ms) when the producer makes keyframes on demand.
+            rtp_gop_max_bytes: 1 << 20,
+            rtp_gop_max_packets: 400,
+        }
+    }
+}
+
+/// Counters for status and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub chunks: u64,
+    pub bytes: u64,
+    pub keyframes: u64,
+    pub keyframe_requests: u64,
+    pub gop_joins: u64,
+    /// Video RTP packets that start a keyframe.
+    pub keyframes_rtp: u64,
+    /// Keyframe requests (WebRTC joins, PLI/FIR) held back by the rate limit.
+    pub keyframe_requests_deferred: u64,
+    /// WebRTC peers started on the cached GOP of RTP packets.
+    pub rtp_gop_joins: u64,
+}
+
+/// Bytes delivered to viewers, by kind (payload bytes: TS for HTTP, RTP
+/// payloads for WebRTC). Lock-free: counted on every write.
+#[derive(Debug, Default)]
+pub struct OutCounters {
+    pub http_bytes: std::sync::atomic::AtomicU64,
+    pub whep_bytes: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: HubConfig,
+    out: Arc<OutCounters>,
+    tx: broadcast::Sender<Chunk>,
+    rtp: rtp::RtpTracks,
+    state: Mutex<State>,
+}
+
+struct State {
+    psi: Option<Bytes>,
+    gop: VecDeque<Chunk>,
+    gop_bytes: usize,
+    /// false once the GOP outgrew `gop_max_bytes` (until the next keyframe).
+    gop_complete: bool,
+    last_key_at: Option<Instant>,
+    epoch: u64,
+    chunker: ts::Chunker,
+    keyframes: KeyframeLimiter,
+    source: Option<Arc<dyn KeyframeSource>>,
+    stats: HubStats,
+    rtp: rtp::RtpState,
+}
+
+impl Hub {
+    pub fn new(cfg: HubConfig) -> Self {
+        let (tx, _) = broadcast::channel(cfg.capacity.max(2));
+        let keyframes = KeyframeLimiter::new(cfg.min_keyframe_interval);
+        Self {
+            inner: Arc::new(Inner {
+                out: Arc::default(),
+                rtp: rtp::RtpTracks::new(cfg.rtp_capacity.max(2)),
+                cfg,
+                tx,
+                state: Mutex::new(State {
+                    psi: None,
+                    gop: VecDeque::new(),
+                    gop_bytes: 0,
+                    gop_complete: false,
+                    last_key_at: None,
+                    epoch: 0,
+                    chunker: ts::Chunker::new(),
+                    keyframes,
+                    source: None,
+                    stats: HubStats::default(),
+                    rtp: rtp::RtpState::default(),
+                }),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.cfg
+    }
+
+    /// What viewers were sent (shared: egress counts into it).
+    pub fn out(&self) -> &Arc<OutCounters> {
+        &self.inner.out
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves plain data behind: keep going.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new producer run starts: forget the old PSI/GOP; viewers resync on
+    /// the new run's first keyframe. `source` is how to ask it for keyframes
+    /// (`None`: it cannot, so joins use the cached GOP).
+    pub fn begin_run(&self, source: Option<Arc<dyn KeyframeSource>>) {
+        let mut st = self.lock();
+        st.epoch += 1;
+        st.psi = None;
+        st.gop.clear();
+        st.gop_bytes = 0;
+        st.gop_complete = false;
+        st.last_key_at = None;
+        st.chunker = ts::Chunker::new();
+        st.keyframes.reset();
+        st.source = source;
+        st.rtp.begin_run();
+    }
+
+    /// The producer run ended: no more keyframe requests go to it.
+    pub fn end_run(&self) {
+        let mut st = self.lock();
+        st.source = None;
+        st.keyframes.reset();
+    }
+
+    /// Feed raw MPEG-TS from a muxer (any split); chunks are published as they complete.
+    pub fn push_ts(&self, bytes: &[u8], now: Instant) {
+        let mut out = Vec::new();
+        let mut st = self.lock();
+        st.chunker.push(bytes, &mut out);
+        self.publish_locked(&mut st, out, now);
+    }
+
+    /// The muxer went quiet: publish what is pending now (keeps latency low).
+    pub fn flush_ts(&self, now: Instant) {
+        let mut out = Vec::new();
+        let mut st = self.lock();
+        st.chunker.flush(&mut out);
+        self.publish_locked(&mut st, out, now);
+    }
+
+    fn publish_locked(&self, st: &mut State, out: Vec<ts::Output>, now: Instant) {
+        for o in out {
+            match o {
+                ts::Output::Psi(psi) => st.psi = Some(psi),
+                ts::Output::Chunk { data, key } => {
+                    let chunk = Chunk {
+                        data,
+                        key,
+                        at: now,
+                        epoch: st.epoch,
+                    };
+                    self.publish_chunk(st, chunk);
+                }
+            }
+        }
+    }
+
+    /// Publish one chunk (for producers that cut chunks themselves).
+    pub fn publish(&self, data: Bytes, key: bool, now: Instant) {
+        let mut st = self.lock();
+        let chunk = Chunk {
+            data,
+            key,
+            at: now,
+            epoch: st.epoch,
+        };
+        self.publish_chunk(&mut st, chunk);
+    }
+
+    /// Set the PSI (PAT+PMT) handed to joining viewers (for producers that cut chunks themselves).
+    pub fn set_psi(&self, psi: Bytes) {
+        self.lock().psi = Some(psi);
+    }
+
+    /// A keyframe request held back by the rate limit goes out once allowed.
+    fn poll_deferred_keyframe(&self, st: &mut State, now: Instant) {
+        if st.source.is_some() && st.keyframes.poll(now) {
+            st.stats.keyframe_requests += 1;
+            if let Some(source) = &st.source {
+                source.request_keyframe();
+            }
+        }
+    }
+
+    fn publish_chunk(&self, st: &mut State, chunk: Chunk) {
+        self.poll_deferred_keyframe(st, chunk.at);
+        st.stats.chunks += 1;
+        st.stats.bytes += chunk.data.len() as u64;
+        if chunk.key {
+            st.stats.keyframes += 1;
+            st.gop.clear();
+            st.gop_bytes = 0;
+            st.gop_complete = true;
+            st.last_key_at = Some(chunk.at);
+            st.keyframes.on_keyframe_at(chunk.at);
+        }
+        if st.gop_complete {
+            if st.gop_bytes + chunk.data.len() <= self.inner.cfg.gop_max_bytes {
+                st.gop_bytes += chunk.data.len();
+                st.gop.push_back(chunk.clone());
+            } else {
+                st.gop.clear();
+                st.gop_bytes = 0;
+                st.gop_complete = false;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.inner.tx.send(chunk);
+    }
+
+    /// A new viewer. Starts on a fresh keyframe (requested now) or on the
+    /// cached GOP, as described in the module docs.
+    pub fn subscribe(&self, now: Instant) -> Subscriber {
+        let mut st = self.lock();
+        // Subscribe under the lock so the GOP snapshot and the live feed meet exactly.
+        let rx = self.inner.tx.subscribe();
+        let can_request = st.source.is_some();
+        let use_gop = if can_request {
+            match st.keyframes.want(now) {
+                keyframe::Decision::Request => {
+                    st.stats.keyframe_requests += 1;
+                    if let Some(source) = &st.source {
+                        source.request_keyframe();
+                    }
+                    false
+                }
+                keyframe::Decision::Pending => false,
+                // A keyframe came less than min_keyframe_interval ago: its GOP is fresh.
+                keyframe::Decision::Recent => true,
+            }
+        } else {
+            true
+        };
+        let backlog: Vec<Chunk> = if use_gop && st.gop_complete {
+            st.gop.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        if !backlog.is_empty() {
+            st.stats.gop_joins += 1;
+        }
+        Subscriber::new(self.clone(), rx, backlog, st.psi.clone(), st.epoch)
+    }
+
+    pub(crate) fn psi(&self) -> Option<Bytes> {
+        self.lock().psi.clone()
+    }
+
+    /// How many viewers are subscribed to the TS fan-out right now.
+    pub fn receivers(&self) -> usize {
+        self.inner.tx.receiver_count()
+    }
+
+    pub fn stats(&self) -> HubStats {
+        self.lock().stats
+    }
+
+    /// Bytes held by the GOP cache (the ring's size is bounded by `capacity`).
+    pub fn gop_bytes(&self) -> usize {
+        self.lock().gop_bytes
+    }
+
+    pub fn last_keyframe_at(&self) -> Option<Instant> {
+        self.lock().last_key_at
+    }
+}
+
+#[cfg(test)]
+mod tests;

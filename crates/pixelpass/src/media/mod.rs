@@ -1,0 +1,7 @@
+//! Pure codecs, no I/O: MPEG-TS ([`ts`]), RTP ([`rtp`]), and
+//! the time code the clock source draws ([`timecode`]).
+
+pub mod h264;
+pub mod rtp;
+pub mod timecode;
+pub mod ts;

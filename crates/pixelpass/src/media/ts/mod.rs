@@ -1,0 +1,10 @@
+//! MPEG-TS: the little of it the hub needs (packet headers, PAT/PMT, keyframe
+//! marks), the one framer (bytes → packets) and the chunker that turns a
+//! muxer's byte stream into hub chunks.
+
+pub mod chunker;
+pub mod framer;
+pub mod packet;
+
+pub use chunker::{Chunker, Output};
+pub use framer::Framer;

@@ -1,0 +1,415 @@
+//! `serve`'s streams: each a supervised FFmpeg producer with its own hub and
+//! viewer token, reachable over HTTP through the [`Registry`] exactly like
+//! `host`'s one stream. Created from the config file and the API; the API
+//! and the metrics read them through here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::registry::{Registry, StreamEntry};
+use crate::egress::whep::Whep;
+use crate::hub::{Hub, HubConfig};
+use crate::config::stream::{FieldError, StreamConfig};
+use crate::ffmpeg::report::{ProcessReport, ProcessState};
+use crate::ffmpeg::FfmpegProducer;
+use crate::supervisor::{Event, Policy, State, Status, Supervisor};
+use crate::token;
+
+/// A random token has 22 characters (128 bits); a chosen one shorter than
+/// this is warned about (it is the only thing keeping the stream private).
+const MIN_PRIVATE_TOKEN: usize = 22;
+
+/// One stream.
+#[derive(Clone)]
+struct Stream {
+    config: StreamConfig,
+    token: String,
+    supervisor: Supervisor,
+    process: Arc<ProcessState>,
+}
+
+/// Why an API call on streams failed (mapped to HTTP codes by the API).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("no stream with id {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(FieldError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The stream's lifecycle in datarhei core's words.
+pub fn state_name(state: State) -> &'static str {
+    match state {
+        State::Idle => "finished",
+        State::Starting => "starting",
+        State::Live => "running",
+        State::Stopping => "finishing",
+        State::Failed => "failed",
+    }
+}
+
+/// What `GET /api/v1/streams/{id}` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamView {
+    pub id: String,
+    pub token: String,
+    pub state: &'static str,
+    /// The operator's order: "start" or "stop".
+    pub order: &'static str,
+    pub urls: Urls,
+    pub config: StreamConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Urls {
+    pub player: String,
+    pub stream_ts: Option<String>,
+    pub whep: Option<String>,
+}
+
+/// Viewers of a stream by kind.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Viewers {
+    pub http: usize,
+    pub whep: usize,
+    pub total: usize,
+}
+
+/// What `GET /api/v1/streams/{id}/report` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub state: &'static str,
+    pub order: &'static str,
+    pub uptime_s: u64,
+    pub running_s: u64,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    pub viewers: Viewers,
+    pub max_viewers: usize,
+    pub bytes_out: BytesOut,
+    #[serde(flatten)]
+    pub process: ProcessReport,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BytesOut {
+    pub http: u64,
+    pub whep: u64,
+}
+
+/// Everything the metrics need of one stream.
+pub struct Sample {
+    pub id: String,
+    pub status: Status,
+    pub viewers: Viewers,
+    pub bytes_out: BytesOut,
+    pub process: Arc<ProcessState>,
+}
+
+#[derive(Clone)]
+pub struct Streams {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    whep: Whep,
+    streams: Mutex<BTreeMap<String, Stream>>,
+}
+
+impl Streams {
+    pub fn new(registry: Registry, whep: Whep) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                whep,
+                streams: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Stream>> {
+        self.inner.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add a stream; it starts per its `autostart` / `on_demand`.
+    pub fn create(&self, config: StreamConfig) -> Result<StreamView, StreamError> {
+        config.validate().map_err(StreamError::Invalid)?;
+        let mut streams = self.lock();
+        if streams.contains_key(&config.id) {
+            return Err(StreamError::Conflict(format!(
+                "a stream with id {:?} exists already (PUT /api/v1/streams/{} replaces it)",
+                config.id, config.id
+            )));
+        }
+        let token = match &config.token {
+            Some(t) => {
+                if t.len() < MIN_PRIVATE_TOKEN {
+                    tracing::warn!(
+                        stream = %config.id,
+                        "the viewer token is short enough to guess ({} characters): anyone who guesses it can watch; omit `token` for a random 128-bit one",
+                        t.len()
+                    );
+                }
+                t.clone()
+            }
+            None => token::generate().map_err(|e| StreamError::Internal(e.to_string()))?,
+        };
+        if let Some(other) = streams.values().find(|s| s.token == token) {
+            return Err(StreamError::Conflict(format!(
+                "stream {:?} already uses this token",
+                other.config.id
+            )));
+        }
+        let stream = spawn(config, token);
+        let mut entry = StreamEntry::new(
+            stream.config.id.clone(),
+            stream.token.clone(),
+            stream.supervisor.clone(),
+        );
+        entry.http_ts = stream.config.http_ts;
+        entry.webrtc = stream.config.webrtc.enabled;
+        entry.rtp_pts = Some((
+            stream.config.webrtc.video_pt(),
+            stream.config.webrtc.audio_pt(),
+        ));
+        self.inner.registry.insert(entry);
+        let view = view(&stream);
+        streams.insert(stream.config.id.clone(), stream);
+        Ok(view)
+    }
+
+    /// Replace a stream's config: the old one is torn down (its viewers go),
+    /// the new one starts per its own settings. The token stays unless the
+    /// new config names one.
+    pub async fn replace(
+        &self,
+        id: &str,
+        mut config: StreamConfig,
+    ) -> Result<StreamView, StreamError> {
+        config.validate().map_err(StreamError::Invalid)?;
+        let old_token = {
+            let streams = self.lock();
+            let old = streams
+                .get(id)
+                .ok_or_else(|| StreamError::NotFound(id.to_owned()))?;
+            if let Some(t) = &config.token {
+                if let Some(other) = streams
+                    .values()
+                    .find(|s| &s.token == t && s.config.id != id)
+                {
+                    return Err(StreamError::Conflict(format!(
+                        "stream {:?} already uses this token",
+                        other.config.id
+                    )));
+                }
+            }
+            old.token.clone()
+        };
+        config.token.get_or_insert(old_token);
+        self.delete(id).await?;
+        self.create(config)
+    }
+
+    /// Remove a stream: its WebRTC peers close, then FFmpeg stops, then its
+    /// HTTP viewers' bodies end.
+    pub async fn delete(&self, id: &str) -> Result<(), StreamError> {
+        let stream = self
+            .lock()
+            .remove(id)
+            .ok_or_else(|| StreamError::NotFound(id.to_owned()))?;
+        self.inner.registry.remove(id);
+        stream.supervisor.stop();
+        self.inner.whep.close_all(id).await;
+        stream.supervisor.shutdown().await;
+        Ok(())
+    }
+
+    pub fn command(&self, id: &str, command: &str) -> Result<(), StreamError> {
+        let sup = self.supervisor(id)?;
+        match command {
+            "start" => sup
+                .start()
+                .map_err(|e| StreamError::Conflict(e.to_string())),
+            "stop" => {
+                sup.stop();
+                Ok(())
+            }
+            "restart" => {
+                sup.restart();
+                Ok(())
+            }
+            other => Err(StreamError::Invalid(FieldError {
+                field: "command".into(),
+                message: format!("{other:?} is not a command; use start, stop or restart"),
+            })),
+        }
+    }
+
+    fn supervisor(&self, id: &str) -> Result<Supervisor, StreamError> {
+        self.lock()
+            .get(id)
+            .map(|s| s.supervisor.clone())
+            .ok_or_else(|| StreamError::NotFound(id.to_owned()))
+    }
+
+    pub fn get(&self, id: &str) -> Option<StreamView> {
+        self.lock().get(id).map(view)
+    }
+
+    pub fn list(&self) -> Vec<StreamView> {
+        self.lock().values().map(view).collect()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    pub fn report(&self, id: &str) -> Option<Report> {
+        let stream = self.lock().get(id).cloned()?;
+        let status = stream.supervisor.status();
+        let viewers = self.viewers(&stream, &status);
+        Some(Report {
+            id: stream.config.id.clone(),
+            state: state_name(status.state),
+            order: order(&status),
+            uptime_s: status.uptime_s,
+            running_s: status.live_s,
+            restarts: status.restarts,
+            last_error: status.last_error.clone(),
+            viewers,
+            max_viewers: status.max_viewers,
+            bytes_out: bytes_out(stream.supervisor.hub()),
+            process: stream.process.report(),
+            events: stream.supervisor.events(),
+        })
+    }
+
+    pub fn samples(&self) -> Vec<Sample> {
+        let streams: Vec<Stream> = self.lock().values().cloned().collect();
+        streams
+            .into_iter()
+            .map(|s| {
+                let status = s.supervisor.status();
+                Sample {
+                    id: s.config.id.clone(),
+                    viewers: self.viewers(&s, &status),
+                    bytes_out: bytes_out(s.supervisor.hub()),
+                    status,
+                    process: s.process.clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn viewers(&self, s: &Stream, status: &Status) -> Viewers {
+        Viewers {
+            http: s.supervisor.hub().receivers(),
+            whep: self.inner.whep.peers(Some(&s.config.id)),
+            total: status.viewers,
+        }
+    }
+
+    /// Stop every stream: WebRTC peers first, then the FFmpeg processes (in parallel).
+    pub async fn shutdown(&self) {
+        let streams: Vec<Stream> = std::mem::take(&mut *self.lock()).into_values().collect();
+        for s in &streams {
+            self.inner.registry.remove(&s.config.id);
+            s.supervisor.stop();
+        }
+        self.inner.whep.shutdown().await;
+        let stops = streams.iter().map(|s| s.supervisor.shutdown());
+        futures_util::future::join_all(stops).await;
+    }
+}
+
+fn order(status: &Status) -> &'static str {
+    if status.enabled {
+        "start"
+    } else {
+        "stop"
+    }
+}
+
+fn bytes_out(hub: &Hub) -> BytesOut {
+    BytesOut {
+        http: hub.out().http_bytes.load(Ordering::Relaxed),
+        whep: hub.out().whep_bytes.load(Ordering::Relaxed),
+    }
+}
+
+fn view(s: &Stream) -> StreamView {
+    let status = s.supervisor.status();
+    let t = &s.token;
+    StreamView {
+        id: s.config.id.clone(),
+        token: t.clone(),
+        state: state_name(status.state),
+        order: order(&status),
+        urls: Urls {
+            player: format!("/{t}/"),
+            stream_ts: s.config.http_ts.then(|| format!("/{t}/stream.ts")),
+            whep: s.config.webrtc.enabled.then(|| format!("/{t}/whep")),
+        },
+        config: s.config.clone(),
+    }
+}
+
+/// The supervisor policy of a stream's settings.
+pub fn policy(c: &StreamConfig) -> Policy {
+    let delay = Duration::from_secs_f64(c.reconnect_delay_seconds).max(Duration::from_millis(100));
+    Policy {
+        name: c.id.clone(),
+        max_viewers: c.max_viewers as usize,
+        linger: Duration::from_secs_f64(c.linger),
+        on_demand: c.on_demand,
+        enabled: c.autostart || c.on_demand,
+        restart: c.reconnect,
+        teardown_on_failure: true,
+        backoff_min: delay,
+        // A stream that keeps failing right after its start backs off, doubling up to this.
+        backoff_max: delay.max(Duration::from_secs(10)),
+        ..Policy::default()
+    }
+}
+
+/// The hub of a stream: FFmpeg cannot make keyframes on request, so a new
+/// WebRTC peer starts on the cached GOP; size it for a whole GOP.
+pub fn hub_config(c: &StreamConfig) -> HubConfig {
+    let gop_bytes = (f64::from(c.video_bitrate_kbps) * 1000.0 / 8.0
+        * c.keyframe_interval_seconds
+        * 2.0) as usize;
+    let d = HubConfig::default();
+    HubConfig {
+        rtp_gop_max_bytes: gop_bytes.max(d.rtp_gop_max_bytes),
+        rtp_gop_max_packets: (gop_bytes / 1000).max(d.rtp_gop_max_packets),
+        gop_max_bytes: (gop_bytes * 2).max(d.gop_max_bytes),
+        ..d
+    }
+}
+
+fn spawn(config: StreamConfig, token: String) -> Stream {
+    let process = Arc::new(ProcessState::default());
+    let producer = FfmpegProducer::new(config.clone(), process.clone());
+    let supervisor = Supervisor::spawn(
+        policy(&config),
+        Hub::new(hub_config(&config)),
+        Arc::new(producer),
+    );
+    Stream {
+        config,
+        token,
+        supervisor,
+        process,
+    }
+}

@@ -1,0 +1,109 @@
+//! `pixelpass host`: the arguments checked, the source resolved, the host
+//! started ([`pixelpass::host`]), the banner printed; then wait for a signal.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{banner, HostArgs};
+use pixelpass::capture::{self, source, PipelineConfig};
+use pixelpass::host::{Host, HostOptions};
+use pixelpass::supervisor::Policy;
+use pixelpass::token;
+
+/// SIGINT/SIGTERM must end the process within 2 s; the producer gets this long to stop.
+const STOP_BUDGET: Duration = Duration::from_millis(1500);
+
+pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
+    if !(args.linger.is_finite() && args.linger >= 0.0 && args.linger <= 86_400.0) {
+        anyhow::bail!(
+            "--linger must be between 0 and 86400 seconds, not {}",
+            args.linger
+        );
+    }
+    let token = match &args.token {
+        Some(t) => {
+            token::validate(t).map_err(|e| anyhow::anyhow!("--token / PIXELPASS_TOKEN: {e}"))?;
+            t.clone()
+        }
+        None => token::generate()?,
+    };
+    super::block_on(host(args, token))
+}
+
+async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
+    capture::init()?;
+    let (source, notice) = source::resolve(args.source, args.display.as_deref()).await;
+    if let Some(notice) = &notice {
+        eprintln!("pixelpass: {notice}");
+    }
+    if args.pick {
+        let target = if args.window {
+            source::portal::Target::Window
+        } else {
+            source::portal::Target::Monitor
+        };
+        if let Some(store) = source::portal::TokenStore::for_target(target) {
+            store.clear();
+        }
+    }
+    let (audio, audio_source) = args.audio.split();
+    let pipeline = PipelineConfig {
+        source,
+        window: args.window,
+        display: args.display.clone(),
+        framerate: args.framerate,
+        bitrate_kbps: args.bitrate,
+        width: args.width,
+        height: args.height,
+        audio,
+        audio_source,
+    };
+    let host = Host::start(HostOptions {
+        pipeline,
+        listen: args.listen,
+        webrtc: args.webrtc.clone(),
+        policy: Policy {
+            max_viewers: args.max_viewers as usize,
+            linger: Duration::from_secs_f64(args.linger),
+            ..Policy::default()
+        },
+        token: token.clone(),
+    })
+    .await?;
+
+    let info = banner::Info {
+        local: host.http,
+        token: &token,
+        source: source_label(source),
+        encoder: host.encoder.to_string(),
+        encoder_element: host.encoder.element,
+        max_viewers: args.max_viewers,
+        linger: args.linger,
+        webrtc_udp: host.webrtc_udp(),
+    };
+    if args.json {
+        banner::print_json(&info)?;
+    } else {
+        banner::print_human(&info);
+    }
+
+    super::wait_for_signal().await?;
+    tracing::info!("stopping");
+    if !host.shutdown(STOP_BUDGET).await {
+        tracing::warn!(
+            "capture did not stop within {} ms; exiting anyway",
+            STOP_BUDGET.as_millis()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn source_label(kind: source::SourceKind) -> &'static str {
+    match kind {
+        source::SourceKind::Test => "test pattern",
+        source::SourceKind::Portal => "desktop (screen-cast portal)",
+        source::SourceKind::X11 => "X11 display",
+        source::SourceKind::Clock => "clock (test pattern stamped with the time)",
+        source::SourceKind::Auto => "auto",
+    }
+}

@@ -1,0 +1,222 @@
+//! `pixelpass serve`: the restream server. Config file → streams (FFmpeg
+//! producers) → one HTTP server (API, metrics, player pages, stream.ts,
+//! WHEP) and one WebRTC UDP socket, until SIGINT/SIGTERM; then WebRTC peers
+//! close first, then every FFmpeg process group is ended and reaped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use pixelpass::config::ServeConfig;
+use pixelpass::egress::whep::{IceServer, WebRtcArgs, Whep};
+use pixelpass::http::api::{self, Api};
+use pixelpass::http::{self as server, Limits};
+use pixelpass::registry::Registry;
+use pixelpass::restream::Streams;
+use pixelpass::{net, token};
+
+/// Default HTTP address of `serve`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default WebRTC UDP address of `serve`.
+pub const DEFAULT_WEBRTC_UDP: &str = "0.0.0.0:8189";
+/// Every FFmpeg gets SIGTERM, then SIGKILL after a second; all in parallel.
+const STOP_BUDGET: Duration = Duration::from_secs(4);
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The config file (TOML): listen address, API token, [[stream]] tables.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP address and port (API, metrics, player pages, stream.ts, WHEP);
+    /// overrides `listen` in the config. Default 0.0.0.0:8080.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// UDP address of the ONE socket all WebRTC viewers use; overrides
+    /// `webrtc_udp` in the config. Default 0.0.0.0:8189.
+    #[arg(long = "webrtc-udp", value_name = "ADDR:PORT")]
+    pub webrtc_udp: Option<SocketAddr>,
+    /// The API's bearer token; overrides `api_token` in the config. Without
+    /// either a random one is made and printed.
+    #[arg(long, env = "PIXELPASS_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// An address browsers reach this server at that it does not see itself (repeatable).
+    #[arg(long = "public-host", value_name = "HOST[:PORT]")]
+    pub public_host: Vec<String>,
+    /// A STUN/TURN server handed to browsers (repeatable).
+    #[arg(long = "ice-server", value_name = "URL", value_parser = IceServer::parse)]
+    pub ice_server: Vec<IceServer>,
+    /// Seconds a silent WebRTC viewer keeps its slot.
+    #[arg(long = "webrtc-timeout", value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub webrtc_timeout: u64,
+    /// Print one JSON line with the addresses and stream URLs instead of the banner.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => ServeConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => ServeConfig::default(),
+    };
+    let api_token = match args.api_token.clone().or_else(|| config.api_token.clone()) {
+        Some(t) if t.len() >= 8 => t,
+        Some(_) => anyhow::bail!("the API token must have at least 8 characters"),
+        None => token::generate()?,
+    };
+    super::block_on(serve(args, config, api_token))
+}
+
+fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse().with_context(|| format!("bad address {s}"))
+}
+
+async fn serve(
+    args: ServeArgs,
+    config: ServeConfig,
+    api_token: String,
+) -> anyhow::Result<ExitCode> {
+    if pixelpass::doctor::on_path(&["ffmpeg"]).is_none()
+        && std::env::var_os("PIXELPASS_FFMPEG").is_none()
+    {
+        tracing::warn!("ffmpeg not found on PATH: streams cannot start (apt-get install ffmpeg)");
+    }
+    let listen = match args.listen.or(config.listen) {
+        Some(a) => a,
+        None => parse_addr(DEFAULT_LISTEN)?,
+    };
+    let webrtc = WebRtcArgs {
+        webrtc_udp: match args.webrtc_udp.or(config.webrtc_udp) {
+            Some(a) => a,
+            None => parse_addr(DEFAULT_WEBRTC_UDP)?,
+        },
+        public_host: if args.public_host.is_empty() {
+            config.public_host.clone()
+        } else {
+            args.public_host.clone()
+        },
+        ice_server: args.ice_server.clone(),
+        webrtc_timeout: args.webrtc_timeout,
+        ..WebRtcArgs::default()
+    };
+    let listener = server::bind(listen).await?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let whep = Whep::start(&webrtc).await?;
+    let registry = Registry::new();
+    let streams = Streams::new(registry.clone(), whep.clone());
+    for s in config.streams.iter().cloned() {
+        let id = s.id.clone();
+        streams
+            .create(s)
+            .map_err(|e| anyhow::anyhow!("stream {id:?}: {e}"))?;
+    }
+    let router = server::router_with(registry, Some(whep.clone())).merge(api::routes(Api {
+        streams: streams.clone(),
+        token: api_token.clone(),
+    }));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(
+        listener,
+        router,
+        Limits::default(),
+        shutdown_rx,
+    ));
+    print_banner(&args, local, whep.local_addr(), &api_token, &streams)?;
+
+    super::wait_for_signal().await?;
+    tracing::info!("stopping");
+    let _ = shutdown_tx.send(true);
+    if tokio::time::timeout(STOP_BUDGET, streams.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("streams did not stop within {} s", STOP_BUDGET.as_secs());
+    }
+    server.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct Banner<'a> {
+    listen: String,
+    api: String,
+    api_token: &'a str,
+    webrtc_udp: String,
+    streams: Vec<BannerStream>,
+}
+
+#[derive(Serialize)]
+struct BannerStream {
+    id: String,
+    state: &'static str,
+    player: String,
+    stream_ts: Option<String>,
+    whep: Option<String>,
+}
+
+fn print_banner(
+    args: &ServeArgs,
+    local: SocketAddr,
+    udp: SocketAddr,
+    api_token: &str,
+    streams: &Streams,
+) -> anyhow::Result<()> {
+    let ip = net::reachable_addrs(local)
+        .into_iter()
+        .next()
+        .unwrap_or(local.ip());
+    let base = net::http_base(ip, local.port());
+    let list: Vec<BannerStream> = streams
+        .list()
+        .into_iter()
+        .map(|v| BannerStream {
+            id: v.id,
+            state: v.state,
+            player: format!("{base}{}", v.urls.player),
+            stream_ts: v.urls.stream_ts.map(|u| format!("{base}{u}")),
+            whep: v.urls.whep.map(|u| format!("{base}{u}")),
+        })
+        .collect();
+    let banner = Banner {
+        listen: local.to_string(),
+        api: format!("{base}/api/v1"),
+        api_token,
+        webrtc_udp: udp.to_string(),
+        streams: list,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&banner)?);
+        return Ok(());
+    }
+    println!(
+        "pixelpass serve on {} (WebRTC UDP {})",
+        banner.listen, banner.webrtc_udp
+    );
+    println!(
+        "  API      {}  (Authorization: Bearer {})",
+        banner.api, banner.api_token
+    );
+    println!("  metrics  {base}/metrics");
+    if banner.streams.is_empty() {
+        println!("  no streams yet: add one with a [[stream]] table in --config, or");
+        println!(
+            "    curl -H 'Authorization: Bearer {}' -d '{{\"id\":\"demo\",\"autostart\":true,\"input\":[\"-re\",\"-f\",\"lavfi\",\"-i\",\"testsrc2=size=1280x720:rate=30\",\"-f\",\"lavfi\",\"-i\",\"sine\"]}}' {}/streams",
+            banner.api_token, banner.api
+        );
+    }
+    for s in &banner.streams {
+        println!("  stream {:?} ({})", s.id, s.state);
+        println!("    browser  {}", s.player);
+        if let Some(u) = &s.stream_ts {
+            println!("    players  {u}");
+        }
+    }
+    Ok(())
+}
