@@ -42,6 +42,9 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct JoinArgs {
+    /// One JSON object per step on stdout (the table's figures); prose goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Warm joins to time (after the cold-start one).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub joins: u32,
@@ -123,50 +126,61 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-pub fn table(cold: &Sample, warm: &[Sample]) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{:<34} {:>4} {:>8} {:>8} {:>8}\n",
-        "POST → first decodable keyframe", "n", "p50 ms", "p95 ms", "max ms"
-    ));
-    let row = |name: &str, s: Option<Summary>| match s {
+/// The table's rows: what was timed and its summary.
+pub fn table_rows(cold: &Sample, warm: &[Sample]) -> Vec<(&'static str, Option<Summary>)> {
+    let pick = |f: &dyn Fn(&Sample) -> bool, v: &dyn Fn(&Sample) -> Duration| {
+        let d: Vec<Duration> = warm.iter().filter(|s| f(s)).map(v).collect();
+        summarize(&d)
+    };
+    let key = |s: &Sample| s.keyframe;
+    vec![
+        ("warm joins (capture live)", pick(&|_| true, &key)),
+        ("  of which rate-limited", pick(&|s| s.rate_limited, &key)),
+        ("  of which started on cached GOP", pick(&|s| s.cached_gop, &key)),
+        (
+            "  of which on a fresh keyframe",
+            pick(&|s| !s.rate_limited && !s.cached_gop, &key),
+        ),
+        ("cold start (pipeline starts)", summarize(&[cold.keyframe])),
+        ("warm: POST → ICE+DTLS connected", pick(&|_| true, &|s| s.connected)),
+        ("warm: POST → 201 answer", pick(&|_| true, &|s| s.answer)),
+    ]
+}
+
+fn table_line(name: &str, s: Option<Summary>) -> String {
+    match s {
         Some(s) => format!(
-            "{name:<34} {:>4} {:>8} {:>8} {:>8}\n",
+            "{name:<34} {:>4} {:>8} {:>8} {:>8}",
             s.n,
             ms(s.p50),
             ms(s.p95),
             ms(s.max)
         ),
-        None => format!("{name:<34} {:>4} {:>8} {:>8} {:>8}\n", 0, "-", "-", "-"),
-    };
-    let key: Vec<Duration> = warm.iter().map(|s| s.keyframe).collect();
-    out.push_str(&row("warm joins (capture live)", summarize(&key)));
-    let limited: Vec<Duration> = warm
-        .iter()
-        .filter(|s| s.rate_limited)
-        .map(|s| s.keyframe)
-        .collect();
-    out.push_str(&row("  of which rate-limited", summarize(&limited)));
-    let cached: Vec<Duration> = warm
-        .iter()
-        .filter(|s| s.cached_gop)
-        .map(|s| s.keyframe)
-        .collect();
-    out.push_str(&row("  of which started on cached GOP", summarize(&cached)));
-    let fresh: Vec<Duration> = warm
-        .iter()
-        .filter(|s| !s.rate_limited && !s.cached_gop)
-        .map(|s| s.keyframe)
-        .collect();
-    out.push_str(&row("  of which on a fresh keyframe", summarize(&fresh)));
-    out.push_str(&row(
-        "cold start (pipeline starts)",
-        summarize(&[cold.keyframe]),
-    ));
-    let conn: Vec<Duration> = warm.iter().map(|s| s.connected).collect();
-    out.push_str(&row("warm: POST → ICE+DTLS connected", summarize(&conn)));
-    let ans: Vec<Duration> = warm.iter().map(|s| s.answer).collect();
-    out.push_str(&row("warm: POST → 201 answer", summarize(&ans)));
+        None => format!("{name:<34} {:>4} {:>8} {:>8} {:>8}", 0, "-", "-", "-"),
+    }
+}
+
+/// A row's figures, for `--json`.
+fn row_json(name: &str, s: Option<Summary>) -> serde_json::Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    serde_json::json!({
+        "row": name.trim(),
+        "n": s.map_or(0, |s| s.n),
+        "p50_ms": s.map(|s| ms(s.p50)),
+        "p95_ms": s.map(|s| ms(s.p95)),
+        "max_ms": s.map(|s| ms(s.max)),
+    })
+}
+
+pub fn table(cold: &Sample, warm: &[Sample]) -> String {
+    let mut out = format!(
+        "{:<34} {:>4} {:>8} {:>8} {:>8}\n",
+        "POST → first decodable keyframe", "n", "p50 ms", "p95 ms", "max ms"
+    );
+    for (name, s) in table_rows(cold, warm) {
+        out.push_str(&table_line(name, s));
+        out.push('\n');
+    }
     out
 }
 
@@ -195,6 +209,7 @@ impl Rng {
 }
 
 pub fn run(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    crate::output::set_json(args.json);
     if args.min_gap_ms > args.max_gap_ms {
         anyhow::bail!("--min-gap-ms must not exceed --max-gap-ms");
     }
@@ -360,20 +375,26 @@ async fn bench(args: JoinArgs) -> anyhow::Result<ExitCode> {
     let stats = server.hub().stats();
     super::host::stop(server).await;
 
-    println!();
-    print!("{}", table(&cold, &warm));
+    say!();
+    if crate::output::json() {
+        for (name, s) in table_rows(&cold, &warm) {
+            crate::output::step("join", &table_line(name, s), row_json(name, s));
+        }
+    } else {
+        say!("{}", table(&cold, &warm).trim_end());
+    }
     let limited = warm.iter().filter(|s| s.rate_limited).count();
     let cached = warm.iter().filter(|s| s.cached_gop).count();
-    println!(
+    say!(
         "rate-limited joins: {limited} of {} (a keyframe had gone out < 500 ms earlier: the request waited); started on the cached GOP: {cached}",
         warm.len()
     );
-    println!(
+    say!(
         "hub: {} keyframes in RTP, {} keyframe requests sent, {} held back by the rate limit",
         stats.keyframes_rtp, stats.keyframe_requests, stats.keyframe_requests_deferred
     );
     if let Some(ka) = ka {
-        println!(
+        say!(
             "keep-alive viewer: {} frames, {} keyframes, {} gaps, {} NACKs sent",
             ka.video_frames, ka.keyframes, ka.gaps, ka.nacks_sent
         );
@@ -381,7 +402,7 @@ async fn bench(args: JoinArgs) -> anyhow::Result<ExitCode> {
     let key: Vec<Duration> = warm.iter().map(|s| s.keyframe).collect();
     let p50 = summarize(&key).map(|s| s.p50).unwrap_or_default();
     let verdict = if p50 <= TARGET_P50 { "meets" } else { "MISSES" };
-    println!(
+    say!(
         "target p50 ≤ {} ms: {verdict} ({} ms)",
         TARGET_P50.as_millis(),
         ms(p50)

@@ -18,6 +18,9 @@
 //!   WHEP peers: time from `command start` to the first WHEP keyframe,
 //!   server CPU (FFmpeg excluded) per Gbit/s, RSS per peer ([`serve`]).
 
+#[macro_use]
+mod output;
+
 mod capture;
 mod http_load;
 mod fanout;

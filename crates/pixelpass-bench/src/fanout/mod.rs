@@ -55,6 +55,9 @@ pub const STALL_SHARE: f64 = 0.9;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FanoutArgs {
+    /// One JSON object per step on stdout (the table's figures); prose goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Viewer counts to measure, one step each.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,500,1000")]
     pub viewers: Vec<usize>,
@@ -86,6 +89,7 @@ pub struct FanoutArgs {
 use super::rates::mib;
 
 pub fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
+    crate::output::set_json(args.json);
     if args.viewers.is_empty() || args.viewers.iter().any(|&n| n == 0 || n > MAX_VIEWERS) {
         bail!("--viewers takes counts in 1..={MAX_VIEWERS}, e.g. 1,10,100");
     }
@@ -120,15 +124,15 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     procstat::trim_heap();
     let rss_before_stream = procstat::rss_bytes()?;
     let server = Server::start(&args, sample.clone(), max_n)?;
-    println!("pixelpass bench fanout");
-    println!(
+    say!("pixelpass bench fanout");
+    say!(
         "  stream: {} ({:.2} Mbit/s as replayed, {} bursts per {:.1} s lap)",
         sample.origin,
         sample.bitrate() / 1e6,
         sample.bursts.len(),
         sample.period.as_secs_f64()
     );
-    println!(
+    say!(
         "  server: pid {} on CPU {}, tokio multi-thread runtime with {} worker(s); load generator on CPU {}; window {} s after {} s warm-up",
         std::process::id(),
         if pinned { args.server_cpu.to_string() } else { "any".into() },
@@ -144,7 +148,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let ring = avg_chunk * cap.min(stats.chunks as usize) as f64;
     procstat::trim_heap();
     let rss_stream = procstat::rss_bytes()?;
-    println!(
+    say!(
         "  hub ring: {cap} chunks × {:.1} KiB avg = {:.2} MiB (GOP cache {:.2} MiB, same chunks); RSS {:.1} MiB with the stream running, {:+.1} MiB for it",
         avg_chunk / 1024.0,
         mib(ring),
@@ -152,33 +156,33 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         mib(rss_stream as f64),
         mib(rss_stream as f64 - rss_before_stream as f64),
     );
-    println!();
-    println!("{}", table_header());
+    say!();
+    say!("{}", table_header());
 
     let mut rows = Vec::new();
     let mut failed = false;
     for &n in &args.viewers {
         match step(&server, &args, n) {
             Ok(out) => {
-                println!("{}", table_row(&out.row));
-                println!("{}", out.detail);
+                crate::output::step("fanout", &table_row(&out.row), out.row.json());
+                say!("{}", out.detail);
                 rows.push(out.row);
             }
             Err(e) => {
-                println!("{n:>7}  step failed: {e:#}");
+                say!("{n:>7}  step failed: {e:#}");
                 failed = true;
             }
         }
     }
     if rows.len() > 1 {
-        println!();
-        println!("{}", table_header());
+        say!();
+        say!("{}", table_header());
         for r in &rows {
-            println!("{}", table_row(r));
+            say!("{}", table_row(r));
         }
     }
     if let Some(v) = verdict(&rows) {
-        println!("{v}");
+        say!("{v}");
     }
     server.stop();
     Ok(if failed {

@@ -36,6 +36,22 @@ impl Row {
     pub fn rss_per_viewer(&self) -> f64 {
         rates::rss_per(self.rss_base, self.rss_streaming, self.viewers)
     }
+
+    /// The table line's figures, for `--json`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "viewers": self.viewers,
+            "connected": self.connected,
+            "window_s": self.window_s,
+            "cpu_per_s": self.cpu_per_s(),
+            "cpu_user_per_s": self.cpu_user_s / self.window_s,
+            "cpu_sys_per_s": self.cpu_sys_s / self.window_s,
+            "gbps": self.gbps(),
+            "core_per_gbps": self.core_per_gbps(),
+            "stalls": self.stalls,
+            "rss_per_viewer_kib": self.rss_per_viewer() / 1024.0,
+        })
+    }
 }
 
 pub fn table_header() -> String {

@@ -108,11 +108,11 @@ pub(super) fn measure(
     }
 
     // 1. Starts, one at a time.
-    println!();
-    println!(
+    say!();
+    say!(
         "command start → first WHEP keyframe, one stream at a time (ms from just before the PUT):"
     );
-    println!(
+    say!(
         "{:<6} {:>6} {:>7} {:>9} {:>8}",
         "stream", "PUT", "answer", "connected", "keyframe"
     );
@@ -122,7 +122,7 @@ pub(super) fn measure(
         let j = start_and_join(server, i, timeout)?;
         let rep = server.report(&stream_id(i))?;
         ffmpeg_pids.extend(rep.pid);
-        println!(
+        say!(
             "{:<6} {:>6} {:>7} {:>9} {:>8}  {}",
             stream_id(i),
             ms(j.put),
@@ -154,9 +154,9 @@ pub(super) fn measure(
         ),
         None => "join: no stream delivered a keyframe".to_owned(),
     };
-    println!("{join_line}");
+    say!("{join_line}");
     if let Some((lo, mid, hi)) = spread(&answers) {
-        println!(
+        say!(
             "  of which start → WHEP answer (the POST waits for the stream to run): min {} / p50 {} / max {} ms",
             ms(lo),
             ms(mid),
@@ -172,7 +172,7 @@ pub(super) fn measure(
             .sum::<anyhow::Result<usize>>()?;
         if peers == 0 || Instant::now() >= until {
             if peers > 0 {
-                println!("bench: {peers} probe peers still counted after 10 s");
+                say!("bench: {peers} probe peers still counted after 10 s");
             }
             break;
         }
@@ -255,18 +255,18 @@ pub(super) fn measure(
             restarts: b.restarts,
         });
     }
-    println!();
-    println!("per stream, over the {wall:.1} s window:");
-    println!("{}", stream_header());
+    say!();
+    say!("per stream, over the {wall:.1} s window:");
+    say!("{}", stream_header());
     for r in &rows {
-        println!("{}", stream_row(r));
+        crate::output::step("serve", &stream_row(r), r.json());
     }
 
     // Whole server.
-    println!();
-    println!("server (`serve` PID only, FFmpeg excluded), over the window:");
-    println!("{}", totals_header());
-    println!("{}", totals_row(&t));
+    say!();
+    say!("server (`serve` PID only, FFmpeg excluded), over the window:");
+    say!("{}", totals_header());
+    crate::output::step("serve", &totals_row(&t), t.json());
     let threads: Vec<String> = {
         let mut v: Vec<(String, f64)> = w1
             .threads
@@ -294,32 +294,32 @@ pub(super) fn measure(
     let speed_min = speeds.iter().copied().fold(f64::INFINITY, f64::min);
     let silent: usize = rows.iter().map(|r| r.silent_peers).sum();
     let rtp_in_lost: u64 = rows.iter().map(|r| r.rtp_in_lost).sum();
-    println!(
+    say!(
         "  delivered: peers' UDP (SRTP+SRTCP+STUN) {:.3} Gbit/s (used above); server RTP payload (bytes_out.whep) {:.3} Gbit/s",
         t.gbps(),
         t.payload_gbps()
     );
-    println!(
+    say!(
         "  server CPU with the {n} streams and no peer: {} s/s; the peers added {} s/s → {} core/Gbit/s marginal",
         fmt_opt(t.idle_cpu_per_s, 3),
         fmt_opt(t.idle_cpu_per_s.map(|i| t.cpu_per_s() - i), 3),
         fmt_opt(t.marginal_core_per_gbps(), 3)
     );
-    println!("  server threads s/s: {}", threads.join(", "));
-    println!(
+    say!("  server threads s/s: {}", threads.join(", "));
+    say!(
         "  not the server: {n} FFmpeg {ffmpeg_total:.2} s/s; peers' process {:.2} s/s; machine busy {machine_busy:.2} of {} CPUs",
         client_cpu_s / wall,
         procstat::online_cpus()
     );
-    println!(
+    say!(
         "  peers connected in {connect_s:.1} s; peers with no frame in the window: {silent}; RTP from FFmpeg lost: {rtp_in_lost}; FFmpeg speed min {speed_min:.2}"
     );
     if speed_min < 0.95 {
-        println!(
+        say!(
             "  NOTE: an encoder ran below real time (speed < 0.95): the machine did not keep up"
         );
     }
-    println!("{join_line}");
+    say!("{join_line}");
     let (w, h) = args.size;
     Ok(format!(
         "SUMMARY serve {n}×{} {w}x{h}@{} {}k {}: server {:.3} core (FFmpeg excluded) for {:.3} Gbit/s → {} core/Gbit/s ({} marginal); RSS {:.1} → {:.1} → {:.1} MiB, {:.1} KiB/peer; join p50 {} ms (max {}); FFmpeg speed min {speed_min:.2}; peers connected {}/{}, silent {silent}; lost {}",

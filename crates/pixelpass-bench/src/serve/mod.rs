@@ -49,6 +49,9 @@ use server::ServeChild;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeBenchArgs {
+    /// One JSON object per step on stdout (the table's figures); prose goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// FFmpeg streams (test pattern + sine each).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub streams: u32,
@@ -132,19 +135,20 @@ fn stream_token(i: u32) -> String {
 }
 
 pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
+    crate::output::set_json(args.json);
     if !(args.seconds > 0.0 && args.warmup >= 0.0 && args.idle_seconds >= 0.0) {
         bail!("--seconds must be positive, --warmup and --idle-seconds not negative");
     }
     let _ = procstat::raise_nofile_limit();
     let n = args.streams;
     let (w, h) = args.size;
-    println!(
+    say!(
         "bench serve: {n} streams × {} WHEP peers; testsrc2 {w}x{h}@{} + sine, x264 {} {} kbit/s, GOP {} s; WebRTC only (http_ts=false); {} CPUs, nothing pinned",
         args.viewers, args.fps, args.preset, args.bitrate, args.keyframe_interval, procstat::online_cpus()
     );
     let exe = pixelpass_testkit::pixelpass_bin()?;
     let mut server = ServeChild::start(&exe)?;
-    println!(
+    say!(
         "server: pid {} on {} (log {})",
         server.pid,
         server.base,
@@ -172,9 +176,9 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if let Some((how, took)) = stopped {
-        println!("server stop: {how}, {:.0} ms", took.as_secs_f64() * 1000.0);
+        say!("server stop: {how}, {:.0} ms", took.as_secs_f64() * 1000.0);
     }
-    println!(
+    say!(
         "ffmpeg left behind: {} (of {} FFmpeg PIDs seen{})",
         left.len(),
         ffmpeg_pids.len(),
@@ -192,16 +196,16 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !problems.is_empty() {
-        println!(
+        say!(
             "server log: {} WARN/ERROR lines; the first ones:",
             problems.len()
         );
         for l in problems.iter().take(8) {
-            println!("  {l}");
+            say!("  {l}");
         }
     }
     let summary = r?;
-    println!("{summary}");
+    say!("{summary}");
     Ok(if left.is_empty() {
         ExitCode::SUCCESS
     } else {

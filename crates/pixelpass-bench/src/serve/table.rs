@@ -78,6 +78,31 @@ impl Totals {
     }
 }
 
+impl Totals {
+    /// The totals line's figures, for `--json`.
+    pub(super) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "step": "server",
+            "peers": self.peers,
+            "connected": self.connected,
+            "window_s": self.window_s,
+            "cpu_per_s": self.cpu_per_s(),
+            "cpu_user_per_s": self.cpu_user_s / self.window(),
+            "cpu_sys_per_s": self.cpu_sys_s / self.window(),
+            "gbps": self.gbps(),
+            "core_per_gbps": self.core_per_gbps(),
+            "marginal_core_per_gbps": self.marginal_core_per_gbps(),
+            "rss_base_mib": mib(self.rss_base),
+            "rss_streams_mib": mib(self.rss_streams),
+            "rss_peers_mib": mib(self.rss_peers),
+            "rss_per_peer_kib": self.rss_per_peer() / 1024.0,
+            "lost": self.lost,
+            "nacks": self.nacks,
+            "gaps": self.gaps,
+        })
+    }
+}
+
 pub(super) fn mib(b: u64) -> f64 {
     rates::mib(b as f64)
 }
@@ -147,6 +172,27 @@ pub(super) struct StreamRow {
     pub(super) frames_min: u64,
     pub(super) frames_median: u64,
     pub(super) restarts: u64,
+}
+
+impl StreamRow {
+    /// The table line's figures, for `--json`.
+    pub(super) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "step": "stream",
+            "stream": self.id,
+            "join_ms": self.join.map(|d| d.as_secs_f64() * 1000.0),
+            "fps": self.fps,
+            "speed": self.speed,
+            "ffmpeg_cpu_per_s": self.ffmpeg_cpu,
+            "peers": self.peers,
+            "out_mbps": self.out_mbps,
+            "rtp_in_lost": self.rtp_in_lost,
+            "silent_peers": self.silent_peers,
+            "frames_min": self.frames_min,
+            "frames_median": self.frames_median,
+            "restarts": self.restarts,
+        })
+    }
 }
 
 pub(super) fn stream_header() -> String {

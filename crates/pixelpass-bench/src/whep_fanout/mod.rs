@@ -63,6 +63,9 @@ pub const TARGET_RSS_PER_PEER: f64 = 256.0 * 1024.0;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct WhepFanoutArgs {
+    /// One JSON object per step on stdout (the table's figures); prose goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Peer counts to measure, one step each.
     #[arg(long, value_delimiter = ',', default_value = "1,10,50,200")]
     pub peers: Vec<usize>,
@@ -121,6 +124,7 @@ pub struct WhepFanoutClientArgs {
 }
 
 pub fn run(args: WhepFanoutArgs) -> anyhow::Result<ExitCode> {
+    crate::output::set_json(args.json);
     if args.peers.is_empty() || args.peers.contains(&0) {
         bail!("--peers needs counts above 0");
     }
@@ -143,13 +147,13 @@ pub fn run(args: WhepFanoutArgs) -> anyhow::Result<ExitCode> {
     let max = *args.peers.iter().max().unwrap_or(&1);
     let server = Server::start(&args, max + 8)?;
     server.warm_up()?;
-    println!("{}", table_header());
+    say!("{}", table_header());
     let mut rows = Vec::new();
     for &n in &args.peers {
         match step(&server, &args, n) {
             Ok((row, detail)) => {
-                println!("{}", table_row(&row));
-                println!("{detail}");
+                crate::output::step("whep-fanout", &table_row(&row), row.json());
+                say!("{detail}");
                 let _ = std::io::stdout().flush();
                 rows.push(row);
             }
@@ -161,7 +165,7 @@ pub fn run(args: WhepFanoutArgs) -> anyhow::Result<ExitCode> {
     }
     server.stop();
     if let Some(v) = verdict(&rows) {
-        println!("{v}");
+        say!("{v}");
     }
     Ok(ExitCode::SUCCESS)
 }

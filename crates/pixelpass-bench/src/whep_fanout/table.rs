@@ -40,6 +40,24 @@ impl Row {
         rates::rss_per(self.rss_base, self.rss_streaming, self.peers)
     }
 
+    /// The table line's figures, for `--json`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "peers": self.peers,
+            "connected": self.connected,
+            "window_s": self.window_s,
+            "cpu_per_s": self.cpu_per_s(),
+            "gbps": self.gbps(),
+            "core_per_gbps": self.core_per_gbps(),
+            "rss_per_peer_kib": self.rss_per_peer() / 1024.0,
+            "lost": self.lost,
+            "nacks": self.nacks,
+            "gaps": self.gaps,
+            "frames_min": self.frames_min,
+            "frames_median": self.frames_median,
+        })
+    }
+
     #[cfg(test)]
     /// Frames per second of the median peer.
     pub fn fps_median(&self) -> f64 {
