@@ -47,7 +47,7 @@
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+root="$(cd "$here/../../.." && pwd)"  # the workspace root (this is crates/pixelpass-testkit/session)
 
 xdpw="${PIXELPASS_XDPW:-}"
 size=1280x720
