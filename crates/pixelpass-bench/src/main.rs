@@ -146,6 +146,30 @@ pub(crate) fn child_lines(
     Ok(rx)
 }
 
+/// The next line of a load child's stdout that parses as `T`, within
+/// `timeout`; other lines are its prose, shown on stderr prefixed `who`.
+pub(crate) fn next_json<T: serde::de::DeserializeOwned>(
+    rx: &std::sync::mpsc::Receiver<String>,
+    timeout: std::time::Duration,
+    what: &str,
+    who: &str,
+) -> anyhow::Result<T> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => anyhow::bail!("{what} said nothing for {timeout:?}"),
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("{what} exited early"),
+        };
+        match serde_json::from_str::<T>(&line) {
+            Ok(v) => return Ok(v),
+            Err(_) => eprintln!("bench: {who}: {line}"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = <BenchArgs as clap::Parser>::parse();
     pixelpass::logging::init();

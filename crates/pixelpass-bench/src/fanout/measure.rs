@@ -45,21 +45,7 @@ fn spawn_line_reader(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>
 }
 
 fn next_event(rx: &mpsc::Receiver<String>, timeout: Duration) -> anyhow::Result<ClientEvent> {
-    let until = Instant::now() + timeout;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                bail!("the client said nothing for {timeout:?}")
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the client exited early"),
-        };
-        if let Ok(ev) = serde_json::from_str::<ClientEvent>(&line) {
-            return Ok(ev);
-        }
-        eprintln!("bench: client: {line}");
-    }
+    crate::next_json(rx, timeout, "the client", "client")
 }
 
 pub(super) struct StepOutcome {

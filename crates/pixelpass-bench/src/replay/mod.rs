@@ -18,7 +18,7 @@ mod producer;
 mod sample;
 mod synthetic;
 
-pub(crate) use producer::ReplayRun;
+pub(crate) use producer::{paced_laps, ReplayRun};
 pub use producer::{ReplayProducer, ReplayStats};
 pub use sample::Sample;
 pub use synthetic::synthetic_ts;

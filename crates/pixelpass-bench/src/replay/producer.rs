@@ -89,11 +89,30 @@ impl RunHandle for ReplayRun {
 
 /// Push bursts at their due times, lap after lap, until `stop`.
 fn replay(hub: &Hub, sample: &Sample, stop: &AtomicBool, stats: &ReplayStats) {
+    paced_laps(&sample.bursts, |b| b.at, sample.period, stop, |b, _lap, now, late_us| {
+        stats.max_late_us.fetch_max(late_us, Ordering::Relaxed);
+        stats.bursts.fetch_add(1, Ordering::Relaxed);
+        hub.push_ts(&sample.data[b.range.clone()], now);
+        hub.flush_ts(now);
+    });
+}
+
+/// Hand each item to `emit` at its offset in a lap of `period`, lap after
+/// lap, until `stop` (checked at least every 50 ms): with the lap number,
+/// the time it went out and how late that was (µs). The one real-time pacer
+/// of the TS replay and the RTP replay.
+pub fn paced_laps<T>(
+    items: &[T],
+    offset: impl Fn(&T) -> Duration,
+    period: Duration,
+    stop: &AtomicBool,
+    mut emit: impl FnMut(&T, u32, Instant, u64),
+) {
     let start = Instant::now();
     for lap in 0u32.. {
-        let lap_start = start + sample.period * lap;
-        for b in &sample.bursts {
-            let due = lap_start + b.at;
+        let lap_start = start + period * lap;
+        for item in items {
+            let due = lap_start + offset(item);
             loop {
                 if stop.load(Ordering::Relaxed) {
                     return;
@@ -105,11 +124,7 @@ fn replay(hub: &Hub, sample: &Sample, stop: &AtomicBool, stats: &ReplayStats) {
                 std::thread::sleep((due - now).min(Duration::from_millis(50)));
             }
             let now = Instant::now();
-            let late = now.saturating_duration_since(due).as_micros() as u64;
-            stats.max_late_us.fetch_max(late, Ordering::Relaxed);
-            stats.bursts.fetch_add(1, Ordering::Relaxed);
-            hub.push_ts(&sample.data[b.range.clone()], now);
-            hub.flush_ts(now);
+            emit(item, lap, now, now.saturating_duration_since(due).as_micros() as u64);
         }
     }
 }

@@ -3,9 +3,8 @@
 
 use std::process::Child;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use pixelpass_testkit::client::ClientStats;
@@ -68,21 +67,7 @@ pub(crate) fn next_line(
     rx: &mpsc::Receiver<String>,
     timeout: Duration,
 ) -> anyhow::Result<ClientLine> {
-    let until = Instant::now() + timeout;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                bail!("the peers' process said nothing for {timeout:?}")
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the peers' process exited early"),
-        };
-        match serde_json::from_str::<ClientLine>(&line) {
-            Ok(l) => return Ok(l),
-            Err(_) => eprintln!("bench: peers: {line}"),
-        }
-    }
+    crate::next_json(rx, timeout, "the peers' process", "peers")
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 
 use super::sample::RtpSample;
-use crate::replay::ReplayRun;
+use crate::replay::{paced_laps, ReplayRun};
 use pixelpass::hub::{Hub, HubConfig, Track};
 use pixelpass::capture::{self, GstProducer, PipelineConfig, RtpOutput};
 use pixelpass::capture::source::SourceKind;
@@ -93,38 +93,19 @@ impl Producer for RtpReplay {
 }
 
 fn replay(hub: &Hub, sample: &RtpSample, stop: &AtomicBool, late_us: &AtomicU64) {
-    let start = Instant::now();
     let (mut vseq, mut aseq) = (0u16, 0u16);
-    for lap in 0u32.. {
-        let lap_start = start + sample.period * lap;
-        for p in &sample.packets {
-            let due = lap_start + p.offset;
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let now = Instant::now();
-                if now >= due {
-                    break;
-                }
-                std::thread::sleep((due - now).min(Duration::from_millis(50)));
+    paced_laps(&sample.packets, |p| p.offset, sample.period, stop, |p, lap, now, late| {
+        late_us.fetch_max(late, Ordering::Relaxed);
+        let seq = match p.track {
+            Track::Video => {
+                vseq = vseq.wrapping_add(1);
+                vseq
             }
-            let now = Instant::now();
-            late_us.fetch_max(
-                now.saturating_duration_since(due).as_micros() as u64,
-                Ordering::Relaxed,
-            );
-            let seq = match p.track {
-                Track::Video => {
-                    vseq = vseq.wrapping_add(1);
-                    vseq
-                }
-                Track::Audio => {
-                    aseq = aseq.wrapping_add(1);
-                    aseq
-                }
-            };
-            let _ = hub.publish_rtp(p.track, &sample.packet(p, lap, seq), now);
-        }
-    }
+            Track::Audio => {
+                aseq = aseq.wrapping_add(1);
+                aseq
+            }
+        };
+        let _ = hub.publish_rtp(p.track, &sample.packet(p, lap, seq), now);
+    });
 }
