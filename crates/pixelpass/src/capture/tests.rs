@@ -249,12 +249,17 @@ async fn bus_error_is_reported_on_failures_and_stop_completes() {
         .expect("a failure within 5 s")
         .expect("failure channel open");
     assert!(
-        failure.0.contains("x264enc"),
+        failure.message.contains("x264enc"),
         "names the element: {failure}"
     );
     assert!(
-        failure.0.contains("injected failure"),
+        failure.message.contains("injected failure"),
         "carries the message: {failure}"
+    );
+    assert_eq!(
+        failure.kind,
+        crate::supervisor::FailureKind::Crashed,
+        "a bus ERROR is a crash"
     );
     stop(run, &probe).await;
 }
@@ -300,9 +305,14 @@ async fn an_x_display_that_does_not_open_fails_the_start_naming_it() {
         Ok(Err(e)) => e,
         Err(_) => panic!("the failed start did not resolve"),
     };
-    assert!(err.0.starts_with("ximagesrc: "), "{err}");
+    assert!(err.message.starts_with("ximagesrc: "), "{err}");
+    assert_eq!(
+        err.kind,
+        crate::supervisor::FailureKind::StartFailed,
+        "an element error before the first media is a failed start: {err}"
+    );
     assert!(
-        err.0.contains(":4711") || err.0.to_lowercase().contains("display"),
+        err.message.contains(":4711") || err.message.to_lowercase().contains("display"),
         "{err}"
     );
     assert_eq!(hub.stats().chunks, 0);
