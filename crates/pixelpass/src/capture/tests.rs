@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -164,66 +165,145 @@ async fn test_source_stream_decodes_with_ffmpeg() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// What an encoder put out, counted at its src pad: frames so far, and the
+/// index of each keyframe among them.
+#[derive(Debug, Default)]
+struct Encoded {
+    frames: u64,
+    keyframes: Vec<u64>,
+}
+
+impl Encoded {
+    /// The first keyframe at or after frame `from`.
+    fn keyframe_from(&self, from: u64) -> Option<u64> {
+        self.keyframes.iter().copied().find(|&k| k >= from)
+    }
+
+    /// The last keyframe before frame `before`.
+    fn keyframe_before(&self, before: u64) -> Option<u64> {
+        self.keyframes.iter().copied().rfind(|&k| k < before)
+    }
+}
+
+/// Count the frames `encoder` puts out (one buffer per frame: AU alignment).
+fn count_encoded(pipeline: &gst::Pipeline, encoder: &str) -> Arc<Mutex<Encoded>> {
+    let encoded = Arc::new(Mutex::new(Encoded::default()));
+    let pad = pipeline
+        .by_name(encoder)
+        .and_then(|e| e.static_pad("src"))
+        .expect("the encoder's src pad");
+    let seen = encoded.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
+        if let Some(buffer) = probe.buffer() {
+            let mut e = seen.lock().unwrap();
+            if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                let at = e.frames;
+                e.keyframes.push(at);
+            }
+            e.frames += 1;
+        }
+        gst::PadProbeReturn::Ok
+    });
+    encoded
+}
+
+/// Wait for `what` (polling), giving up after `hang_guard` only so that a
+/// broken pipeline fails the test instead of hanging it: no assertion is
+/// about how long it took.
+async fn wait_for(what: &str, hang_guard: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + hang_guard;
+    while !ready() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {hang_guard:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A joiner's keyframe request makes the encoder's very next frames a
+/// keyframe, and the joiner starts on it. Counted in encoded frames, not wall
+/// time: a starved machine encodes late, but not more frames in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_on_demand_arrives_on_the_next_frames() {
+    /// The keyframe is one of this many frames after the request (a third
+    /// of a second at 30 fps; x264 with zerolatency holds no frames back).
+    const WITHIN_FRAMES: u64 = 10;
     init().expect("gst init");
     let cfg = small(true);
     let hub = Hub::new(HubConfig::default());
-    let (run, probe) = start(cfg.clone(), EncoderChoice::new(EncoderKind::X264), &hub).await;
-    // What the muxer (an aggregator) waits for: the upstream latency it reports.
-    if let Some(mux) = probe
-        .pipeline
-        .upgrade()
-        .and_then(|p| p.by_name("mpegtsmux"))
-    {
-        let mut q = gst::query::Latency::new();
-        if mux.static_pad("src").is_some_and(|pad| pad.query(&mut q)) {
-            let (live, min, max) = q.result();
-            eprintln!(
-                "mpegtsmux latency: live={live} min={min} max={}",
-                max.display()
-            );
-        }
-    }
-    let natural_gop = Duration::from_secs(2); // key-int-max = 2 × framerate
-    let mut latencies = Vec::new();
-    for _ in 0..3 {
-        // Wait for the first keyframe of the run (bounded), then until the last
-        // keyframe is old enough that a joiner asks for a new one.
-        let last = {
-            let until = Instant::now() + Duration::from_secs(5);
-            loop {
-                if let Some(t) = hub.last_keyframe_at() {
-                    break t;
-                }
-                assert!(Instant::now() < until, "no keyframe at all");
-                tokio::time::sleep(Duration::from_millis(5)).await;
+    let choice = EncoderChoice::new(EncoderKind::X264);
+    let (run, probe) = start(cfg.clone(), choice, &hub).await;
+    let encoded = {
+        let pipeline = probe.pipeline.upgrade().expect("pipeline alive");
+        // What the muxer (an aggregator) waits for: the upstream latency it reports.
+        if let Some(mux) = pipeline.by_name("mpegtsmux") {
+            let mut q = gst::query::Latency::new();
+            if mux.static_pad("src").is_some_and(|pad| pad.query(&mut q)) {
+                let (live, min, max) = q.result();
+                eprintln!(
+                    "mpegtsmux latency: live={live} min={min} max={}",
+                    max.display()
+                );
             }
-        };
-        tokio::time::sleep_until((last + Duration::from_millis(600)).into()).await;
+        }
+        count_encoded(&pipeline, choice.element)
+    };
+    // key-int-max: the natural keyframe comes this many frames after the last one.
+    let natural_gop = 2 * u64::from(cfg.framerate);
+    let mut delays = Vec::new();
+    for round in 0..3 {
+        // The hub asks for a keyframe only when its last one is older than
+        // its rate limit (500 ms): wait for that, on the hub's own clock.
+        wait_for("a keyframe in the hub", Duration::from_secs(10), || {
+            hub.last_keyframe_at().is_some()
+        })
+        .await;
+        loop {
+            let last = hub.last_keyframe_at().expect("a keyframe");
+            tokio::time::sleep_until((last + Duration::from_millis(600)).into()).await;
+            if hub.last_keyframe_at() == Some(last) {
+                break;
+            }
+        }
         let before = hub.stats();
-        let asked = Instant::now();
-        let mut sub = hub.subscribe(asked);
+        let asked_at = encoded.lock().unwrap().frames;
+        let mut sub = hub.subscribe(Instant::now());
         assert_eq!(
             hub.stats().keyframe_requests,
             before.keyframe_requests + 1,
-            "the joiner asked for a keyframe"
+            "round {round}: the joiner asked for a keyframe"
         );
-        // The first bytes a joiner gets are the PSI in front of the keyframe chunk.
-        let first = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+        wait_for("the requested keyframe", Duration::from_secs(10), || {
+            encoded.lock().unwrap().keyframe_from(asked_at).is_some()
+        })
+        .await;
+        let (key, previous) = {
+            let e = encoded.lock().unwrap();
+            (e.keyframe_from(asked_at).expect("waited for"), e.keyframe_before(asked_at))
+        };
+        assert!(
+            key - asked_at <= WITHIN_FRAMES,
+            "round {round}: the keyframe came {} frames after the request (at most {WITHIN_FRAMES})",
+            key - asked_at
+        );
+        // It is the requested keyframe, not the next natural one.
+        if let Some(previous) = previous {
+            assert!(
+                key - previous < natural_gop,
+                "round {round}: keyframe at frame {key}, {} after the last one: the natural one, not the requested",
+                key - previous
+            );
+        }
+        // The joiner starts on it: its first bytes are the PSI in front of the keyframe chunk.
+        let first = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
         assert!(
             matches!(first, Ok(Some(_))),
-            "no keyframe within 300 ms of the request"
+            "round {round}: the joiner got nothing although the keyframe was encoded"
         );
-        let key_at = hub.last_keyframe_at().expect("keyframe time");
         assert!(hub.stats().keyframes > before.keyframes);
-        // It is the requested keyframe, not the next natural one.
-        assert!(key_at < last + natural_gop - Duration::from_millis(500));
-        latencies.push(key_at.saturating_duration_since(asked));
+        let delivered_at = encoded.lock().unwrap().frames;
+        delays.push((key - asked_at, delivered_at - asked_at));
     }
     stop(run, &probe).await;
-    let ms: Vec<u128> = latencies.iter().map(Duration::as_millis).collect();
-    eprintln!("keyframe request → keyframe chunk in hub: {ms:?} ms");
+    eprintln!("frames from the request to (the keyframe, the joiner's first bytes): {delays:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
