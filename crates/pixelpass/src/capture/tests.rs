@@ -36,18 +36,26 @@ async fn start(cfg: PipelineConfig, choice: EncoderChoice, hub: &Hub) -> (Run, R
     }
 }
 
-/// Everything a fresh viewer receives during `dur`.
-async fn record(hub: &Hub, dur: Duration) -> Vec<u8> {
+/// Everything a fresh viewer receives while the encoder puts out `frames`
+/// more frames: counted, not timed, so a slow machine just takes longer.
+async fn record_frames(hub: &Hub, encoded: &Mutex<Encoded>, frames: u64) -> Vec<u8> {
+    let until = encoded.lock().unwrap().frames + frames;
     let mut sub = hub.subscribe(Instant::now());
-    let until = tokio::time::Instant::now() + dur;
+    // Only so that a stuck pipeline fails instead of hanging the test.
+    let hang_guard = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut data = Vec::new();
-    loop {
-        match tokio::time::timeout_at(until, sub.next()).await {
+    while encoded.lock().unwrap().frames < until {
+        match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
             Ok(Some(b)) => data.extend_from_slice(&b),
             Ok(None) => panic!("hub closed"),
-            Err(_) => return data,
+            Err(_) => assert!(
+                tokio::time::Instant::now() < hang_guard,
+                "the encoder made {} of {until} frames in 60 s",
+                encoded.lock().unwrap().frames
+            ),
         }
     }
+    data
 }
 
 /// Stop within a bound; the pipeline is freed afterwards.
@@ -128,7 +136,8 @@ async fn test_source_stream_decodes_with_ffmpeg() {
     let hub = Hub::new(HubConfig::default());
     let (run, probe) = start(cfg, choice, &hub).await;
     assert_eq!(run.encoder, choice.element);
-    let data = record(&hub, Duration::from_secs(2)).await;
+    let encoded = count_encoded(&probe, choice.element);
+    let data = record_frames(&hub, &encoded, 60).await;
     let counters = probe.counters.clone();
     stop(run, &probe).await;
 
@@ -160,7 +169,7 @@ async fn test_source_stream_decodes_with_ffmpeg() {
     let frames = decoded_video_frames(&path);
     assert!(
         frames >= 40,
-        "only {frames} frames decoded from 2 s at 30 fps"
+        "only {frames} frames decoded of the 60 the encoder made meanwhile"
     );
     let _ = std::fs::remove_file(&path);
 }
@@ -186,10 +195,12 @@ impl Encoded {
 }
 
 /// Count the frames `encoder` puts out (one buffer per frame: AU alignment).
-fn count_encoded(pipeline: &gst::Pipeline, encoder: &str) -> Arc<Mutex<Encoded>> {
+fn count_encoded(probe: &RunProbe, encoder: &str) -> Arc<Mutex<Encoded>> {
     let encoded = Arc::new(Mutex::new(Encoded::default()));
-    let pad = pipeline
-        .by_name(encoder)
+    let pad = probe
+        .pipeline
+        .upgrade()
+        .and_then(|p| p.by_name(encoder))
         .and_then(|e| e.static_pad("src"))
         .expect("the encoder's src pad");
     let seen = encoded.clone();
@@ -231,21 +242,22 @@ async fn keyframe_on_demand_arrives_on_the_next_frames() {
     let hub = Hub::new(HubConfig::default());
     let choice = EncoderChoice::new(EncoderKind::X264);
     let (run, probe) = start(cfg.clone(), choice, &hub).await;
-    let encoded = {
-        let pipeline = probe.pipeline.upgrade().expect("pipeline alive");
-        // What the muxer (an aggregator) waits for: the upstream latency it reports.
-        if let Some(mux) = pipeline.by_name("mpegtsmux") {
-            let mut q = gst::query::Latency::new();
-            if mux.static_pad("src").is_some_and(|pad| pad.query(&mut q)) {
-                let (live, min, max) = q.result();
-                eprintln!(
-                    "mpegtsmux latency: live={live} min={min} max={}",
-                    max.display()
-                );
-            }
+    // What the muxer (an aggregator) waits for: the upstream latency it reports.
+    if let Some(mux) = probe
+        .pipeline
+        .upgrade()
+        .and_then(|p| p.by_name("mpegtsmux"))
+    {
+        let mut q = gst::query::Latency::new();
+        if mux.static_pad("src").is_some_and(|pad| pad.query(&mut q)) {
+            let (live, min, max) = q.result();
+            eprintln!(
+                "mpegtsmux latency: live={live} min={min} max={}",
+                max.display()
+            );
         }
-        count_encoded(&pipeline, choice.element)
-    };
+    }
+    let encoded = count_encoded(&probe, choice.element);
     // key-int-max: the natural keyframe comes this many frames after the last one.
     let natural_gop = 2 * u64::from(cfg.framerate);
     let mut delays = Vec::new();
@@ -354,7 +366,8 @@ async fn openh264_video_only_stream() {
     let choice = encoder::choose_from(&[EncoderKind::OpenH264]).expect("openh264 usable");
     let hub = Hub::new(HubConfig::default());
     let (run, probe) = start(small(false), choice, &hub).await;
-    let data = record(&hub, Duration::from_millis(1200)).await;
+    let encoded = count_encoded(&probe, choice.element);
+    let data = record_frames(&hub, &encoded, 36).await;
     stop(run, &probe).await;
     let path = temp_ts("openh264", &data);
     let streams = ffprobe_streams(&path);
@@ -364,7 +377,7 @@ async fn openh264_video_only_stream() {
     let frames = decoded_video_frames(&path);
     assert!(
         frames >= 20,
-        "only {frames} frames decoded from 1.2 s at 30 fps"
+        "only {frames} frames decoded of the 36 the encoder made meanwhile"
     );
     let _ = std::fs::remove_file(&path);
 }
