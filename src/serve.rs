@@ -155,7 +155,7 @@ struct Banner<'a> {
 #[derive(Serialize)]
 struct BannerStream {
     id: String,
-    state: &'static str,
+    state: pixelpass::supervisor::State,
     player: String,
     stream_ts: Option<String>,
     whep: Option<String>,

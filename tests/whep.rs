@@ -246,7 +246,7 @@ async fn after_a_capture_restart_the_peer_stays_and_resumes_on_a_keyframe() {
     .await;
     let before = got.video_frames;
     let tx = crash.lock().unwrap().take().expect("a running producer");
-    tx.send(ProducerError::new("x264enc0: injected crash"))
+    tx.send(ProducerError::crashed("x264enc0: injected crash"))
         .unwrap();
     let mut status = server.sup.watch_status();
     tokio::time::timeout(

@@ -55,7 +55,7 @@ impl Producer for ReplayProducer {
                     replay(&hub, &sample, &flag, &stats);
                     drop(failures_tx);
                 })
-                .map_err(|e| ProducerError::new(format!("cannot start the replay thread: {e}")))?;
+                .map_err(|e| ProducerError::start_failed(format!("cannot start the replay thread: {e}")))?;
             Ok(Run {
                 encoder: "replay".into(),
                 failures,

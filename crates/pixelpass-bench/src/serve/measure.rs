@@ -131,12 +131,14 @@ pub(super) fn measure(
             opt_ms(j.keyframe),
             j.error.as_deref().unwrap_or("")
         );
-        if rep.state != "running" {
+        if rep.state != "live" {
             bail!(
                 "stream {} did not start: state {:?}, last error {:?}",
                 stream_id(i),
                 rep.state,
                 rep.last_error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.kind, e.message))
             );
         }
         joins.push(j);

@@ -15,13 +15,21 @@ use pixelpass_testkit::client::http::{self, Url};
 
 const API_TOKEN: &str = "bench-serve-api-token";
 
+/// The report's `last_error`: what kind of failure, and its message.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct ReportError {
+    pub(super) kind: String,
+    pub(super) message: String,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct Report {
     pub(super) state: String,
     pub(super) pid: Option<u32>,
     pub(super) restarts: u64,
-    pub(super) last_error: Option<String>,
+    pub(super) last_error: Option<ReportError>,
     pub(super) viewers: ReportViewers,
     pub(super) bytes_out: ReportBytes,
     pub(super) rtp: ReportRtp,

@@ -79,7 +79,7 @@ impl Producer for RtpReplay {
                     replay(&hub, &sample, &flag, &late);
                     drop(failures_tx);
                 })
-                .map_err(|e| ProducerError::new(format!("cannot start the replay thread: {e}")))?;
+                .map_err(|e| ProducerError::start_failed(format!("cannot start the replay thread: {e}")))?;
             Ok(Run {
                 encoder: "rtp-replay".into(),
                 failures,

@@ -162,9 +162,10 @@ impl Serve {
         }
     }
 
-    pub fn wait_running(&self, id: &str) -> Value {
-        self.wait_report(id, Duration::from_secs(30), "running", |r| {
-            r["state"] == "running" && r["pid"].is_u64()
+    /// Wait (≤ 30 s) until the stream is `live` with an FFmpeg running.
+    pub fn wait_live(&self, id: &str) -> Value {
+        self.wait_report(id, Duration::from_secs(30), "live", |r| {
+            r["state"] == "live" && r["pid"].is_u64()
         })
     }
 

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::supervisor::ProducerError;
+use crate::supervisor::{FailureKind, ProducerError};
 
 /// Debian 12 packages that ship each element pixelpass uses (or will use).
 /// Checked with `gst-inspect-1.0 <element>` + `dpkg -S <plugin .so>`.
@@ -144,9 +144,23 @@ impl PipelineError {
     }
 }
 
+impl PipelineError {
+    /// The kind of failure this is for a run: an end of stream is the
+    /// pipeline ending by itself, no media in time is a start that failed,
+    /// anything else broke the pipeline. (Seen during a start, the
+    /// supervisor counts every kind but a cancel as a failed start.)
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            PipelineError::EndOfStream => FailureKind::Ended,
+            PipelineError::Bus { .. } => FailureKind::Crashed,
+            _ => FailureKind::StartFailed,
+        }
+    }
+}
+
 impl From<PipelineError> for ProducerError {
     fn from(e: PipelineError) -> Self {
-        ProducerError(e.to_string())
+        ProducerError::new(e.kind(), e.to_string())
     }
 }
 

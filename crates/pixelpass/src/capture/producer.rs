@@ -30,7 +30,7 @@ use crate::ingest::{self, IngestStats, SinkCounters};
 use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
 use crate::hub::Hub;
-use crate::capture::source::portal::{PortalCapture, Target, TokenStore};
+use crate::capture::source::portal::{PortalCapture, PortalError, Target, TokenStore};
 use crate::capture::source::SourceKind;
 use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
 
@@ -96,14 +96,15 @@ impl GstProducer {
                 Running::launch(&cfg, choice, rtp_out, launch_hub, fail_tx, stream)
             })
             .await
-            .map_err(|e| ProducerError::new(format!("pipeline start panicked: {e}")));
+            .map_err(|e| ProducerError::start_failed(format!("pipeline start panicked: {e}")));
             let running = match launched {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     close_portal(capture).await;
                     // A failed state change has its reason on the bus: the
                     // watch handled it before `launch` returned.
-                    return Err(failures.try_recv().unwrap_or_else(|_| e.into()));
+                    let e = failures.try_recv().unwrap_or_else(|_| e.into());
+                    return Err(e.while_starting());
                 }
                 Err(e) => {
                     close_portal(capture).await;
@@ -119,7 +120,8 @@ impl GstProducer {
             let outcome = loop {
                 tokio::select! {
                     failure = failures.recv() => {
-                        break Err(failure.unwrap_or_else(|| ProducerError::new("the pipeline stopped while starting")));
+                        let failure = failure.unwrap_or_else(|| ProducerError::start_failed("the pipeline stopped while starting"));
+                        break Err(failure.while_starting());
                     }
                     _ = tick.tick() => {
                         if hub.stats().chunks > baseline {
@@ -178,10 +180,13 @@ async fn open_portal(
     }
     let mut capture = PortalCapture::open(target, store.as_ref())
         .await
-        .map_err(|e| ProducerError::new(e.to_string()))?;
+        .map_err(|e| match e {
+            PortalError::Cancelled => ProducerError::cancelled(e.to_string()),
+            e => ProducerError::start_failed(e.to_string()),
+        })?;
     capture
         .on_closed(store, move || {
-            let _ = failures.send(ProducerError::new(
+            let _ = failures.send(ProducerError::cancelled(
                 "the desktop ended the screen share; the next start asks again",
             ));
         })

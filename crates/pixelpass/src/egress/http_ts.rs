@@ -121,7 +121,7 @@ pub async fn get(entry: StreamEntry) -> Response {
 /// Resolves once the stream's order is "stop".
 async fn stopped(status: &mut tokio::sync::watch::Receiver<crate::supervisor::Status>) {
     loop {
-        if !status.borrow_and_update().enabled {
+        if !status.borrow_and_update().enabled() {
             return;
         }
         if status.changed().await.is_err() {

@@ -34,7 +34,7 @@ use super::{child, ports};
 use crate::ingest::rtp as rtp_in;
 use crate::hub::{Hub, Track};
 use crate::ingest;
-use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
+use crate::supervisor::{BoxFuture, FailureKind, Producer, ProducerError, Run, RunHandle};
 
 /// How long FFmpeg may take to send its first media.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -73,8 +73,9 @@ impl Producer for FfmpegProducer {
     }
 }
 
+/// A start step that failed: `what` it was, and why.
 fn err(what: &str, e: impl std::fmt::Display) -> ProducerError {
-    ProducerError::new(format!("{what}: {e}"))
+    ProducerError::start_failed(format!("{what}: {e}"))
 }
 
 async fn start(
@@ -85,7 +86,7 @@ async fn start(
 ) -> Result<Run, ProducerError> {
     // Sources first: bound and draining before FFmpeg sends a packet.
     let (video, audio) = ports::bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .map_err(|e| ProducerError::new(e.to_string()))?;
+        .map_err(|e| ProducerError::start_failed(e.to_string()))?;
     let video_port = video
         .local_addr()
         .map_err(|e| err("cannot read the RTP port", e))?
@@ -118,7 +119,7 @@ async fn start(
         Ok(s) => s,
         Err(e) => {
             close(&mut sources).await;
-            return Err(ProducerError::new(e.to_string()));
+            return Err(ProducerError::start_failed(e.to_string()));
         }
     };
     let pid = spawned.pid;
@@ -168,9 +169,9 @@ async fn start(
 
     let timeout = stale.map_or(START_TIMEOUT, |s| s.max(START_TIMEOUT));
     let first = tokio::select! {
-        r = seen.wait_for(|t| t.is_some()) => r.map(|_| ()).map_err(|_| ProducerError::new("ffmpeg sent no media")),
-        f = failures.recv() => Err(f.unwrap_or_else(|| ProducerError::new("ffmpeg ended"))),
-        _ = tokio::time::sleep(timeout) => Err(ProducerError::new(format!(
+        r = seen.wait_for(|t| t.is_some()) => r.map(|_| ()).map_err(|_| ProducerError::start_failed("ffmpeg sent no media")),
+        f = failures.recv() => Err(f.unwrap_or_else(|| ProducerError::start_failed("ffmpeg ended"))),
+        _ = tokio::time::sleep(timeout) => Err(ProducerError::start_failed(format!(
             "ffmpeg sent no media within {} s{}",
             timeout.as_secs(),
             ffmpeg_summary(&state).map(|s| format!(": {s}")).unwrap_or_default()
@@ -178,10 +179,8 @@ async fn start(
     };
     if let Err(e) = first {
         Box::new(run).stop().await;
-        return Err(ProducerError::new(format!(
-            "ffmpeg could not start: {}",
-            e.0
-        )));
+        // FFmpeg exited (or stalled) before its first media: a failed start.
+        return Err(e.while_starting().context("ffmpeg could not start"));
     }
     Ok(Run {
         encoder: "ffmpeg (libx264)".into(),
@@ -222,12 +221,15 @@ async fn monitor(
     loop {
         tokio::select! {
             status = child.wait() => {
-                let msg = match status {
-                    Ok(s) => describe_exit(pid, s, ffmpeg_summary(&state)),
-                    Err(e) => format!("cannot wait for ffmpeg (pid {pid}): {e}"),
+                let failure = match status {
+                    Ok(s) => ProducerError::new(
+                        exit_kind(s),
+                        describe_exit(pid, s, ffmpeg_summary(&state)),
+                    ),
+                    Err(e) => ProducerError::crashed(format!("cannot wait for ffmpeg (pid {pid}): {e}")),
                 };
-                state.log_line(&format!("pixelpass: {msg}"));
-                let _ = failures.send(ProducerError::new(msg));
+                state.log_line(&format!("pixelpass: {failure}"));
+                let _ = failures.send(failure);
                 // Reaped by wait(): nothing is signalled (FFmpeg does not fork).
                 let _ = child::terminate(&mut child, pid, Duration::ZERO).await;
                 break;
@@ -249,7 +251,7 @@ async fn monitor(
                     stale.as_secs_f64()
                 );
                 state.log_line(&format!("pixelpass: {msg}"));
-                let _ = failures.send(ProducerError::new(msg));
+                let _ = failures.send(ProducerError::stalled(msg));
             }
         }
     }
@@ -265,6 +267,16 @@ fn ffmpeg_summary(state: &ProcessState) -> Option<String> {
         .filter(|l| !l.starts_with("pixelpass: "))
         .collect();
     summarize_exit(&ffmpeg)
+}
+
+/// A restream never ends by itself: status 0 is an input that ended, any
+/// other status or a signal is a crash.
+fn exit_kind(status: ExitStatus) -> FailureKind {
+    if status.success() {
+        FailureKind::Ended
+    } else {
+        FailureKind::Crashed
+    }
 }
 
 fn describe_exit(pid: u32, status: ExitStatus, why: Option<String>) -> String {

@@ -5,16 +5,8 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::restream::{state_name, Sample};
+use crate::restream::Sample;
 use crate::supervisor::State;
-
-const STATES: [State; 5] = [
-    State::Idle,
-    State::Starting,
-    State::Live,
-    State::Stopping,
-    State::Failed,
-];
 
 struct Family<'a> {
     out: &'a mut String,
@@ -38,14 +30,14 @@ pub fn render(samples: &[Sample]) -> String {
     f.head(
         "pixelpass_stream_state",
         "gauge",
-        "1 for the stream's current state (starting, running, finishing, finished, failed).",
+        "1 for the stream's current state (idle, starting, live, stopping, failed).",
     );
     for s in samples {
-        for st in STATES {
+        for st in State::ALL {
             let v = u8::from(s.status.state == st);
             f.line(
                 "pixelpass_stream_state",
-                &format!("stream=\"{}\",state=\"{}\"", s.id, state_name(st)),
+                &format!("stream=\"{}\",state=\"{st}\"", s.id),
                 v,
             );
         }
@@ -173,4 +165,56 @@ pub fn render(samples: &[Sample]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ffmpeg::report::ProcessState;
+    use crate::restream::{BytesOut, Viewers};
+    use crate::supervisor::{Order, Status};
+
+    #[test]
+    fn the_state_gauge_uses_the_one_vocabulary() {
+        let status = Status {
+            state: State::Live,
+            order: Order::Start,
+            viewers: 0,
+            max_viewers: 1,
+            encoder: None,
+            uptime_s: 0,
+            live_s: 0,
+            restarts: 0,
+            last_error: None,
+            start_failures: 0,
+        };
+        let sample = Sample {
+            id: "lobby".into(),
+            status,
+            viewers: Viewers {
+                http: 0,
+                whep: 0,
+                total: 0,
+            },
+            bytes_out: BytesOut { http: 0, whep: 0 },
+            process: Arc::new(ProcessState::default()),
+        };
+        let text = render(&[sample]);
+        let states: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("pixelpass_stream_state{"))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "pixelpass_stream_state{stream=\"lobby\",state=\"idle\"} 0",
+                "pixelpass_stream_state{stream=\"lobby\",state=\"starting\"} 0",
+                "pixelpass_stream_state{stream=\"lobby\",state=\"live\"} 1",
+                "pixelpass_stream_state{stream=\"lobby\",state=\"stopping\"} 0",
+                "pixelpass_stream_state{stream=\"lobby\",state=\"failed\"} 0",
+            ]
+        );
+    }
 }

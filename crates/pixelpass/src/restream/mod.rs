@@ -16,7 +16,7 @@ use crate::hub::{Hub, HubConfig};
 use crate::config::stream::{FieldError, StreamConfig};
 use crate::ffmpeg::report::{ProcessReport, ProcessState};
 use crate::ffmpeg::FfmpegProducer;
-use crate::supervisor::{Event, Policy, State, Status, Supervisor};
+use crate::supervisor::{Event, Order, Policy, ProducerError, State, Status, Supervisor};
 use crate::token;
 
 /// A random token has 22 characters (128 bits); a chosen one shorter than
@@ -45,25 +45,14 @@ pub enum StreamError {
     Internal(String),
 }
 
-/// The stream's lifecycle in datarhei core's words.
-pub fn state_name(state: State) -> &'static str {
-    match state {
-        State::Idle => "finished",
-        State::Starting => "starting",
-        State::Live => "running",
-        State::Stopping => "finishing",
-        State::Failed => "failed",
-    }
-}
-
 /// What `GET /api/v1/streams/{id}` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamView {
     pub id: String,
     pub token: String,
-    pub state: &'static str,
-    /// The operator's order: "start" or "stop".
-    pub order: &'static str,
+    pub state: State,
+    /// The operator's order: `start` or `stop`.
+    pub order: Order,
     pub urls: Urls,
     pub config: StreamConfig,
 }
@@ -87,12 +76,14 @@ pub struct Viewers {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub id: String,
-    pub state: &'static str,
-    pub order: &'static str,
+    pub state: State,
+    pub order: Order,
     pub uptime_s: u64,
-    pub running_s: u64,
+    /// Seconds the current run has been live (0 when not live).
+    pub live_s: u64,
     pub restarts: u64,
-    pub last_error: Option<String>,
+    /// The last failure: `{"kind": "crashed", "message": "…"}`.
+    pub last_error: Option<ProducerError>,
     pub viewers: Viewers,
     pub max_viewers: usize,
     pub bytes_out: BytesOut,
@@ -281,10 +272,10 @@ impl Streams {
         let viewers = self.viewers(&stream, &status);
         Some(Report {
             id: stream.config.id.clone(),
-            state: state_name(status.state),
-            order: order(&status),
+            state: status.state,
+            order: status.order,
             uptime_s: status.uptime_s,
-            running_s: status.live_s,
+            live_s: status.live_s,
             restarts: status.restarts,
             last_error: status.last_error.clone(),
             viewers,
@@ -333,14 +324,6 @@ impl Streams {
     }
 }
 
-fn order(status: &Status) -> &'static str {
-    if status.enabled {
-        "start"
-    } else {
-        "stop"
-    }
-}
-
 fn bytes_out(hub: &Hub) -> BytesOut {
     BytesOut {
         http: hub.out().http_bytes.load(Ordering::Relaxed),
@@ -354,8 +337,8 @@ fn view(s: &Stream) -> StreamView {
     StreamView {
         id: s.config.id.clone(),
         token: t.clone(),
-        state: state_name(status.state),
-        order: order(&status),
+        state: status.state,
+        order: status.order,
         urls: Urls {
             player: format!("/{t}/"),
             stream_ts: s.config.http_ts.then(|| format!("/{t}/stream.ts")),

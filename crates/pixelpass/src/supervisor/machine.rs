@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::producer::ProducerError;
+
+/// A stream's lifecycle: the one set of words every surface uses (host's
+/// `/status`, `serve`'s API and report, the metrics' `state` label, the logs
+/// and the README). A stream that never ran is `idle`, never "finished".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -36,6 +41,45 @@ impl State {
             State::Stopping => "stopping",
             State::Failed => "failed",
         }
+    }
+
+    /// Every state, in lifecycle order (for the metrics' one-hot gauge).
+    pub const ALL: [State; 5] = [
+        State::Idle,
+        State::Starting,
+        State::Live,
+        State::Stopping,
+        State::Failed,
+    ];
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operator's order: run (`start`) or stay stopped (`stop`, also after a
+/// final failure). `host`'s one stream is always on order `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Start,
+    Stop,
+}
+
+impl Order {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Start => "start",
+            Order::Stop => "stop",
+        }
+    }
+}
+
+impl std::fmt::Display for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -110,7 +154,7 @@ pub struct Machine {
     live_since: Option<Instant>,
     retry_at: Option<Instant>,
     backoff: Duration,
-    last_error: Option<String>,
+    last_error: Option<ProducerError>,
     /// Counts failed starts, so a waiting viewer can tell its start failed.
     start_failures: u64,
     restarts: u64,
@@ -148,8 +192,8 @@ impl Machine {
     pub fn max_viewers(&self) -> usize {
         self.policy.max_viewers
     }
-    pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
+    pub fn last_error(&self) -> Option<&ProducerError> {
+        self.last_error.as_ref()
     }
     pub fn start_failures(&self) -> u64 {
         self.start_failures
@@ -162,6 +206,13 @@ impl Machine {
     }
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+    pub fn order(&self) -> Order {
+        if self.enabled {
+            Order::Start
+        } else {
+            Order::Stop
+        }
     }
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -189,7 +240,7 @@ impl Machine {
     }
 
     /// The operator orders "stop": a running stream stops now (no linger);
-    /// a failed one is finished. Stopping a stopped stream is no error.
+    /// a failed one goes idle. Stopping a stopped stream is no error.
     pub fn stop(&mut self, _now: Instant) {
         self.enabled = false;
         self.restart_pending = false;
@@ -245,19 +296,19 @@ impl Machine {
     }
 
     /// Starting the producer failed.
-    pub fn on_start_failed(&mut self, now: Instant, error: String) {
+    pub fn on_start_failed(&mut self, now: Instant, error: ProducerError) {
         self.start_failures += 1;
         self.fail(now, error);
     }
 
     /// The running producer died.
-    pub fn on_failed(&mut self, now: Instant, error: String) {
+    pub fn on_failed(&mut self, now: Instant, error: ProducerError) {
         if matches!(self.state, State::Live | State::Starting) {
             self.fail(now, error);
         }
     }
 
-    fn fail(&mut self, now: Instant, error: String) {
+    fn fail(&mut self, now: Instant, error: ProducerError) {
         if let Some(since) = self.live_since {
             if now.saturating_duration_since(since) >= self.policy.backoff_reset_after {
                 self.backoff = self.policy.backoff_min;

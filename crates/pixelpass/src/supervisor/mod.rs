@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-pub use machine::{AlreadyRunning, Command, Full, Machine, Policy, State};
-pub use producer::{BoxFuture, Producer, ProducerError, Run, RunHandle};
+pub use machine::{AlreadyRunning, Command, Full, Machine, Order, Policy, State};
+pub use producer::{BoxFuture, FailureKind, Producer, ProducerError, Run, RunHandle};
 
 /// Called when a stream's producer stops for good: see [`Supervisor::on_teardown`].
 pub type TeardownHook = Arc<dyn Fn() -> BoxFuture<()> + Send + Sync>;
@@ -25,10 +25,13 @@ const TEARDOWN_HOOK_TIMEOUT: Duration = Duration::from_secs(1);
 
 use crate::hub::Hub;
 
-/// What `GET /{token}/status` shows.
+/// What `GET /{token}/status` shows (and what `serve`'s API reads).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub state: State,
+    /// The operator's order: `start` (run), or `stop` (after `stop`, or a
+    /// final failure).
+    pub order: Order,
     pub viewers: usize,
     pub max_viewers: usize,
     /// The encoder of the current (or last) run.
@@ -38,11 +41,17 @@ pub struct Status {
     /// Seconds the current capture has been live (0 when not live).
     pub live_s: u64,
     pub restarts: u64,
-    pub last_error: Option<String>,
-    /// The order: run (true), or stay stopped (after `stop`, or a final failure).
-    pub enabled: bool,
+    /// The last failure, with its kind; cleared when a run goes live.
+    pub last_error: Option<ProducerError>,
     #[serde(skip)]
     pub start_failures: u64,
+}
+
+impl Status {
+    /// The order is `start`.
+    pub fn enabled(&self) -> bool {
+        self.order == Order::Start
+    }
 }
 
 /// One line of a stream's recent history (starts, failures, teardown order).
@@ -94,6 +103,7 @@ impl Shared {
             .clone();
         let status = Status {
             state: m.state(),
+            order: m.order(),
             viewers: m.viewers(),
             max_viewers: m.max_viewers(),
             encoder,
@@ -102,8 +112,7 @@ impl Shared {
                 .live_since()
                 .map_or(0, |t| now.saturating_duration_since(t).as_secs()),
             restarts: m.restarts(),
-            last_error: m.last_error().map(str::to_owned),
-            enabled: m.enabled(),
+            last_error: m.last_error().cloned(),
             start_failures: m.start_failures(),
         };
         self.status.send_if_modified(|old| {
@@ -136,13 +145,17 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Spawns the driver task on the current tokio runtime.
+    /// Spawns the driver task on the current tokio runtime. A stream that
+    /// runs on order from the start (`serve`'s `autostart`) is `starting`
+    /// from this call on, not `idle` until the driver first runs.
     pub fn spawn(policy: Policy, hub: Hub, producer: Arc<dyn Producer>) -> Self {
         let now = clock_now();
         let policy_name = policy.name.clone();
-        let machine = Machine::new(policy);
+        let mut machine = Machine::new(policy);
+        let (first, _) = machine.poll(now);
         let (status, _) = watch::channel(Status {
             state: machine.state(),
+            order: machine.order(),
             viewers: 0,
             max_viewers: machine.max_viewers(),
             encoder: None,
@@ -150,7 +163,6 @@ impl Supervisor {
             live_s: 0,
             restarts: 0,
             last_error: None,
-            enabled: machine.enabled(),
             start_failures: 0,
         });
         let shared = Arc::new(Shared {
@@ -166,7 +178,7 @@ impl Supervisor {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let span = tracing::info_span!("stream", id = %policy_name);
         let driver = tokio::spawn(tracing::Instrument::instrument(
-            drive(shared.clone(), producer, shutdown_rx),
+            drive(shared.clone(), producer, shutdown_rx, first),
             span,
         ));
         Self {
@@ -303,12 +315,15 @@ impl Lease {
                     if s.state == State::Live {
                         return Ok(());
                     }
-                    if !s.enabled {
+                    if !s.enabled() {
                         return Err(NotReady::Stopped);
                     }
                     if s.start_failures > self.start_failures_at_acquire {
                         return Err(NotReady::StartFailed(
-                            s.last_error.clone().unwrap_or_default(),
+                            s.last_error
+                                .as_ref()
+                                .map(|e| e.message.clone())
+                                .unwrap_or_default(),
                         ));
                     }
                 }
@@ -344,6 +359,7 @@ async fn drive(
     shared: Arc<Shared>,
     producer: Arc<dyn Producer>,
     mut shutdown: watch::Receiver<bool>,
+    mut first: Option<Command>,
 ) {
     let mut running: Option<Run> = None;
     let mut starting: Option<JoinHandle<Result<Run, ProducerError>>> = None;
@@ -354,9 +370,10 @@ async fn drive(
         let now = clock_now();
         let (cmd, wake) = {
             let mut m = shared.lock();
-            let r = m.poll(now);
+            let (cmd, wake) = m.poll(now);
             shared.publish(&m, now);
-            r
+            // The command `spawn` already took from the machine goes first.
+            (first.take().or(cmd), wake)
         };
         match cmd {
             Some(Command::Start) => {
@@ -387,32 +404,33 @@ async fn drive(
                 match res {
                     Ok(Ok(run)) => {
                         tracing::info!(encoder = %run.encoder, "live");
-                        shared.event("running");
+                        shared.event("live");
                         *shared.encoder.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.encoder.clone());
                         running = Some(run);
                         shared.lock().on_started(now);
                     }
                     Ok(Err(e)) => {
-                        tracing::error!("could not start: {e}");
+                        let e = e.while_starting();
+                        tracing::error!(kind = %e.kind, "could not start: {e}");
                         shared.event(format!("start failed: {e}"));
-                        shared.lock().on_start_failed(now, e.0);
+                        shared.lock().on_start_failed(now, e);
                     }
                     Err(join) => {
                         tracing::error!("start panicked: {join}");
-                        shared.lock().on_start_failed(now, format!("capture start panicked: {join}"));
+                        shared.lock().on_start_failed(now, ProducerError::start_failed(format!("capture start panicked: {join}")));
                     }
                 }
             }
             err = async { running.as_mut().expect("guarded by the select condition").failures.recv().await }, if running.is_some() => {
-                let msg = err.map_or_else(|| "the producer ended without saying why".to_owned(), |e| e.0);
-                tracing::error!("failed: {msg}");
-                shared.event(format!("failed: {msg}"));
+                let err = err.unwrap_or_else(|| ProducerError::crashed("the producer ended without saying why"));
+                tracing::error!(kind = %err.kind, "failed: {err}");
+                shared.event(format!("failed: {err}"));
                 let teardown = shared.lock().policy().teardown_on_failure;
                 if teardown {
                     run_teardown(&shared).await;
                 }
                 stop_run(&shared, running.take()).await;
-                shared.lock().on_failed(clock_now(), msg);
+                shared.lock().on_failed(clock_now(), err);
             }
         }
     }

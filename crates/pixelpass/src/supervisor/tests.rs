@@ -15,7 +15,7 @@ struct Fake {
     starts: AtomicUsize,
     stops: Arc<AtomicUsize>,
     /// Errors for the next starts (consumed in order); empty = start fine.
-    start_errors: Mutex<Vec<String>>,
+    start_errors: Mutex<Vec<ProducerError>>,
     /// The failure sender of the current run, to crash it from the test.
     crash: Mutex<Option<mpsc::UnboundedSender<ProducerError>>>,
 }
@@ -43,7 +43,7 @@ impl Producer for Fake {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if let Some(e) = err {
-                return Err(ProducerError(e));
+                return Err(e);
             }
             hub.begin_run(None);
             Ok(Run {
@@ -121,12 +121,13 @@ async fn a_crash_restarts_with_backoff_while_the_viewer_stays() {
     lease.ready(Duration::from_secs(5)).await.unwrap();
     let crashed_at = tokio::time::Instant::now();
     let tx = fake.crash.lock().unwrap().take().unwrap();
-    tx.send(ProducerError::new("x264enc0: internal data stream error"))
+    tx.send(ProducerError::crashed("x264enc0: internal data stream error"))
         .unwrap();
     wait_state(&sup, State::Failed).await;
     assert_eq!(
-        sup.status().last_error.as_deref(),
-        Some("x264enc0: internal data stream error")
+        sup.status().last_error,
+        Some(ProducerError::crashed("x264enc0: internal data stream error")),
+        "the failure keeps its kind through the supervisor"
     );
     wait_state(&sup, State::Live).await;
     // 0.5 s back-off + 0.1 s start.
@@ -152,12 +153,18 @@ async fn a_failed_start_is_told_to_the_waiting_viewer_and_the_next_one_retries()
     fake.start_errors
         .lock()
         .unwrap()
-        .push("portal: the user cancelled the dialog".into());
+        .push(ProducerError::cancelled("the screen-share dialog was cancelled"));
     let lease = sup.acquire().unwrap();
     let err = lease.ready(Duration::from_secs(5)).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "capture could not start: portal: the user cancelled the dialog"
+        "capture could not start: the screen-share dialog was cancelled",
+        "the viewer's text is the message alone"
+    );
+    assert_eq!(
+        sup.status().last_error.map(|e| e.kind),
+        Some(FailureKind::Cancelled),
+        "a cancel stays a cancel, not a failed start"
     );
     drop(lease);
     wait_state(&sup, State::Idle).await;
@@ -203,7 +210,7 @@ async fn teardown_hooks_run_before_the_producer_stops_for_good_and_not_on_a_cras
 
     // A crash-restart is not "for good": no hook.
     let tx = fake.crash.lock().unwrap().take().unwrap();
-    tx.send(ProducerError::new("x264enc0: boom")).unwrap();
+    tx.send(ProducerError::crashed("x264enc0: boom")).unwrap();
     wait_state(&sup, State::Failed).await;
     wait_state(&sup, State::Live).await;
     assert_eq!(
@@ -271,7 +278,7 @@ async fn an_always_on_stream_tears_down_on_a_crash_and_obeys_orders() {
 
     // A crash: consumers first (the hook sees no stop yet), then the run stops, then a restart.
     let tx = fake.crash.lock().unwrap().take().unwrap();
-    tx.send(ProducerError::new("ffmpeg was killed by signal 9"))
+    tx.send(ProducerError::crashed("ffmpeg was killed by signal 9"))
         .unwrap();
     wait_state(&sup, State::Failed).await;
     wait_state(&sup, State::Live).await;
@@ -296,11 +303,76 @@ async fn an_always_on_stream_tears_down_on_a_crash_and_obeys_orders() {
     sup.stop();
     wait_state(&sup, State::Idle).await;
     assert_eq!(fake.stops.load(Ordering::SeqCst), 2);
-    assert!(!sup.status().enabled);
+    assert_eq!(sup.status().order, Order::Stop);
     // A viewer of a stopped stream is told so at once.
     let lease = sup.acquire().unwrap();
     let err = lease.ready(Duration::from_secs(30)).await.unwrap_err();
     assert!(matches!(err, NotReady::Stopped), "{err}");
+    drop(lease);
+    sup.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_on_order_from_its_creation_is_starting_at_once() {
+    let fake = Arc::new(Fake::default());
+    let policy = Policy {
+        on_demand: false,
+        enabled: true,
+        ..Policy::default()
+    };
+    let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), fake.clone());
+    // Before the driver task ran at all: not "idle" (it never was), but starting.
+    let st = sup.status();
+    assert_eq!((st.state, st.order), (State::Starting, Order::Start));
+    wait_state(&sup, State::Live).await;
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 1, "started once");
+    sup.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_status_says_the_state_the_order_and_the_kind_of_the_last_error() {
+    let (sup, fake) = setup(2, 0);
+    let idle = serde_json::to_value(sup.status()).unwrap();
+    assert_eq!(
+        (&idle["state"], &idle["order"], &idle["last_error"]),
+        (&serde_json::json!("idle"), &serde_json::json!("start"), &serde_json::Value::Null),
+        "{idle}"
+    );
+    let lease = sup.acquire().unwrap();
+    lease.ready(Duration::from_secs(5)).await.unwrap();
+    let tx = fake.crash.lock().unwrap().take().unwrap();
+    tx.send(ProducerError::stalled("no media for 10 s")).unwrap();
+    wait_state(&sup, State::Failed).await;
+    let failed = serde_json::to_value(sup.status()).unwrap();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["last_error"],
+        serde_json::json!({"kind": "stalled", "message": "no media for 10 s"}),
+    );
+    assert!(
+        sup.events().iter().any(|e| e.what == "failed: no media for 10 s"),
+        "{:?}",
+        sup.events()
+    );
+    // The restart's producer dies before its first media: a failed start,
+    // whatever kind the producer gave it.
+    fake.start_errors
+        .lock()
+        .unwrap()
+        .push(ProducerError::crashed("ffmpeg exited before its first media"));
+    let mut rx = sup.watch_status();
+    let failed_start = tokio::time::timeout(
+        Duration::from_secs(60),
+        rx.wait_for(|s| s.start_failures == 1),
+    )
+    .await
+    .expect("the restart failed within 60 s")
+    .expect("the supervisor runs")
+    .clone();
+    assert_eq!(
+        failed_start.last_error.map(|e| e.kind),
+        Some(FailureKind::StartFailed)
+    );
     drop(lease);
     sup.shutdown().await;
 }

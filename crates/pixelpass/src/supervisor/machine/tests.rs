@@ -88,9 +88,13 @@ fn runtime_errors_restart_with_growing_backoff() {
     m.acquire(t0).unwrap();
     m.poll(t0);
     m.on_started(t0);
-    m.on_failed(t0 + ms(1000), "x264enc: boom".into());
+    m.on_failed(t0 + ms(1000), ProducerError::crashed("x264enc: boom"));
     assert_eq!(m.state(), State::Failed);
-    assert_eq!(m.last_error(), Some("x264enc: boom"));
+    assert_eq!(
+        m.last_error(),
+        Some(&ProducerError::crashed("x264enc: boom")),
+        "the failure keeps its kind"
+    );
     assert_eq!(
         m.poll(t0 + ms(1000)),
         (None, Some(t0 + ms(1500))),
@@ -98,14 +102,14 @@ fn runtime_errors_restart_with_growing_backoff() {
     );
     assert_eq!(m.poll(t0 + ms(1500)).0, Some(Command::Start));
     assert_eq!(m.restarts(), 1);
-    m.on_start_failed(t0 + ms(1600), "still broken".into());
+    m.on_start_failed(t0 + ms(1600), ProducerError::start_failed("still broken"));
     assert_eq!(m.poll(t0 + ms(1600)).1, Some(t0 + ms(2600)), "1 s back-off");
     assert_eq!(m.poll(t0 + ms(2600)).0, Some(Command::Start));
     for _ in 0..10 {
-        m.on_start_failed(t0, "x".into());
+        m.on_start_failed(t0, ProducerError::start_failed("x"));
         let _ = m.poll(t0 + ms(100_000));
     }
-    m.on_start_failed(t0, "x".into());
+    m.on_start_failed(t0, ProducerError::start_failed("x"));
     assert_eq!(
         m.poll(t0).1,
         Some(t0 + ms(10_000)),
@@ -120,11 +124,11 @@ fn a_long_healthy_run_resets_the_backoff() {
     m.acquire(t0).unwrap();
     m.poll(t0);
     for i in 0..4 {
-        m.on_start_failed(t0 + ms(i), "x".into());
+        m.on_start_failed(t0 + ms(i), ProducerError::start_failed("x"));
         let _ = m.poll(t0 + ms(100_000));
     }
     m.on_started(t0 + ms(100_000));
-    m.on_failed(t0 + ms(200_000), "y".into());
+    m.on_failed(t0 + ms(200_000), ProducerError::crashed("y"));
     assert_eq!(m.poll(t0 + ms(200_000)).1, Some(t0 + ms(200_500)));
 }
 
@@ -134,7 +138,7 @@ fn a_failed_start_with_nobody_waiting_goes_idle_and_the_next_viewer_asks_again()
     let mut m = machine(2, 5000);
     m.acquire(t0).unwrap();
     m.poll(t0);
-    m.on_start_failed(t0 + ms(50), "portal: the user cancelled the dialog".into());
+    m.on_start_failed(t0 + ms(50), ProducerError::cancelled("the screen-share dialog was cancelled"));
     assert_eq!(m.start_failures(), 1);
     // The waiting viewer got its 503 and left.
     m.release(t0 + ms(51));
@@ -212,7 +216,7 @@ fn an_always_on_stream_reconnects_after_its_delay_with_no_viewers() {
     m.start(t0).unwrap();
     m.poll(t0);
     m.on_started(t0);
-    m.on_failed(t0 + ms(500), "ffmpeg exited".into());
+    m.on_failed(t0 + ms(500), ProducerError::crashed("ffmpeg exited"));
     assert_eq!(m.poll(t0 + ms(500)), (None, Some(t0 + ms(1500))));
     assert_eq!(m.poll(t0 + ms(1500)).0, Some(Command::Start));
     assert_eq!(m.restarts(), 1);
@@ -225,7 +229,7 @@ fn without_restart_a_failure_is_final_until_the_next_start() {
     m.start(t0).unwrap();
     m.poll(t0);
     m.on_started(t0);
-    m.on_failed(t0 + ms(10), "ffmpeg exited with status 1".into());
+    m.on_failed(t0 + ms(10), ProducerError::crashed("ffmpeg exited with status 1"));
     assert_eq!(m.state(), State::Failed);
     assert!(!m.enabled());
     assert_eq!(m.poll(t0 + ms(1_000_000)), (None, None));
@@ -240,8 +244,8 @@ fn without_restart_a_failure_is_final_until_the_next_start() {
         Some(Command::Start),
         "at once"
     );
-    // Stop of a failed stream: finished.
-    m.on_start_failed(t0 + ms(1_000_001), "again".into());
+    // Stop of a failed stream: idle.
+    m.on_start_failed(t0 + ms(1_000_001), ProducerError::start_failed("again"));
     m.stop(t0 + ms(1_000_002));
     assert_eq!(m.state(), State::Idle);
 }

@@ -47,7 +47,7 @@ impl Producer for Instant_ {
 struct Fails;
 impl Producer for Fails {
     fn start(&self, _hub: Hub) -> BoxFuture<Result<Run, ProducerError>> {
-        Box::pin(async { Err(ProducerError::new("portal: the user cancelled the dialog")) })
+        Box::pin(async { Err(ProducerError::cancelled("portal: the user cancelled the dialog")) })
     }
 }
 
