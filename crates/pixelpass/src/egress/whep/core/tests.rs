@@ -184,10 +184,10 @@ impl Net {
             let mut moved = false;
             while let Some(o) = self.core.poll_output() {
                 moved = true;
-                self.from_core(o);
+                self.on_core_output(o);
             }
             for i in 0..self.clients.len() {
-                moved |= self.from_client(i);
+                moved |= self.drain_client(i);
             }
             if !moved {
                 return;
@@ -196,7 +196,7 @@ impl Net {
         panic!("the core and its clients never go quiet");
     }
 
-    fn from_core(&mut self, o: Output) {
+    fn on_core_output(&mut self, o: Output) {
         match o {
             Output::Transmit {
                 destination,
@@ -218,7 +218,7 @@ impl Net {
                 let r = Receive::new(Protocol::Udp, server_addr(), destination, &contents).unwrap();
                 c.rtc.handle_input(Input::Receive(self.now, r)).unwrap();
                 // str0m wants its output drained after every input.
-                self.from_client(i);
+                self.drain_client(i);
             }
             Output::Event(Event::FeedOpened { feed, sub }) => {
                 self.seen.push(Seen::FeedOpened(feed));
@@ -235,7 +235,7 @@ impl Net {
     }
 
     /// Drain client `i`: its datagrams to the core. Whether anything came out.
-    fn from_client(&mut self, i: usize) -> bool {
+    fn drain_client(&mut self, i: usize) -> bool {
         let c = &mut self.clients[i];
         let mut moved = false;
         while c.rtc.is_alive() {
@@ -306,7 +306,10 @@ impl Net {
     fn deliver_media(&mut self) {
         let mut batch = Vec::new();
         for (feed, sub) in &mut self.feeds {
-            for (track, rx) in [(Track::Video, &mut sub.video), (Track::Audio, &mut sub.audio)] {
+            for (track, rx) in [
+                (Track::Video, &mut sub.video),
+                (Track::Audio, &mut sub.audio),
+            ] {
                 loop {
                     let pkt = match rx.try_recv() {
                         Ok(p) => Some(p),
@@ -356,7 +359,11 @@ fn a_join_starts_on_a_fresh_keyframe_and_skips_what_comes_before_it() {
     net.publish_video(false, 2);
     net.now += Duration::from_secs(2);
     let c = net.connect();
-    assert_eq!(net.keyframes_asked(), 1, "the join asks the encoder for one");
+    assert_eq!(
+        net.keyframes_asked(),
+        1,
+        "the join asks the encoder for one"
+    );
     net.publish_video(false, 3); // the encoder is not there yet
     net.deliver_media();
     net.advance(30 * MS);
@@ -365,7 +372,11 @@ fn a_join_starts_on_a_fresh_keyframe_and_skips_what_comes_before_it() {
     net.deliver_media();
     net.advance(30 * MS);
     assert_eq!(net.tags(c), vec![4, 5]);
-    assert_eq!(net.clients[c].rx[0].payload[0] & 0x1f, 5, "an IDR slice first");
+    assert_eq!(
+        net.clients[c].rx[0].payload[0] & 0x1f,
+        5,
+        "an IDR slice first"
+    );
 }
 
 #[test]
@@ -379,7 +390,11 @@ fn a_join_within_the_rate_limit_starts_on_the_cached_gop() {
     net.publish_video(false, 3);
     net.deliver_media();
     net.advance(30 * MS);
-    assert_eq!(net.tags(c), vec![1, 2, 3], "the cached GOP, keyframe first, then live");
+    assert_eq!(
+        net.tags(c),
+        vec![1, 2, 3],
+        "the cached GOP, keyframe first, then live"
+    );
     assert_eq!(net.clients[c].rx[0].payload[0] & 0x1f, 5);
 }
 
@@ -398,7 +413,11 @@ fn plis_close_together_become_one_rate_limited_keyframe_request() {
     net.advance(10 * MS);
     net.send_pli(c);
     net.advance(10 * MS);
-    assert_eq!(net.core.keyframe_requests(), before + 2, "both PLIs reached the core");
+    assert_eq!(
+        net.core.keyframe_requests(),
+        before + 2,
+        "both PLIs reached the core"
+    );
     assert_eq!(net.keyframes_asked(), 2, "one request for both");
 
     // A keyframe came: a PLI right after it is held back, not lost…
@@ -531,4 +550,3 @@ fn shutdown_closes_every_peer_before_their_feed() {
     net.settle();
     assert_peers_close_before_the_feed(&mut net, "the server is shutting down");
 }
-

@@ -7,7 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{map_v6, SEND_BATCH};
 
-pub(super) fn setsockopt_on(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+pub(super) fn setsockopt_on(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: a valid fd, and a pointer/length pair describing a live c_int.
     let r = unsafe {
