@@ -13,7 +13,10 @@
 //!   drained once a batch (audio on its own waits up to [`AUDIO_HOLD`] for
 //!   the next video frame);
 //! - output: the datagrams of all drained peers, in order, from
-//!   [`Core::poll_output`]; the driver sends them together (`sendmmsg`, GSO);
+//!   [`Core::poll_output`]; the driver sends them together (`sendmmsg`, GSO).
+//!   str0m sends the media written to a peer on its next timeout, so a frame
+//!   for many peers leaves from [`Core::handle_timeout`], which pauses at each
+//!   [`OUT_BATCH`] so the first peers' datagrams go out while the rest wait;
 //! - commands from the HTTP side: add a peer, remove one, close a stream.
 //!
 //! A peer is dropped (and its lease freed through the index) on DELETE, on
@@ -46,6 +49,9 @@ pub const MEDIA_BATCH: usize = 32;
 /// str0m (its timeout bookkeeping) about that of a packet, and 20 ms Opus
 /// packets would otherwise cost a drain each.
 pub const AUDIO_HOLD: Duration = Duration::from_millis(20);
+/// [`Core::handle_timeout`] pauses once this many outputs are queued (one
+/// `sendmmsg`), so its datagrams go out while it serves the other peers.
+pub const OUT_BATCH: usize = 64;
 /// Outputs drained from one `Rtc` at most in one go (a guard, never reached in practice).
 const MAX_DRAIN: usize = 10_000;
 
@@ -426,6 +432,12 @@ impl Core {
 
     /// Time has come to `now`: held audio goes out, peers whose timer is due
     /// get their timeout input, and peers past their deadline are dropped.
+    ///
+    /// It pauses once [`OUT_BATCH`] outputs are queued (str0m sends the
+    /// media written to a peer on its next timeout, so this is where a frame
+    /// fanned out to many peers leaves): the peers not served yet stay due,
+    /// [`poll_timeout`](Self::poll_timeout) says so, and the driver sends
+    /// what is queued before it calls again.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.held_until.is_some_and(|t| t <= now) {
             self.held_until = None;
@@ -439,6 +451,9 @@ impl Core {
             .copied()
             .collect();
         for (t, id) in due {
+            if self.out.len() >= OUT_BATCH {
+                return;
+            }
             let Some(peer) = self.peers.get(&id) else {
                 self.timers.remove(&(t, id));
                 continue;

@@ -7,7 +7,9 @@
 //! - hub packets (a small forwarder task per stream, started on
 //!   [`Event::FeedOpened`], stopped on [`Event::FeedClosed`]) → batches of up
 //!   to [`MEDIA_BATCH`] into [`Core::handle_media`];
-//! - [`Core::poll_timeout`] → a sleep → [`Core::handle_timeout`];
+//! - [`Core::poll_timeout`] → a sleep → [`Core::handle_timeout`] (which
+//!   pauses at each send batch: what it queued is sent, and the next turn of
+//!   the loop finds the rest due at once);
 //! - commands from the HTTP side → add / remove / close;
 //! - [`Core::poll_output`] datagrams → [`SendBatch`]: up to 64 per
 //!   `sendmmsg`, across peers, a video frame's packets to one peer as one UDP

@@ -550,3 +550,56 @@ fn shutdown_closes_every_peer_before_their_feed() {
     net.settle();
     assert_peers_close_before_the_feed(&mut net, "the server is shutting down");
 }
+
+#[test]
+fn a_frame_to_many_peers_goes_out_a_send_batch_at_a_time() {
+    let mut net = Net::new();
+    let clients: Vec<usize> = (0..4).map(|_| net.connect()).collect();
+    net.advance(30 * MS);
+    net.publish_video(true, 0);
+    for tag in 1..MEDIA_BATCH as u8 {
+        net.publish_video(false, tag);
+    }
+    let (feed, sub) = &mut net.feeds[0];
+    let batch: Vec<MediaMsg> = std::iter::from_fn(|| sub.video.try_recv().ok())
+        .map(|pkt| MediaMsg {
+            feed: *feed,
+            track: Track::Video,
+            pkt: Some(pkt),
+        })
+        .collect();
+    assert_eq!(batch.len(), MEDIA_BATCH);
+    let now = net.now;
+    net.core.handle_media(now, &batch);
+    let mut rounds = Vec::new();
+    loop {
+        let mut n = 0;
+        while let Some(o) = net.core.poll_output() {
+            n += usize::from(matches!(o, Output::Transmit { .. }));
+            net.on_core_output(o);
+        }
+        rounds.push(n);
+        let due = net.core.poll_timeout().is_some_and(|t| t <= now);
+        if !due || rounds.len() > 100 {
+            break;
+        }
+        net.core.handle_timeout(now);
+    }
+    // str0m sends what was written on the peer's next timeout, where the
+    // core pauses at each send batch (a peer's frame is never split).
+    assert_eq!(rounds[0], 0, "{rounds:?}");
+    let sent = &rounds[1..];
+    assert!(sent.len() > 1, "it paused: {rounds:?}");
+    assert!(
+        sent[..sent.len() - 1]
+            .iter()
+            .all(|n| (OUT_BATCH..OUT_BATCH + MEDIA_BATCH).contains(n)),
+        "{rounds:?}"
+    );
+    assert!(sent.iter().sum::<usize>() >= 4 * MEDIA_BATCH, "{rounds:?}");
+    net.settle();
+    net.advance(30 * MS);
+    for c in clients {
+        assert_eq!(net.tags(c), (0..MEDIA_BATCH as u8).collect::<Vec<_>>());
+    }
+}
