@@ -5,7 +5,8 @@
 //! - [`offer`]: a first look at offers, for one-line `422` reasons;
 //! - [`peer`]: one viewer's `Rtc` (ice-lite, RTP mode) and its events;
 //! - [`forward`]: per-peer sequence numbers, keyframe starts, timestamps;
-//! - [`engine`]: the one task driving every peer, its timers and media;
+//! - [`core`]: every peer, its timers and media, sans-IO (time passed in);
+//! - [`engine`]: the task driving the core: socket, hub feeds, clock;
 //! - [`index`]: WHEP resources and the leases they hold;
 //! - [`http`]: POST / PATCH / DELETE / OPTIONS under the stream token.
 //!
@@ -14,6 +15,7 @@
 //! (ice-lite, one round trip) and keeps the server simple.
 
 pub mod config;
+mod core;
 mod engine;
 pub mod forward;
 pub mod http;
@@ -32,7 +34,8 @@ use tokio::task::JoinHandle;
 pub use config::{IceServer, WebRtcArgs};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
 
-use engine::{Cmd, Engine, EngineConfig, NewPeer};
+use self::core::{EngineConfig, NewPeer};
+use engine::{Cmd, Engine};
 use index::Index;
 use peer::RtcFactory;
 use udp::Udp;

@@ -279,7 +279,7 @@ impl Peer {
                 Some(Action::Remove("ICE consent lost".into()))
             }
             Event::MediaAdded(m) => {
-                self.map_media(m.mid, m.kind);
+                self.map_media(m.mid, m.kind, now);
                 None
             }
             Event::KeyframeRequest(_) => Some(Action::Keyframe),
@@ -289,7 +289,7 @@ impl Peer {
     }
 
     /// Which payload type this peer wants per track: picked once str0m says the media is there.
-    fn map_media(&mut self, mid: Mid, kind: MediaKind) {
+    fn map_media(&mut self, mid: Mid, kind: MediaKind, now: Instant) {
         let (slot, codec, track) = match kind {
             MediaKind::Video => (&mut self.video, Codec::H264, Track::Video),
             MediaKind::Audio => (&mut self.audio, Codec::Opus, Track::Audio),
@@ -301,7 +301,7 @@ impl Peer {
             tracing::debug!(resource = %self.resource, ?kind, "no common codec on this m-line");
             return;
         };
-        let first_seq = (u64::from(self.created.elapsed().subsec_nanos())
+        let first_seq = (u64::from(now.saturating_duration_since(self.created).subsec_nanos())
             ^ fastrand_seed(&self.resource)) as u16;
         *slot = Some(Out {
             mid,

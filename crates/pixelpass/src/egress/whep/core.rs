@@ -1,0 +1,575 @@
+//! The sans-IO core of the WebRTC engine, built the way str0m itself is:
+//! datagrams, hub packets, commands and the time go in; datagrams to send,
+//! the next timeout and events come out. It never reads a clock, opens a
+//! socket or spawns a task: [`super::engine`] (the socket driver) does that.
+//!
+//! - datagrams: each goes to the `Rtc` that `accepts` it (source address →
+//!   peer cached), then that `Rtc` is drained;
+//! - timers: one ordered set of (deadline, peer), so a wake-up costs log N;
+//! - media: ONE hub subscription per stream (not per peer), opened when the
+//!   stream's first peer connects ([`Event::FeedOpened`]: the driver moves
+//!   its packets into [`Core::handle_media`]); each packet is written to
+//!   every peer of the stream (payload shared) and each touched peer is
+//!   drained once a batch (audio on its own waits up to [`AUDIO_HOLD`] for
+//!   the next video frame);
+//! - output: the datagrams of all drained peers, in order, from
+//!   [`Core::poll_output`]; the driver sends them together (`sendmmsg`, GSO).
+//!   str0m sends the media written to a peer on its next timeout, so a frame
+//!   for many peers leaves from [`Core::handle_timeout`], which pauses at each
+//!   [`OUT_BATCH`] so the first peers' datagrams go out while the rest wait;
+//! - commands from the HTTP side: add a peer, remove one, close a stream.
+//!
+//! A peer is dropped (and its lease freed through the index) on DELETE, on
+//! ICE consent loss or silence for the configured timeout, when it never
+//! connects, on DTLS failure/close, or when str0m errors or panics on it.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Input, Output as RtcOutput, Rtc};
+
+use super::index::Index;
+use super::peer::{Action, Peer, BURST_CHUNK};
+use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
+
+type PeerId = u64;
+/// A stream's hub subscription, as named in [`Event::FeedOpened`] and [`MediaMsg`].
+pub type FeedId = u64;
+
+/// Hub packets handled per batch before the touched peers are drained. Small
+/// enough that str0m's per-peer send queue (whose capacity stays allocated)
+/// stays short when a keyframe arrives as one burst.
+pub const MEDIA_BATCH: usize = 32;
+/// Audio written on its own waits up to this long for the next video frame,
+/// so that one drain of each peer sends both: a drain has a fixed cost in
+/// str0m (its timeout bookkeeping) about that of a packet, and 20 ms Opus
+/// packets would otherwise cost a drain each.
+pub const AUDIO_HOLD: Duration = Duration::from_millis(20);
+/// [`Core::handle_timeout`] pauses once this many outputs are queued (one
+/// `sendmmsg`), so its datagrams go out while it serves the other peers.
+pub const OUT_BATCH: usize = 64;
+/// Outputs drained from one `Rtc` at most in one go (a guard, never reached in practice).
+const MAX_DRAIN: usize = 10_000;
+
+pub struct NewPeer {
+    pub resource: Arc<str>,
+    pub stream: Arc<str>,
+    pub hub: Hub,
+    pub rtc: Rtc,
+    /// The stream's producer payload types, if not the engine's defaults.
+    pub producer_pts: Option<(u8, u8)>,
+    pub created: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// A silent (or never connected) peer is dropped after this.
+    pub timeout: Duration,
+    /// The producer's payload types (video, audio).
+    pub producer_pts: (u8, u8),
+}
+
+/// One hub packet of a feed, for [`Core::handle_media`].
+pub struct MediaMsg {
+    pub feed: FeedId,
+    pub track: Track,
+    /// `None`: the hub dropped packets (this stream's peers lagged).
+    pub pkt: Option<RtpPkt>,
+}
+
+/// What the core asks of its driver, in the order it happened.
+pub enum Output {
+    /// A datagram to send from our socket.
+    Transmit {
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    Event(Event),
+}
+
+pub enum Event {
+    /// A stream's first peer connected: move these receivers' packets into
+    /// [`Core::handle_media`] under `feed` (they exist already, so no packet
+    /// after a joining peer's cached GOP can be missed).
+    FeedOpened { feed: FeedId, sub: RtpSubscriber },
+    /// The stream's last peer left: stop moving its packets.
+    FeedClosed { feed: FeedId },
+    /// A peer is gone (its lease is freed already). The driver has nothing
+    /// to do (the core logs it); tests read it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    PeerRemoved { resource: Arc<str>, why: String },
+}
+
+/// One stream's hub subscription and the peers it feeds.
+struct Feed {
+    id: FeedId,
+    peers: Vec<PeerId>,
+}
+
+pub struct Core {
+    index: Arc<Index>,
+    cfg: EngineConfig,
+    peers: HashMap<PeerId, Peer>,
+    hubs: HashMap<PeerId, Hub>,
+    by_resource: HashMap<Arc<str>, PeerId>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    feeds: HashMap<Arc<str>, Feed>,
+    timers: BTreeSet<(Instant, PeerId)>,
+    next_id: u64,
+    /// Datagrams and events waiting for [`poll_output`](Self::poll_output).
+    out: VecDeque<Output>,
+    /// Peers with audio written but not drained yet (see [`AUDIO_HOLD`]), and until when.
+    held: Vec<PeerId>,
+    held_until: Option<Instant>,
+    /// PLI/FIR received from peers (what the tests check reached the core).
+    #[cfg(test)]
+    keyframe_requests: u64,
+}
+
+impl Core {
+    pub fn new(index: Arc<Index>, cfg: EngineConfig) -> Self {
+        Self {
+            index,
+            cfg,
+            peers: HashMap::new(),
+            hubs: HashMap::new(),
+            by_resource: HashMap::new(),
+            by_addr: HashMap::new(),
+            feeds: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_id: 1,
+            out: VecDeque::new(),
+            held: Vec::new(),
+            held_until: None,
+            #[cfg(test)]
+            keyframe_requests: 0,
+        }
+    }
+
+    /// The next datagram to send or event, in order; `None` when all were taken.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due (`None`: no peer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.timers.first().map(|(t, _)| *t), self.held_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn add_peer(&mut self, now: Instant, new: NewPeer) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let peer = Peer::new(
+            new.rtc,
+            new.resource.clone(),
+            new.stream,
+            new.producer_pts.unwrap_or(self.cfg.producer_pts),
+            new.created,
+        )
+        .count_into(new.hub.out().clone());
+        self.by_resource.insert(new.resource, id);
+        self.hubs.insert(id, new.hub);
+        self.peers.insert(id, peer);
+        self.input(id, None, now);
+    }
+
+    /// The viewer hung up (DELETE): close its connection and forget it.
+    pub fn remove_peer(&mut self, now: Instant, resource: &str) {
+        if let Some(&id) = self.by_resource.get(resource) {
+            self.remove(id, "the viewer hung up (DELETE)", true, now);
+        }
+    }
+
+    /// The stream ends: close each of its peers (their goodbyes are queued
+    /// before this returns) and free their slots.
+    pub fn close_stream(&mut self, now: Instant, stream: &str) {
+        let ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| &*p.stream == stream)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove(id, "the stream ended", true, now);
+        }
+        self.index.remove_stream(stream);
+    }
+
+    /// The server shuts down: close every peer.
+    pub fn close_all(&mut self, now: Instant) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove(id, "the server is shutting down", true, now);
+        }
+    }
+
+    /// A datagram our socket received from `source`, sent to our `destination`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, contents) else {
+            return; // not STUN/DTLS/RTP/RTCP
+        };
+        let input = Input::Receive(now, recv);
+        let Some(id) = self.route(source, &input) else {
+            return;
+        };
+        self.input(id, Some(input), now);
+    }
+
+    /// The peer this datagram belongs to (cached by source address).
+    fn route(&mut self, source: SocketAddr, input: &Input<'_>) -> Option<PeerId> {
+        if let Some(&id) = self.by_addr.get(&source) {
+            if self.peers.get(&id).is_some_and(|p| p.rtc.accepts(input)) {
+                return Some(id);
+            }
+        }
+        let id = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.rtc.accepts(input))
+            .map(|(id, _)| *id)?;
+        if let Some(old) = self.by_addr.insert(source, id) {
+            if let Some(p) = self.peers.get_mut(&old) {
+                p.addrs.retain(|a| *a != source);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.addrs.push(source);
+        }
+        Some(id)
+    }
+
+    /// Feed one input (or a timeout at `now`) to a peer, drain it, act on what it said.
+    fn input(&mut self, id: PeerId, input: Option<Input<'_>>, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if input.is_some() {
+            peer.last_rx = now;
+        }
+        let input = input.unwrap_or(Input::Timeout(now));
+        let fed = catch_unwind(AssertUnwindSafe(|| peer.rtc.handle_input(input)));
+        let actions = match fed {
+            Ok(Ok(())) => drain(&mut self.out, peer, now, self.cfg.timeout),
+            Ok(Err(e)) => vec![Action::Remove(format!("WebRTC error: {e}"))],
+            Err(_) => vec![Action::Remove("str0m panicked on this peer's input".into())],
+        };
+        self.after_drain(id, actions, now);
+    }
+
+    fn after_drain(&mut self, id: PeerId, mut actions: Vec<Action>, now: Instant) {
+        loop {
+            for a in actions {
+                match a {
+                    Action::Connected => self.attach(id, now),
+                    Action::Keyframe => {
+                        #[cfg(test)]
+                        {
+                            self.keyframe_requests += 1;
+                        }
+                        if let Some(hub) = self.hubs.get(&id) {
+                            hub.request_keyframe(now);
+                        }
+                    }
+                    Action::Remove(why) => {
+                        self.remove(id, &why, false, now);
+                        return;
+                    }
+                }
+            }
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            // The cached GOP of a new peer goes out now, a chunk per drain.
+            if !peer.dirty && !peer.write_burst(BURST_CHUNK, now) {
+                break;
+            }
+            peer.dirty = false;
+            actions = drain(&mut self.out, peer, now, self.cfg.timeout);
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !peer.rtc.is_alive() {
+            self.remove(id, "the connection closed", false, now);
+            return;
+        }
+        if let Some(f) = peer.filed.take() {
+            self.timers.remove(&(f, id));
+        }
+        self.timers.insert((peer.wake, id));
+        peer.filed = Some(peer.wake);
+    }
+
+    /// The peer is connected: it joins its stream's feed (the first one opens
+    /// the hub subscription) and starts on a keyframe: a fresh one (asked for
+    /// now) or, within the keyframe rate limit, the hub's cached GOP.
+    fn attach(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let Some(hub) = self.hubs.get(&id) else {
+            return;
+        };
+        tracing::info!(
+            resource = %peer.resource,
+            stream = %peer.stream,
+            connect_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
+            "WebRTC viewer connected"
+        );
+        // The feed's receivers exist before the join: no packet after the
+        // cached GOP's snapshot can miss this peer.
+        match self.feeds.get_mut(&peer.stream) {
+            Some(feed) => feed.peers.push(id),
+            None => {
+                let feed = self.next_id;
+                self.next_id += 1;
+                let sub = hub.rtp_receivers();
+                self.out
+                    .push_back(Output::Event(Event::FeedOpened { feed, sub }));
+                self.feeds.insert(
+                    peer.stream.clone(),
+                    Feed {
+                        id: feed,
+                        peers: vec![id],
+                    },
+                );
+            }
+        }
+        if !peer.video_ready() {
+            // No video m-line mapped yet: it starts on the next live keyframe.
+            hub.request_keyframe(now);
+            return;
+        }
+        let join = hub.join_rtp(now);
+        if let (RtpJoin::Cached(gop), Some(peer)) = (join, self.peers.get_mut(&id)) {
+            tracing::debug!(resource = %peer.resource, packets = gop.len(), "WebRTC viewer starts on the cached GOP");
+            peer.start_on_gop(gop);
+        }
+    }
+
+    /// A batch of hub packets (at most [`MEDIA_BATCH`] is best): each peer of
+    /// their stream gets all of them and is drained right after (peer by
+    /// peer, so its state stays in the cache for both), unless the batch is
+    /// audio only (see [`AUDIO_HOLD`]).
+    pub fn handle_media(&mut self, now: Instant, batch: &[MediaMsg]) {
+        let video = batch.iter().any(|m| m.track == Track::Video);
+        let mut feed_ids: Vec<FeedId> = batch.iter().map(|m| m.feed).collect();
+        feed_ids.sort_unstable();
+        feed_ids.dedup();
+        for fid in feed_ids {
+            let Some(feed) = self.feeds.values().find(|f| f.id == fid) else {
+                continue; // closed meanwhile: its last packets go nowhere
+            };
+            let peers = feed.peers.clone();
+            for id in peers {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    continue;
+                };
+                let (was, had_key) = (peer.dirty, peer.first_key_at.is_some());
+                for m in batch.iter().filter(|m| m.feed == fid) {
+                    match &m.pkt {
+                        Some(pkt) => peer.write(m.track, pkt, now),
+                        None => peer.lagged(m.track),
+                    }
+                }
+                if !had_key && peer.first_key_at.is_some() {
+                    tracing::debug!(
+                        resource = %peer.resource,
+                        join_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
+                        "first keyframe sent to a WebRTC viewer"
+                    );
+                }
+                if !peer.dirty {
+                    continue;
+                }
+                if video {
+                    peer.dirty = false;
+                    let actions = drain(&mut self.out, peer, now, self.cfg.timeout);
+                    self.after_drain(id, actions, now);
+                } else if !was {
+                    // Audio alone: held for the next video frame (or AUDIO_HOLD).
+                    self.held.push(id);
+                }
+            }
+        }
+        if video {
+            // Held peers of other streams (this stream's were drained above).
+            self.held_until = None;
+            let held = std::mem::take(&mut self.held);
+            self.drain_written(held, now);
+        } else if !self.held.is_empty() {
+            self.held_until.get_or_insert(now + AUDIO_HOLD);
+        }
+    }
+
+    /// Drain the peers media was written to.
+    fn drain_written(&mut self, ids: Vec<PeerId>, now: Instant) {
+        for id in ids {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if !peer.dirty {
+                continue; // drained meanwhile (its own input)
+            }
+            peer.dirty = false;
+            let actions = drain(&mut self.out, peer, now, self.cfg.timeout);
+            self.after_drain(id, actions, now);
+        }
+    }
+
+    /// Time has come to `now`: held audio goes out, peers whose timer is due
+    /// get their timeout input, and peers past their deadline are dropped.
+    ///
+    /// It pauses once [`OUT_BATCH`] outputs are queued (str0m sends the
+    /// media written to a peer on its next timeout, so this is where a frame
+    /// fanned out to many peers leaves): the peers not served yet stay due,
+    /// [`poll_timeout`](Self::poll_timeout) says so, and the driver sends
+    /// what is queued before it calls again.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.held_until.is_some_and(|t| t <= now) {
+            self.held_until = None;
+            let held = std::mem::take(&mut self.held);
+            self.drain_written(held, now);
+        }
+        let due: Vec<(Instant, PeerId)> = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied()
+            .collect();
+        for (t, id) in due {
+            if self.out.len() >= OUT_BATCH {
+                return;
+            }
+            let Some(peer) = self.peers.get(&id) else {
+                self.timers.remove(&(t, id));
+                continue;
+            };
+            if peer.deadline(self.cfg.timeout) <= now {
+                let why = if peer.is_connected() {
+                    format!(
+                        "no word from the browser for {} s (consent timeout)",
+                        self.cfg.timeout.as_secs()
+                    )
+                } else {
+                    format!("did not connect within {} s", self.cfg.timeout.as_secs())
+                };
+                self.remove(id, &why, false, now);
+                continue;
+            }
+            self.input(id, None, now);
+        }
+    }
+
+    /// Forget a peer and free its lease; with `close`, say goodbye first
+    /// (RTCP BYE and DTLS close_notify, so the browser knows at once). Its
+    /// goodbye is queued before its feed is released: peers before sources.
+    fn remove(&mut self, id: PeerId, why: &str, close: bool, now: Instant) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        if let Some(f) = peer.filed.take() {
+            self.timers.remove(&(f, id));
+        }
+        self.hubs.remove(&id);
+        self.by_resource.remove(&peer.resource);
+        for a in &peer.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        // The lease goes with the index entry: the slot is free from here on.
+        self.index.remove(&peer.resource);
+        let (video, audio) = peer.sent();
+        tracing::info!(resource = %peer.resource, stream = %peer.stream, video, audio, "WebRTC viewer removed: {why}");
+        if close
+            && peer.rtc.is_alive()
+            && catch_unwind(AssertUnwindSafe(|| peer.rtc.close())).is_ok_and(|r| r.is_ok())
+        {
+            let _ = drain(&mut self.out, &mut peer, now, self.cfg.timeout);
+        }
+        if let Some(feed) = self.feeds.get_mut(&peer.stream) {
+            feed.peers.retain(|p| *p != id);
+            if feed.peers.is_empty() {
+                let feed = feed.id;
+                self.feeds.remove(&peer.stream);
+                self.out
+                    .push_back(Output::Event(Event::FeedClosed { feed }));
+            }
+        }
+        self.out.push_back(Output::Event(Event::PeerRemoved {
+            resource: peer.resource.clone(),
+            why: why.to_owned(),
+        }));
+    }
+}
+
+#[cfg(test)]
+impl Core {
+    /// Peers (connected or not).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn has_peer(&self, resource: &str) -> bool {
+        self.by_resource.contains_key(resource)
+    }
+
+    /// PLI/FIR received from peers so far (each went to the hub's rate limit).
+    pub fn keyframe_requests(&self) -> u64 {
+        self.keyframe_requests
+    }
+}
+
+/// Drain a peer's output: queue its datagrams in `out`, collect what its
+/// events mean, and set `peer.wake` to its next timeout (or its deadline, if
+/// sooner).
+fn drain(
+    out: &mut VecDeque<Output>,
+    peer: &mut Peer,
+    now: Instant,
+    timeout: Duration,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for _ in 0..MAX_DRAIN {
+        match catch_unwind(AssertUnwindSafe(|| peer.rtc.poll_output())) {
+            Ok(Ok(RtcOutput::Transmit(t))) => out.push_back(Output::Transmit {
+                destination: t.destination,
+                contents: t.contents.into(),
+            }),
+            Ok(Ok(RtcOutput::Event(ev))) => actions.extend(peer.on_event(ev, now)),
+            Ok(Ok(RtcOutput::Timeout(t))) => {
+                peer.wake = t.min(peer.deadline(timeout)).max(now);
+                return actions;
+            }
+            Ok(Err(e)) => {
+                actions.push(Action::Remove(format!("WebRTC error: {e}")));
+                return actions;
+            }
+            Err(_) => {
+                actions.push(Action::Remove(
+                    "str0m panicked while polling this peer".into(),
+                ));
+                return actions;
+            }
+        }
+    }
+    peer.wake = now;
+    actions
+}
+
+#[cfg(test)]
+mod tests;
