@@ -11,6 +11,7 @@
 //! - [`clock`]: decode H.264 and read the clock source's time code from each frame;
 //! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
 //! - [`summary`]: p50 / p95 / max of a set of measurements;
+//! - [`crc`]: the CRC-32 of MPEG-TS sections and Ogg pages;
 //! - [`prelude`]: the glob the integration tests import.
 //!
 //! Its own files: `browser/` (playwright-core scripts for headless Chromium)
@@ -20,6 +21,7 @@ pub mod access_units;
 pub mod bin;
 pub mod client;
 pub mod clock;
+pub mod crc;
 pub mod desktop;
 pub mod host;
 pub mod http;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::client::{WhepClient, WhepEvent};
+use crate::crc::crc32_ogg;
 use serde_json::Value;
 
 use super::Serve;
@@ -133,23 +134,8 @@ fn ogg_page(out: &mut Vec<u8>, flags: u8, granule: u64, seq: u32, packet: &[u8])
     out.push(lacing.len() as u8);
     out.extend_from_slice(&lacing);
     out.extend_from_slice(packet);
-    let crc = ogg_crc(&out[start..]);
+    let crc = crc32_ogg(&out[start..]);
     out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn ogg_crc(data: &[u8]) -> u32 {
-    let mut crc = 0u32;
-    for &b in data {
-        crc ^= u32::from(b) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04c1_1db7
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
 
 pub fn events(report: &Value) -> Vec<String> {
