@@ -1,6 +1,7 @@
 //! The harness of `tests/whep.rs`: an in-process server (hub, supervisor,
 //! `server::serve`, WHEP) on loopback, a tiny HTTP client, the str0m client's
-//! join/drive helpers and what it got, ffmpeg as the decoder check, and the
+//! join helpers and what it got (driven by the one WHEP session helper,
+//! [`drive`]), ffmpeg as the decoder check, and the
 //! producer wrappers some tests watch or crash.
 
 use std::net::SocketAddr;
@@ -13,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::client::{WhepClient, WhepEvent, WhepOptions};
+pub use crate::client::whep::session::{drive, Got};
+use crate::client::{WhepClient, WhepOptions};
 
 use pixelpass::egress::whep::{WebRtcArgs, Whep};
 use pixelpass::hub::{Hub, HubConfig};
@@ -183,51 +185,6 @@ pub async fn http(
 // The client lives in the library (`crate::client::WhepClient`): the
 // benchmarks use the same one.
 
-/// What the client got.
-#[derive(Default)]
-pub struct Got {
-    pub annexb: Vec<u8>,
-    /// (RTP time, arrival) of each keyframe.
-    pub keyframes: Vec<(u64, Instant)>,
-    pub video_frames: usize,
-    pub audio_packets: usize,
-    pub first_video_at: Option<Instant>,
-    connected: bool,
-    pub closed: bool,
-}
-
-impl Got {
-    fn take(&mut self, ev: WhepEvent) {
-        match ev {
-            WhepEvent::Connected => self.connected = true,
-            WhepEvent::Closed => self.closed = true,
-            WhepEvent::Video(f) => {
-                assert!(
-                    f.contiguous,
-                    "every frame arrives whole and in order on loopback"
-                );
-                if self.video_frames == 0 {
-                    assert!(
-                        f.keyframe,
-                        "the first frame is a keyframe (with its SPS/PPS)"
-                    );
-                }
-                self.first_video_at.get_or_insert(f.arrived);
-                if f.keyframe {
-                    self.keyframes.push((f.rtp_time, f.arrived));
-                }
-                self.annexb.extend_from_slice(&f.annexb);
-                self.video_frames += 1;
-            }
-            WhepEvent::Audio(a) => {
-                assert!(!a.data.is_empty());
-                self.audio_packets += 1;
-            }
-            WhepEvent::IceState(_) => {}
-        }
-    }
-}
-
 fn whep_url(server: &Server) -> String {
     format!("http://{}/{TOKEN}/whep", server.http)
 }
@@ -247,28 +204,6 @@ pub async fn join_losing(server: &Server, lose_every: Option<usize>) -> (WhepCli
         .expect("WHEP POST answered 201");
     let location = client.resource_path().expect("Location").to_owned();
     (client, location)
-}
-
-/// Drive `client` until `done` says so, or panic at `deadline`.
-pub async fn drive(
-    client: &mut WhepClient,
-    got: &mut Got,
-    within: Duration,
-    done: impl Fn(&Got) -> bool,
-) {
-    let deadline = Instant::now() + within;
-    while !done(got) {
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {within:?}: connected={} video={} audio={}",
-            got.connected,
-            got.video_frames,
-            got.audio_packets
-        );
-        if let Some(ev) = client.next_event(deadline).await.expect("the client runs") {
-            got.take(ev);
-        }
-    }
 }
 
 pub fn temp(name: &str) -> PathBuf {
