@@ -176,7 +176,7 @@ async fn bad_whep_requests_over_http_get_their_status_codes() {
     );
     let vp8 = offer.replace("H264/90000", "X-NOPE/90000");
     let r = http(server.http, "POST", &path, &sdp, &vp8).await;
-    assert_eq!((r.status, r.body.lines().count()), (422, 1), "{}", r.body);
+    assert_eq!((r.status, r.text().lines().count()), (422, 1), "{}", r.text());
     assert_eq!(
         http(
             server.http,
@@ -200,7 +200,7 @@ async fn bad_whep_requests_over_http_get_their_status_codes() {
     let lease = server.sup.acquire().expect("a slot");
     let r = http(server.http, "POST", &path, &sdp, &offer).await;
     assert_eq!(r.status, 503);
-    assert_eq!(r.body, "host is full (1/1 viewers)\n");
+    assert_eq!(r.text(), "host is full (1/1 viewers)\n");
     assert!(r.header("retry-after").is_some());
     drop(lease);
     server.shutdown().await;

@@ -2,8 +2,9 @@
 //! operator and the desktop: never part of the product.
 //!
 //! - [`bin`]: where the `pixelpass` and `pixelpass-bench` binaries are;
-//! - [`client`]: a WHEP viewer (str0m, full ICE/DTLS/SRTP) and an HTTP client;
-//! - [`http`]: the HTTP-TS stream viewer; [`host`]: a `pixelpass host` child process;
+//! - [`client`]: a WHEP viewer (str0m, full ICE/DTLS/SRTP) and its session
+//!   helper; the HTTP client (hyper's) and the HTTP-TS stream viewer;
+//! - [`host`]: a `pixelpass host` child process;
 //! - [`serve`]: a `pixelpass serve` child process and its API;
 //! - [`whep_harness`]: an in-process host with a crashable producer, for the WHEP tests;
 //! - [`desktop`]: the headless Wayland session, Xvfb, pictures and tones;
@@ -24,7 +25,6 @@ pub mod clock;
 pub mod crc;
 pub mod desktop;
 pub mod host;
-pub mod http;
 pub mod prelude;
 pub mod serve;
 pub mod summary;
