@@ -2,21 +2,59 @@
 //! ([`super`]) on a current-thread runtime of its own, so nothing happens
 //! on a connection between two calls (a [`Viewer`] that is not reading
 //! stalls as a real one would). Failures panic with what was asked.
+//!
+//! An async test may call these too: they block its thread then, as a
+//! `std::net` client would.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Runtime;
+use tokio::runtime::{Handle, Runtime};
 
 use super::{Response, Stream, Url, MAX_RESPONSE};
 
 const USER_AGENT: &str = "pixelpass-tests";
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+/// A current-thread runtime that synchronous code and async tests alike
+/// can block on.
+struct Rt(Option<Runtime>);
+
+impl Rt {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        Self(Some(rt))
+    }
+
+    /// Run `f` to its end. Inside another runtime (an async test), where
+    /// tokio refuses to block, on a thread of its own while this one waits.
+    fn block_on<F: Future + Send>(&self, f: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        let rt = self.0.as_ref().expect("a runtime until dropped");
+        if Handle::try_current().is_err() {
+            return rt.block_on(f);
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(f))
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        // Its tasks (and their sockets) are dropped here; it has no blocking
+        // threads to wait for, and waiting would panic inside another runtime.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// One request with a complete (finite) response, 15 s at most.
@@ -44,7 +82,7 @@ pub fn request_with(
         let (body, _broke_off) = s.read_to_end(MAX_RESPONSE).await;
         anyhow::Ok(s.into_response(body))
     };
-    runtime()
+    Rt::new()
         .block_on(async { tokio::time::timeout(timeout, go).await })
         .unwrap_or_else(|_| panic!("{method} {url}: no complete response within {timeout:?}"))
         .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"))
@@ -55,7 +93,7 @@ pub fn request_with(
 pub struct Viewer {
     // Before `rt`: the connection closes with the viewer.
     stream: Stream,
-    rt: Runtime,
+    rt: Rt,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     /// The de-chunked body so far.
@@ -74,7 +112,7 @@ impl Viewer {
 
     /// The same on a connection made by the caller (e.g. a small receive buffer).
     pub fn open_on(sock: std::net::TcpStream, addr: SocketAddr, path: &str) -> Viewer {
-        let rt = runtime();
+        let rt = Rt::new();
         let headers = [("User-Agent", USER_AGENT), ("Accept", "*/*")];
         let host = addr.to_string();
         let go = async {

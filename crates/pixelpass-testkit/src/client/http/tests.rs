@@ -166,3 +166,29 @@ async fn a_stream_yields_its_body_as_it_comes() {
     let until = Instant::now() + Duration::from_millis(500);
     assert!(matches!(s.next_until(until).await, None | Some(Err(_))));
 }
+
+/// The blocking face from inside an async test (as tests/serve.rs uses
+/// it): it blocks that thread instead of refusing to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blocking_face_works_inside_a_runtime() {
+    let (url, server) = serve_once(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
+    let addr: SocketAddr = url.authority.parse().unwrap();
+    let r = blocking::request_with(addr, "PUT", "/x", &[("X-A", "1")], b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let req = server.await.unwrap().to_ascii_lowercase();
+    assert!(req.contains("content-length: 0\r\n"), "{req}");
+    assert!(req.contains("x-a: 1\r\n"), "{req}");
+
+    let (url, _server) = serve_once(vec![
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"3\r\nabc\r\n",
+    ])
+    .await;
+    let addr: SocketAddr = url.authority.parse().unwrap();
+    let mut v = blocking::Viewer::open(addr, "/s");
+    assert_eq!(v.status, 200);
+    v.read_for(Duration::from_millis(500));
+    assert_eq!(v.body, b"abc");
+    assert!(v.eof, "the server went away mid-body");
+    drop(v); // and the viewer's runtime ends here, inside this one
+}
