@@ -63,7 +63,8 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
 }
 
 /// One request with these headers and body; the response read whole within
-/// 15 s. A connection that breaks during the body leaves what came.
+/// 15 s. A connection that breaks during the body leaves what came (so does
+/// a body past [`MAX_RESPONSE`]).
 pub fn request_with(
     addr: SocketAddr,
     method: &str,
