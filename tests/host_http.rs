@@ -1,5 +1,6 @@
-//! `pixelpass host --source test` against real clients: a raw HTTP/1.1
-//! client here, ffprobe/ffmpeg to decode what each viewer received.
+//! `pixelpass host --source test` against real clients: the test kit's HTTP
+//! client (a raw socket for malformed requests), ffprobe/ffmpeg to decode
+//! what each viewer received.
 //!
 //! Every test starts its own host on a free loopback port and bounds every
 //! wait; the host is killed (by PID) when the test ends, pass or fail.

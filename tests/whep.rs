@@ -26,7 +26,7 @@ async fn a_str0m_client_gets_decodable_h264_and_opus_over_whep() {
     let server = Server::start(2, 10, |_| Arc::new(gst_producer())).await;
     let posted = Instant::now();
     let (mut client, location) = join(&server).await;
-    let mut got = Got::default();
+    let mut got = Got::checked();
     drive(&mut client, &mut got, Duration::from_secs(20), |g| {
         g.video_frames >= 60 && g.audio_packets >= 25
     })
@@ -47,7 +47,7 @@ async fn a_str0m_client_gets_decodable_h264_and_opus_over_whep() {
     // A second viewer joins a running stream: it starts on a fresh keyframe.
     let posted = Instant::now();
     let (mut second, second_location) = join(&server).await;
-    let mut got2 = Got::default();
+    let mut got2 = Got::checked();
     drive(&mut second, &mut got2, Duration::from_secs(10), |g| {
         g.video_frames >= 1
     })
@@ -79,7 +79,7 @@ async fn a_client_that_vanishes_frees_its_slot_within_the_consent_timeout() {
     let timeout = Duration::from_secs(2);
     let server = Server::start(2, timeout.as_secs(), |_| Arc::new(gst_producer())).await;
     let (mut client, _location) = join(&server).await;
-    let mut got = Got::default();
+    let mut got = Got::checked();
     drive(&mut client, &mut got, Duration::from_secs(15), |g| {
         g.video_frames >= 5
     })
@@ -116,7 +116,7 @@ async fn at_teardown_peers_close_before_the_producer_stops() {
     })
     .await;
     let (mut client, _location) = join(&server).await;
-    let mut got = Got::default();
+    let mut got = Got::checked();
     drive(&mut client, &mut got, Duration::from_secs(15), |g| {
         g.video_frames >= 5
     })
@@ -176,7 +176,7 @@ async fn bad_whep_requests_over_http_get_their_status_codes() {
     );
     let vp8 = offer.replace("H264/90000", "X-NOPE/90000");
     let r = http(server.http, "POST", &path, &sdp, &vp8).await;
-    assert_eq!((r.status, r.body.lines().count()), (422, 1), "{}", r.body);
+    assert_eq!((r.status, r.text().lines().count()), (422, 1), "{}", r.text());
     assert_eq!(
         http(
             server.http,
@@ -200,7 +200,7 @@ async fn bad_whep_requests_over_http_get_their_status_codes() {
     let lease = server.sup.acquire().expect("a slot");
     let r = http(server.http, "POST", &path, &sdp, &offer).await;
     assert_eq!(r.status, 503);
-    assert_eq!(r.body, "host is full (1/1 viewers)\n");
+    assert_eq!(r.text(), "host is full (1/1 viewers)\n");
     assert!(r.header("retry-after").is_some());
     drop(lease);
     server.shutdown().await;
@@ -210,8 +210,8 @@ async fn bad_whep_requests_over_http_get_their_status_codes() {
 async fn lost_video_packets_are_resent_on_nack() {
     let server = Server::start(2, 10, |_| Arc::new(gst_producer())).await;
     let (mut client, _location) = join_losing(&server, Some(25)).await;
-    let mut got = Got::default();
-    // Got::take asserts every frame is complete (contiguous): each loss was repaired.
+    let mut got = Got::checked();
+    // Got::checked() asserts every frame is complete (contiguous): each loss was repaired.
     drive(&mut client, &mut got, Duration::from_secs(20), |g| {
         g.video_frames >= 45
     })
@@ -239,7 +239,7 @@ async fn after_a_capture_restart_the_peer_stays_and_resumes_on_a_keyframe() {
     })
     .await;
     let (mut client, _location) = join(&server).await;
-    let mut got = Got::default();
+    let mut got = Got::checked();
     drive(&mut client, &mut got, Duration::from_secs(15), |g| {
         g.video_frames >= 15
     })
@@ -284,7 +284,7 @@ async fn a_viewer_joining_within_the_keyframe_limit_starts_on_the_cached_gop() {
     };
     let server = Server::start_with(hub, 2, 10, |_| Arc::new(gst_producer())).await;
     let (mut first, _) = join(&server).await;
-    let mut got = Got::default();
+    let mut got = Got::checked();
     drive(&mut first, &mut got, Duration::from_secs(15), |g| {
         g.video_frames >= 45
     })

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::http::{request, Response};
+use crate::client::http::blocking::request;
+use crate::client::http::Response;
 use crate::tools::{run_tool, ToolOutput};
 use crate::prelude::LIGHT;
 

@@ -2,8 +2,9 @@
 //! operator and the desktop: never part of the product.
 //!
 //! - [`bin`]: where the `pixelpass` and `pixelpass-bench` binaries are;
-//! - [`client`]: a WHEP viewer (str0m, full ICE/DTLS/SRTP) and an HTTP client;
-//! - [`http`]: the HTTP-TS stream viewer; [`host`]: a `pixelpass host` child process;
+//! - [`client`]: a WHEP viewer (str0m, full ICE/DTLS/SRTP) and its session
+//!   helper; the HTTP client (hyper's) and the HTTP-TS stream viewer;
+//! - [`host`]: a `pixelpass host` child process;
 //! - [`serve`]: a `pixelpass serve` child process and its API;
 //! - [`whep_harness`]: an in-process host with a crashable producer, for the WHEP tests;
 //! - [`desktop`]: the headless Wayland session, Xvfb, pictures and tones;
@@ -11,6 +12,7 @@
 //! - [`clock`]: decode H.264 and read the clock source's time code from each frame;
 //! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
 //! - [`summary`]: p50 / p95 / max of a set of measurements;
+//! - [`crc`]: the CRC-32 of MPEG-TS sections and Ogg pages;
 //! - [`prelude`]: the glob the integration tests import.
 //!
 //! Its own files: `browser/` (playwright-core scripts for headless Chromium)
@@ -20,9 +22,9 @@ pub mod access_units;
 pub mod bin;
 pub mod client;
 pub mod clock;
+pub mod crc;
 pub mod desktop;
 pub mod host;
-pub mod http;
 pub mod prelude;
 pub mod serve;
 pub mod summary;

@@ -1,11 +1,14 @@
 //! What the integration tests that run the real `pixelpass` binary use most,
 //! in one glob: a host process ([`crate::host`], never leaked), the HTTP
-//! client and stream viewer ([`crate::http`]), the MPEG-TS scanner
+//! client, its stream viewer and raw-socket helpers
+//! ([`crate::client::http::blocking`], [`crate::client::http::raw`]), the MPEG-TS scanner
 //! ([`crate::ts_scan`]), ffprobe/ffmpeg runners and temporary directories
 //! ([`crate::tools`]), and the light encoding settings below.
 
 pub use crate::host::*;
-pub use crate::http::*;
+pub use crate::client::http::blocking::*;
+pub use crate::client::http::raw::{connect, connect_small_rcvbuf, raw_request};
+pub use crate::client::http::Response;
 pub use crate::tools::*;
 pub use crate::ts_scan::*;
 

@@ -1,6 +1,7 @@
 //! The harness of `tests/whep.rs`: an in-process server (hub, supervisor,
-//! `server::serve`, WHEP) on loopback, a tiny HTTP client, the str0m client's
-//! join/drive helpers and what it got, ffmpeg as the decoder check, and the
+//! `server::serve`, WHEP) on loopback, requests through the tests' HTTP
+//! client, the str0m client's join helpers and what it got (driven by the
+//! one WHEP session helper, [`drive`]), ffmpeg as the decoder check, and the
 //! producer wrappers some tests watch or crash.
 
 use std::net::SocketAddr;
@@ -9,11 +10,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::client::{WhepClient, WhepEvent, WhepOptions};
+use crate::client::http::{Response, Url};
+pub use crate::client::whep::session::{drive, Got};
+use crate::client::{self, WhepClient, WhepOptions};
 
 use pixelpass::egress::whep::{WebRtcArgs, Whep};
 use pixelpass::hub::{Hub, HubConfig};
@@ -119,114 +120,27 @@ pub fn gst_producer() -> GstProducer {
         .expect("the RTP branch's elements")
 }
 
-// ───────────────────────────── a tiny HTTP client ─────────────────────────────
+// ───────────────────────────── HTTP ─────────────────────────────
 
-pub struct Resp {
-    pub status: u16,
-    headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
+/// One request to the server (the tests' HTTP client), 70 s at most.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> Resp {
-    let go = async {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes()).await.expect("write");
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.expect("read");
-        buf
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(70), go)
+) -> Response {
+    let url = Url::at(addr, path);
+    let timeout = Duration::from_secs(70);
+    client::http::request(&url, method, headers, body.as_bytes(), timeout)
         .await
-        .expect("HTTP answer in time");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a full response head");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"))
 }
 
 // ───────────────────────────── the str0m client ─────────────────────────────
 //
 // The client lives in the library (`crate::client::WhepClient`): the
 // benchmarks use the same one.
-
-/// What the client got.
-#[derive(Default)]
-pub struct Got {
-    pub annexb: Vec<u8>,
-    /// (RTP time, arrival) of each keyframe.
-    pub keyframes: Vec<(u64, Instant)>,
-    pub video_frames: usize,
-    pub audio_packets: usize,
-    pub first_video_at: Option<Instant>,
-    connected: bool,
-    pub closed: bool,
-}
-
-impl Got {
-    fn take(&mut self, ev: WhepEvent) {
-        match ev {
-            WhepEvent::Connected => self.connected = true,
-            WhepEvent::Closed => self.closed = true,
-            WhepEvent::Video(f) => {
-                assert!(
-                    f.contiguous,
-                    "every frame arrives whole and in order on loopback"
-                );
-                if self.video_frames == 0 {
-                    assert!(
-                        f.keyframe,
-                        "the first frame is a keyframe (with its SPS/PPS)"
-                    );
-                }
-                self.first_video_at.get_or_insert(f.arrived);
-                if f.keyframe {
-                    self.keyframes.push((f.rtp_time, f.arrived));
-                }
-                self.annexb.extend_from_slice(&f.annexb);
-                self.video_frames += 1;
-            }
-            WhepEvent::Audio(a) => {
-                assert!(!a.data.is_empty());
-                self.audio_packets += 1;
-            }
-            WhepEvent::IceState(_) => {}
-        }
-    }
-}
 
 fn whep_url(server: &Server) -> String {
     format!("http://{}/{TOKEN}/whep", server.http)
@@ -247,28 +161,6 @@ pub async fn join_losing(server: &Server, lose_every: Option<usize>) -> (WhepCli
         .expect("WHEP POST answered 201");
     let location = client.resource_path().expect("Location").to_owned();
     (client, location)
-}
-
-/// Drive `client` until `done` says so, or panic at `deadline`.
-pub async fn drive(
-    client: &mut WhepClient,
-    got: &mut Got,
-    within: Duration,
-    done: impl Fn(&Got) -> bool,
-) {
-    let deadline = Instant::now() + within;
-    while !done(got) {
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {within:?}: connected={} video={} audio={}",
-            got.connected,
-            got.video_frames,
-            got.audio_packets
-        );
-        if let Some(ev) = client.next_event(deadline).await.expect("the client runs") {
-            got.take(ev);
-        }
-    }
 }
 
 pub fn temp(name: &str) -> PathBuf {

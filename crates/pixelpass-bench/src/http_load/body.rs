@@ -1,7 +1,7 @@
 //! Counting body payload bytes as they stream by, without copying: chunked
 //! framing removed, content-length and read-until-close as they are.
 
-use super::http::Framing;
+use pixelpass_testkit::client::http::raw::Framing;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum ChunkState {

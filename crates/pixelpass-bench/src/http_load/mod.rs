@@ -13,9 +13,16 @@
 //! deadline, and it dies with its parent.
 //!
 //! Files: this one holds the arguments, the JSON lines ([`ClientEvent`]) and
-//! [`run`]; [`http`] parses the URL and the response head, [`body`] counts
-//! body payload bytes through any framing (chunked, content-length, close),
-//! [`viewers`] runs the viewers and measures the window.
+//! [`run`]; [`http`] parses the URL, [`body`] counts body payload bytes
+//! through any framing (chunked, content-length, close), [`viewers`] runs
+//! the viewers and measures the window.
+//!
+//! The response head goes through the test kit's HTTP client's head parser
+//! ([`pixelpass_testkit::client::http::raw`]), not through the client
+//! itself: hyper keeps the socket until the response has ended, so every
+//! body byte would pass through a per-connection buffer, a `Bytes` and a
+//! channel to a task of its own, thousands of times over, where this reads
+//! each socket into one shared buffer and only counts.
 
 mod body;
 mod http;

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use pixelpass_testkit::client::http::raw::parse_head;
+
 use super::body::BodyCounter;
-use super::http::parse_head;
 use super::{procstat, ClientEvent};
 
 const READ_BUF: usize = 64 * 1024;

@@ -2,9 +2,9 @@
 //! H.264 access unit goes to the decoder the moment its last TS packet
 //! arrived ([`VideoAus`]).
 //!
-//! The request is HTTP/1.0, so the body comes unframed (no chunked
-//! encoding to undo; hyper writes the same bytes at the same moments either
-//! way). `TCP_NODELAY` on our side; reads of up to 64 KiB as data comes.
+//! The request goes through the test kit's HTTP client (hyper's), which
+//! undoes the chunked framing and hands each piece of body over as it
+//! comes off the socket. `TCP_NODELAY` on our side.
 //!
 //! [`measure_hub`] is the same viewer fed straight from the hub (a
 //! subscriber, as the HTTP egress has): the producer's share of the
@@ -13,14 +13,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::{Decoding, Host, LatencyPath, Report};
 use pixelpass_testkit::access_units::VideoAus;
-
-/// Largest response head accepted.
-const MAX_HEAD: usize = 16 * 1024;
+use pixelpass_testkit::client::http::{self, Stream};
 
 /// TS bytes → access units → decoder.
 struct TsViewer {
@@ -68,54 +64,29 @@ impl TsViewer {
 pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
     let mut viewer = TsViewer::start()?;
     let requested = Instant::now();
-    let mut s = TcpStream::connect(host.http).await.context("connect")?;
-    s.set_nodelay(true)?;
-    let req = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: pixelpass-bench-latency\r\n\r\n",
-        host.stream_path(),
-        host.http
-    );
-    s.write_all(req.as_bytes()).await?;
-
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut head = Vec::new();
-    let mut deadline: Option<Instant> = None;
-    let hard_stop = requested + Duration::from_secs_f64(seconds) + Duration::from_secs(30);
-    loop {
-        let until = deadline.unwrap_or(hard_stop);
-        let n = match tokio::time::timeout_at(until.into(), s.read(&mut buf)).await {
-            Err(_) if deadline.is_none() => bail!("no response within 30 s"),
-            Err(_) => break,
-            Ok(r) => r.context("read")?,
-        };
-        if n == 0 {
-            bail!(
+    let authority = host.http.to_string();
+    let headers = [("User-Agent", "pixelpass-bench-latency")];
+    let open = async {
+        let tcp = http::connect(&authority).await?;
+        Stream::send(tcp, &authority, "GET", &host.stream_path(), &headers, b"").await
+    };
+    let mut stream = tokio::time::timeout(Duration::from_secs(30), open)
+        .await
+        .map_err(|_| anyhow::anyhow!("no response within 30 s"))?
+        .context("GET the stream")?;
+    if stream.status != 200 {
+        bail!("the host answered {}", stream.status);
+    }
+    // Watch for `seconds` from the join on.
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    while let Some(piece) = stream.next_until(deadline).await {
+        match piece.context("read")? {
+            Some(ts) => viewer.feed(&ts)?,
+            None => bail!(
                 "the server closed the stream after {} frames",
                 viewer.pushed
-            );
+            ),
         }
-        if deadline.is_some() {
-            viewer.feed(&buf[..n])?;
-            continue;
-        }
-        head.extend_from_slice(&buf[..n]);
-        let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
-            if head.len() > MAX_HEAD {
-                bail!("response head too large");
-            }
-            continue;
-        };
-        let status = String::from_utf8_lossy(&head[..end])
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        if status.split(' ').nth(1) != Some("200") {
-            bail!("the host answered {status:?}");
-        }
-        // Watch for `seconds` from the join on.
-        deadline = Some(Instant::now() + Duration::from_secs_f64(seconds));
-        viewer.feed(&head[end + 4..])?;
     }
     Ok(viewer.report(LatencyPath::Http, requested).await)
 }

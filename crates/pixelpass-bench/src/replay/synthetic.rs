@@ -2,25 +2,10 @@
 //! PID, PCR on each frame's first packet, a keyframe every 2 s.
 
 use pixelpass::media::ts::packet::{self, PACKET_LEN, PAT_PID, SYNC_BYTE};
+use pixelpass_testkit::crc::crc32_mpeg2;
 
 const SYN_PMT_PID: u16 = 0x1000;
 const SYN_VIDEO_PID: u16 = 0x100;
-
-/// CRC-32/MPEG-2 of a PSI section.
-fn crc32_mpeg2(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04c1_1db7
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
 
 fn psi_packet(pid: u16, mut section: Vec<u8>, cc: u8) -> Vec<u8> {
     let crc = crc32_mpeg2(&section);
@@ -160,9 +145,12 @@ mod tests {
     use pixelpass::media::ts::{Chunker, Output};
 
     #[test]
-    fn crc_of_a_known_pat() {
-        // CRC-32/MPEG-2 check value.
-        assert_eq!(crc32_mpeg2(b"123456789"), 0x0376_e6e7);
+    fn psi_sections_end_in_their_crc() {
+        // CRC-32/MPEG-2 over a section and its CRC is zero.
+        for p in [pat(0), pmt(0)] {
+            let len = 3 + (usize::from(p[6] & 0x0f) << 8 | usize::from(p[7]));
+            assert_eq!(crc32_mpeg2(&p[5..5 + len]), 0);
+        }
     }
 
     #[test]

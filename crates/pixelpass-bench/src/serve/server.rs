@@ -146,10 +146,10 @@ impl ServeChild {
                 ("Authorization", &auth),
                 ("Content-Type", "application/json"),
             ],
-            body,
+            body.as_bytes(),
             Duration::from_secs(10),
         ))?;
-        Ok((r.status, r.body))
+        Ok((r.status, r.text()))
     }
 
     pub(super) fn report(&self, id: &str) -> anyhow::Result<Report> {

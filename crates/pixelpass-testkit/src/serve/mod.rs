@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::prelude::{raw_request, Response, TempDir};
+use crate::client::http::blocking::request_with;
+use crate::client::http::Response;
+use crate::prelude::TempDir;
 
 pub const API_TOKEN: &str = "serve-test-api-token";
 
@@ -108,23 +110,17 @@ impl Serve {
         path: &str,
         body: Option<&str>,
     ) -> Response {
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        if let Some(t) = token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = Vec::new();
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth.as_str()));
         }
         let body = body.unwrap_or("");
         if !body.is_empty() || method == "POST" || method == "PUT" {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
+            // (Content-Length goes with it: the client sends it for these.)
+            headers.push(("Content-Type", "application/json"));
         }
-        req.push_str("\r\n");
-        req.push_str(body);
-        raw_request(self.addr, req.as_bytes(), false)
+        request_with(self.addr, method, path, &headers, body.as_bytes())
     }
 
     pub fn json(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {

@@ -2,70 +2,18 @@
 //! Annex-B and Opus packets, written out (Opus in Ogg) for ffmpeg to decode.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use crate::client::{WhepClient, WhepEvent};
 use serde_json::Value;
 
 use super::Serve;
+pub use crate::client::whep::session::{drive, Got};
+use crate::client::WhepClient;
+use crate::crc::crc32_ogg;
 use crate::prelude::{decode_errors, ffprobe_streams};
 
 const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 // ─────────────────────────────── WHEP viewing ───────────────────────────────
-
-#[derive(Default)]
-pub struct Got {
-    pub annexb: Vec<u8>,
-    pub opus: Vec<Vec<u8>>,
-    pub video_frames: usize,
-    pub first_key_at: Option<Instant>,
-    pub connected: bool,
-    pub closed: bool,
-}
-
-impl Got {
-    pub fn take(&mut self, ev: WhepEvent) {
-        match ev {
-            WhepEvent::Connected => self.connected = true,
-            WhepEvent::Closed => self.closed = true,
-            WhepEvent::Video(f) => {
-                if self.video_frames == 0 {
-                    assert!(f.keyframe, "the first frame a peer gets is a keyframe");
-                    self.first_key_at = Some(f.arrived);
-                }
-                self.annexb.extend_from_slice(&f.annexb);
-                self.video_frames += 1;
-            }
-            WhepEvent::Audio(a) => self.opus.push(a.data),
-            WhepEvent::IceState(_) => {}
-        }
-    }
-}
-
-pub async fn drive(
-    client: &mut WhepClient,
-    got: &mut Got,
-    within: Duration,
-    done: impl Fn(&Got) -> bool,
-) {
-    let deadline = Instant::now() + within;
-    while !done(got) {
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {within:?}: connected={} video={} audio={} closed={}",
-            got.connected,
-            got.video_frames,
-            got.opus.len(),
-            got.closed
-        );
-        match client.next_event(deadline).await {
-            Ok(Some(ev)) => got.take(ev),
-            Ok(None) => {}
-            Err(e) => panic!("the WHEP client failed: {e}"),
-        }
-    }
-}
 
 pub async fn whep_viewer(serve: &Serve, token: &str) -> WhepClient {
     let url = format!("http://{}/{token}/whep", serve.addr);
@@ -133,23 +81,8 @@ fn ogg_page(out: &mut Vec<u8>, flags: u8, granule: u64, seq: u32, packet: &[u8])
     out.push(lacing.len() as u8);
     out.extend_from_slice(&lacing);
     out.extend_from_slice(packet);
-    let crc = ogg_crc(&out[start..]);
+    let crc = crc32_ogg(&out[start..]);
     out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn ogg_crc(data: &[u8]) -> u32 {
-    let mut crc = 0u32;
-    for &b in data {
-        crc ^= u32::from(b) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04c1_1db7
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
 
 pub fn events(report: &Value) -> Vec<String> {

@@ -156,17 +156,18 @@ impl WhepClient {
             &url,
             "POST",
             &[("Content-Type", "application/sdp")],
-            &self.offer,
+            self.offer.as_bytes(),
             self.opts.http_timeout,
         )
         .await
         .map_err(|e| WhepError::Http(format!("{e:#}")))?;
         self.answered_at = Some(Instant::now());
+        let answer = resp.text();
         if resp.status != 201 {
             return Err(WhepError::Status {
                 status: resp.status,
                 retry_after: resp.header("retry-after").map(str::to_owned),
-                body: resp.body,
+                body: answer,
             });
         }
         let ct = resp.header("content-type").unwrap_or_default();
@@ -180,13 +181,13 @@ impl WhepClient {
             .ok_or_else(|| WhepError::Http("201 without a Location".into()))?;
         self.resource = Some(url.join(location).map_err(WhepError::Http)?);
         self.endpoint = Some(url);
-        let pt = h264_payload_type(&resp.body)
+        let pt = h264_payload_type(&answer)
             .ok_or_else(|| WhepError::Sdp("no H.264 in the answer".into()))?;
         self.video_pt = Some(pt);
         if let Some(n) = self.opts.lose_video_every.filter(|n| *n > 0) {
             self.lose = Some((pt, n));
         }
-        self.accept(&resp.body)
+        self.accept(&answer)
     }
 
     /// Take an SDP answer obtained some other way.
@@ -209,7 +210,7 @@ impl WhepClient {
             .resource
             .clone()
             .ok_or_else(|| WhepError::Http("no resource: the offer was not answered".into()))?;
-        let resp = http::request(&url, "DELETE", &[], "", self.opts.http_timeout)
+        let resp = http::request(&url, "DELETE", &[], b"", self.opts.http_timeout)
             .await
             .map_err(|e| WhepError::Http(format!("{e:#}")))?;
         self.rtc.disconnect();

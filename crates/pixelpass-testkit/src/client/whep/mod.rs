@@ -12,11 +12,12 @@
 //!
 //! Files: `client` the client itself (offer, HTTP exchange, event loop),
 //! `events` what it yields and how it is configured, `stats` its counters,
-//! `recv` the batched socket reads.
+//! `recv` the batched socket reads, [`session`] the tests' session helper.
 
 mod client;
 mod events;
 mod recv;
+pub mod session;
 mod stats;
 
 pub use client::{h264_payload_type, WhepClient};
