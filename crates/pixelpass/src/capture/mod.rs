@@ -5,10 +5,12 @@
 //!   tuning, the AAC encoder, keyframes on demand;
 //! - [`graph`]: the element graph (source → encoder → MPEG-TS → appsink);
 //! - [`source`]: what to capture (portal, X11, test pattern, clock) and audio;
+//! - [`appsink`]: where bytes leave GStreamer (TS to the ingest thread, RTP to the hub);
 //! - [`bus`]: the bus watch turning every ERROR into a typed failure;
 //! - [`producer`]: [`GstProducer`], the supervisor's [`Producer`](crate::supervisor::Producer);
 //! - [`rtp`]: the WebRTC branch (RTP H.264 from the same encoder, Opus), on request.
 
+pub(crate) mod appsink;
 pub mod bus;
 pub mod element;
 pub mod encoder;

@@ -26,7 +26,8 @@ use super::bus::BusWatch;
 use super::encoder::{EncoderChoice, EncoderKeyframes};
 use super::error::PipelineError;
 use super::graph;
-use crate::ingest::{self, IngestStats, SinkCounters};
+use super::appsink::{self, SinkCounters};
+use crate::ingest::{self, IngestStats};
 use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
 use crate::hub::Hub;
@@ -257,7 +258,7 @@ impl Running {
             }
         })?;
         let counters = Arc::new(SinkCounters::default());
-        ingest::attach(&graph.appsink, tx, counters.clone());
+        appsink::attach(&graph.appsink, tx, counters.clone());
         if let Some(sinks) = &graph.rtp {
             rtp::attach(sinks, &hub);
         }
@@ -289,7 +290,7 @@ impl Running {
             tracing::error!("pipeline did not go to NULL: {e}");
         }
         // The pipeline is stopped: no streaming thread is in the callback.
-        ingest::detach(&self.appsink);
+        appsink::detach(&self.appsink);
         if let Some(sinks) = &self.rtp {
             rtp::detach(sinks);
         }

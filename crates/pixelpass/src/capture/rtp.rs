@@ -157,13 +157,7 @@ pub(crate) fn detach(sinks: &RtpSinks) {
 fn attach_one(sink: &gst_app::AppSink, hub: Hub, track: Track) {
     let callbacks = gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
-            let sample = sink.pull_sample().map_err(|_| {
-                if sink.is_eos() {
-                    gst::FlowError::Eos
-                } else {
-                    gst::FlowError::Flushing
-                }
-            })?;
+            let sample = super::appsink::pull(sink)?;
             let now = Instant::now();
             let mut publish = |buffer: &gst::BufferRef| {
                 if let Ok(map) = buffer.map_readable() {
