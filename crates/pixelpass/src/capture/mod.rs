@@ -11,12 +11,12 @@
 //! - [`rtp`]: the WebRTC branch (RTP H.264 from the same encoder, Opus), on request.
 
 pub(crate) mod appsink;
-pub mod bus;
+pub(crate) mod bus;
 pub mod element;
 pub mod encoder;
-pub mod error;
+pub(crate) mod error;
 pub(crate) mod graph;
-pub mod producer;
+pub(crate) mod producer;
 pub mod rtp;
 pub mod source;
 

@@ -2,9 +2,9 @@
 //! TOML file and the JSON API) and the config file ([`file`], with errors
 //! naming file, line and key through [`toml_lines`]).
 
-pub mod file;
+pub(crate) mod file;
 pub mod stream;
-pub mod toml_lines;
+pub(crate) mod toml_lines;
 
 pub use file::ServeConfig;
 pub use stream::{FieldError, StreamConfig};

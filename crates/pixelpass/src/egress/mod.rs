@@ -1,4 +1,4 @@
 //! Viewer paths: each takes a lease from the supervisor and a subscriber from the hub.
 
-pub mod http_ts;
+pub(crate) mod http_ts;
 pub mod whep;

@@ -71,7 +71,7 @@ async fn run(cfg: &StreamConfig) -> Outcome {
         stderr.read_to_string(&mut log).await.unwrap();
         log
     });
-    let mut parser = ProgressParser::new();
+    let mut parser = ProgressParser::default();
     let mut blocks = Vec::new();
     let mut lines = BufReader::new(s.progress).lines();
     let status = tokio::time::timeout(BOUND, async {

@@ -11,12 +11,12 @@
 //! - [`producer`]: one run = one FFmpeg child (the supervisor's `Producer`);
 //! - [`report`]: what a stream's process is doing, for the API and metrics.
 
-pub mod child;
-pub mod command;
-pub mod ports;
-pub mod producer;
-pub mod progress;
-pub mod report;
+pub(crate) mod child;
+pub(crate) mod command;
+pub(crate) mod ports;
+pub(crate) mod producer;
+pub(crate) mod progress;
+pub(crate) mod report;
 
 pub use producer::FfmpegProducer;
 

@@ -39,10 +39,6 @@ fn count(value: &str) -> Option<u64> {
 }
 
 impl ProgressParser {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Feeds one line (with or without its line ending); returns the block it completes.
     /// Unknown keys (such as `stream_0_0_q`) and malformed lines are ignored, so a newer
     /// FFmpeg adding keys cannot break supervision.
@@ -162,7 +158,7 @@ mod tests {
         out_time=00:00:02.000522\ndup_frames=0\ndrop_frames=0\nspeed=17.4x\nprogress=end\n";
 
     fn parse_all(text: &str) -> Vec<Progress> {
-        let mut parser = ProgressParser::new();
+        let mut parser = ProgressParser::default();
         text.lines().filter_map(|l| parser.push_line(l)).collect()
     }
 

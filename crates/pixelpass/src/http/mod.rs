@@ -3,9 +3,9 @@
 //! player page ([`player`]).
 
 pub mod api;
-pub mod listener;
+pub(crate) mod listener;
 mod metrics;
-pub mod player;
+pub(crate) mod player;
 mod routes;
 
 pub use listener::{bind, serve, Limits};

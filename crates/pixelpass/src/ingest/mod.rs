@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::hub::Hub;
 
-pub mod rtp;
+pub(crate) mod rtp;
 
 /// Quiet time after which pending TS is flushed out.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(2);

@@ -4,7 +4,7 @@
 //! file is the thin async driver that carries out the machine's commands on a
 //! real [`Producer`] and publishes a [`Status`].
 
-pub mod machine;
+pub(crate) mod machine;
 mod producer;
 
 use std::sync::{Arc, Mutex, MutexGuard};

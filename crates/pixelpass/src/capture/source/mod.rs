@@ -9,8 +9,8 @@
 pub mod audio;
 pub mod clock;
 pub mod portal;
-pub mod test;
-pub mod x11;
+pub(crate) mod test;
+pub(crate) mod x11;
 
 use gstreamer as gst;
 

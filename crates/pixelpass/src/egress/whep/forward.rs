@@ -58,11 +58,6 @@ impl TrackOut {
         self.sent
     }
 
-    /// Video that waits for a keyframe.
-    pub fn waiting_key(&self) -> bool {
-        self.waiting_key
-    }
-
     /// The hub dropped packets for this peer: video resyncs on the next keyframe.
     pub fn lagged(&mut self) {
         if self.track == Track::Video {
@@ -176,7 +171,7 @@ mod tests {
         let mut v = TrackOut::new(Track::Video, 10);
         assert!(v.admit(&pkt(1, 0, true, 1, t)).is_some());
         v.lagged();
-        assert!(v.waiting_key());
+        assert!(v.waiting_key);
         assert_eq!(v.admit(&pkt(50, 9000, false, 1, t)), None);
         assert_eq!(v.admit(&pkt(51, 12000, true, 1, t)), Some((11, 12000)));
         // Audio has no keyframes: it just goes on.

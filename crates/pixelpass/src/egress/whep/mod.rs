@@ -14,15 +14,15 @@
 //! whose network changed POSTs a new offer instead, which is as fast here
 //! (ice-lite, one round trip) and keeps the server simple.
 
-pub mod config;
+pub(crate) mod config;
 mod core;
 mod engine;
-pub mod forward;
-pub mod http;
-pub mod index;
-pub mod offer;
-pub mod peer;
-pub mod udp;
+pub(crate) mod forward;
+pub(crate) mod http;
+pub(crate) mod index;
+pub(crate) mod offer;
+pub(crate) mod peer;
+pub(crate) mod udp;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,8 @@
 //! marks), the one framer (bytes → packets) and the chunker that turns a
 //! muxer's byte stream into hub chunks.
 
-pub mod chunker;
-pub mod framer;
+pub(crate) mod chunker;
+pub(crate) mod framer;
 pub mod packet;
 
 pub use chunker::{Chunker, Output};
