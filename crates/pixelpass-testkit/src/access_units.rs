@@ -35,7 +35,7 @@ impl VideoAus {
     }
 
     /// Bytes skipped because they did not start a packet.
-    pub fn resyncs(&self) -> u64 {
+    pub fn skipped_bytes(&self) -> u64 {
         self.framer.skipped
     }
 
@@ -266,6 +266,6 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, vec![au(2, 10)]);
-        assert_eq!(d.resyncs(), 3);
+        assert_eq!(d.skipped_bytes(), 3);
     }
 }
