@@ -23,7 +23,7 @@ PKGS_GSTREAMER=(
 PKGS_SERVE=(ffmpeg)
 # The integration tests decode what viewers receive with ffprobe/ffmpeg, and
 # run the browser test in a private network namespace (ip, unshare).
-PKGS_TEST=(ffmpeg iproute2 util-linux)
+PKGS_TEST=(ffmpeg iproute2 util-linux openssl curl)
 # Headless Chromium plays the player page (driven by playwright-core from npm).
 PKGS_BROWSER=(chromium fonts-dejavu-core)
 

@@ -17,13 +17,15 @@ pub struct Info<'a> {
     pub linger: f64,
     /// The WebRTC UDP socket (firewalls must let it through).
     pub webrtc_udp: SocketAddr,
+    /// The listener speaks HTTPS.
+    pub https: bool,
 }
 
 impl Info<'_> {
     fn bases(&self) -> Vec<String> {
         net::reachable_addrs(self.local)
             .into_iter()
-            .map(|ip| net::http_base(ip, self.local.port()))
+            .map(|ip| net::http_base(ip, self.local.port(), self.https))
             .collect()
     }
 

@@ -31,6 +31,7 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
+    let tls = args.tls.load()?;
     capture::init()?;
     let (source, notice) = source::resolve(args.source, args.display.as_deref()).await;
     if let Some(notice) = &notice {
@@ -68,6 +69,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
             ..Policy::default()
         },
         token: token.clone(),
+        tls,
     })
     .await?;
 
@@ -80,6 +82,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         max_viewers: args.max_viewers,
         linger: args.linger,
         webrtc_udp: host.webrtc_udp(),
+        https: host.https,
     };
     if args.json {
         banner::print_json(&info)?;

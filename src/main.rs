@@ -102,6 +102,8 @@ pub struct HostArgs {
     pub json: bool,
     #[command(flatten)]
     pub webrtc: pixelpass::egress::whep::WebRtcArgs,
+    #[command(flatten)]
+    pub tls: pixelpass::http::TlsArgs,
 }
 
 fn main() -> ExitCode {

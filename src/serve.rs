@@ -54,6 +54,8 @@ pub struct ServeArgs {
     /// Seconds a silent WebRTC viewer keeps its slot.
     #[arg(long = "webrtc-timeout", value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub webrtc_timeout: u64,
+    #[command(flatten)]
+    pub tls: pixelpass::http::TlsArgs,
     /// Print one JSON line with the addresses and stream URLs instead of the banner.
     #[arg(long)]
     pub json: bool,
@@ -104,6 +106,8 @@ async fn serve(
         webrtc_timeout: args.webrtc_timeout,
         ..WebRtcArgs::default()
     };
+    let tls = args.tls.load()?;
+    let https = tls.is_some();
     let listener = server::bind(listen).await?;
     let local = listener
         .local_addr()
@@ -122,13 +126,14 @@ async fn serve(
         token: api_token.clone(),
     }));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(
+    let server = tokio::spawn(server::serve_tls(
         listener,
         router,
         Limits::default(),
+        tls,
         shutdown_rx,
     ));
-    print_banner(&args, local, whep.local_addr(), &api_token, &streams)?;
+    print_banner(&args, local, https, whep.local_addr(), &api_token, &streams)?;
 
     super::wait_for_signal().await?;
     tracing::info!("stopping");
@@ -164,6 +169,7 @@ struct BannerStream {
 fn print_banner(
     args: &ServeArgs,
     local: SocketAddr,
+    https: bool,
     udp: SocketAddr,
     api_token: &str,
     streams: &Streams,
@@ -172,7 +178,7 @@ fn print_banner(
         .into_iter()
         .next()
         .unwrap_or(local.ip());
-    let base = net::http_base(ip, local.port());
+    let base = net::http_base(ip, local.port(), https);
     let list: Vec<BannerStream> = streams
         .list()
         .into_iter()

@@ -21,6 +21,7 @@ pub async fn start(cfg: PipelineConfig, policy: Policy, token: &str) -> anyhow::
         },
         policy,
         token: token.into(),
+        tls: None,
     })
     .await
 }

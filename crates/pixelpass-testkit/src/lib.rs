@@ -11,6 +11,7 @@
 //! - [`ts_scan`], [`access_units`]: frames and keyframes out of MPEG-TS;
 //! - [`clock`]: decode H.264 and read the clock source's time code from each frame;
 //! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
+//! - [`tls`]: a throw-away CA and server certificate for the HTTPS tests;
 //! - [`summary`]: p50 / p95 / max of a set of measurements;
 //! - [`crc`]: the CRC-32 of MPEG-TS sections and Ogg pages;
 //! - [`prelude`]: the glob the integration tests import.
@@ -28,6 +29,7 @@ pub mod host;
 pub mod prelude;
 pub mod serve;
 pub mod summary;
+pub mod tls;
 pub mod tools;
 pub mod ts_scan;
 pub mod whep_harness;

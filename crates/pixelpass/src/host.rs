@@ -26,6 +26,8 @@ pub struct HostOptions {
     pub policy: Policy,
     /// The secret part of every viewer URL.
     pub token: String,
+    /// HTTPS on `listen` when given.
+    pub tls: Option<http::Tls>,
 }
 
 /// A running host: serving, capture started by the first viewer.
@@ -37,6 +39,8 @@ pub struct Host {
     whep: Whep,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// The listener speaks HTTPS.
+    pub https: bool,
 }
 
 impl Host {
@@ -67,10 +71,12 @@ impl Host {
             supervisor.clone(),
         ));
         let (stop, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(http::serve(
+        let https = opts.tls.is_some();
+        let server = tokio::spawn(http::serve_tls(
             listener,
             http::router_with(registry, Some(whep.clone())),
             Limits::default(),
+            opts.tls,
             stop_rx,
         ));
         Ok(Self {
@@ -81,6 +87,7 @@ impl Host {
             whep,
             stop,
             server,
+            https,
         })
     }
 
@@ -99,7 +106,8 @@ impl Host {
     }
 
     pub fn whep_url(&self) -> String {
-        format!("http://{}/{}/whep", self.http, self.token)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/{}/whep", self.http, self.token)
     }
 
     /// Stop accepting, close the WebRTC peers, then stop capture (the error

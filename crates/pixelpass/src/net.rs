@@ -32,11 +32,12 @@ pub fn reachable_addrs(bound: SocketAddr) -> Vec<IpAddr> {
     addrs
 }
 
-/// `http://ADDR:PORT` with IPv6 in brackets.
-pub fn http_base(ip: IpAddr, port: u16) -> String {
+/// `http://ADDR:PORT` (or `https://` when `https`) with IPv6 in brackets.
+pub fn http_base(ip: IpAddr, port: u16, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
     match ip {
-        IpAddr::V4(v4) => format!("http://{v4}:{port}"),
-        IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+        IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}"),
+        IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}"),
     }
 }
 
@@ -57,6 +58,7 @@ mod tests {
         if addrs.len() > 1 {
             assert!(!addrs[0].is_loopback());
         }
-        assert_eq!(http_base("::1".parse().unwrap(), 8), "http://[::1]:8");
+        assert_eq!(http_base("::1".parse().unwrap(), 8, false), "http://[::1]:8");
+        assert_eq!(http_base("192.0.2.1".parse().unwrap(), 8, true), "https://192.0.2.1:8");
     }
 }

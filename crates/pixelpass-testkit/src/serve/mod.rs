@@ -39,6 +39,11 @@ pub struct Serve {
 impl Serve {
     /// `pixelpass serve --config <streams>` on loopback with kernel-chosen ports.
     pub fn start(name: &str, streams: &str) -> Serve {
+        Self::start_with(name, streams, &[])
+    }
+
+    /// [`Serve::start`] with more command-line arguments (`--tls-cert …`).
+    pub fn start_with(name: &str, streams: &str, extra: &[&str]) -> Serve {
         let dir = TempDir::new(name);
         let config = dir.0.join("pixelpass.toml");
         let text = format!(
@@ -48,6 +53,7 @@ impl Serve {
         let mut child = Command::new(crate::bin::pixelpass())
             .args(["serve", "--json", "--config"])
             .arg(&config)
+            .args(extra)
             .env_remove("PIXELPASS_API_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

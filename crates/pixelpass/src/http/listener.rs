@@ -12,6 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_io_timeout::TimeoutStream;
 
+use super::tls::Tls;
+
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub header_read_timeout: Duration,
@@ -49,6 +51,18 @@ pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: Limits,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_tls(listener, router, limits, None, shutdown).await
+}
+
+/// [`serve`], speaking HTTPS when `tls` is given (the handshake must finish
+/// within the header timeout).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    tls: Option<Tls>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -72,6 +86,7 @@ pub async fn serve(
             peer,
             router.clone(),
             limits.clone(),
+            tls.clone(),
             shutdown.clone(),
         ));
     }
@@ -82,6 +97,7 @@ async fn connection(
     peer: SocketAddr,
     router: axum::Router,
     limits: Limits,
+    tls: Option<Tls>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -90,7 +106,29 @@ async fn connection(
     }
     let mut io = TimeoutStream::new(stream);
     io.set_write_timeout(Some(limits.write_timeout));
-    let io = TokioIo::new(Box::pin(io));
+    let io = Box::pin(io);
+    match tls {
+        None => http1(TokioIo::new(io), peer, router, &limits, &mut shutdown).await,
+        Some(tls) => {
+            let handshake = tls.acceptor.accept(io);
+            match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                Ok(Ok(io)) => http1(TokioIo::new(io), peer, router, &limits, &mut shutdown).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn http1<I>(
+    io: I,
+    peer: SocketAddr,
+    router: axum::Router,
+    limits: &Limits,
+    shutdown: &mut watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = TowerToHyperService::new(router);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

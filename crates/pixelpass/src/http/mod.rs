@@ -7,6 +7,8 @@ pub(crate) mod listener;
 mod metrics;
 pub(crate) mod player;
 mod routes;
+pub mod tls;
 
-pub use listener::{bind, serve, Limits};
+pub use listener::{bind, serve, serve_tls, Limits};
+pub use tls::{Tls, TlsArgs};
 pub use routes::{router, router_with};
