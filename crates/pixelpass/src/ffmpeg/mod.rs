@@ -6,13 +6,15 @@
 //! - [`ports`]: the adjacent loopback UDP pair for the RTP legs;
 //! - [`child`]: spawning FFmpeg in its own process group with a parent-death
 //!   signal, and ending it (SIGTERM, then SIGKILL, always reaped);
-//! - [`progress`]: `-progress` parsing and the log tail;
+//! - [`progress`]: `-progress` parsing; [`log`]: the log (head and tail of each
+//!   run, repeats counted), the exit summary in FFmpeg's words, credentials masked;
 //!   ([`crate::ingest::rtp`] drains the pair into the hub);
 //! - [`producer`]: one run = one FFmpeg child (the supervisor's `Producer`);
 //! - [`report`]: what a stream's process is doing, for the API and metrics.
 
 pub(crate) mod child;
 pub(crate) mod command;
+pub(crate) mod log;
 pub(crate) mod ports;
 pub(crate) mod producer;
 pub(crate) mod progress;

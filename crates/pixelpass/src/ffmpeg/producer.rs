@@ -28,7 +28,8 @@ use tokio::task::JoinHandle;
 
 use super::command::{self, Legs};
 use crate::config::StreamConfig;
-use super::progress::{summarize_exit, ProgressParser};
+use super::log::{mask, summarize_exit};
+use super::progress::ProgressParser;
 use super::report::ProcessState;
 use super::{child, ports};
 use crate::ingest::rtp as rtp_in;
@@ -113,7 +114,9 @@ async fn start(
     ];
 
     let args = command::ffmpeg_args(&cfg, &Legs::for_stream(&cfg, video_port));
-    tracing::debug!(stream = %cfg.id, ?args, "spawning ffmpeg");
+    let shown: Vec<String> = args.iter().map(|a| mask(a)).collect();
+    tracing::debug!(stream = %cfg.id, args = ?shown, "spawning ffmpeg");
+    state.new_run(&program.to_string_lossy(), &args);
     // Spawned on this tokio worker thread (long-lived: see `child::spawn` on PDEATHSIG).
     let spawned = match child::spawn(&program, &args, cfg.http_ts) {
         Ok(s) => s,
@@ -261,12 +264,7 @@ async fn monitor(
 
 /// The most telling of FFmpeg's own log lines (not the notes pixelpass adds).
 fn ffmpeg_summary(state: &ProcessState) -> Option<String> {
-    let ffmpeg: Vec<String> = state
-        .log()
-        .into_iter()
-        .filter(|l| !l.starts_with("pixelpass: "))
-        .collect();
-    summarize_exit(&ffmpeg)
+    summarize_exit(&state.run_log())
 }
 
 /// A restream never ends by itself: status 0 is an input that ended, any

@@ -4,7 +4,6 @@
 //! lines from the child's fd 3 and stderr. Progress drives stall detection and the status
 //! API; the log tail explains to the operator why FFmpeg exited.
 
-use std::collections::VecDeque;
 
 use serde::Serialize;
 
@@ -74,74 +73,6 @@ impl ProgressParser {
         }
         None
     }
-}
-
-/// Longest line kept, in bytes; FFmpeg can print huge lines (e.g. dumped metadata).
-pub const MAX_LINE_BYTES: usize = 1024;
-
-/// The last `cap` lines of a log, each cut to [`MAX_LINE_BYTES`]: bounded memory for a
-/// child that may log forever.
-#[derive(Debug, Clone)]
-pub struct LogTail {
-    cap: usize,
-    lines: VecDeque<String>,
-}
-
-impl LogTail {
-    /// A tail keeping at most `cap` lines (at least one).
-    pub fn new(cap: usize) -> Self {
-        let cap = cap.max(1);
-        LogTail {
-            cap,
-            lines: VecDeque::with_capacity(cap),
-        }
-    }
-
-    pub fn push(&mut self, line: &str) {
-        let line = line.trim_end_matches(['\r', '\n']);
-        let mut end = line.len().min(MAX_LINE_BYTES);
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        if self.lines.len() == self.cap {
-            self.lines.pop_front();
-        }
-        self.lines.push_back(line[..end].to_string());
-    }
-
-    /// Oldest first.
-    pub fn lines(&self) -> Vec<String> {
-        self.lines.iter().cloned().collect()
-    }
-}
-
-const ERROR_MARKERS: [&str; 5] = [
-    "Error",
-    "error",
-    "Invalid",
-    "No such",
-    "does not contain any stream",
-];
-
-/// The most useful line explaining an exit: the last line that looks like an error, else
-/// the last non-empty line. A missing audio stream gets a hint, since it is the usual
-/// mistake with silent inputs (cameras, screen captures).
-pub fn summarize_exit(tail: &[String]) -> Option<String> {
-    let lines = || {
-        tail.iter()
-            .rev()
-            .map(|l| l.trim())
-            .filter(|l| !l.is_empty())
-    };
-    if let Some(line) = lines().find(|l| l.contains("does not contain any stream")) {
-        return Some(format!(
-            "{line} (if the input has no sound, set `audio = false` for this stream)"
-        ));
-    }
-    lines()
-        .find(|l| ERROR_MARKERS.iter().any(|m| l.contains(m)))
-        .or_else(|| lines().next())
-        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -218,52 +149,5 @@ mod tests {
             parse_all("frame=5\nspeed=2x\nprogress=continue\nout_time_us=-42\nprogress=continue\n");
         assert_eq!((blocks[0].frame, blocks[0].speed), (5, 2.0));
         assert_eq!(blocks[1], Progress::default());
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines_and_caps_their_length() {
-        let mut tail = LogTail::new(3);
-        for i in 0..5 {
-            tail.push(&format!("line {i}\n"));
-        }
-        assert_eq!(tail.lines(), ["line 2", "line 3", "line 4"]);
-        tail.push(&"é".repeat(1000)); // 2000 bytes; the cut must land on a char boundary
-        let last = tail.lines().pop().unwrap();
-        assert_eq!(last.len(), MAX_LINE_BYTES);
-        assert_eq!(LogTail::new(0).cap, 1);
-    }
-
-    fn lines(text: &[&str]) -> Vec<String> {
-        text.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn summary_prefers_error_lines() {
-        let tail = lines(&[
-            "[error] rtsp://cam/x: No such file or directory",
-            "[warning] something minor",
-            "",
-        ]);
-        assert_eq!(
-            summarize_exit(&tail).unwrap(),
-            "[error] rtsp://cam/x: No such file or directory"
-        );
-        assert_eq!(summarize_exit(&lines(&["a", "b", "  "])).unwrap(), "b");
-        assert_eq!(summarize_exit(&lines(&["", " "])), None);
-        assert_eq!(summarize_exit(&[]), None);
-    }
-
-    #[test]
-    fn missing_audio_gets_a_hint() {
-        let tail = lines(&[
-            "[error] Output file #1 does not contain any stream",
-            "[error] Conversion failed!",
-        ]);
-        let summary = summarize_exit(&tail).unwrap();
-        assert!(
-            summary.starts_with("[error] Output file #1 does not contain any stream"),
-            "{summary}"
-        );
-        assert!(summary.contains("`audio = false`"), "{summary}");
     }
 }

@@ -1,24 +1,23 @@
 //! What one stream's FFmpeg process is doing, for the API report and the
-//! metrics: its PID and ports, the last `-progress` block, the log tail and
-//! the RTP counters. Written by the run's tasks, read by anyone.
+//! metrics: its command (credentials masked), PID and ports, the last
+//! `-progress` block, the log (head and tail of each run) and the RTP counters. Written by the run's tasks, read by anyone.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::progress::{LogTail, Progress};
+use super::log::{mask, RunLog};
+use super::progress::Progress;
 use crate::ingest::rtp::RtpCounters;
-
-/// Log lines kept per stream.
-pub const LOG_LINES: usize = 100;
 
 #[derive(Debug)]
 pub struct ProcessState {
     pid: AtomicU32,
     ports: Mutex<Option<(u16, u16)>>,
     progress: Mutex<Option<Progress>>,
-    log: Mutex<LogTail>,
+    log: Mutex<RunLog>,
+    command: Mutex<Vec<String>>,
     /// Counters of every run (they keep counting across restarts).
     pub rtp: Arc<RtpCounters>,
 }
@@ -29,7 +28,8 @@ impl Default for ProcessState {
             pid: AtomicU32::new(0),
             ports: Mutex::new(None),
             progress: Mutex::new(None),
-            log: Mutex::new(LogTail::new(LOG_LINES)),
+            log: Mutex::new(RunLog::default()),
+            command: Mutex::new(Vec::new()),
             rtp: Arc::new(RtpCounters::default()),
         }
     }
@@ -38,6 +38,8 @@ impl Default for ProcessState {
 /// A snapshot of [`ProcessState`].
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessReport {
+    /// FFmpeg's argv of the current (or last) run, credentials masked.
+    pub command: Vec<String>,
     /// The running FFmpeg's PID (absent when none runs).
     pub pid: Option<u32>,
     /// The RTP ports of the current run: video on the first, audio on the next.
@@ -60,6 +62,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ProcessState {
+    /// A new run's FFmpeg is spawned: its log starts afresh (the previous
+    /// run's is kept beside it) and its argv is recorded, masked.
+    pub fn new_run(&self, program: &str, args: &[String]) {
+        lock(&self.log).new_run();
+        *lock(&self.command) = std::iter::once(program)
+            .chain(args.iter().map(String::as_str))
+            .map(mask)
+            .collect();
+    }
+
     pub fn set_running(&self, pid: u32, ports: (u16, u16)) {
         self.pid.store(pid, Ordering::Relaxed);
         *lock(&self.ports) = Some(ports);
@@ -90,6 +102,11 @@ impl ProcessState {
         lock(&self.log).lines()
     }
 
+    /// The current run's lines (for the exit summary).
+    pub fn run_log(&self) -> Vec<String> {
+        lock(&self.log).current_run()
+    }
+
     pub fn rtp_report(&self) -> RtpReport {
         let r = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let (v, a) = (&self.rtp.video, &self.rtp.audio);
@@ -103,6 +120,7 @@ impl ProcessState {
 
     pub fn report(&self) -> ProcessReport {
         ProcessReport {
+            command: lock(&self.command).clone(),
             pid: self.pid(),
             rtp_ports: *lock(&self.ports),
             progress: self.progress(),
