@@ -19,8 +19,8 @@
 //! The helpers are in the test kit (`pixelpass_testkit::desktop`); this file holds
 //! the tests.
 
-use pixelpass_testkit::prelude as common;
 use pixelpass_testkit::desktop as support;
+use pixelpass_testkit::prelude as common;
 
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};

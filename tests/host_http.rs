@@ -396,7 +396,12 @@ fn a_stalled_viewer_does_not_slow_the_other_and_resumes_on_a_keyframe() {
         "the fast viewer got {during:.1} frames/s while the other stalled, \
          want ≥ 90% of the {after:.1} it got afterwards"
     );
-    assert_no_skip(&fast_check.scan, fast.offset_at(t0), fast.offset_at(t1), "fast viewer during the stall");
+    assert_no_skip(
+        &fast_check.scan,
+        fast.offset_at(t0),
+        fast.offset_at(t1),
+        "fast viewer during the stall",
+    );
 
     // The slow viewer's whole capture decodes cleanly, and it skipped ahead
     // onto a keyframe (with a PAT before it) instead of resuming mid-GOP.
@@ -511,7 +516,12 @@ fn malformed_and_oversized_requests_get_400_and_431_without_disturbing_a_viewer(
         "the viewer got {during:.1} frames/s during the bad requests, \
          want ≥ 90% of the {after:.1} it got afterwards"
     );
-    assert_no_skip(&c.scan, v.offset_at(t0), v.offset_at(t1), "viewer during the bad requests");
+    assert_no_skip(
+        &c.scan,
+        v.offset_at(t0),
+        v.offset_at(t1),
+        "viewer during the bad requests",
+    );
 }
 
 /// Frames per second (of wall time) a viewer got between `from` and `to`.

@@ -42,7 +42,11 @@ fn host_over_https_serves_verified_viewers_and_nothing_in_the_clear() {
     }
 
     let status = curl(&["--cacert", path_str(&ca.ca), &format!("{base}/status")]);
-    assert!(status.success(), "curl over verified TLS: {}", status.stderr);
+    assert!(
+        status.success(),
+        "curl over verified TLS: {}",
+        status.stderr
+    );
     let v: serde_json::Value = serde_json::from_str(&status.stdout)
         .unwrap_or_else(|e| panic!("status JSON ({e}): {}", status.stdout));
     assert_eq!(v["state"], "idle", "{v}");
@@ -52,7 +56,16 @@ fn host_over_https_serves_verified_viewers_and_nothing_in_the_clear() {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-v", "error", "-tls_verify", "1", "-ca_file"])
         .arg(&ca.ca)
-        .args(["-i", &format!("{base}/stream.ts"), "-t", "4", "-c", "copy", "-f", "mpegts"])
+        .args([
+            "-i",
+            &format!("{base}/stream.ts"),
+            "-t",
+            "4",
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+        ])
         .arg(&out);
     let got = run_tool(cmd, Duration::from_secs(90));
     assert!(got.success(), "ffmpeg over https: {}", got.stderr);
@@ -62,7 +75,11 @@ fn host_over_https_serves_verified_viewers_and_nothing_in_the_clear() {
 
     // The same port in plain HTTP: no HTTP answer, so no token in the clear.
     let plain = curl(&[&format!("http://{}/{}/status", host.addr, host.token)]);
-    assert!(!plain.success(), "plain HTTP was answered: {}", plain.stdout);
+    assert!(
+        !plain.success(),
+        "plain HTTP was answered: {}",
+        plain.stdout
+    );
     assert!(!plain.stdout.contains("state"), "{}", plain.stdout);
     // A client that does not trust the CA is refused by its own check.
     let untrusted = curl(&[&format!("{base}/status")]);
@@ -76,7 +93,12 @@ fn serve_over_https_answers_its_api_and_prints_https_urls() {
     let serve = Serve::start_with(
         "https-serve",
         "",
-        &["--tls-cert", path_str(&ca.cert), "--tls-key", path_str(&ca.key)],
+        &[
+            "--tls-cert",
+            path_str(&ca.cert),
+            "--tls-key",
+            path_str(&ca.key),
+        ],
     );
     let api = serve.banner["api"].as_str().unwrap_or_default();
     assert!(api.starts_with("https://"), "api URL: {api}");
@@ -84,7 +106,10 @@ fn serve_over_https_answers_its_api_and_prints_https_urls() {
         "--cacert",
         path_str(&ca.ca),
         "-H",
-        &format!("Authorization: Bearer {}", pixelpass_testkit::serve::API_TOKEN),
+        &format!(
+            "Authorization: Bearer {}",
+            pixelpass_testkit::serve::API_TOKEN
+        ),
         &format!("https://{}/api/v1/streams", serve.addr),
     ]);
     assert!(got.success(), "curl: {}", got.stderr);
@@ -98,8 +123,17 @@ fn bad_key_material_is_a_start_error_naming_the_flag_and_file() {
     let start = |cert: &str, key: &str| {
         run_binary(
             &[
-                "host", "--source", "test", "--listen", "127.0.0.1:0", "--webrtc-udp",
-                "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key,
+                "host",
+                "--source",
+                "test",
+                "--listen",
+                "127.0.0.1:0",
+                "--webrtc-udp",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
             ],
             Duration::from_secs(30),
         )
@@ -107,18 +141,34 @@ fn bad_key_material_is_a_start_error_naming_the_flag_and_file() {
     // A key that is not the certificate's.
     let r = start(path_str(&ca.cert), path_str(&ca.ca_key));
     assert!(!r.success());
-    assert!(r.stderr.contains("--tls-cert and --tls-key do not go together"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("--tls-cert and --tls-key do not go together"),
+        "{}",
+        r.stderr
+    );
     // A file that is not there.
     let missing = dir.0.join("nope.pem");
     let r = start(path_str(&missing), path_str(&ca.key));
     assert!(!r.success());
-    assert!(r.stderr.contains("--tls-cert") && r.stderr.contains("nope.pem"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--tls-cert") && r.stderr.contains("nope.pem"),
+        "{}",
+        r.stderr
+    );
     // A key file with no key in it.
     let r = start(path_str(&ca.cert), path_str(&ca.cert));
     assert!(!r.success());
-    assert!(r.stderr.contains("--tls-key") && r.stderr.contains("server.pem"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--tls-key") && r.stderr.contains("server.pem"),
+        "{}",
+        r.stderr
+    );
     // One flag without the other.
-    let r = run_binary(&["host", "--tls-cert", path_str(&ca.cert)], Duration::from_secs(30));
+    let r = run_binary(
+        &["host", "--tls-cert", path_str(&ca.cert)],
+        Duration::from_secs(30),
+    );
     assert!(!r.success());
     assert!(r.stderr.contains("--tls-key"), "{}", r.stderr);
 }

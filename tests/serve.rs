@@ -350,11 +350,11 @@ fn the_api_answers_every_error_and_refuses_a_double_start() {
     let failed = serve.wait_report("broken", Duration::from_secs(20), "failed", |r| {
         r["state"] == "failed"
     });
-    assert_eq!(failed["order"], "stop", "a final failure turns the order to stop: {failed}");
     assert_eq!(
-        failed["last_error"]["kind"], "start_failed",
-        "{failed:#}"
+        failed["order"], "stop",
+        "a final failure turns the order to stop: {failed}"
     );
+    assert_eq!(failed["last_error"]["kind"], "start_failed", "{failed:#}");
     assert!(
         failed["last_error"]["message"]
             .as_str()

@@ -36,7 +36,10 @@ fn an_option_ffmpeg_rejects_is_reported_in_ffmpegs_words_with_the_command() {
         .iter()
         .filter_map(|a| a.as_str())
         .collect();
-    assert!(command.first().is_some_and(|p| p.ends_with("ffmpeg")), "{command:?}");
+    assert!(
+        command.first().is_some_and(|p| p.ends_with("ffmpeg")),
+        "{command:?}"
+    );
     assert!(
         command.windows(2).any(|w| w == ["-profile:v", "nonsense"]),
         "the operator's option is in the command: {command:?}"
@@ -75,5 +78,8 @@ fn credentials_in_an_input_url_are_masked_everywhere() {
             "{secret} leaked into the report or the logs:\n{everything}"
         );
     }
-    assert!(failed["log"].to_string().contains("rtmp://user:***@"), "{failed:#}");
+    assert!(
+        failed["log"].to_string().contains("rtmp://user:***@"),
+        "{failed:#}"
+    );
 }

@@ -10,9 +10,9 @@ use pixelpass_testkit::whep_harness as whep_support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pixelpass_testkit::client::{WhepClient, WhepEvent, WhepOptions};
 use pixelpass::hub::HubConfig;
 use pixelpass::supervisor::ProducerError;
+use pixelpass_testkit::client::{WhepClient, WhepEvent, WhepOptions};
 
 use whep_support::{
     drive, ffmpeg_errors, gst_producer, http, join, join_losing, temp, Crashable, Got, Server,
@@ -176,7 +176,12 @@ async fn bad_whep_requests_over_http_get_their_status_codes() {
     );
     let vp8 = offer.replace("H264/90000", "X-NOPE/90000");
     let r = http(server.http, "POST", &path, &sdp, &vp8).await;
-    assert_eq!((r.status, r.text().lines().count()), (422, 1), "{}", r.text());
+    assert_eq!(
+        (r.status, r.text().lines().count()),
+        (422, 1),
+        "{}",
+        r.text()
+    );
     assert_eq!(
         http(
             server.http,

@@ -27,9 +27,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::procstat;
-use pixelpass::hub::{Hub, HubConfig};
-use pixelpass::capture::{self, encoder, EncoderChoice, EncoderKind, GstProducer, PipelineConfig};
 use pixelpass::capture::source::SourceKind;
+use pixelpass::capture::{self, encoder, EncoderChoice, EncoderKind, GstProducer, PipelineConfig};
+use pixelpass::hub::{Hub, HubConfig};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CaptureArgs {
@@ -172,9 +172,10 @@ fn print_rows(rows: &[Row], json: bool) {
 
 /// Each size in its own session: this binary again, inside the script.
 fn run_in_sessions(args: &CaptureArgs) -> anyhow::Result<Vec<Row>> {
-    let script = args.session_script.clone().unwrap_or_else(|| {
-        pixelpass_testkit::bin::kit_dir().join("session/headless-session.sh")
-    });
+    let script = args
+        .session_script
+        .clone()
+        .unwrap_or_else(|| pixelpass_testkit::bin::kit_dir().join("session/headless-session.sh"));
     if !script.exists() {
         bail!("{} not found (give --session-script)", script.display());
     }

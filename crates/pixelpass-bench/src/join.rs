@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::watch;
 
-use pixelpass_testkit::client::{WhepClient, WhepEvent, WhepOptions};
-use pixelpass::hub::{Hub, HubStats};
-use pixelpass::capture::PipelineConfig;
 use pixelpass::capture::source::SourceKind;
+use pixelpass::capture::PipelineConfig;
+use pixelpass::hub::{Hub, HubStats};
 use pixelpass::supervisor::Policy;
+use pixelpass_testkit::client::{WhepClient, WhepEvent, WhepOptions};
 
 /// The goal from issue 2.
 pub const TARGET_P50: Duration = Duration::from_millis(250);
@@ -136,13 +136,19 @@ pub fn table_rows(cold: &Sample, warm: &[Sample]) -> Vec<(&'static str, Option<S
     vec![
         ("warm joins (capture live)", pick(&|_| true, &key)),
         ("  of which rate-limited", pick(&|s| s.rate_limited, &key)),
-        ("  of which started on cached GOP", pick(&|s| s.cached_gop, &key)),
+        (
+            "  of which started on cached GOP",
+            pick(&|s| s.cached_gop, &key),
+        ),
         (
             "  of which on a fresh keyframe",
             pick(&|s| !s.rate_limited && !s.cached_gop, &key),
         ),
         ("cold start (pipeline starts)", summarize(&[cold.keyframe])),
-        ("warm: POST → ICE+DTLS connected", pick(&|_| true, &|s| s.connected)),
+        (
+            "warm: POST → ICE+DTLS connected",
+            pick(&|_| true, &|s| s.connected),
+        ),
         ("warm: POST → 201 answer", pick(&|_| true, &|s| s.answer)),
     ]
 }
@@ -391,12 +397,17 @@ async fn bench(args: JoinArgs) -> anyhow::Result<ExitCode> {
     );
     say!(
         "hub: {} keyframes in RTP, {} keyframe requests sent, {} held back by the rate limit",
-        stats.keyframes_rtp, stats.keyframe_requests, stats.keyframe_requests_deferred
+        stats.keyframes_rtp,
+        stats.keyframe_requests,
+        stats.keyframe_requests_deferred
     );
     if let Some(ka) = ka {
         say!(
             "keep-alive viewer: {} frames, {} keyframes, {} gaps, {} NACKs sent",
-            ka.video_frames, ka.keyframes, ka.gaps, ka.nacks_sent
+            ka.video_frames,
+            ka.keyframes,
+            ka.gaps,
+            ka.nacks_sent
         );
     }
     let key: Vec<Duration> = warm.iter().map(|s| s.keyframe).collect();

@@ -22,9 +22,9 @@
 mod output;
 
 mod capture;
-mod http_load;
 mod fanout;
 mod host;
+mod http_load;
 mod join;
 mod latency;
 mod procstat;

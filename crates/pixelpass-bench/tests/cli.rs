@@ -5,8 +5,16 @@
 use std::process::Command;
 
 fn help(bin: &std::path::Path) -> String {
-    let out = Command::new(bin).arg("--help").output().expect("runs --help");
-    assert!(out.status.success(), "{} --help: {}", bin.display(), out.status);
+    let out = Command::new(bin)
+        .arg("--help")
+        .output()
+        .expect("runs --help");
+    assert!(
+        out.status.success(),
+        "{} --help: {}",
+        bin.display(),
+        out.status
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -24,10 +32,19 @@ fn subcommands(help: &str) -> Vec<String> {
 fn the_product_binary_has_no_benchmarks_and_the_bench_binary_has_them_all() {
     let product = subcommands(&help(&pixelpass_testkit::bin::pixelpass()));
     assert_eq!(product, ["host", "serve", "view", "doctor"]);
-    let bench = subcommands(&help(std::path::Path::new(env!("CARGO_BIN_EXE_pixelpass-bench"))));
+    let bench = subcommands(&help(std::path::Path::new(env!(
+        "CARGO_BIN_EXE_pixelpass-bench"
+    ))));
     assert_eq!(
         bench,
-        ["fanout", "latency", "join", "capture", "whep-fanout", "serve"]
+        [
+            "fanout",
+            "latency",
+            "join",
+            "capture",
+            "whep-fanout",
+            "serve"
+        ]
     );
 }
 
@@ -54,7 +71,13 @@ fn fanout_json_prints_one_object_per_step_with_the_tables_figures() {
         assert_eq!(step["viewers"], viewers);
         assert_eq!(step["connected"], viewers, "{step}");
         assert!(step["gbps"].as_f64().is_some_and(|g| g > 0.0), "{step}");
-        assert!(step["cpu_per_s"].is_number() && step["stalls"].is_number(), "{step}");
+        assert!(
+            step["cpu_per_s"].is_number() && step["stalls"].is_number(),
+            "{step}"
+        );
     }
-    assert!(stderr.contains("core/Gbit/s"), "the table goes to stderr: {stderr}");
+    assert!(
+        stderr.contains("core/Gbit/s"),
+        "the table goes to stderr: {stderr}"
+    );
 }

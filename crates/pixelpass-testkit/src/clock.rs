@@ -21,9 +21,9 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
-use pixelpass::media::timecode::{self as code, ReadError};
 use pixelpass::capture::element::{build, builder, link_chain, set_str, soft};
 use pixelpass::capture::PipelineError;
+use pixelpass::media::timecode::{self as code, ReadError};
 
 /// Elements the decoder needs.
 pub const ELEMENTS: &[&str] = &["appsrc", "h264parse", "avdec_h264", "appsink"];
@@ -336,12 +336,13 @@ mod tests {
     #[test]
     fn every_frame_carries_the_time_it_was_produced() {
         pixelpass::capture::init().unwrap();
-        let chain = pixelpass::capture::source::clock::video(pixelpass::capture::source::VideoParams {
-            framerate: 30,
-            width: None,
-            height: None,
-        })
-        .unwrap();
+        let chain =
+            pixelpass::capture::source::clock::video(pixelpass::capture::source::VideoParams {
+                framerate: 30,
+                width: None,
+                height: None,
+            })
+            .unwrap();
         let pipeline = gst::Pipeline::new();
         let sink = gst_app::AppSink::builder().sync(false).build();
         pipeline.add_many(&chain).unwrap();
@@ -374,5 +375,4 @@ mod tests {
             "30 frames/s: {codes:?}"
         );
     }
-
 }

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::client::http::blocking::request;
 use crate::client::http::Response;
-use crate::tools::{run_tool, ToolOutput};
 use crate::prelude::LIGHT;
+use crate::tools::{run_tool, ToolOutput};
 
 pub struct HostBuilder {
     max_viewers: u32,

@@ -5,10 +5,10 @@
 //! ([`crate::ts_scan`]), ffprobe/ffmpeg runners and temporary directories
 //! ([`crate::tools`]), and the light encoding settings below.
 
-pub use crate::host::*;
 pub use crate::client::http::blocking::*;
 pub use crate::client::http::raw::{connect, connect_small_rcvbuf, raw_request};
 pub use crate::client::http::Response;
+pub use crate::host::*;
 pub use crate::tools::*;
 pub use crate::ts_scan::*;
 

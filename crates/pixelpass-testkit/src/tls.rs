@@ -31,20 +31,41 @@ fn openssl(dir: &TempDir, args: &[&str]) {
 
 impl TestCa {
     pub fn make(dir: &TempDir, ip: &str) -> TestCa {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
         let mut ca = vec!["req", "-x509"];
         ca.extend(ec);
         ca.extend([
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=pixelpass test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pixelpass test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         openssl(dir, &ca);
         let mut req = vec!["req"];
         req.extend(ec);
         let subj = format!("/CN={ip}");
-        req.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", &subj]);
+        req.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            &subj,
+        ]);
         openssl(dir, &req);
         dir.write(
             "server.ext",
@@ -56,8 +77,21 @@ impl TestCa {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
             ],
         );
         TestCa {

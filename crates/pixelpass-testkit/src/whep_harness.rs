@@ -16,12 +16,12 @@ use crate::client::http::{Response, Url};
 pub use crate::client::whep::session::{drive, Got};
 use crate::client::{self, WhepClient, WhepOptions};
 
-use pixelpass::egress::whep::{WebRtcArgs, Whep};
-use pixelpass::hub::{Hub, HubConfig};
-use pixelpass::capture::{self as pipeline, GstProducer, PipelineConfig, RtpOutput};
-use pixelpass::http::{self as server, Limits};
-use pixelpass::registry::{Registry, StreamEntry};
 use pixelpass::capture::source::SourceKind;
+use pixelpass::capture::{self as pipeline, GstProducer, PipelineConfig, RtpOutput};
+use pixelpass::egress::whep::{WebRtcArgs, Whep};
+use pixelpass::http::{self as server, Limits};
+use pixelpass::hub::{Hub, HubConfig};
+use pixelpass::registry::{Registry, StreamEntry};
 use pixelpass::supervisor::{
     BoxFuture, Policy, Producer, ProducerError, Run, RunHandle, Supervisor,
 };

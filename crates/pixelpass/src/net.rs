@@ -58,7 +58,13 @@ mod tests {
         if addrs.len() > 1 {
             assert!(!addrs[0].is_loopback());
         }
-        assert_eq!(http_base("::1".parse().unwrap(), 8, false), "http://[::1]:8");
-        assert_eq!(http_base("192.0.2.1".parse().unwrap(), 8, true), "https://192.0.2.1:8");
+        assert_eq!(
+            http_base("::1".parse().unwrap(), 8, false),
+            "http://[::1]:8"
+        );
+        assert_eq!(
+            http_base("192.0.2.1".parse().unwrap(), 8, true),
+            "https://192.0.2.1:8"
+        );
     }
 }

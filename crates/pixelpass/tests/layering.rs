@@ -95,7 +95,9 @@ fn top_level_modules_import_one_way() {
         if name == "tests.rs" || name.ends_with("_tests.rs") {
             continue;
         }
-        let Some(from) = module_of(&src, file) else { continue };
+        let Some(from) = module_of(&src, file) else {
+            continue;
+        };
         assert!(
             layer_of(&from).is_some(),
             "module `{from}` ({}) is in no layer of this test: add it to LAYERS where it belongs",
@@ -106,12 +108,21 @@ fn top_level_modules_import_one_way() {
             if to == from || to == "self" || to == "super" {
                 continue;
             }
-            let Some(to_layer) = layer_of(&to) else { continue };
-            let at = format!("{}:{line}", file.strip_prefix(&src).unwrap_or(file).display());
+            let Some(to_layer) = layer_of(&to) else {
+                continue;
+            };
+            let at = format!(
+                "{}:{line}",
+                file.strip_prefix(&src).unwrap_or(file).display()
+            );
             if to_layer > layer_of(&from).unwrap_or(0) {
                 problems.push(format!("{at}: `{from}` imports `{to}`, a higher layer"));
             }
-            edges.entry(from.clone()).or_default().entry(to).or_insert(at);
+            edges
+                .entry(from.clone())
+                .or_default()
+                .entry(to)
+                .or_insert(at);
         }
     }
     // Cycles (within a layer), by depth-first search.
@@ -153,7 +164,9 @@ fn top_level_modules_import_one_way() {
 
 #[test]
 fn the_reader_finds_grouped_and_inline_paths() {
-    let got = imports("use crate::{hub::Hub, token};\nlet x = crate::media::ts::scan(); // crate::http\n");
+    let got = imports(
+        "use crate::{hub::Hub, token};\nlet x = crate::media::ts::scan(); // crate::http\n",
+    );
     let names: Vec<&str> = got.iter().map(|(m, _)| m.as_str()).collect();
     assert_eq!(names, ["hub", "token", "media"]);
 }

@@ -39,9 +39,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::http_load::MAX_VIEWERS;
 use super::procstat;
 use super::replay::Sample;
+use crate::http_load::MAX_VIEWERS;
 use measure::step;
 use server::Server;
 

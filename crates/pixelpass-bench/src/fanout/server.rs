@@ -8,8 +8,9 @@ use anyhow::{bail, Context};
 
 use super::FanoutArgs;
 use crate::replay::{ReplayProducer, ReplayStats, Sample};
+use pixelpass::http::{self as server, Limits};
 use pixelpass::hub::{Hub, HubConfig};
-use pixelpass::http::{self as server, Limits}; use pixelpass::registry::{Registry, StreamEntry};
+use pixelpass::registry::{Registry, StreamEntry};
 use pixelpass::supervisor::{Policy, Supervisor};
 
 pub(super) struct Server {

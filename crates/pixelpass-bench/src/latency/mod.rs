@@ -32,11 +32,11 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::host::BenchHost;
+use pixelpass::capture::source::SourceKind;
+use pixelpass::capture::PipelineConfig;
+use pixelpass::supervisor::{Lease, Policy};
 use pixelpass_testkit::clock::{Decoder, Frame};
 use pixelpass_testkit::Summary;
-use pixelpass::capture::PipelineConfig;
-use pixelpass::capture::source::SourceKind;
-use pixelpass::supervisor::{Lease, Policy};
 
 /// A decoded time more than this far from the decode time is a misread.
 pub const PLAUSIBLE_MS: f64 = 60_000.0;

@@ -55,7 +55,9 @@ impl Producer for ReplayProducer {
                     replay(&hub, &sample, &flag, &stats);
                     drop(failures_tx);
                 })
-                .map_err(|e| ProducerError::start_failed(format!("cannot start the replay thread: {e}")))?;
+                .map_err(|e| {
+                    ProducerError::start_failed(format!("cannot start the replay thread: {e}"))
+                })?;
             Ok(Run {
                 encoder: "replay".into(),
                 failures,
@@ -89,12 +91,18 @@ impl RunHandle for ReplayRun {
 
 /// Push bursts at their due times, lap after lap, until `stop`.
 fn replay(hub: &Hub, sample: &Sample, stop: &AtomicBool, stats: &ReplayStats) {
-    paced_laps(&sample.bursts, |b| b.at, sample.period, stop, |b, _lap, now, late_us| {
-        stats.max_late_us.fetch_max(late_us, Ordering::Relaxed);
-        stats.bursts.fetch_add(1, Ordering::Relaxed);
-        hub.push_ts(&sample.data[b.range.clone()], now);
-        hub.flush_ts(now);
-    });
+    paced_laps(
+        &sample.bursts,
+        |b| b.at,
+        sample.period,
+        stop,
+        |b, _lap, now, late_us| {
+            stats.max_late_us.fetch_max(late_us, Ordering::Relaxed);
+            stats.bursts.fetch_add(1, Ordering::Relaxed);
+            hub.push_ts(&sample.data[b.range.clone()], now);
+            hub.flush_ts(now);
+        },
+    );
 }
 
 /// Hand each item to `emit` at its offset in a lap of `period`, lap after
@@ -124,7 +132,12 @@ pub fn paced_laps<T>(
                 std::thread::sleep((due - now).min(Duration::from_millis(50)));
             }
             let now = Instant::now();
-            emit(item, lap, now, now.saturating_duration_since(due).as_micros() as u64);
+            emit(
+                item,
+                lap,
+                now,
+                now.saturating_duration_since(due).as_micros() as u64,
+            );
         }
     }
 }

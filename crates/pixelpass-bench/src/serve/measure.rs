@@ -114,7 +114,11 @@ pub(super) fn measure(
     );
     say!(
         "{:<6} {:>6} {:>7} {:>9} {:>8}",
-        "stream", "PUT", "answer", "connected", "keyframe"
+        "stream",
+        "PUT",
+        "answer",
+        "connected",
+        "keyframe"
     );
     let timeout = Duration::from_secs(args.join_timeout_s);
     let mut joins = Vec::new();
@@ -317,9 +321,7 @@ pub(super) fn measure(
         "  peers connected in {connect_s:.1} s; peers with no frame in the window: {silent}; RTP from FFmpeg lost: {rtp_in_lost}; FFmpeg speed min {speed_min:.2}"
     );
     if speed_min < 0.95 {
-        say!(
-            "  NOTE: an encoder ran below real time (speed < 0.95): the machine did not keep up"
-        );
+        say!("  NOTE: an encoder ran below real time (speed < 0.95): the machine did not keep up");
     }
     say!("{join_line}");
     let (w, h) = args.size;

@@ -9,9 +9,9 @@ use anyhow::bail;
 
 use super::sample::RtpSample;
 use crate::replay::{paced_laps, ReplayRun};
-use pixelpass::hub::{Hub, HubConfig, Track};
-use pixelpass::capture::{self, GstProducer, PipelineConfig, RtpOutput};
 use pixelpass::capture::source::SourceKind;
+use pixelpass::capture::{self, GstProducer, PipelineConfig, RtpOutput};
+use pixelpass::hub::{Hub, HubConfig, Track};
 use pixelpass::supervisor::{BoxFuture, Producer, ProducerError, Run};
 
 /// Record `seconds` of the real pipeline's RTP output.
@@ -79,7 +79,9 @@ impl Producer for RtpReplay {
                     replay(&hub, &sample, &flag, &late);
                     drop(failures_tx);
                 })
-                .map_err(|e| ProducerError::start_failed(format!("cannot start the replay thread: {e}")))?;
+                .map_err(|e| {
+                    ProducerError::start_failed(format!("cannot start the replay thread: {e}"))
+                })?;
             Ok(Run {
                 encoder: "rtp-replay".into(),
                 failures,
@@ -94,18 +96,24 @@ impl Producer for RtpReplay {
 
 fn replay(hub: &Hub, sample: &RtpSample, stop: &AtomicBool, late_us: &AtomicU64) {
     let (mut vseq, mut aseq) = (0u16, 0u16);
-    paced_laps(&sample.packets, |p| p.offset, sample.period, stop, |p, lap, now, late| {
-        late_us.fetch_max(late, Ordering::Relaxed);
-        let seq = match p.track {
-            Track::Video => {
-                vseq = vseq.wrapping_add(1);
-                vseq
-            }
-            Track::Audio => {
-                aseq = aseq.wrapping_add(1);
-                aseq
-            }
-        };
-        let _ = hub.publish_rtp(p.track, &sample.packet(p, lap, seq), now);
-    });
+    paced_laps(
+        &sample.packets,
+        |p| p.offset,
+        sample.period,
+        stop,
+        |p, lap, now, late| {
+            late_us.fetch_max(late, Ordering::Relaxed);
+            let seq = match p.track {
+                Track::Video => {
+                    vseq = vseq.wrapping_add(1);
+                    vseq
+                }
+                Track::Audio => {
+                    aseq = aseq.wrapping_add(1);
+                    aseq
+                }
+            };
+            let _ = hub.publish_rtp(p.track, &sample.packet(p, lap, seq), now);
+        },
+    );
 }

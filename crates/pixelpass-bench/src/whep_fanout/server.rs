@@ -11,8 +11,9 @@ use super::replay::{record, RtpReplay};
 use super::sample::RtpSample;
 use super::WhepFanoutArgs;
 use pixelpass::egress::whep::{WebRtcArgs, Whep};
+use pixelpass::http::{self as server, Limits};
 use pixelpass::hub::{Hub, HubConfig};
-use pixelpass::http::{self as server, Limits}; use pixelpass::registry::{Registry, StreamEntry};
+use pixelpass::registry::{Registry, StreamEntry};
 use pixelpass::supervisor::{Policy, Supervisor};
 
 pub(super) struct Server {

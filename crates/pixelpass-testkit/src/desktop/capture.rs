@@ -46,13 +46,7 @@ pub fn read_frames(v: &mut Viewer, frames: usize, d: Duration) {
 
 /// Read the stream (≥ `d`, ≥ `min_frames`); the capture, checked (H.264 +
 /// AAC, clean decode, ≥ `min_frames`).
-pub fn watch(
-    host: &Host,
-    dir: &TempDir,
-    name: &str,
-    d: Duration,
-    min_frames: u64,
-) -> Checked {
+pub fn watch(host: &Host, dir: &TempDir, name: &str, d: Duration, min_frames: u64) -> Checked {
     let mut v = Viewer::open(host.addr, &host.stream_path());
     assert_eq!(
         v.status,

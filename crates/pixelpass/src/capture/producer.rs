@@ -22,17 +22,17 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 
+use super::appsink::{self, SinkCounters};
 use super::bus::BusWatch;
 use super::encoder::{EncoderChoice, EncoderKeyframes};
 use super::error::PipelineError;
 use super::graph;
-use super::appsink::{self, SinkCounters};
-use crate::ingest::{self, IngestStats};
 use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
-use crate::hub::Hub;
 use crate::capture::source::portal::{PortalCapture, PortalError, Target, TokenStore};
 use crate::capture::source::SourceKind;
+use crate::hub::Hub;
+use crate::ingest::{self, IngestStats};
 use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
 
 /// How long a start may take until the hub has media.

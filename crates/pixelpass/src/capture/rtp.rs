@@ -228,8 +228,8 @@ mod tests {
 
     use super::super::{GstProducer, PipelineConfig};
     use super::*;
-    use crate::hub::{HubConfig, RtpPkt};
     use crate::capture::source::SourceKind;
+    use crate::hub::{HubConfig, RtpPkt};
 
     /// NAL unit types in an RTP/H.264 payload (single NAL or STAP-A).
     fn nal_types(p: &[u8]) -> Vec<u8> {

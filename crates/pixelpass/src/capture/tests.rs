@@ -224,7 +224,10 @@ fn count_encoded(probe: &RunProbe, encoder: &str) -> Arc<Mutex<Encoded>> {
 async fn wait_for(what: &str, hang_guard: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + hang_guard;
     while !ready() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {hang_guard:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {hang_guard:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -289,7 +292,10 @@ async fn keyframe_on_demand_arrives_on_the_next_frames() {
         .await;
         let (key, previous) = {
             let e = encoded.lock().unwrap();
-            (e.keyframe_from(asked_at).expect("waited for"), e.keyframe_before(asked_at))
+            (
+                e.keyframe_from(asked_at).expect("waited for"),
+                e.keyframe_before(asked_at),
+            )
         };
         assert!(
             key - asked_at <= WITHIN_FRAMES,

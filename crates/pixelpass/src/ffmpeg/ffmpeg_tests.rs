@@ -12,9 +12,9 @@ use tokio::sync::watch;
 
 use super::child::spawn;
 use super::command::{ffmpeg_args, Legs, RTP_PACKET_SIZE};
-use crate::config::StreamConfig;
 use super::ports::bind_pair;
 use super::progress::{Progress, ProgressParser};
+use crate::config::StreamConfig;
 
 const BOUND: Duration = Duration::from_secs(60);
 

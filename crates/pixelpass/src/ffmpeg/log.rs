@@ -140,7 +140,10 @@ pub fn summarize_exit(log: &[String]) -> Option<String> {
         .map(|l| l.trim())
         .filter(|l| !l.is_empty() && !l.starts_with("pixelpass: "))
         .collect();
-    let hint = if lines.iter().any(|l| l.contains("does not contain any stream")) {
+    let hint = if lines
+        .iter()
+        .any(|l| l.contains("does not contain any stream"))
+    {
         " (if the input has no sound, set `audio = false` for this stream)"
     } else {
         ""
@@ -165,7 +168,14 @@ pub fn summarize_exit(log: &[String]) -> Option<String> {
 
 /// Query keys whose values are secrets.
 const SECRET_KEYS: [&str; 8] = [
-    "passphrase", "password", "passwd", "pass", "pwd", "secret", "token", "auth",
+    "passphrase",
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "auth",
 ];
 
 /// `text` with credentials hidden: the password of `scheme://user:pass@host`
@@ -240,13 +250,21 @@ mod tests {
         let mut log = RunLog::default();
         log.push("[fatal] Error opening input: nope");
         for i in 0..500 {
-            log.push(&format!("[warning] frame {i}: non-existing PPS 0 referenced"));
+            log.push(&format!(
+                "[warning] frame {i}: non-existing PPS 0 referenced"
+            ));
         }
         let all = log.lines();
         assert!(all.len() <= HEAD_LINES + TAIL_LINES + 2, "{}", all.len());
         assert_eq!(all[0], "[fatal] Error opening input: nope");
-        assert!(all.contains(&"pixelpass: (421 lines left out)".to_string()), "{all:?}");
-        assert_eq!(all.last().unwrap(), "[warning] frame 499: non-existing PPS 0 referenced");
+        assert!(
+            all.contains(&"pixelpass: (421 lines left out)".to_string()),
+            "{all:?}"
+        );
+        assert_eq!(
+            all.last().unwrap(),
+            "[warning] frame 499: non-existing PPS 0 referenced"
+        );
     }
 
     #[test]
@@ -301,7 +319,10 @@ mod tests {
         let x264 = lines(&["x264 [error]: invalid profile: nonsense", "[error] "]);
         assert_eq!(summarize_exit(&x264).unwrap(), "invalid profile: nonsense");
         assert_eq!(summarize_exit(&lines(&["a", "b", "  "])).unwrap(), "b");
-        assert_eq!(summarize_exit(&lines(&["", " ", "[error] "])).unwrap(), "[error]");
+        assert_eq!(
+            summarize_exit(&lines(&["", " ", "[error] "])).unwrap(),
+            "[error]"
+        );
         assert_eq!(summarize_exit(&[]), None);
     }
 
@@ -312,7 +333,10 @@ mod tests {
             "[error] Conversion failed!",
         ]);
         let summary = summarize_exit(&log).unwrap();
-        assert!(summary.starts_with("Output file #1 does not contain any stream"), "{summary}");
+        assert!(
+            summary.starts_with("Output file #1 does not contain any stream"),
+            "{summary}"
+        );
         assert!(summary.contains("`audio = false`"), "{summary}");
     }
 
@@ -331,7 +355,14 @@ mod tests {
             "Input #0, flv, from 'rtmp://a:***@h/x?token=***&Password=***':"
         );
         // Nothing secret: unchanged (a port is not a password; no userinfo).
-        for plain in ["rtsp://cam:554/stream", "-i", "http://h/a?passes=1", "user@host", "é://x", "?éé=1&passé"] {
+        for plain in [
+            "rtsp://cam:554/stream",
+            "-i",
+            "http://h/a?passes=1",
+            "user@host",
+            "é://x",
+            "?éé=1&passé",
+        ] {
             assert_eq!(mask(plain), plain);
         }
     }

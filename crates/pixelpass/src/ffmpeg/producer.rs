@@ -27,14 +27,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::command::{self, Legs};
-use crate::config::StreamConfig;
 use super::log::{mask, summarize_exit};
 use super::progress::ProgressParser;
 use super::report::ProcessState;
 use super::{child, ports};
-use crate::ingest::rtp as rtp_in;
+use crate::config::StreamConfig;
 use crate::hub::{Hub, Track};
 use crate::ingest;
+use crate::ingest::rtp as rtp_in;
 use crate::supervisor::{BoxFuture, FailureKind, Producer, ProducerError, Run, RunHandle};
 
 /// How long FFmpeg may take to send its first media.

@@ -4,7 +4,6 @@
 //! lines from the child's fd 3 and stderr. Progress drives stall detection and the status
 //! API; the log tail explains to the operator why FFmpeg exited.
 
-
 use serde::Serialize;
 
 /// One `-progress` block. Values FFmpeg reports as `N/A` stay 0.

@@ -27,8 +27,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::restream::{StreamError, Streams};
 use crate::config::stream::{FieldError, StreamConfig};
+use crate::restream::{StreamError, Streams};
 use crate::token;
 
 /// Stream configs are small; anything larger is refused.

@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::registry::Registry;
 use crate::egress::http_ts;
 use crate::egress::whep::{self, Whep};
+use crate::registry::Registry;
 
 pub fn router(registry: Registry) -> Router {
     router_with(registry, None)

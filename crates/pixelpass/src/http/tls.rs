@@ -108,10 +108,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let junk = dir.join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").unwrap();
-        let e = Tls::load(&dir.join("none.pem"), &junk).unwrap_err().to_string();
-        assert!(e.starts_with("--tls-cert ") && e.contains("none.pem") && e.contains("cannot read"), "{e}");
+        let e = Tls::load(&dir.join("none.pem"), &junk)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--tls-cert ") && e.contains("none.pem") && e.contains("cannot read"),
+            "{e}"
+        );
         let e = Tls::load(&junk, &junk).unwrap_err().to_string();
-        assert!(e.contains("junk.pem") && e.contains("no CERTIFICATE"), "{e}");
+        assert!(
+            e.contains("junk.pem") && e.contains("no CERTIFICATE"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -225,7 +225,9 @@ fn ts_bytes_pushed_in_pieces_become_keyed_chunks() {
     let t0 = Instant::now();
     let mut s = Vec::new();
     s.extend(crate::media::ts::chunker::tests_support::pat(0x1000));
-    s.extend(crate::media::ts::chunker::tests_support::pmt(0x1000, 0x41, 0x42));
+    s.extend(crate::media::ts::chunker::tests_support::pmt(
+        0x1000, 0x41, 0x42,
+    ));
     s.extend(crate::media::ts::chunker::tests_support::ts_packet(
         0x41,
         true,

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::registry::{Registry, StreamEntry};
-use crate::egress::whep::Whep;
-use crate::hub::{Hub, HubConfig};
 use crate::config::stream::{FieldError, StreamConfig};
+use crate::egress::whep::Whep;
 use crate::ffmpeg::report::{ProcessReport, ProcessState};
 use crate::ffmpeg::FfmpegProducer;
+use crate::hub::{Hub, HubConfig};
+use crate::registry::{Registry, StreamEntry};
 use crate::supervisor::{Event, Order, Policy, ProducerError, State, Status, Supervisor};
 use crate::token;
 

@@ -121,12 +121,16 @@ async fn a_crash_restarts_with_backoff_while_the_viewer_stays() {
     lease.ready(Duration::from_secs(5)).await.unwrap();
     let crashed_at = tokio::time::Instant::now();
     let tx = fake.crash.lock().unwrap().take().unwrap();
-    tx.send(ProducerError::crashed("x264enc0: internal data stream error"))
-        .unwrap();
+    tx.send(ProducerError::crashed(
+        "x264enc0: internal data stream error",
+    ))
+    .unwrap();
     wait_state(&sup, State::Failed).await;
     assert_eq!(
         sup.status().last_error,
-        Some(ProducerError::crashed("x264enc0: internal data stream error")),
+        Some(ProducerError::crashed(
+            "x264enc0: internal data stream error"
+        )),
         "the failure keeps its kind through the supervisor"
     );
     wait_state(&sup, State::Live).await;
@@ -153,7 +157,9 @@ async fn a_failed_start_is_told_to_the_waiting_viewer_and_the_next_one_retries()
     fake.start_errors
         .lock()
         .unwrap()
-        .push(ProducerError::cancelled("the screen-share dialog was cancelled"));
+        .push(ProducerError::cancelled(
+            "the screen-share dialog was cancelled",
+        ));
     let lease = sup.acquire().unwrap();
     let err = lease.ready(Duration::from_secs(5)).await.unwrap_err();
     assert_eq!(
@@ -335,13 +341,18 @@ async fn the_status_says_the_state_the_order_and_the_kind_of_the_last_error() {
     let idle = serde_json::to_value(sup.status()).unwrap();
     assert_eq!(
         (&idle["state"], &idle["order"], &idle["last_error"]),
-        (&serde_json::json!("idle"), &serde_json::json!("start"), &serde_json::Value::Null),
+        (
+            &serde_json::json!("idle"),
+            &serde_json::json!("start"),
+            &serde_json::Value::Null
+        ),
         "{idle}"
     );
     let lease = sup.acquire().unwrap();
     lease.ready(Duration::from_secs(5)).await.unwrap();
     let tx = fake.crash.lock().unwrap().take().unwrap();
-    tx.send(ProducerError::stalled("no media for 10 s")).unwrap();
+    tx.send(ProducerError::stalled("no media for 10 s"))
+        .unwrap();
     wait_state(&sup, State::Failed).await;
     let failed = serde_json::to_value(sup.status()).unwrap();
     assert_eq!(failed["state"], "failed", "{failed}");
@@ -350,7 +361,9 @@ async fn the_status_says_the_state_the_order_and_the_kind_of_the_last_error() {
         serde_json::json!({"kind": "stalled", "message": "no media for 10 s"}),
     );
     assert!(
-        sup.events().iter().any(|e| e.what == "failed: no media for 10 s"),
+        sup.events()
+            .iter()
+            .any(|e| e.what == "failed: no media for 10 s"),
         "{:?}",
         sup.events()
     );
@@ -359,7 +372,9 @@ async fn the_status_says_the_state_the_order_and_the_kind_of_the_last_error() {
     fake.start_errors
         .lock()
         .unwrap()
-        .push(ProducerError::crashed("ffmpeg exited before its first media"));
+        .push(ProducerError::crashed(
+            "ffmpeg exited before its first media",
+        ));
     let mut rx = sup.watch_status();
     let failed_start = tokio::time::timeout(
         Duration::from_secs(60),

@@ -18,8 +18,8 @@ use tokio::net::UdpSocket;
 use super::events::{AudioPacket, VideoFrame, WhepError, WhepEvent, WhepOptions};
 use super::recv::{recvmmsg, DATAGRAM_MAX, RECV_BATCH, RECV_BUFFER};
 use super::stats::{ClientStats, SeqCounter};
-use pixelpass::media::h264;
 use crate::client::http::{self, Url};
+use pixelpass::media::h264;
 
 /// The crypto provider and DTLS certificate every client of this process
 /// shares: making a certificate (a P-256 key) for each client would cost

@@ -26,9 +26,9 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use super::VideoParams;
-use crate::media::timecode as code;
 use crate::capture::element::{build, builder, caps_int};
 use crate::capture::error::PipelineError;
+use crate::media::timecode as code;
 
 pub const VIDEO_ELEMENTS: &[&str] = &["videotestsrc", "capsfilter"];
 

@@ -138,7 +138,10 @@ fn a_failed_start_with_nobody_waiting_goes_idle_and_the_next_viewer_asks_again()
     let mut m = machine(2, 5000);
     m.acquire(t0).unwrap();
     m.poll(t0);
-    m.on_start_failed(t0 + ms(50), ProducerError::cancelled("the screen-share dialog was cancelled"));
+    m.on_start_failed(
+        t0 + ms(50),
+        ProducerError::cancelled("the screen-share dialog was cancelled"),
+    );
     assert_eq!(m.start_failures(), 1);
     // The waiting viewer got its 503 and left.
     m.release(t0 + ms(51));
@@ -229,7 +232,10 @@ fn without_restart_a_failure_is_final_until_the_next_start() {
     m.start(t0).unwrap();
     m.poll(t0);
     m.on_started(t0);
-    m.on_failed(t0 + ms(10), ProducerError::crashed("ffmpeg exited with status 1"));
+    m.on_failed(
+        t0 + ms(10),
+        ProducerError::crashed("ffmpeg exited with status 1"),
+    );
     assert_eq!(m.state(), State::Failed);
     assert!(!m.enabled());
     assert_eq!(m.poll(t0 + ms(1_000_000)), (None, None));

@@ -15,8 +15,8 @@ use str0m::{Candidate, RtcConfig};
 
 use super::super::config::{IceServer, WebRtcArgs};
 use super::super::Whep;
-use crate::hub::{Hub, HubConfig};
 use crate::http::router_with;
+use crate::hub::{Hub, HubConfig};
 use crate::registry::{Registry, StreamEntry};
 use crate::supervisor::{BoxFuture, Policy, Producer, ProducerError, Run, RunHandle, Supervisor};
 
@@ -47,7 +47,11 @@ impl Producer for Instant_ {
 struct Fails;
 impl Producer for Fails {
     fn start(&self, _hub: Hub) -> BoxFuture<Result<Run, ProducerError>> {
-        Box::pin(async { Err(ProducerError::cancelled("portal: the user cancelled the dialog")) })
+        Box::pin(async {
+            Err(ProducerError::cancelled(
+                "portal: the user cancelled the dialog",
+            ))
+        })
     }
 }
 
