@@ -396,9 +396,7 @@ impl Core {
                     continue;
                 }
                 if video {
-                    peer.dirty = false;
-                    let actions = drain(&mut self.out, peer, now, self.cfg.timeout);
-                    self.after_drain(id, actions, now);
+                    self.drain_written(id, now);
                 } else if !was {
                     // Audio alone: held for the next video frame (or AUDIO_HOLD).
                     self.held.push(id);
@@ -407,26 +405,31 @@ impl Core {
         }
         if video {
             // Held peers of other streams (this stream's were drained above).
-            self.held_until = None;
-            let held = std::mem::take(&mut self.held);
-            self.drain_written(held, now);
+            self.drain_held(now);
         } else if !self.held.is_empty() {
             self.held_until.get_or_insert(now + AUDIO_HOLD);
         }
     }
 
-    /// Drain the peers media was written to.
-    fn drain_written(&mut self, ids: Vec<PeerId>, now: Instant) {
-        for id in ids {
-            let Some(peer) = self.peers.get_mut(&id) else {
-                continue;
-            };
-            if !peer.dirty {
-                continue; // drained meanwhile (its own input)
-            }
-            peer.dirty = false;
-            let actions = drain(&mut self.out, peer, now, self.cfg.timeout);
-            self.after_drain(id, actions, now);
+    /// Drain a peer media was written to (unless it was drained meanwhile,
+    /// by its own input).
+    fn drain_written(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !peer.dirty {
+            return;
+        }
+        peer.dirty = false;
+        let actions = drain(&mut self.out, peer, now, self.cfg.timeout);
+        self.after_drain(id, actions, now);
+    }
+
+    /// Drain the peers whose audio was held for the next video frame.
+    fn drain_held(&mut self, now: Instant) {
+        self.held_until = None;
+        for id in std::mem::take(&mut self.held) {
+            self.drain_written(id, now);
         }
     }
 
@@ -440,9 +443,7 @@ impl Core {
     /// what is queued before it calls again.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.held_until.is_some_and(|t| t <= now) {
-            self.held_until = None;
-            let held = std::mem::take(&mut self.held);
-            self.drain_written(held, now);
+            self.drain_held(now);
         }
         let due: Vec<(Instant, PeerId)> = self
             .timers
