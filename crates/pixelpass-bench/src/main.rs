@@ -108,6 +108,18 @@ pub(crate) fn with_child<T>(
     Ok((r?, status))
 }
 
+/// [`with_child`], then [`exited_ok`]: `f`'s result only if the child also
+/// exited successfully.
+pub(crate) fn run_load_child<T>(
+    cmd: &mut std::process::Command,
+    what: &str,
+    f: impl FnOnce(&mut std::process::Child) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let (r, status) = with_child(cmd, what, f)?;
+    exited_ok(status, what)?;
+    Ok(r)
+}
+
 /// A load child's end as an error unless it exited successfully.
 pub(crate) fn exited_ok(
     status: std::io::Result<std::process::ExitStatus>,

@@ -206,6 +206,14 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     }
 }
 
+/// RSS as a step's baseline: after the previous step's clients had 300 ms
+/// to go and the freed heap went back to the OS.
+pub fn settled_rss() -> io::Result<u64> {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    trim_heap();
+    rss_bytes()
+}
+
 /// Give freed heap back to the OS so an RSS baseline does not hide memory
 /// that the next step will reuse (glibc keeps freed arenas resident).
 pub fn trim_heap() {

@@ -58,9 +58,7 @@ pub(super) fn step(server: &Server, args: &FanoutArgs, n: usize) -> anyhow::Resu
     if left > 0 {
         eprintln!("bench: {left} viewers of the previous step are still connected");
     }
-    std::thread::sleep(Duration::from_millis(300));
-    procstat::trim_heap();
-    let rss_base = procstat::rss_bytes()?;
+    let rss_base = procstat::settled_rss()?;
 
     let mut cmd = Command::new(crate::self_exe()?);
     cmd.args(["fanout-client", "--url", &server.url])
@@ -77,9 +75,8 @@ pub(super) fn step(server: &Server, args: &FanoutArgs, n: usize) -> anyhow::Resu
             &args.client_cpu.to_string(),
         ]);
     let what = "the load generator";
-    let ((row, detail), status) =
-        crate::with_child(&mut cmd, what, |child| measure(server, args, n, child))?;
-    crate::exited_ok(status, what)?;
+    let (row, detail) =
+        crate::run_load_child(&mut cmd, what, |child| measure(server, args, n, child))?;
     Ok(StepOutcome {
         row: Row { rss_base, ..row },
         detail,

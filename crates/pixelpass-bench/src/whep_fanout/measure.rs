@@ -41,9 +41,7 @@ pub(super) fn step(
     if left > 0 {
         eprintln!("bench: {left} peers of the previous step are still there");
     }
-    std::thread::sleep(Duration::from_millis(300));
-    procstat::trim_heap();
-    let rss_base = procstat::rss_bytes()?;
+    let rss_base = procstat::settled_rss()?;
     let exe = if let Some(exe) = &args.client_exe {
         exe.clone()
     } else {
@@ -70,9 +68,8 @@ pub(super) fn step(
         &args.concurrency.to_string(),
     ]);
     let what = "the peers' process";
-    let ((row, detail), status) =
-        crate::with_child(&mut cmd, what, |child| measure(server, args, n, child))?;
-    crate::exited_ok(status, what)?;
+    let (row, detail) =
+        crate::run_load_child(&mut cmd, what, |child| measure(server, args, n, child))?;
     Ok((Row { rss_base, ..row }, detail))
 }
 
