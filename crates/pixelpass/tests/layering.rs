@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["hub"],
     &["supervisor"],
     &["ingest", "config"],
-    &["capture", "ffmpeg"],
+    &["capture", "ffmpeg", "whip"],
     &["registry"],
     &["egress"],
     &["restream"],

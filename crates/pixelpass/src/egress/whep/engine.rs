@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::core::{Core, EngineConfig, Event, FeedId, MediaMsg, NewPeer, Output, MEDIA_BATCH};
 use super::index::Index;
-use super::udp::{SendBatch, Udp, SEND_BATCH};
+use crate::net::udp::{SendBatch, Udp, SEND_BATCH};
 use crate::hub::{RtpSubscriber, Track};
 
 /// Datagrams handled per wake-up before other work gets a turn.

@@ -1,7 +1,7 @@
 //! WebRTC viewers over WHEP (draft-ietf-wish-whep), with str0m.
 //!
 //! - [`config`]: `--webrtc-udp`, `--public-host`, `--ice-server`, payload types;
-//! - [`udp`]: the ONE UDP socket all peers share, and our host candidates;
+//! - [`crate::net::udp`]: the ONE UDP socket all peers share, and our host candidates;
 //! - [`offer`]: a first look at offers, for one-line `422` reasons;
 //! - [`peer`]: one viewer's `Rtc` (ice-lite, RTP mode) and its events;
 //! - [`forward`]: per-peer sequence numbers, keyframe starts, timestamps;
@@ -22,7 +22,6 @@ pub(crate) mod http;
 pub(crate) mod index;
 pub(crate) mod offer;
 pub(crate) mod peer;
-pub(crate) mod udp;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -38,7 +37,7 @@ use self::core::{EngineConfig, NewPeer};
 use engine::{Cmd, Engine};
 use index::Index;
 use peer::RtcFactory;
-use udp::Udp;
+use crate::net::udp::{self, Udp};
 
 use crate::hub::Hub;
 

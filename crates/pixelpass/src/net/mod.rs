@@ -1,4 +1,7 @@
-//! Which addresses viewers can reach us on.
+//! The network under every peer: which addresses viewers can reach us on,
+//! and [`udp`], the UDP socket WebRTC peers share (WHEP viewers, WHIP publishers).
+
+pub(crate) mod udp;
 
 use std::net::{IpAddr, SocketAddr};
 
