@@ -19,12 +19,15 @@ use pixelpass::http::api::{self, Api};
 use pixelpass::http::{self as server, Limits};
 use pixelpass::registry::Registry;
 use pixelpass::restream::Streams;
+use pixelpass::whip::{self, Whip, WhipConfig};
 use pixelpass::{net, token};
 
 /// Default HTTP address of `serve`.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Default WebRTC UDP address of `serve`.
 pub const DEFAULT_WEBRTC_UDP: &str = "0.0.0.0:8189";
+/// Default UDP address WHIP publishers send to.
+pub const DEFAULT_WHIP_UDP: &str = "0.0.0.0:8190";
 /// Every FFmpeg gets SIGTERM, then SIGKILL after a second; all in parallel.
 const STOP_BUDGET: Duration = Duration::from_secs(4);
 
@@ -41,6 +44,17 @@ pub struct ServeArgs {
     /// `webrtc_udp` in the config. Default 0.0.0.0:8189.
     #[arg(long = "webrtc-udp", value_name = "ADDR:PORT")]
     pub webrtc_udp: Option<SocketAddr>,
+    /// UDP address WHIP publishers' media comes to (a socket of its own).
+    /// Default 0.0.0.0:8190.
+    #[arg(long = "whip-udp", value_name = "ADDR:PORT")]
+    pub whip_udp: Option<SocketAddr>,
+    /// The public base URL of this server when a reverse proxy in front of it
+    /// terminates TLS or adds a path (`https://example.org/pixelpass`): the
+    /// `Location` and `Link` headers and printed URLs use it. Without it they
+    /// use the request's `Host` and this server's own scheme; X-Forwarded-*
+    /// headers are never trusted.
+    #[arg(long = "public-url", value_name = "URL")]
+    pub public_url: Option<String>,
     /// The API's bearer token; overrides `api_token` in the config. Without
     /// either a random one is made and printed.
     #[arg(long, env = "PIXELPASS_API_TOKEN", hide_env_values = true)]
@@ -113,18 +127,38 @@ async fn serve(
         .local_addr()
         .context("cannot read the listening address")?;
     let whep = Whep::start(&webrtc).await?;
+    let public_url = match &args.public_url {
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
+            Some(u.trim_end_matches('/').to_owned())
+        }
+        Some(u) => anyhow::bail!("--public-url {u:?} must start with https:// or http://"),
+        None => None,
+    };
+    let whip = Whip::start(WhipConfig {
+        udp: match args.whip_udp {
+            Some(a) => a,
+            None => parse_addr(DEFAULT_WHIP_UDP)?,
+        },
+        public_host: webrtc.public_host.clone(),
+        timeout: webrtc.peer_timeout(),
+        public_url: public_url.clone(),
+        https,
+    })
+    .await?;
     let registry = Registry::new();
-    let streams = Streams::new(registry.clone(), whep.clone());
+    let streams = Streams::new(registry.clone(), whep.clone(), Some(whip.clone()));
     for s in config.streams.iter().cloned() {
         let id = s.id.clone();
         streams
             .create(s)
             .map_err(|e| anyhow::anyhow!("stream {id:?}: {e}"))?;
     }
-    let router = server::router_with(registry, Some(whep.clone())).merge(api::routes(Api {
-        streams: streams.clone(),
-        token: api_token.clone(),
-    }));
+    let router = server::router_with(registry, Some(whep.clone()))
+        .merge(api::routes(Api {
+            streams: streams.clone(),
+            token: api_token.clone(),
+        }))
+        .merge(whip::http::routes(whip.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve_tls(
         listener,
@@ -133,7 +167,16 @@ async fn serve(
         tls,
         shutdown_rx,
     ));
-    print_banner(&args, local, https, whep.local_addr(), &api_token, &streams)?;
+    let udp = (whep.local_addr(), whip.local_addr());
+    print_banner(
+        &args,
+        local,
+        https,
+        public_url.as_deref(),
+        udp,
+        &api_token,
+        &streams,
+    )?;
 
     super::wait_for_signal().await?;
     tracing::info!("stopping");
@@ -154,6 +197,7 @@ struct Banner<'a> {
     api: String,
     api_token: &'a str,
     webrtc_udp: String,
+    whip_udp: String,
     streams: Vec<BannerStream>,
 }
 
@@ -164,13 +208,16 @@ struct BannerStream {
     player: String,
     stream_ts: Option<String>,
     whep: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    whip: Option<String>,
 }
 
 fn print_banner(
     args: &ServeArgs,
     local: SocketAddr,
     https: bool,
-    udp: SocketAddr,
+    public_url: Option<&str>,
+    (udp, whip_udp): (SocketAddr, SocketAddr),
     api_token: &str,
     streams: &Streams,
 ) -> anyhow::Result<()> {
@@ -178,7 +225,10 @@ fn print_banner(
         .into_iter()
         .next()
         .unwrap_or(local.ip());
-    let base = net::http_base(ip, local.port(), https);
+    let base = match public_url {
+        Some(u) => u.to_owned(),
+        None => net::http_base(ip, local.port(), https),
+    };
     let list: Vec<BannerStream> = streams
         .list()
         .into_iter()
@@ -188,6 +238,7 @@ fn print_banner(
             player: format!("{base}{}", v.urls.player),
             stream_ts: v.urls.stream_ts.map(|u| format!("{base}{u}")),
             whep: v.urls.whep.map(|u| format!("{base}{u}")),
+            whip: v.urls.whip.map(|u| format!("{base}{u}")),
         })
         .collect();
     let banner = Banner {
@@ -195,6 +246,7 @@ fn print_banner(
         api: format!("{base}/api/v1"),
         api_token,
         webrtc_udp: udp.to_string(),
+        whip_udp: whip_udp.to_string(),
         streams: list,
     };
     if args.json {
@@ -222,6 +274,9 @@ fn print_banner(
         println!("    browser  {}", s.player);
         if let Some(u) = &s.stream_ts {
             println!("    players  {u}");
+        }
+        if let Some(u) = &s.whip {
+            println!("    publish  {u}  (WHIP: Authorization: Bearer <its publish_token>)");
         }
     }
     Ok(())

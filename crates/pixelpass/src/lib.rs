@@ -36,3 +36,4 @@ pub mod restream;
 pub mod supervisor;
 pub mod token;
 pub mod view;
+pub mod whip;

@@ -23,8 +23,15 @@ pub struct StreamConfig {
     /// Viewer token used in viewer URLs; `None` means one is generated later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// FFmpeg input arguments, passed verbatim before the outputs pixelpass appends.
+    /// FFmpeg input arguments, passed verbatim before the outputs pixelpass
+    /// appends. Empty for a stream published over WHIP (`publish_token`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input: Vec<String>,
+    /// The publisher's secret: a stream with it and no `input` is published
+    /// over WHIP (`POST /whip/{id}` with `Authorization: Bearer <it>`).
+    /// Never shown by the API (a PUT without it keeps the old one).
+    #[serde(default, skip_serializing)]
+    pub publish_token: Option<String>,
     #[serde(default)]
     pub autostart: bool,
     #[serde(default)]
@@ -233,9 +240,30 @@ impl StreamConfig {
         check_int("max_viewers", self.max_viewers, 1, 100_000)
     }
 
+    /// The stream is published over WHIP rather than run by FFmpeg.
+    pub fn is_published(&self) -> bool {
+        self.publish_token.is_some() && self.input.is_empty()
+    }
+
     fn validate_input(&self) -> Result<(), FieldError> {
+        if let Some(t) = &self.publish_token {
+            let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '~');
+            if !(16..=256).contains(&t.len()) || !t.chars().all(ok) {
+                return fail(
+                    "publish_token",
+                    "must be 16..=256 characters of A-Z a-z 0-9 _ - . ~ (a secret: `pixelpass` can make one with `head -c 24 /dev/urandom | base64 | tr +/ -_`)",
+                );
+            }
+            if !self.input.is_empty() {
+                return fail(
+                    "publish_token",
+                    "a stream has either `input` (FFmpeg pulls it) or `publish_token` (a publisher pushes it over WHIP), not both",
+                );
+            }
+            return Ok(());
+        }
         if self.input.is_empty() {
-            return fail("input", "must not be empty: give FFmpeg input arguments, e.g. [\"-i\", \"rtsp://camera/stream\"]");
+            return fail("input", "must not be empty: give FFmpeg input arguments, e.g. [\"-i\", \"rtsp://camera/stream\"], or a `publish_token` for a stream published over WHIP");
         }
         if !self.input.iter().any(|a| a == "-i") {
             return fail(

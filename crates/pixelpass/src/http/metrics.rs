@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::restream::Sample;
 use crate::supervisor::State;
+use crate::whip::PublisherView;
 
 struct Family<'a> {
     out: &'a mut String,
@@ -164,6 +165,37 @@ pub fn render(samples: &[Sample]) -> String {
             p.drop_frames,
         );
     }
+    let published: Vec<(&Sample, Option<&PublisherView>)> = samples
+        .iter()
+        .filter(|s| s.published)
+        .map(|s| (s, s.publisher.as_ref()))
+        .collect();
+    f.head(
+        "pixelpass_publisher_connected",
+        "gauge",
+        "1 while a WHIP publisher's media flows into a published stream.",
+    );
+    for (s, p) in &published {
+        let v = u8::from(p.is_some_and(|p| p.connected));
+        f.line(
+            "pixelpass_publisher_connected",
+            &format!("stream=\"{}\"", s.id),
+            v,
+        );
+    }
+    f.head(
+        "pixelpass_publisher_bitrate_bps",
+        "gauge",
+        "Payload bits per second the current WHIP publisher sends (0 without one).",
+    );
+    for (s, p) in &published {
+        let v = p.map_or(0, |p| p.bitrate_bps);
+        f.line(
+            "pixelpass_publisher_bitrate_bps",
+            &format!("stream=\"{}\"", s.id),
+            v,
+        );
+    }
     out
 }
 
@@ -200,6 +232,8 @@ mod tests {
             },
             bytes_out: BytesOut { http: 0, whep: 0 },
             process: Arc::new(ProcessState::default()),
+            published: false,
+            publisher: None,
         };
         let text = render(&[sample]);
         let states: Vec<&str> = text

@@ -67,6 +67,10 @@ pub struct HubConfig {
     /// that outgrows either is dropped from the cache until the next keyframe.
     pub rtp_gop_max_bytes: usize,
     pub rtp_gop_max_packets: usize,
+    /// A joining WebRTC peer starts on the cached GOP whenever there is one,
+    /// before asking for a keyframe: for a producer that may never answer
+    /// one (OBS over WHIP ignores PLI).
+    pub rtp_join_cached_first: bool,
 }
 
 impl Default for HubConfig {
@@ -81,6 +85,7 @@ impl Default for HubConfig {
             // limit (500 ms) when the producer makes keyframes on demand.
             rtp_gop_max_bytes: 1 << 20,
             rtp_gop_max_packets: 400,
+            rtp_join_cached_first: false,
         }
     }
 }
@@ -135,6 +140,9 @@ struct State {
     source: Option<Arc<dyn KeyframeSource>>,
     stats: HubStats,
     rtp: rtp::RtpState,
+    /// The H.264 profile-level-id of the RTP video, when not the host
+    /// encoder's (a WHIP publisher's): WebRTC viewers are answered with it.
+    h264_profile: Option<u32>,
 }
 
 impl Hub {
@@ -159,6 +167,7 @@ impl Hub {
                     source: None,
                     stats: HubStats::default(),
                     rtp: rtp::RtpState::default(),
+                    h264_profile: None,
                 }),
             }),
         }
@@ -193,6 +202,16 @@ impl Hub {
         st.keyframes.reset();
         st.source = source;
         st.rtp.begin_run();
+    }
+
+    /// The H.264 profile-level-id this run's RTP video has (a WHIP
+    /// publisher's); `None`: the host encoder's.
+    pub fn set_h264_profile(&self, profile: Option<u32>) {
+        self.lock().h264_profile = profile;
+    }
+
+    pub fn h264_profile(&self) -> Option<u32> {
+        self.lock().h264_profile
     }
 
     /// The producer run ended: no more keyframe requests go to it.

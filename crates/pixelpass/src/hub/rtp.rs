@@ -203,14 +203,14 @@ impl Hub {
     pub fn join_rtp(&self, now: Instant) -> RtpJoin {
         let mut st = self.lock();
         let interval = self.inner.cfg.min_keyframe_interval;
-        if st.source.is_none() {
-            return match st.rtp.snapshot(now, None) {
-                Some(gop) => {
-                    st.stats.rtp_gop_joins += 1;
-                    RtpJoin::Cached(gop)
-                }
-                None => RtpJoin::Live, // the next natural keyframe
-            };
+        if st.source.is_none() || self.inner.cfg.rtp_join_cached_first {
+            if let Some(gop) = st.rtp.snapshot(now, None) {
+                st.stats.rtp_gop_joins += 1;
+                return RtpJoin::Cached(gop);
+            }
+            if st.source.is_none() {
+                return RtpJoin::Live; // the next natural keyframe
+            }
         }
         match st.keyframes.want(now) {
             keyframe::Decision::Request => {

@@ -1,6 +1,7 @@
 //! The network under every peer: which addresses viewers can reach us on,
 //! and [`udp`], the UDP socket WebRTC peers share (WHEP viewers, WHIP publishers).
 
+pub(crate) mod rtc;
 pub(crate) mod udp;
 
 use std::net::{IpAddr, SocketAddr};

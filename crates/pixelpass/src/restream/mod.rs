@@ -16,8 +16,9 @@ use crate::ffmpeg::report::{ProcessReport, ProcessState};
 use crate::ffmpeg::FfmpegProducer;
 use crate::hub::{Hub, HubConfig};
 use crate::registry::{Registry, StreamEntry};
-use crate::supervisor::{Event, Order, Policy, ProducerError, State, Status, Supervisor};
+use crate::supervisor::{Event, Order, Policy, Producer, ProducerError, State, Status, Supervisor};
 use crate::token;
+use crate::whip::{PublisherView, Whip};
 
 /// A random token has 22 characters (128 bits); a chosen one shorter than
 /// this is warned about (it is the only thing keeping the stream private).
@@ -62,6 +63,9 @@ pub struct Urls {
     pub player: String,
     pub stream_ts: Option<String>,
     pub whep: Option<String>,
+    /// Where a publisher POSTs (a stream published over WHIP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whip: Option<String>,
 }
 
 /// Viewers of a stream by kind.
@@ -87,6 +91,9 @@ pub struct Report {
     pub viewers: Viewers,
     pub max_viewers: usize,
     pub bytes_out: BytesOut,
+    /// Who publishes a WHIP stream now (`null`: nobody, or an FFmpeg stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherView>,
     #[serde(flatten)]
     pub process: ProcessReport,
     pub events: Vec<Event>,
@@ -105,6 +112,9 @@ pub struct Sample {
     pub viewers: Viewers,
     pub bytes_out: BytesOut,
     pub process: Arc<ProcessState>,
+    /// A stream published over WHIP, and who publishes it now.
+    pub published: bool,
+    pub publisher: Option<PublisherView>,
 }
 
 #[derive(Clone)]
@@ -115,15 +125,18 @@ pub struct Streams {
 struct Inner {
     registry: Registry,
     whep: Whep,
+    /// WHIP ingest, when this server takes published streams.
+    whip: Option<Whip>,
     streams: Mutex<BTreeMap<String, Stream>>,
 }
 
 impl Streams {
-    pub fn new(registry: Registry, whep: Whep) -> Self {
+    pub fn new(registry: Registry, whep: Whep, whip: Option<Whip>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,
                 whep,
+                whip,
                 streams: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -162,7 +175,7 @@ impl Streams {
                 other.config.id
             )));
         }
-        let stream = spawn(config, token);
+        let stream = self.spawn(config, token)?;
         let mut entry = StreamEntry::new(
             stream.config.id.clone(),
             stream.token.clone(),
@@ -170,10 +183,17 @@ impl Streams {
         );
         entry.http_ts = stream.config.http_ts;
         entry.webrtc = stream.config.webrtc.enabled;
-        entry.rtp_pts = Some((
-            stream.config.webrtc.video_pt(),
-            stream.config.webrtc.audio_pt(),
-        ));
+        entry.rtp_pts = Some(if stream.config.is_published() {
+            (
+                crate::whip::slot::HUB_VIDEO_PT,
+                crate::whip::slot::HUB_AUDIO_PT,
+            )
+        } else {
+            (
+                stream.config.webrtc.video_pt(),
+                stream.config.webrtc.audio_pt(),
+            )
+        });
         self.inner.registry.insert(entry);
         let view = view(&stream);
         streams.insert(stream.config.id.clone(), stream);
@@ -189,7 +209,7 @@ impl Streams {
         mut config: StreamConfig,
     ) -> Result<StreamView, StreamError> {
         config.validate().map_err(StreamError::Invalid)?;
-        let old_token = {
+        let (old_token, old_publish_token) = {
             let streams = self.lock();
             let old = streams
                 .get(id)
@@ -205,9 +225,12 @@ impl Streams {
                     )));
                 }
             }
-            old.token.clone()
+            (old.token.clone(), old.config.publish_token.clone())
         };
         config.token.get_or_insert(old_token);
+        if config.input.is_empty() && config.publish_token.is_none() {
+            config.publish_token = old_publish_token;
+        }
         self.delete(id).await?;
         self.create(config)
     }
@@ -222,6 +245,9 @@ impl Streams {
         self.inner.registry.remove(id);
         stream.supervisor.stop();
         self.inner.whep.close_all(id).await;
+        if let Some(whip) = &self.inner.whip {
+            whip.unregister(id).await;
+        }
         stream.supervisor.shutdown().await;
         Ok(())
     }
@@ -281,6 +307,7 @@ impl Streams {
             viewers,
             max_viewers: status.max_viewers,
             bytes_out: bytes_out(stream.supervisor.hub()),
+            publisher: self.publisher(&stream.config.id),
             process: stream.process.report(),
             events: stream.supervisor.events(),
         })
@@ -298,9 +325,15 @@ impl Streams {
                     bytes_out: bytes_out(s.supervisor.hub()),
                     status,
                     process: s.process.clone(),
+                    published: s.config.is_published(),
+                    publisher: self.publisher(&s.config.id),
                 }
             })
             .collect()
+    }
+
+    fn publisher(&self, id: &str) -> Option<PublisherView> {
+        self.inner.whip.as_ref()?.publisher(id)
     }
 
     fn viewers(&self, s: &Stream, status: &Status) -> Viewers {
@@ -319,6 +352,9 @@ impl Streams {
             s.supervisor.stop();
         }
         self.inner.whep.shutdown().await;
+        if let Some(whip) = &self.inner.whip {
+            whip.shutdown().await;
+        }
         let stops = streams.iter().map(|s| s.supervisor.shutdown());
         futures_util::future::join_all(stops).await;
     }
@@ -343,6 +379,10 @@ fn view(s: &Stream) -> StreamView {
             player: format!("/{t}/"),
             stream_ts: s.config.http_ts.then(|| format!("/{t}/stream.ts")),
             whep: s.config.webrtc.enabled.then(|| format!("/{t}/whep")),
+            whip: s
+                .config
+                .is_published()
+                .then(|| format!("/whip/{}", s.config.id)),
         },
         config: s.config.clone(),
     }
@@ -366,6 +406,37 @@ pub fn policy(c: &StreamConfig) -> Policy {
     }
 }
 
+/// The supervisor policy of a published stream: it waits for a publisher
+/// from its creation; a publisher that leaves is a failed run, after which
+/// it waits again at once (its viewers are closed first).
+pub fn published_policy(c: &StreamConfig) -> Policy {
+    Policy {
+        name: c.id.clone(),
+        max_viewers: c.max_viewers as usize,
+        linger: Duration::from_secs_f64(c.linger),
+        on_demand: false,
+        enabled: true,
+        restart: true,
+        teardown_on_failure: true,
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+        ..Policy::default()
+    }
+}
+
+/// The hub of a published stream: joins start on the cached GOP first (OBS
+/// ignores PLI), so the cache holds long GOPs (OBS's default is seconds).
+pub fn published_hub_config() -> HubConfig {
+    let d = HubConfig::default();
+    HubConfig {
+        rtp_gop_max_bytes: 8 << 20,
+        rtp_gop_max_packets: 8000,
+        gop_max_bytes: 16 << 20,
+        rtp_join_cached_first: true,
+        ..d
+    }
+}
+
 /// The hub of a stream: FFmpeg cannot make keyframes on request, so a new
 /// WebRTC peer starts on the cached GOP; size it for a whole GOP.
 pub fn hub_config(c: &StreamConfig) -> HubConfig {
@@ -381,18 +452,40 @@ pub fn hub_config(c: &StreamConfig) -> HubConfig {
     }
 }
 
-fn spawn(config: StreamConfig, token: String) -> Stream {
-    let process = Arc::new(ProcessState::default());
-    let producer = FfmpegProducer::new(config.clone(), process.clone());
-    let supervisor = Supervisor::spawn(
-        policy(&config),
-        Hub::new(hub_config(&config)),
-        Arc::new(producer),
-    );
-    Stream {
-        config,
-        token,
-        supervisor,
-        process,
+impl Streams {
+    /// A stream's supervisor: an FFmpeg producer, or a WHIP slot for a published one.
+    fn spawn(&self, config: StreamConfig, token: String) -> Result<Stream, StreamError> {
+        let process = Arc::new(ProcessState::default());
+        let (producer, policy, hub): (Arc<dyn Producer>, Policy, Hub) = if config.is_published() {
+            let whip = self.inner.whip.as_ref().ok_or_else(|| {
+                StreamError::Internal(
+                    "this server takes no WHIP publishers (WHIP ingest is off)".into(),
+                )
+            })?;
+            let hub = Hub::new(published_hub_config());
+            let publish_token = config.publish_token.as_deref().unwrap_or_default();
+            let producer = whip.register(
+                &config.id,
+                publish_token,
+                &token,
+                hub.clone(),
+                config.http_ts,
+            );
+            (Arc::new(producer), published_policy(&config), hub)
+        } else {
+            let producer = FfmpegProducer::new(config.clone(), process.clone());
+            (
+                Arc::new(producer),
+                policy(&config),
+                Hub::new(hub_config(&config)),
+            )
+        };
+        let supervisor = Supervisor::spawn(policy, hub, producer);
+        Ok(Stream {
+            config,
+            token,
+            supervisor,
+            process,
+        })
     }
 }

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 
-use super::{OfferError, Whep};
+use super::{OfferError, Whep, H264_PROFILE_LEVEL_ID};
 use crate::egress::http_ts;
 use crate::registry::{Registry, StreamEntry};
 use crate::supervisor::TeardownHook;
@@ -144,6 +144,13 @@ async fn read_body(body: Body, limit: usize) -> Result<String, Response> {
         .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
 
+fn offer_error(e: OfferError) -> Response {
+    match e {
+        OfferError::Malformed(why) => error(StatusCode::BAD_REQUEST, &why),
+        OfferError::Unacceptable(why) => error(StatusCode::UNPROCESSABLE_ENTITY, &why),
+    }
+}
+
 async fn post_offer(
     State(st): State<WhepState>,
     Path(token): Path<String>,
@@ -170,10 +177,11 @@ async fn post_offer(
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let (rtc, answer) = match st.whep.factory().answer(&sdp, posted) {
+    let hub = entry.supervisor.hub().clone();
+    let profile = hub.h264_profile().unwrap_or(H264_PROFILE_LEVEL_ID);
+    let answered = match st.whep.factory().answer(&sdp, posted, profile) {
         Ok(x) => x,
-        Err(OfferError::Malformed(why)) => return error(StatusCode::BAD_REQUEST, &why),
-        Err(OfferError::Unacceptable(why)) => return error(StatusCode::UNPROCESSABLE_ENTITY, &why),
+        Err(e) => return offer_error(e),
     };
     let lease = match entry.supervisor.acquire() {
         Ok(lease) => lease,
@@ -183,6 +191,14 @@ async fn post_offer(
         tracing::warn!(stream = %entry.id, "WebRTC viewer refused: {e}");
         return with_cors(http_ts::unavailable(e.to_string()));
     }
+    // A published stream's profile is the publisher's, known once it is live.
+    let (rtc, answer) = match hub.h264_profile().unwrap_or(H264_PROFILE_LEVEL_ID) {
+        p if p == profile => answered,
+        p => match st.whep.factory().answer(&sdp, posted, p) {
+            Ok(x) => x,
+            Err(e) => return offer_error(e),
+        },
+    };
     register_teardown(&st.whep, &entry);
     let (Ok(resource), Ok(etag)) = (token::generate(), token::generate()) else {
         return error(

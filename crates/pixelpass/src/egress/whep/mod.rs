@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: `--webrtc-udp`, `--public-host`, `--ice-server`, payload types;
 //! - [`crate::net::udp`]: the ONE UDP socket all peers share, and our host candidates;
-//! - [`offer`]: a first look at offers, for one-line `422` reasons;
+//! - [`crate::net::rtc`]: the DTLS identity and a first look at offers (shared with WHIP);
 //! - [`peer`]: one viewer's `Rtc` (ice-lite, RTP mode) and its events;
 //! - [`forward`]: per-peer sequence numbers, keyframe starts, timestamps;
 //! - [`core`]: every peer, its timers and media, sans-IO (time passed in);
@@ -20,7 +20,6 @@ mod engine;
 pub(crate) mod forward;
 pub(crate) mod http;
 pub(crate) mod index;
-pub(crate) mod offer;
 pub(crate) mod peer;
 
 use std::net::SocketAddr;
@@ -34,10 +33,10 @@ pub use config::{IceServer, WebRtcArgs};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
 
 use self::core::{EngineConfig, NewPeer};
+use crate::net::udp::{self, Udp};
 use engine::{Cmd, Engine};
 use index::Index;
 use peer::RtcFactory;
-use crate::net::udp::{self, Udp};
 
 use crate::hub::Hub;
 

@@ -7,16 +7,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
-use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::rtp::{Extension, ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Rtc, RtcConfig};
 
 use super::forward::TrackOut;
-use super::offer;
 use crate::hub::{RtpPkt, Track};
+use crate::net::rtc::{negotiated_pt, parse_offer, sdp as offer, Dtls};
 
 /// H.264 as the encoder emits it: constrained baseline 3.1, FU-A/STAP-A.
 pub const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
@@ -61,21 +59,14 @@ pub enum OfferError {
 
 /// Builds each peer's `Rtc`; shared by all peers (one DTLS certificate).
 pub struct RtcFactory {
-    crypto: Arc<CryptoProvider>,
-    cert: DtlsCert,
+    dtls: Dtls,
     candidates: Vec<SocketAddr>,
 }
 
 impl RtcFactory {
     pub fn new(candidates: Vec<SocketAddr>) -> anyhow::Result<Self> {
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
-        let cert = crypto
-            .dtls_provider
-            .generate_certificate()
-            .ok_or_else(|| anyhow::anyhow!("the crypto provider cannot make a DTLS certificate"))?;
         Ok(Self {
-            crypto,
-            cert,
+            dtls: Dtls::new()?,
             candidates,
         })
     }
@@ -84,13 +75,12 @@ impl RtcFactory {
         &self.candidates
     }
 
-    fn config(&self) -> RtcConfig {
-        let mut cfg = RtcConfig::new()
-            .set_crypto_provider(self.crypto.clone())
-            .set_dtls_cert(self.cert.clone())
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .clear_codecs()
+    /// A viewer's config; H.264 of `h264_profile` (the stream's: the host
+    /// encoder's, or a WHIP publisher's).
+    fn config(&self, h264_profile: u32) -> RtcConfig {
+        let mut cfg = self
+            .dtls
+            .config()
             .set_send_buffer_video(NACK_HISTORY)
             // Header extensions: the MID (BUNDLE demux until the browser
             // knows our SSRCs) and playout-delay (offered by Chrome; the
@@ -104,7 +94,7 @@ impl RtcFactory {
             .set_extension(PLAYOUT_DELAY_EXT_ID, Extension::PlayoutDelay);
         // Our payload type numbers do not matter: the answer uses the offer's.
         cfg.codec_config()
-            .add_h264(102.into(), Some(103.into()), true, H264_PROFILE_LEVEL_ID);
+            .add_h264(102.into(), Some(103.into()), true, h264_profile);
         cfg.codec_config().add_config(
             111.into(),
             None,
@@ -123,19 +113,16 @@ impl RtcFactory {
     }
 
     /// A new `Rtc` that has accepted `offer`, and the SDP answer.
-    pub fn answer(&self, offer_sdp: &str, now: Instant) -> Result<(Rtc, String), OfferError> {
-        // str0m parses untrusted input here: a panic in it is a bad offer, not a dead server.
-        let offer = catch_unwind(|| SdpOffer::from_sdp_string(offer_sdp))
-            .unwrap_or_else(|_| Err(str0m::error::SdpError::ParseError("str0m panicked".into())))
-            .map_err(|e| {
-                OfferError::Malformed(format!(
-                    "the offer is not valid SDP: {}",
-                    one_line(&e.to_string())
-                ))
-            })?;
+    pub fn answer(
+        &self,
+        offer_sdp: &str,
+        now: Instant,
+        h264_profile: u32,
+    ) -> Result<(Rtc, String), OfferError> {
+        let offer = parse_offer(offer_sdp).map_err(OfferError::Malformed)?;
         offer::check(offer_sdp).map_err(OfferError::Unacceptable)?;
         let res = catch_unwind(AssertUnwindSafe(|| {
-            let mut rtc = self.config().build(now);
+            let mut rtc = self.config(h264_profile).build(now);
             for addr in &self.candidates {
                 let c = Candidate::host(*addr, "udp").map_err(|e| {
                     OfferError::Malformed(format!("bad local candidate {addr}: {e}"))
@@ -161,21 +148,11 @@ impl RtcFactory {
             .find_map(|mid| negotiated_pt(&rtc, Mid::from(mid), Codec::H264));
         if video.is_none() {
             return Err(OfferError::Unacceptable(format!(
-                "the offer has no H.264 this server can send (constrained baseline profile-level-id={H264_PROFILE_LEVEL_ID:06x}, packetization-mode=1)"
+                "the offer has no H.264 this server can send (profile-level-id={h264_profile:06x} or another level of that profile, packetization-mode=1)"
             )));
         }
         Ok((rtc, answer))
     }
-}
-
-/// The payload type the peer negotiated for `codec` on `mid`, if any.
-pub fn negotiated_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
-    let media = rtc.media(mid)?;
-    let remote = media.remote_pts();
-    rtc.codec_config()
-        .iter()
-        .find(|p| p.spec().codec == codec && remote.contains(&p.pt()))
-        .map(|p| p.pt())
 }
 
 /// What the engine must do after a peer's event.
@@ -423,29 +400,6 @@ fn fastrand_seed(resource: &str) -> u64 {
     })
 }
 
-/// A parser's multi-line message as one line (status bodies are one line).
-fn one_line(msg: &str) -> String {
-    let joined = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-    // The parser quotes a pointer address that says nothing to the sender.
-    let cleaned = match (joined.find(" at PointerOffset("), joined.find(')')) {
-        (Some(a), Some(b)) if b > a => format!("{}{}", &joined[..a], &joined[b + 1..]),
-        _ => joined,
-    };
-    cleaned.chars().take(200).collect()
-}
-
-#[cfg(test)]
-mod one_line_tests {
-    #[test]
-    fn parser_messages_become_one_short_line() {
-        let m = super::one_line("SDP parse: Parse error at PointerOffset(0x7f86)\nUnexpected `g`\nExpected `v`\nsdp line\n");
-        assert_eq!(
-            m,
-            "SDP parse: Parse error Unexpected `g` Expected `v` sdp line"
-        );
-    }
-}
-
 #[cfg(test)]
 mod playout_delay_tests {
     use std::net::SocketAddr;
@@ -510,10 +464,14 @@ mod playout_delay_tests {
 
         // Without the extension in the offer, the answer has none either.
         let (_, plain, _) = client(client_addr, false, now);
-        assert!(!factory.answer(&plain, now).unwrap().1.contains(URI));
+        assert!(!factory
+            .answer(&plain, now, H264_PROFILE_LEVEL_ID)
+            .unwrap()
+            .1
+            .contains(URI));
 
         let (mut c, offer, pending) = client(client_addr, true, now);
-        let (rtc, answer) = factory.answer(&offer, now).unwrap();
+        let (rtc, answer) = factory.answer(&offer, now, H264_PROFILE_LEVEL_ID).unwrap();
         assert!(answer.contains(&format!("a=extmap:6 {URI}")), "{answer}");
         c.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())

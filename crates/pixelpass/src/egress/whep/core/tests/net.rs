@@ -130,7 +130,11 @@ impl Net {
         let (offer, pending) = api.apply().unwrap();
         let (server, answer) = self
             .factory
-            .answer(&offer.to_sdp_string(), self.now)
+            .answer(
+                &offer.to_sdp_string(),
+                self.now,
+                crate::egress::whep::H264_PROFILE_LEVEL_ID,
+            )
             .unwrap();
         rtc.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())

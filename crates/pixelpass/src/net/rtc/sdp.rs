@@ -1,5 +1,6 @@
-//! A first look at a WHEP offer, for error answers that say what is wrong
-//! (`422` with one line) before str0m negotiates it.
+//! A first look at an offer (WHEP viewer or WHIP publisher), for error
+//! answers that say what is wrong (`422` with one line) before str0m
+//! negotiates it.
 
 /// One m-section of an offer, as far as the checks need it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,7 +61,7 @@ pub fn check(sdp: &str) -> Result<(), String> {
         .filter(|s| s.kind == "video" && !s.rejected)
         .collect();
     if video.is_empty() {
-        return Err("the offer has no video (m=video): this server sends H.264 video".into());
+        return Err("the offer has no video (m=video): this server carries H.264 video".into());
     }
     let h264: Vec<&(u8, String, String)> = video
         .iter()
@@ -68,14 +69,14 @@ pub fn check(sdp: &str) -> Result<(), String> {
         .filter(|c| c.1 == "H264")
         .collect();
     if h264.is_empty() {
-        return Err("the offer has no H.264 (this server sends H.264 only)".into());
+        return Err("the offer has no H.264 (this server carries H.264 only)".into());
     }
     if !h264
         .iter()
         .any(|c| c.2.to_ascii_lowercase().contains("packetization-mode=1"))
     {
         return Err(
-            "the offer's H.264 lacks packetization-mode=1 (this server sends FU-A/STAP-A)".into(),
+            "the offer's H.264 lacks packetization-mode=1 (this server carries FU-A/STAP-A)".into(),
         );
     }
     Ok(())

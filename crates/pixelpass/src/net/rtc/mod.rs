@@ -1,0 +1,83 @@
+//! What WebRTC viewers (WHEP) and publishers (WHIP) negotiate alike: the
+//! DTLS identity, reading an untrusted offer, the payload type str0m agreed
+//! on, and [`sdp`], a first look at an offer for one-line `422` reasons.
+
+pub(crate) mod sdp;
+
+use std::panic::catch_unwind;
+use std::sync::Arc;
+
+use str0m::change::SdpOffer;
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt};
+use str0m::{Rtc, RtcConfig};
+
+/// The crypto provider and the DTLS certificate every peer of one service shares.
+#[derive(Clone)]
+pub(crate) struct Dtls {
+    crypto: Arc<CryptoProvider>,
+    cert: DtlsCert,
+}
+
+impl Dtls {
+    pub fn new() -> anyhow::Result<Self> {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| anyhow::anyhow!("the crypto provider cannot make a DTLS certificate"))?;
+        Ok(Self { crypto, cert })
+    }
+
+    /// A config with this identity, ice-lite, in RTP mode, with no codecs yet.
+    pub fn config(&self) -> RtcConfig {
+        RtcConfig::new()
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.cert.clone())
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+    }
+}
+
+/// Parse an untrusted offer: a panic in the parser is a bad offer, not a
+/// dead server. The error is one line for a `400` body.
+pub(crate) fn parse_offer(sdp: &str) -> Result<SdpOffer, String> {
+    catch_unwind(|| SdpOffer::from_sdp_string(sdp))
+        .unwrap_or_else(|_| Err(str0m::error::SdpError::ParseError("str0m panicked".into())))
+        .map_err(|e| format!("the offer is not valid SDP: {}", one_line(&e.to_string())))
+}
+
+/// The payload type the peer negotiated for `codec` on `mid`, if any.
+pub(crate) fn negotiated_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    let remote = media.remote_pts();
+    rtc.codec_config()
+        .iter()
+        .find(|p| p.spec().codec == codec && remote.contains(&p.pt()))
+        .map(|p| p.pt())
+}
+
+/// A parser's multi-line message as one line (status bodies are one line).
+pub(crate) fn one_line(msg: &str) -> String {
+    let joined = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    // The parser quotes a pointer address that says nothing to the sender.
+    let cleaned = match (joined.find(" at PointerOffset("), joined.find(')')) {
+        (Some(a), Some(b)) if b > a => format!("{}{}", &joined[..a], &joined[b + 1..]),
+        _ => joined,
+    };
+    cleaned.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    #[test]
+    fn parser_messages_become_one_short_line() {
+        let m = super::one_line("SDP parse: Parse error at PointerOffset(0x7f86)\nUnexpected `g`\nExpected `v`\nsdp line\n");
+        assert_eq!(
+            m,
+            "SDP parse: Parse error Unexpected `g` Expected `v` sdp line"
+        );
+    }
+}

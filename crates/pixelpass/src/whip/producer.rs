@@ -1,0 +1,120 @@
+//! A published stream's producer, as the supervisor sees it: a run starts
+//! when its publisher's first packet arrives and fails when the publisher
+//! goes (DELETE, consent lost, DTLS closed), so the supervisor closes the
+//! stream's viewers before its sources and starts waiting again — a
+//! republish continues the stream.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::engine::Cmd;
+use super::slot::{Slot, HUB_AUDIO_PT, HUB_VIDEO_PT};
+use crate::hub::{Hub, KeyframeSource};
+use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
+
+pub struct WhipProducer {
+    slot: Arc<Slot>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    /// HTTP-TS viewers are served (H.264 remuxed, Opus → AAC, once).
+    http_ts: bool,
+}
+
+impl WhipProducer {
+    pub(crate) fn new(slot: Arc<Slot>, cmds: mpsc::UnboundedSender<Cmd>, http_ts: bool) -> Self {
+        Self {
+            slot,
+            cmds,
+            http_ts,
+        }
+    }
+}
+
+/// Keyframe requests of the hub (rate-limited there) → PLI to the publisher.
+struct Pli {
+    stream: Arc<str>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl KeyframeSource for Pli {
+    fn request_keyframe(&self) {
+        let _ = self.cmds.send(Cmd::Keyframe(self.stream.clone()));
+    }
+}
+
+impl Producer for WhipProducer {
+    fn start(&self, hub: Hub) -> BoxFuture<Result<Run, ProducerError>> {
+        let slot = self.slot.clone();
+        let cmds = self.cmds.clone();
+        let http_ts = self.http_ts;
+        Box::pin(async move {
+            let stream: Arc<str> = slot.id.as_str().into();
+            hub.begin_run(Some(Arc::new(Pli {
+                stream: stream.clone(),
+                cmds: cmds.clone(),
+            })));
+            let (first, failures) = slot.attach_run();
+            let mut closed = slot.closed();
+            tokio::select! {
+                r = first => if r.is_err() {
+                    return Err(ProducerError::cancelled("the stream's publisher slot went away"));
+                },
+                _ = closed.wait_for(|c| *c) => {
+                    slot.detach_run();
+                    return Err(ProducerError::cancelled("the stream was deleted while it waited for a publisher"));
+                }
+            }
+            let remux = if http_ts {
+                let audio = slot.has_audio().then_some(HUB_AUDIO_PT);
+                remux_start(&hub, HUB_VIDEO_PT, audio, &slot.id)
+            } else {
+                None
+            };
+            Ok(Run {
+                encoder: "WHIP publisher (its H.264 as sent)".into(),
+                failures,
+                handle: Box::new(Handle {
+                    slot,
+                    cmds,
+                    stream,
+                    remux,
+                }),
+            })
+        })
+    }
+}
+
+struct Handle {
+    slot: Arc<Slot>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    stream: Arc<str>,
+    remux: Option<RemuxHandle>,
+}
+
+/// HTTP-TS of a published stream (TODO(merge): the remux of capture/).
+struct RemuxHandle;
+
+impl RemuxHandle {
+    async fn stop(self) {}
+}
+
+fn remux_start(_hub: &Hub, _video_pt: u8, _audio_pt: Option<u8>, _id: &str) -> Option<RemuxHandle> {
+    None
+}
+
+impl RunHandle for Handle {
+    /// The run stops (the publisher left, or the operator stopped the
+    /// stream): a publisher still connected is closed.
+    fn stop(self: Box<Self>) -> BoxFuture<()> {
+        Box::pin(async move {
+            self.slot.detach_run();
+            if let Some(remux) = self.remux {
+                remux.stop().await;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if self.cmds.send(Cmd::CloseStream(self.stream, tx)).is_ok() {
+                let _ = rx.await;
+            }
+        })
+    }
+}
