@@ -149,16 +149,7 @@ pub(crate) fn build_graph(
     let audio_raw = if cfg.audio {
         match source::audio(cfg.source, &cfg.audio_source)? {
             Some(mut chain) => {
-                chain.push(make("audioconvert", "audioconvert")?);
-                chain.push(make("audioresample", "audioresample")?);
-                let caps = gst::Caps::builder("audio/x-raw")
-                    .field("rate", 48_000i32)
-                    .field("channels", 2i32)
-                    .build();
-                chain.push(build(
-                    builder("capsfilter", "audio-caps")?.property("caps", caps),
-                    "capsfilter",
-                )?);
+                chain.extend(raw_audio_tail()?);
                 add_and_link(&pipeline, &chain)?;
                 Some(last(&chain)?)
             }
@@ -222,9 +213,27 @@ fn raw_video_tail(cfg: &PipelineConfig) -> Result<Vec<gst::Element>, PipelineErr
     Ok(v)
 }
 
+/// audioconvert → audioresample → capsfilter(48 kHz stereo): raw audio as
+/// the TS branch's AAC encoder (and the Opus branch) take it.
+pub(crate) fn raw_audio_tail() -> Result<Vec<gst::Element>, PipelineError> {
+    let caps = gst::Caps::builder("audio/x-raw")
+        .field("rate", 48_000i32)
+        .field("channels", 2i32)
+        .build();
+    Ok(vec![
+        make("audioconvert", "audioconvert")?,
+        make("audioresample", "audioresample")?,
+        build(
+            builder("capsfilter", "audio-caps")?.property("caps", caps),
+            "capsfilter",
+        )?,
+    ])
+}
+
 /// The MPEG-TS branch: `video` (encoded H.264) and `audio_raw` (48 kHz
-/// stereo) into mpegtsmux, out through the appsink it returns.
-fn link_ts_branch(
+/// stereo) into mpegtsmux, out through the appsink it returns. Also the
+/// tail of the WHIP remux ([`super::remux`]).
+pub(crate) fn link_ts_branch(
     pipeline: &gst::Pipeline,
     video: &gst::Element,
     audio_raw: Option<&gst::Element>,
@@ -273,7 +282,10 @@ fn link_ts_branch(
     Ok(appsink)
 }
 
-fn add_and_link(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), PipelineError> {
+pub(crate) fn add_and_link(
+    pipeline: &gst::Pipeline,
+    chain: &[gst::Element],
+) -> Result<(), PipelineError> {
     for el in chain {
         pipeline.add(el).map_err(|e| PipelineError::Create {
             element: el.name().to_string(),
