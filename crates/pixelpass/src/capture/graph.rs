@@ -123,18 +123,8 @@ pub(crate) fn build_graph(
         builder("capsfilter", "encoder-caps")?.property("caps", encoder::output_caps()),
         "capsfilter",
     )?;
-    let parse = build(
-        builder("h264parse", "h264parse")?.property("config-interval", -1i32),
-        "h264parse",
-    )?;
-    let h264_caps = gst::Caps::builder("video/x-h264")
-        .field("stream-format", "byte-stream")
-        .field("alignment", "au")
-        .build();
-    let video_encoded = build(
-        builder("capsfilter", "h264-caps")?.property("caps", h264_caps),
-        "capsfilter",
-    )?;
+    let parse = h264parse()?;
+    let video_encoded = h264_au_filter("h264-caps")?;
     let encode = [
         enc_queue,
         encoder.clone(),
@@ -211,6 +201,26 @@ fn raw_video_tail(cfg: &PipelineConfig) -> Result<Vec<gst::Element>, PipelineErr
         "capsfilter",
     )?);
     Ok(v)
+}
+
+/// h264parse with SPS/PPS before every IDR (a viewer can start at any keyframe).
+pub(crate) fn h264parse() -> Result<gst::Element, PipelineError> {
+    build(
+        builder("h264parse", "h264parse")?.property("config-interval", -1i32),
+        "h264parse",
+    )
+}
+
+/// A capsfilter for H.264 byte-stream in whole access units.
+pub(crate) fn h264_au_filter(name: &str) -> Result<gst::Element, PipelineError> {
+    let caps = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build();
+    build(
+        builder("capsfilter", name)?.property("caps", caps),
+        "capsfilter",
+    )
 }
 
 /// audioconvert → audioresample → capsfilter(48 kHz stereo): raw audio as

@@ -20,7 +20,9 @@ use gstreamer_app as gst_app;
 
 use super::super::element::{build, builder, make, set_bool, set_num, set_str, soft};
 use super::super::error::PipelineError;
-use super::super::graph::{add_and_link, link_ts_branch, raw_audio_tail};
+use super::super::graph::{
+    add_and_link, h264_au_filter, h264parse, link_ts_branch, raw_audio_tail,
+};
 
 /// What the jitter buffers hold back to reorder packets and smooth arrival
 /// jitter (added to the HTTP-TS latency of a published stream).
@@ -69,18 +71,8 @@ pub(super) fn build_graph(video_pt: u8, audio_pt: Option<u8>) -> Result<RemuxGra
     // Whole access units: `wait-for-keyframe` works only on them, and
     // h264parse assembling AUs from single NALs split every keyframe in two
     // (the SPS/PPS/IDR and a second, untimed PES: ffmpeg "missing picture").
-    let au = gst::Caps::builder("video/x-h264")
-        .field("stream-format", "byte-stream")
-        .field("alignment", "au")
-        .build();
-    let depay_caps = build(
-        builder("capsfilter", "depay-caps")?.property("caps", au),
-        "capsfilter",
-    )?;
-    let parse = build(
-        builder("h264parse", "h264parse")?.property("config-interval", -1i32),
-        "h264parse",
-    )?;
+    let depay_caps = h264_au_filter("depay-caps")?;
+    let parse = h264parse()?;
     let vchain = [
         vsrc,
         jitterbuffer("video-jitterbuffer")?,
