@@ -122,7 +122,7 @@ install_rust() {
 }
 
 check_gstreamer() {
-  # The elements the host pipeline needs, with the package that has each.
+  # The elements the host pipeline (and serve's WHIP → HTTP-TS remux) needs, with the package that has each.
   local el pkg missing=()
   while read -r el pkg; do
     # --atleast-version: plugins outside GStreamer proper (pipewiresrc) have their own versions.
@@ -138,6 +138,11 @@ appsink gstreamer1.0-plugins-base
 opusenc gstreamer1.0-plugins-base
 rtph264pay gstreamer1.0-plugins-good
 rtpopuspay gstreamer1.0-plugins-good
+appsrc gstreamer1.0-plugins-base
+rtpjitterbuffer gstreamer1.0-plugins-good
+rtph264depay gstreamer1.0-plugins-good
+rtpopusdepay gstreamer1.0-plugins-good
+opusdec gstreamer1.0-plugins-base
 pipewiresrc gstreamer1.0-pipewire
 ximagesrc gstreamer1.0-plugins-good
 pulsesrc gstreamer1.0-pulseaudio

@@ -29,6 +29,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("appsink", "gstreamer1.0-plugins-base"),
     ("appsrc", "gstreamer1.0-plugins-base"),
     ("opusenc", "gstreamer1.0-plugins-base"),
+    ("opusdec", "gstreamer1.0-plugins-base"),
     ("uridecodebin", "gstreamer1.0-plugins-base"),
     // the pango plugin is packaged with the X bits on Debian
     ("timeoverlay", "gstreamer1.0-x"),
@@ -38,6 +39,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("aacparse", "gstreamer1.0-plugins-good"),
     ("rtph264pay", "gstreamer1.0-plugins-good"),
     ("rtpopuspay", "gstreamer1.0-plugins-good"),
+    ("rtph264depay", "gstreamer1.0-plugins-good"),
+    ("rtpopusdepay", "gstreamer1.0-plugins-good"),
+    ("rtpjitterbuffer", "gstreamer1.0-plugins-good"),
     ("ximagesrc", "gstreamer1.0-plugins-good"),
     ("pulsesrc", "gstreamer1.0-pulseaudio"),
     // -bad

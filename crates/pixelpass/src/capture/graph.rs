@@ -123,18 +123,8 @@ pub(crate) fn build_graph(
         builder("capsfilter", "encoder-caps")?.property("caps", encoder::output_caps()),
         "capsfilter",
     )?;
-    let parse = build(
-        builder("h264parse", "h264parse")?.property("config-interval", -1i32),
-        "h264parse",
-    )?;
-    let h264_caps = gst::Caps::builder("video/x-h264")
-        .field("stream-format", "byte-stream")
-        .field("alignment", "au")
-        .build();
-    let video_encoded = build(
-        builder("capsfilter", "h264-caps")?.property("caps", h264_caps),
-        "capsfilter",
-    )?;
+    let parse = h264parse()?;
+    let video_encoded = h264_au_filter("h264-caps")?;
     let encode = [
         enc_queue,
         encoder.clone(),
@@ -149,16 +139,7 @@ pub(crate) fn build_graph(
     let audio_raw = if cfg.audio {
         match source::audio(cfg.source, &cfg.audio_source)? {
             Some(mut chain) => {
-                chain.push(make("audioconvert", "audioconvert")?);
-                chain.push(make("audioresample", "audioresample")?);
-                let caps = gst::Caps::builder("audio/x-raw")
-                    .field("rate", 48_000i32)
-                    .field("channels", 2i32)
-                    .build();
-                chain.push(build(
-                    builder("capsfilter", "audio-caps")?.property("caps", caps),
-                    "capsfilter",
-                )?);
+                chain.extend(raw_audio_tail()?);
                 add_and_link(&pipeline, &chain)?;
                 Some(last(&chain)?)
             }
@@ -222,9 +203,47 @@ fn raw_video_tail(cfg: &PipelineConfig) -> Result<Vec<gst::Element>, PipelineErr
     Ok(v)
 }
 
+/// h264parse with SPS/PPS before every IDR (a viewer can start at any keyframe).
+pub(crate) fn h264parse() -> Result<gst::Element, PipelineError> {
+    build(
+        builder("h264parse", "h264parse")?.property("config-interval", -1i32),
+        "h264parse",
+    )
+}
+
+/// A capsfilter for H.264 byte-stream in whole access units.
+pub(crate) fn h264_au_filter(name: &str) -> Result<gst::Element, PipelineError> {
+    let caps = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build();
+    build(
+        builder("capsfilter", name)?.property("caps", caps),
+        "capsfilter",
+    )
+}
+
+/// audioconvert → audioresample → capsfilter(48 kHz stereo): raw audio as
+/// the TS branch's AAC encoder (and the Opus branch) take it.
+pub(crate) fn raw_audio_tail() -> Result<Vec<gst::Element>, PipelineError> {
+    let caps = gst::Caps::builder("audio/x-raw")
+        .field("rate", 48_000i32)
+        .field("channels", 2i32)
+        .build();
+    Ok(vec![
+        make("audioconvert", "audioconvert")?,
+        make("audioresample", "audioresample")?,
+        build(
+            builder("capsfilter", "audio-caps")?.property("caps", caps),
+            "capsfilter",
+        )?,
+    ])
+}
+
 /// The MPEG-TS branch: `video` (encoded H.264) and `audio_raw` (48 kHz
-/// stereo) into mpegtsmux, out through the appsink it returns.
-fn link_ts_branch(
+/// stereo) into mpegtsmux, out through the appsink it returns. Also the
+/// tail of the WHIP remux ([`super::remux`]).
+pub(crate) fn link_ts_branch(
     pipeline: &gst::Pipeline,
     video: &gst::Element,
     audio_raw: Option<&gst::Element>,
@@ -273,7 +292,10 @@ fn link_ts_branch(
     Ok(appsink)
 }
 
-fn add_and_link(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), PipelineError> {
+pub(crate) fn add_and_link(
+    pipeline: &gst::Pipeline,
+    chain: &[gst::Element],
+) -> Result<(), PipelineError> {
     for el in chain {
         pipeline.add(el).map_err(|e| PipelineError::Create {
             element: el.name().to_string(),

@@ -8,7 +8,9 @@
 //! - [`appsink`]: where bytes leave GStreamer (TS to the ingest thread, RTP to the hub);
 //! - [`bus`]: the bus watch turning every ERROR into a typed failure;
 //! - [`producer`]: [`GstProducer`], the supervisor's [`Producer`](crate::supervisor::Producer);
-//! - [`rtp`]: the WebRTC branch (RTP H.264 from the same encoder, Opus), on request.
+//! - [`rtp`]: the WebRTC branch (RTP H.264 from the same encoder, Opus), on request;
+//! - [`remux`]: the other way round, for `serve`'s published (WHIP) streams:
+//!   the hub's RTP tracks depacketized once into the hub's MPEG-TS.
 
 pub(crate) mod appsink;
 pub(crate) mod bus;
@@ -17,12 +19,14 @@ pub mod encoder;
 pub(crate) mod error;
 pub(crate) mod graph;
 pub(crate) mod producer;
+pub mod remux;
 pub mod rtp;
 pub mod source;
 
 pub use encoder::{EncoderChoice, EncoderKind};
 pub use error::{check_elements, debian_package_for, PipelineError};
 pub use producer::{GstProducer, RunProbe};
+pub use remux::{Remux, RemuxStats};
 pub use rtp::RtpOutput;
 
 use gstreamer as gst;

@@ -69,13 +69,13 @@ async fn stop(run: Run, probe: &RunProbe) {
     );
 }
 
-fn temp_ts(name: &str, data: &[u8]) -> PathBuf {
+pub(super) fn temp_ts(name: &str, data: &[u8]) -> PathBuf {
     let path = std::env::temp_dir().join(format!("pixelpass-{}-{name}.ts", std::process::id()));
     std::fs::write(&path, data).expect("write temp file");
     path
 }
 
-fn ffprobe_streams(path: &PathBuf) -> Vec<serde_json::Value> {
+pub(super) fn ffprobe_streams(path: &PathBuf) -> Vec<serde_json::Value> {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-show_streams", "-of", "json"])
         .arg(path)
@@ -90,7 +90,7 @@ fn ffprobe_streams(path: &PathBuf) -> Vec<serde_json::Value> {
     json["streams"].as_array().cloned().unwrap_or_default()
 }
 
-fn decoded_video_frames(path: &PathBuf) -> u64 {
+pub(super) fn decoded_video_frames(path: &PathBuf) -> u64 {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
         .args(["-show_entries", "stream=nb_read_frames", "-of", "json"])
@@ -105,7 +105,7 @@ fn decoded_video_frames(path: &PathBuf) -> u64 {
 }
 
 /// `ffmpeg -v error` decoding everything: its complaints (empty when clean).
-fn ffmpeg_decode_errors(path: &PathBuf) -> String {
+pub(super) fn ffmpeg_decode_errors(path: &PathBuf) -> String {
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
@@ -120,7 +120,7 @@ fn ffmpeg_decode_errors(path: &PathBuf) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn codecs(streams: &[serde_json::Value]) -> Vec<String> {
+pub(super) fn codecs(streams: &[serde_json::Value]) -> Vec<String> {
     let mut v: Vec<String> = streams
         .iter()
         .filter_map(|s| s["codec_name"].as_str().map(str::to_owned))

@@ -29,7 +29,7 @@ use crate::capture::source;
 use audio::audio_rows;
 use capture::{dbus_row, pipewire_row, portal_row, portal_version, wayland_row, x11_row};
 use encoders::{codec_rows, encoder_rows};
-use tools::{elements_row, ffmpeg_row, viewer_rows};
+use tools::{elements_row, ffmpeg_row, remux_row, viewer_rows};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -243,6 +243,7 @@ pub async fn examine() -> Report {
     // ── viewing ──
     rows.extend(viewer_rows());
     rows.push(ffmpeg_row());
+    rows.push(remux_row());
 
     let blocker = if encoder.is_none() {
         Some(

@@ -1,11 +1,11 @@
 //! The tool rows of `pixelpass doctor`: the GStreamer elements every host
-//! run needs, the viewers (a browser, mpv) and ffmpeg for `pixelpass serve`,
+//! run needs (and those of `serve`'s WHIP → HTTP-TS remux), the viewers (a browser, mpv) and ffmpeg for `pixelpass serve`,
 //! and [`on_path`], the PATH lookup `serve` shares.
 
 use std::path::PathBuf;
 
 use super::{apt, row, Row, Status};
-use crate::capture::PipelineError;
+use crate::capture::{remux, PipelineError};
 
 /// The muxing and WebRTC elements every host run needs.
 pub(super) fn elements_row() -> Row {
@@ -20,28 +20,40 @@ pub(super) fn elements_row() -> Row {
         "rtpopuspay",
         "tee",
     ];
-    match crate::capture::check_elements(needed) {
-        Ok(()) => row(
-            "elements",
-            "muxing + WebRTC elements",
-            Status::Ok,
-            "mpegtsmux, h264parse, rtph264pay, rtpopuspay, …",
-            None,
-        ),
+    elements_check(
+        "elements",
+        "muxing + WebRTC elements",
+        &needed,
+        "mpegtsmux, h264parse, rtph264pay, rtpopuspay, …",
+    )
+}
+
+/// What `serve` needs to give HTTP-TS viewers a published (WHIP) stream.
+pub(super) fn remux_row() -> Row {
+    let needed: Vec<&str> = remux::VIDEO_ELEMENTS
+        .iter()
+        .chain(remux::AUDIO_ELEMENTS)
+        .copied()
+        .collect();
+    elements_check(
+        "remux",
+        "WHIP → HTTP-TS elements",
+        &needed,
+        "rtpjitterbuffer, rtph264depay, rtpopusdepay, opusdec, …",
+    )
+}
+
+fn elements_check(id: &str, check: &str, needed: &[&str], present: &str) -> Row {
+    match crate::capture::check_elements(needed.iter().copied()) {
+        Ok(()) => row(id, check, Status::Ok, present, None),
         Err(PipelineError::MissingElement { element, package }) => row(
-            "elements",
-            "muxing + WebRTC elements",
+            id,
+            check,
             Status::No,
             format!("missing GStreamer element {element}"),
             package.map(|p| format!("apt-get install {p}")),
         ),
-        Err(e) => row(
-            "elements",
-            "muxing + WebRTC elements",
-            Status::No,
-            e.to_string(),
-            None,
-        ),
+        Err(e) => row(id, check, Status::No, e.to_string(), None),
     }
 }
 

@@ -56,6 +56,19 @@ impl<'a> RtpPacket<'a> {
             payload: &b[start..end],
         })
     }
+
+    /// The packet as bytes with a plain fixed header (no CSRCs, extension
+    /// or padding): how a packet the hub parsed goes back into an RTP element.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(12 + self.payload.len());
+        v.push(0x80);
+        v.push(u8::from(self.marker) << 7 | (self.payload_type & 0x7f));
+        v.extend_from_slice(&self.sequence.to_be_bytes());
+        v.extend_from_slice(&self.timestamp.to_be_bytes());
+        v.extend_from_slice(&self.ssrc.to_be_bytes());
+        v.extend_from_slice(self.payload);
+        v
+    }
 }
 
 /// Is this RTP/H.264 payload (RFC 6184) the start of a keyframe: an SPS, or
@@ -119,6 +132,21 @@ mod tests {
             (102, true, 65535, 3000, 0x01020304)
         );
         assert_eq!(p.payload, &[0x65, 1, 2]);
+    }
+
+    #[test]
+    fn writes_what_it_parses_without_extension_and_padding() {
+        let mut b = packet(111, 1, &[]);
+        b[0] |= 0x10 | 0x20;
+        b.extend_from_slice(&[0xbe, 0xde, 0, 1, 9, 9, 9, 9]);
+        b.extend_from_slice(&[7, 7, 0, 2]);
+        let p = RtpPacket::parse(&b).unwrap();
+        let written = p.to_vec();
+        assert_eq!(written.len(), 12 + 2);
+        assert_eq!(&written[..12], &packet(111, 1, &[])[..]);
+        assert_eq!(RtpPacket::parse(&written).unwrap(), p);
+        let unmarked = RtpPacket { marker: false, ..p }.to_vec();
+        assert_eq!(unmarked[1], 111);
     }
 
     #[test]
