@@ -5,7 +5,7 @@
 //   node whip-publish.mjs --url WHIP_ENDPOINT --token BEARER [--seconds 10]
 //        [--ignore-cert] [--cross-origin] [--fps 30] [--width 640 --height 360]
 //        [--connect-timeout 10]
-//   node whip-publish.mjs --self-test [--seconds 3]
+//   node whip-publish.mjs --self-test [--seconds 3] [--url ORIGIN_FOR_THE_PAGE]
 //
 // One POST of the complete offer (ICE gathered first, no trickle), the
 // answer set, `connectionState == "connected"` awaited, media sent for
@@ -19,7 +19,7 @@
 // (origin "null"), which needs the server's CORS answer to OPTIONS.
 // --ignore-cert accepts any certificate (a test CA). --self-test sends to a
 // second RTCPeerConnection in the page instead of a server: does this
-// Chromium encode H.264 for WebRTC?
+// Chromium encode H.264 for WebRTC (here, in this namespace)?
 
 import { launchChromium } from "./launch.mjs";
 
@@ -228,12 +228,17 @@ try {
 }
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: ignoreCert });
+  // Without camera/microphone permission Chromium gathers ICE candidates
+  // only on the default route's interface, and the lab's WAN machines have
+  // no default route: no candidate at all, ICE stays "new". With it, every
+  // interface is used.
+  await context.grantPermissions(["camera", "microphone"]);
   const page = await context.newPage();
   const logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
   const html = "<!doctype html><title>pixelpass WHIP publisher</title><body style='margin:0'></body>";
-  if (opts.selfTest || crossOrigin) {
+  if (crossOrigin || !opts.url) {
     await page.setContent(html);
   } else {
     // A page at the endpoint's origin, served by Playwright (never fetched from the server).
