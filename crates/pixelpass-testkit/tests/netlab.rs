@@ -17,6 +17,19 @@ fn lab() -> Lab {
     Lab::new().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// `ip ARGS…` in the test's own namespace; panics with its stderr on failure.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("cannot run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn netns_list() -> String {
     let out = Command::new("ip")
         .args(["netns", "list"])
@@ -82,23 +95,8 @@ fn the_viewer_cannot_reach_home_even_through_nat() {
     // Even a WAN that routes home's range to nat gets nothing through:
     // nat forwards WAN → LAN only for connections home opened.
     let viewer = lab.namespace(Node::Viewer);
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            &viewer,
-            "route",
-            "add",
-            "192.0.2.0/24",
-            "via",
-            &NAT_WAN.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let via = NAT_WAN.to_string();
+    ip(&["-n", &viewer, "route", "add", "192.0.2.0/24", "via", &via]);
     let t0 = Instant::now();
     let r = lab
         .in_ns(Node::Viewer, || {
@@ -358,26 +356,10 @@ fn a_lab_left_by_a_killed_test_process_is_swept() {
     let dead = gone.id();
     gone.wait().unwrap();
     let stale = format!("pp{dead}-0-home");
-    let out = Command::new("ip")
-        .args(["netns", "add", &stale])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ip(&["netns", "add", &stale]);
     // Not a lab name: never touched.
     let foreign = format!("pp{dead}-0-kitchen");
-    let out = Command::new("ip")
-        .args(["netns", "add", &foreign])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ip(&["netns", "add", &foreign]);
 
     let lab = lab();
     let listed = netns_list();
