@@ -22,8 +22,10 @@ PKGS_GSTREAMER=(
 # `pixelpass serve` runs FFmpeg for every stream.
 PKGS_SERVE=(ffmpeg)
 # The integration tests decode what viewers receive with ffprobe/ffmpeg, and
-# run the browser test in a private network namespace (ip, unshare).
-PKGS_TEST=(ffmpeg iproute2 util-linux openssl curl)
+# run the browser test in a private network namespace (ip, unshare); the
+# network lab (crates/pixelpass-testkit/src/netlab) routes through a NAT
+# router made with nftables.
+PKGS_TEST=(ffmpeg iproute2 util-linux openssl curl nftables)
 # Headless Chromium plays the player page (driven by playwright-core from npm).
 PKGS_BROWSER=(chromium fonts-dejavu-core)
 

@@ -3,7 +3,8 @@
 // the test's namespace), unobfuscated. Playwright gives it a fresh profile.
 import { chromium } from "playwright-core";
 
-export function launchChromium() {
+// `extraArgs`: more Chromium flags (e.g. --ignore-certificate-errors).
+export function launchChromium(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
@@ -18,6 +19,7 @@ export function launchChromium() {
       "--autoplay-policy=no-user-gesture-required",
       "--allow-loopback-in-peer-connection",
       "--disable-features=WebRtcHideLocalIpsWithMdns",
+      ...extraArgs,
     ],
   });
 }

@@ -11,6 +11,8 @@
 //! - [`ts_scan`], [`access_units`]: frames and keyframes out of MPEG-TS;
 //! - [`clock`]: decode H.264 and read the clock source's time code from each frame;
 //! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
+//! - [`netlab`]: an internet in network namespaces (home behind NAT, a public
+//!   relay, a viewer) and running processes and the test's own code in it;
 //! - [`tls`]: a throw-away CA and server certificate for the HTTPS tests;
 //! - [`summary`]: p50 / p95 / max of a set of measurements;
 //! - [`crc`]: the CRC-32 of MPEG-TS sections and Ogg pages;
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod crc;
 pub mod desktop;
 pub mod host;
+pub mod netlab;
 pub mod prelude;
 pub mod serve;
 pub mod summary;
