@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 
 use super::core::{Core, EngineConfig, Event, FeedId, MediaMsg, NewPeer, Output, MEDIA_BATCH};
 use super::index::Index;
-use crate::net::udp::{SendBatch, Udp, SEND_BATCH};
 use crate::hub::{RtpSubscriber, Track};
+use crate::net::udp::{SendBatch, Udp, SEND_BATCH};
 
 /// Datagrams handled per wake-up before other work gets a turn.
 const RECV_BATCH: usize = 64;

@@ -34,10 +34,10 @@ pub use config::{IceServer, WebRtcArgs};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
 
 use self::core::{EngineConfig, NewPeer};
+use crate::net::udp::{self, Udp};
 use engine::{Cmd, Engine};
 use index::Index;
 use peer::RtcFactory;
-use crate::net::udp::{self, Udp};
 
 use crate::hub::Hub;
 
