@@ -70,9 +70,14 @@ pub async fn run(t: Target, mut stop: watch::Receiver<bool>) {
                     s.state = PublishState::Retrying;
                     s.last_error = Some(why.clone());
                 });
+                let what = if retry.publishes() == 0 {
+                    "cannot publish"
+                } else {
+                    "publishing stopped"
+                };
                 match notice {
                     Some(Notice::Down { why, retry_in }) => tracing::warn!(
-                        "publishing to {url} stopped: {why}; retrying (first in {} ms, then backing off to {} s) until it is back",
+                        "{what}: {why}; retrying (first in {} ms, backing off to {} s) until the relay is back",
                         retry_in.as_millis(),
                         t.retry.backoff_max.as_secs()
                     ),
@@ -87,7 +92,7 @@ async fn attempt(t: &Target, retry: &mut Retry, stop: &mut watch::Receiver<bool>
     let url = t.endpoint.to_string();
     let udp = match Udp::bind(t.bind) {
         Ok(u) => u,
-        Err(e) => return Outcome::Failed(format!("{e:#}")),
+        Err(e) => return Outcome::Failed(format!("{url}: {e:#}")),
     };
     let candidates = udp::candidate_addrs(udp.local_addr(), &[]);
     let made = Session::new(
@@ -136,7 +141,7 @@ async fn attempt(t: &Target, retry: &mut Retry, stop: &mut watch::Receiver<bool>
     };
     let outcome = loop {
         if let Some(why) = drive.collect(t, &mut session, retry, posted).await {
-            break Outcome::Failed(why);
+            break Outcome::Failed(format!("{url}: {why}"));
         }
         let next = session.poll_timeout();
         let sleep = async {
@@ -153,7 +158,7 @@ async fn attempt(t: &Target, retry: &mut Retry, stop: &mut watch::Receiver<bool>
             }
             r = drive.udp.readable() => match r {
                 Ok(()) => drive.receive(&mut session),
-                Err(e) => break Outcome::Failed(format!("the publish UDP socket failed: {e}")),
+                Err(e) => break Outcome::Failed(format!("{url}: the publish UDP socket failed: {e}")),
             },
             batch = recv_media(&mut drive.feed) => session.handle_media(Instant::now(), &batch),
             _ = sleep => session.handle_timeout(Instant::now()),
