@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use pixelpass::egress::publish::{PublishState, PublishStatus};
 use pixelpass::{net, view};
 
 pub struct Info<'a> {
@@ -19,6 +20,8 @@ pub struct Info<'a> {
     pub webrtc_udp: SocketAddr,
     /// The listener speaks HTTPS.
     pub https: bool,
+    /// `--publish` targets, after their first answer (empty without `--publish`).
+    pub publish: &'a [PublishStatus],
 }
 
 impl Info<'_> {
@@ -58,6 +61,12 @@ struct JsonBanner<'a> {
     max_viewers: u32,
     encoder: &'a str,
     source: &'a str,
+    /// Per `--publish` URL: its state and the relay's page for viewers.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    publish: &'a [PublishStatus],
+    /// Where viewers watch through a relay: the first relay page, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch_url: Option<&'a str>,
 }
 
 /// One JSON line on stdout (for scripts and tests).
@@ -77,6 +86,8 @@ pub fn print_json(info: &Info<'_>) -> anyhow::Result<()> {
         max_viewers: info.max_viewers,
         encoder: info.encoder_element,
         source: info.source,
+        publish: info.publish,
+        watch_url: info.publish.iter().find_map(|p| p.player_page.as_deref()),
     })?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
@@ -115,8 +126,14 @@ pub fn print_human(info: &Info<'_>) {
     ));
     s.push_str(&format!("  vlc --network-caching=200 {first}\n"));
     s.push_str(&format!("  pixelpass view {first}\n"));
+    publish_lines(&mut s, info.publish);
+    let capture = if info.publish.is_empty() {
+        format!("Capture starts when the first viewer connects and {linger}.")
+    } else {
+        "Capture runs all the time while publishing.".to_owned()
+    };
     s.push_str(&format!(
-        "\nUp to {} viewer{} at once. Capture starts when the first viewer connects and {linger}.\n",
+        "\nUp to {} local viewer{} at once. {capture}\n",
         info.max_viewers,
         if info.max_viewers == 1 { "" } else { "s" }
     ));
@@ -128,4 +145,22 @@ pub fn print_human(info: &Info<'_>) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(s.as_bytes());
     let _ = out.flush();
+}
+
+/// Where the stream is published, and where its viewers watch.
+fn publish_lines(s: &mut String, publish: &[PublishStatus]) {
+    for p in publish {
+        s.push_str(&format!("\nPublishing to {}\n", p.url));
+        match (&p.player_page, p.state) {
+            (Some(page), _) => s.push_str(&format!("  viewers watch at: {page}\n")),
+            (None, PublishState::Retrying | PublishState::Connecting) => {}
+            (None, _) => s.push_str("  (the relay named no page for viewers)\n"),
+        }
+        if p.state == PublishState::Retrying {
+            let why = p.last_error.as_deref().unwrap_or("no answer");
+            s.push_str(&format!(
+                "  not reachable yet: {why}\n  retrying with back-off until it is back\n"
+            ));
+        }
+    }
 }

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use super::{banner, HostArgs};
 use pixelpass::capture::{self, source, PipelineConfig};
+use pixelpass::egress::publish::PublishOptions;
 use pixelpass::host::{Host, HostOptions};
 use pixelpass::supervisor::Policy;
 use pixelpass::token;
 
 /// SIGINT/SIGTERM must end the process within 2 s; the producer gets this long to stop.
 const STOP_BUDGET: Duration = Duration::from_millis(1500);
+/// The banner waits this long at most for the relays' first answers (their player pages).
+const PUBLISH_BANNER_WAIT: Duration = Duration::from_secs(5);
 
 pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     if !(args.linger.is_finite() && args.linger >= 0.0 && args.linger <= 86_400.0) {
@@ -70,8 +73,10 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         },
         token: token.clone(),
         tls,
+        publish: publish_options(&args),
     })
     .await?;
+    let published = host.publish_status(PUBLISH_BANNER_WAIT).await;
 
     let info = banner::Info {
         local: host.http,
@@ -83,6 +88,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         linger: args.linger,
         webrtc_udp: host.webrtc_udp(),
         https: host.https,
+        publish: &published,
     };
     if args.json {
         banner::print_json(&info)?;
@@ -99,6 +105,19 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--publish` given: the relays, the token (never printed) and the CA.
+fn publish_options(args: &HostArgs) -> Option<PublishOptions> {
+    let p = &args.publish;
+    if p.publish.is_empty() {
+        return None;
+    }
+    Some(PublishOptions::new(
+        p.publish.clone(),
+        p.publish_token.clone().filter(|t| !t.is_empty()),
+        p.publish_ca.clone(),
+    ))
 }
 
 fn source_label(kind: source::SourceKind) -> &'static str {

@@ -104,6 +104,28 @@ pub struct HostArgs {
     pub webrtc: pixelpass::egress::whep::WebRtcArgs,
     #[command(flatten)]
     pub tls: pixelpass::http::TlsArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+/// `--publish`: send the stream to a WHIP relay (RFC 9725) too, the way past NAT.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PublishArgs {
+    /// Publish to this WHIP endpoint (e.g. https://relay.example/whip/desk); repeat for several
+    /// relays. Capture then runs all the time; local viewers keep working.
+    #[arg(long = "publish", value_name = "URL")]
+    pub publish: Vec<String>,
+    /// The relay's publish secret, sent as `Authorization: Bearer` (never printed).
+    #[arg(
+        long = "publish-token",
+        value_name = "TOKEN",
+        env = "PIXELPASS_PUBLISH_TOKEN",
+        hide_env_values = true
+    )]
+    pub publish_token: Option<String>,
+    /// Trust this CA (PEM) for https:// relays, besides the system's CAs.
+    #[arg(long = "publish-ca", value_name = "PEM", requires = "publish")]
+    pub publish_ca: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {

@@ -22,6 +22,7 @@ pub async fn start(cfg: PipelineConfig, policy: Policy, token: &str) -> anyhow::
         policy,
         token: token.into(),
         tls: None,
+        publish: None,
     })
     .await
 }

@@ -7,6 +7,7 @@
 //! - [`host`]: a `pixelpass host` child process;
 //! - [`serve`]: a `pixelpass serve` child process and its API;
 //! - [`whep_harness`]: an in-process host with a crashable producer, for the WHEP tests;
+//! - [`whip_standin`]: a stand-in WHIP relay that counts and keeps what `host --publish` sends;
 //! - [`desktop`]: the headless Wayland session, Xvfb, pictures and tones;
 //! - [`ts_scan`], [`access_units`]: frames and keyframes out of MPEG-TS;
 //! - [`clock`]: decode H.264 and read the clock source's time code from each frame;
@@ -36,6 +37,7 @@ pub mod tls;
 pub mod tools;
 pub mod ts_scan;
 pub mod whep_harness;
+pub mod whip_standin;
 
 pub use bin::try_pixelpass as pixelpass_bin;
 pub use summary::Summary;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::capture::{self, EncoderChoice, GstProducer, PipelineConfig, RtpOutput};
+use crate::egress::publish::{PublishOptions, PublishStatus, Publisher};
 use crate::egress::whep::{WebRtcArgs, Whep};
 use crate::http::{self, Limits};
 use crate::hub::{Hub, HubConfig};
@@ -28,6 +29,9 @@ pub struct HostOptions {
     pub token: String,
     /// HTTPS on `listen` when given.
     pub tls: Option<http::Tls>,
+    /// `--publish`: send the stream to WHIP relays too (capture then runs
+    /// whoever watches locally).
+    pub publish: Option<PublishOptions>,
 }
 
 /// A running host: serving, capture started by the first viewer.
@@ -41,6 +45,7 @@ pub struct Host {
     server: JoinHandle<()>,
     /// The listener speaks HTTPS.
     pub https: bool,
+    publisher: Option<Publisher>,
 }
 
 impl Host {
@@ -59,17 +64,33 @@ impl Host {
             .local_addr()
             .context("cannot read the listening address")?;
         let whep = Whep::start(&opts.webrtc).await?;
-        let supervisor = Supervisor::spawn(
-            opts.policy,
-            Hub::new(HubConfig::default()),
-            Arc::new(producer),
-        );
+        let mut policy = opts.policy;
+        if opts.publish.is_some() {
+            // The relay does not say who watches: capture runs while publishing.
+            policy.on_demand = false;
+        }
+        let supervisor =
+            Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
         let registry = Registry::new();
         registry.insert(StreamEntry::new(
             "host",
             opts.token.clone(),
             supervisor.clone(),
         ));
+        let publisher = match opts.publish {
+            Some(mut p) => {
+                p.producer_pts = (opts.webrtc.video_pt, opts.webrtc.audio_pt);
+                match Publisher::start(p, supervisor.hub().clone()) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        whep.shutdown().await;
+                        supervisor.shutdown().await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let https = opts.tls.is_some();
         let server = tokio::spawn(http::serve_tls(
@@ -88,6 +109,7 @@ impl Host {
             stop,
             server,
             https,
+            publisher,
         })
     }
 
@@ -110,11 +132,24 @@ impl Host {
         format!("{scheme}://{}/{}/whep", self.http, self.token)
     }
 
-    /// Stop accepting, close the WebRTC peers, then stop capture (the error
-    /// matrix's teardown order), within `budget`. False when it ran out.
+    /// `--publish` targets' state, once each first POST was answered or
+    /// failed (waiting at most `within`); empty without `--publish`.
+    pub async fn publish_status(&self, within: Duration) -> Vec<PublishStatus> {
+        match &self.publisher {
+            Some(p) => p.first_answers(within).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Stop accepting, end the publish sessions (DELETE) and close the
+    /// WebRTC peers, then stop capture (the error matrix's teardown order),
+    /// within `budget`. False when it ran out.
     pub async fn shutdown(self, budget: Duration) -> bool {
         let _ = self.stop.send(true);
         let stop_all = async {
+            if let Some(p) = self.publisher {
+                p.stop().await;
+            }
             self.whep.shutdown().await;
             self.supervisor.shutdown().await;
         };

@@ -1,4 +1,5 @@
 //! Viewer paths: each takes a lease from the supervisor and a subscriber from the hub.
 
 pub(crate) mod http_ts;
+pub mod publish;
 pub mod whep;
