@@ -53,6 +53,11 @@ impl Serve {
         let mut child = Command::new(crate::bin::pixelpass())
             .args(["serve", "--json", "--config"])
             .arg(&config)
+            .args(if extra.contains(&"--whip-udp") {
+                &[][..]
+            } else {
+                &["--whip-udp", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env_remove("PIXELPASS_API_TOKEN")
             .stdin(Stdio::null())

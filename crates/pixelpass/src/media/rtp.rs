@@ -71,6 +71,34 @@ impl<'a> RtpPacket<'a> {
     }
 }
 
+/// Does this RTP/H.264 payload carry only SPS, PPS, SEI or access unit
+/// delimiters (alone or in a STAP-A)? Such a packet never ends an access
+/// unit, whatever its marker bit says (a depacketizer that trusts the marker
+/// would cut the parameter sets off their picture).
+pub fn h264_no_picture(payload: &[u8]) -> bool {
+    let not_picture = |nal: u8| matches!(nal & 0x1f, 6..=9);
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    if first & 0x1f != 24 {
+        return not_picture(first);
+    }
+    let mut rest = &payload[1..];
+    let mut any = false;
+    while rest.len() >= 3 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        if len == 0 || rest.len() < 2 + len {
+            return false;
+        }
+        if !not_picture(rest[2]) {
+            return false;
+        }
+        any = true;
+        rest = &rest[2 + len..];
+    }
+    any && rest.is_empty()
+}
+
 /// Is this RTP/H.264 payload (RFC 6184) the start of a keyframe: an SPS, or
 /// an IDR slice, alone, in a STAP-A, or in the first fragment of an FU-A?
 pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
@@ -103,6 +131,22 @@ pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameter_sets_are_no_picture() {
+        // STAP-A: SPS (4 bytes) + PPS (2 bytes).
+        let stap = [24 | 0x60, 0, 4, 0x67, 1, 2, 3, 0, 2, 0x68, 9];
+        assert!(h264_no_picture(&stap));
+        assert!(h264_no_picture(&[0x09, 0x30]), "an AUD");
+        let with_idr = [24 | 0x60, 0, 2, 0x67, 1, 0, 2, 0x65, 9];
+        assert!(!h264_no_picture(&with_idr));
+        assert!(
+            !h264_no_picture(&[0x7c, 0x85, 1]),
+            "an FU-A of an IDR slice"
+        );
+        assert!(!h264_no_picture(&[24, 0, 9, 0x67]), "a truncated STAP-A");
+        assert!(!h264_no_picture(&[]));
+    }
 
     fn packet(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
         let mut p = vec![

@@ -24,6 +24,7 @@ use str0m::{Event as RtcEvent, IceConnectionState, Input, Output as RtcOutput, R
 use super::answer::Negotiated;
 use super::slot::{Slot, HUB_AUDIO_PT, HUB_VIDEO_PT};
 use crate::hub::Track;
+use crate::media::rtp::h264_no_picture;
 use crate::supervisor::ProducerError;
 
 type Id = u64;
@@ -392,7 +393,10 @@ fn forward(p: &mut Publisher, pkt: &str0m::rtp::RtpPacket, now: Instant) {
     let b = &mut p.buf;
     b.clear();
     b.push(0x80);
-    b.push(hub_pt | if pkt.header.marker { 0x80 } else { 0 });
+    // Parameter sets with the marker set (some publishers, the host's own
+    // payloader among them, do so) would end the access unit before its picture.
+    let marker = pkt.header.marker && !(track == Track::Video && h264_no_picture(&pkt.payload));
+    b.push(hub_pt | if marker { 0x80 } else { 0 });
     b.extend_from_slice(&seq.to_be_bytes());
     b.extend_from_slice(&ts.to_be_bytes());
     b.extend_from_slice(&(*pkt.header.ssrc).to_be_bytes());

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::engine::Cmd;
 use super::slot::{Slot, HUB_AUDIO_PT, HUB_VIDEO_PT};
+use crate::capture::remux::Remux;
 use crate::hub::{Hub, KeyframeSource};
 use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
 
@@ -55,21 +56,36 @@ impl Producer for WhipProducer {
             })));
             let (first, failures) = slot.attach_run();
             let mut closed = slot.closed();
+            let deleted = || {
+                ProducerError::cancelled("the stream was deleted while it waited for a publisher")
+            };
             tokio::select! {
-                r = first => if r.is_err() {
-                    return Err(ProducerError::cancelled("the stream's publisher slot went away"));
-                },
+                _ = slot.claimed() => {}
                 _ = closed.wait_for(|c| *c) => {
                     slot.detach_run();
-                    return Err(ProducerError::cancelled("the stream was deleted while it waited for a publisher"));
+                    return Err(deleted());
                 }
             }
+            // A publisher's offer was answered: the remux listens before its
+            // first packet, so it starts on the publisher's first keyframe
+            // (OBS sends the next one only seconds later and ignores PLI).
             let remux = if http_ts {
                 let audio = slot.has_audio().then_some(HUB_AUDIO_PT);
                 remux_start(&hub, HUB_VIDEO_PT, audio, &slot.id)
             } else {
                 None
             };
+            let waited = tokio::select! {
+                r = first => r.map_err(|_| ProducerError::start_failed("the publisher left before its first packet (its ICE or DTLS did not connect?)")),
+                _ = closed.wait_for(|c| *c) => Err(deleted()),
+            };
+            if let Err(e) = waited {
+                slot.detach_run();
+                if let Some(r) = remux {
+                    r.stop().await;
+                }
+                return Err(e);
+            }
             Ok(Run {
                 encoder: "WHIP publisher (its H.264 as sent)".into(),
                 failures,
@@ -88,18 +104,19 @@ struct Handle {
     slot: Arc<Slot>,
     cmds: mpsc::UnboundedSender<Cmd>,
     stream: Arc<str>,
-    remux: Option<RemuxHandle>,
+    remux: Option<Remux>,
 }
 
-/// HTTP-TS of a published stream (TODO(merge): the remux of capture/).
-struct RemuxHandle;
-
-impl RemuxHandle {
-    async fn stop(self) {}
-}
-
-fn remux_start(_hub: &Hub, _video_pt: u8, _audio_pt: Option<u8>, _id: &str) -> Option<RemuxHandle> {
-    None
+/// HTTP-TS of a published stream: its RTP depacketized once, Opus → AAC
+/// once, muxed into the hub's TS side. Without it WebRTC still works.
+fn remux_start(hub: &Hub, video_pt: u8, audio_pt: Option<u8>, id: &str) -> Option<Remux> {
+    match Remux::start(hub.clone(), video_pt, audio_pt) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(stream = %id, "HTTP-TS of this published stream is off: {e}");
+            None
+        }
+    }
 }
 
 impl RunHandle for Handle {

@@ -70,6 +70,8 @@ pub struct Slot {
     /// `true` once the stream is deleted or the server stops: a start
     /// waiting for a publisher gives up.
     closed: watch::Sender<bool>,
+    /// Bumped on every claim (a new publisher's offer was answered).
+    claims: watch::Sender<u64>,
 }
 
 /// Why POST cannot take a publisher now.
@@ -90,6 +92,7 @@ impl Slot {
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             closed: watch::channel(false).0,
+            claims: watch::channel(0).0,
         }
     }
 
@@ -129,6 +132,8 @@ impl Slot {
         });
         self.packets.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
+        drop(st);
+        self.claims.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -215,6 +220,12 @@ impl Slot {
     /// The stream is deleted or the server stops.
     pub fn close(&self) {
         self.closed.send_replace(true);
+    }
+
+    /// Resolves once a publisher holds the slot (at once if one does).
+    pub async fn claimed(&self) {
+        let mut claims = self.claims.subscribe();
+        let _ = claims.wait_for(|_| self.resource().is_some()).await;
     }
 
     pub fn closed(&self) -> watch::Receiver<bool> {

@@ -144,5 +144,9 @@ fn appsrc(name: &str, caps: gst::Caps) -> Result<(gst::Element, gst_app::AppSrc)
 fn jitterbuffer(name: &str) -> Result<gst::Element, PipelineError> {
     let jb = make("rtpjitterbuffer", name)?;
     set_num(&jb, "latency", u64::from(JITTER_LATENCY_MS))?;
+    // Timestamps from the RTP clock alone, from the first packet's arrival
+    // on: a burst (a publisher starting on its cached GOP) keeps its frames'
+    // spacing instead of the skew estimator squeezing them onto one instant.
+    jb.set_property_from_str("mode", "none");
     Ok(jb)
 }

@@ -22,9 +22,9 @@ use str0m::RtcConfig;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use crate::egress::whep::forward::TrackOut;
-use crate::egress::whep::peer::negotiated_pt;
 use crate::egress::whep::H264_PROFILE_LEVEL_ID;
 use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
+use crate::net::rtc::negotiated_pt;
 
 /// Video packets kept to answer the relay's NACKs (≈ 0.6 s at 4 Mbit/s).
 const NACK_HISTORY: usize = 256;
