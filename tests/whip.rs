@@ -203,7 +203,6 @@ fn wait_report(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_publishes_into_serve_and_viewers_of_the_relay_decode_it() {
-    let _timing = timing_lock();
     let serve = Serve::start("whip-relay", &config());
     let url = format!("http://{}/whip/desk", serve.addr);
     let publish = |serve: &Serve| {

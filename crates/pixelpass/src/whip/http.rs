@@ -94,7 +94,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// The stream `id` and the caller's right to publish it.
+/// The stream `id` and the caller's right to publish it (the error is the
+/// answer to send, built once, on a cold path).
+#[allow(clippy::result_large_err)]
 fn authorize(whip: &Whip, id: &str, headers: &HeaderMap) -> Result<Arc<Slot>, Response> {
     let slot = whip.slot(id).ok_or_else(|| {
         reply(
@@ -237,6 +239,7 @@ async fn post_offer(
 }
 
 /// The resource of `id`'s publisher, if `resource` is it (and any bearer given is right).
+#[allow(clippy::result_large_err)]
 fn resource_of(
     whip: &Whip,
     id: &str,
