@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use pixelpass::capture::PipelineConfig;
+use pixelpass::egress::publish::PublishOptions;
 use pixelpass::egress::whep::WebRtcArgs;
 use pixelpass::host::{Host, HostOptions};
 use pixelpass::supervisor::Policy;
@@ -12,6 +13,16 @@ pub type BenchHost = Host;
 
 /// Start serving on loopback (capture starts with the first viewer, as in `host`).
 pub async fn start(cfg: PipelineConfig, policy: Policy, token: &str) -> anyhow::Result<Host> {
+    start_publishing(cfg, policy, token, None).await
+}
+
+/// [`start`], also publishing to WHIP endpoints (`host --publish`).
+pub async fn start_publishing(
+    cfg: PipelineConfig,
+    policy: Policy,
+    token: &str,
+    publish: Option<PublishOptions>,
+) -> anyhow::Result<Host> {
     Host::start(HostOptions {
         pipeline: cfg,
         listen: "127.0.0.1:0".parse()?,
@@ -22,7 +33,7 @@ pub async fn start(cfg: PipelineConfig, policy: Policy, token: &str) -> anyhow::
         policy,
         token: token.into(),
         tls: None,
-        publish: None,
+        publish,
     })
     .await
 }

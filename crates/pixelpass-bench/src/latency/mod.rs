@@ -22,6 +22,7 @@
 pub mod browser;
 pub mod http;
 pub mod mpv;
+pub mod relay;
 pub mod whep;
 
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ use serde::Serialize;
 use super::host::BenchHost;
 use pixelpass::capture::source::SourceKind;
 use pixelpass::capture::PipelineConfig;
+use pixelpass::egress::publish::PublishOptions;
 use pixelpass::supervisor::{Lease, Policy};
 use pixelpass_testkit::clock::{Decoder, Frame};
 use pixelpass_testkit::Summary;
@@ -55,6 +57,9 @@ pub enum LatencyPath {
     Hub,
     /// mpv with `pixelpass view`'s options, each shown frame written to a file.
     Mpv,
+    /// WHEP through `pixelpass serve` as a WHIP relay (the host publishes to
+    /// it on loopback): the relay hop's cost, next to `whep`.
+    Relay,
 }
 
 impl LatencyPath {
@@ -65,6 +70,7 @@ impl LatencyPath {
             LatencyPath::Browser => "browser",
             LatencyPath::Hub => "hub",
             LatencyPath::Mpv => "mpv",
+            LatencyPath::Relay => "relay",
         }
     }
 }
@@ -194,7 +200,10 @@ impl std::ops::Deref for Host {
 }
 
 impl Host {
-    pub async fn start(args: &LatencyArgs) -> anyhow::Result<Host> {
+    pub async fn start(
+        args: &LatencyArgs,
+        publish: Option<PublishOptions>,
+    ) -> anyhow::Result<Host> {
         let cfg = PipelineConfig {
             source: SourceKind::Clock,
             framerate: args.framerate,
@@ -209,7 +218,9 @@ impl Host {
             linger: Duration::from_secs(3600),
             ..Policy::default()
         };
-        let inner = super::host::start(cfg, policy, &pixelpass::token::generate()?).await?;
+        let inner =
+            super::host::start_publishing(cfg, policy, &pixelpass::token::generate()?, publish)
+                .await?;
         let lease = inner
             .supervisor
             .acquire()
@@ -280,7 +291,17 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
             .enable_all()
             .build()?;
         let got = rt.block_on(async {
-            let host = Host::start(&args).await?;
+            // The relay path: a `pixelpass serve` child the host publishes to.
+            let relay = match in_process.contains(&LatencyPath::Relay) {
+                true => Some(relay::Relay::start()?),
+                false => None,
+            };
+            let publish = relay.as_ref().map(|r| {
+                let mut p = PublishOptions::new(vec![r.whip_url()], Some(r.secret()), None);
+                p.bind = "127.0.0.1:0".parse().expect("a literal address");
+                p
+            });
+            let host = Host::start(&args, publish).await?;
             if !args.json {
                 println!("encoder: {}", host.encoder);
             }
@@ -294,7 +315,15 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
                 }
                 let r = match path {
                     LatencyPath::Http => http::measure(&host, args.seconds).await,
-                    LatencyPath::Whep => whep::measure(&host, args.seconds).await,
+                    LatencyPath::Whep => {
+                        whep::measure(&host.whep_url(), LatencyPath::Whep, args.seconds).await
+                    }
+                    LatencyPath::Relay => match &relay {
+                        Some(r) => {
+                            whep::measure(&r.whep_url(), LatencyPath::Relay, args.seconds).await
+                        }
+                        None => unreachable!("started above"),
+                    },
                     LatencyPath::Hub => http::measure_hub(&host, args.seconds).await,
                     LatencyPath::Mpv => mpv::measure(&host, args.seconds, &args.mpv_arg).await,
                     LatencyPath::Browser => unreachable!("filtered above"),

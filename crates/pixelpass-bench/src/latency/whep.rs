@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::{Decoding, Host, LatencyPath, Report};
+use super::{Decoding, LatencyPath, Report};
 use pixelpass_testkit::client::whep::{WhepClient, WhepEvent};
 
-pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
+/// Watch `whep_url` for `seconds`, decoding each frame's time code.
+pub async fn measure(whep_url: &str, path: LatencyPath, seconds: f64) -> anyhow::Result<Report> {
     let decoding = Decoding::start()?;
     let requested = Instant::now();
-    let mut client = WhepClient::connect(&host.whep_url(), IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    let mut client = WhepClient::connect(whep_url, IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
     let hard_stop = requested + Duration::from_secs_f64(seconds) + Duration::from_secs(30);
     let mut deadline: Option<Instant> = None;
     let mut pushed = 0usize;
@@ -38,7 +39,7 @@ pub async fn measure(host: &Host, seconds: f64) -> anyhow::Result<Report> {
     let stats = client.stats();
     let _ = client.delete().await;
     let (frames, error) = decoding.finish(Duration::from_millis(200)).await;
-    let mut report = Report::from_frames(LatencyPath::Whep, &frames, requested);
+    let mut report = Report::from_frames(path, &frames, requested);
     if let Some(e) = error {
         report.note = Some(format!("decoder error: {e}"));
     } else if stats.gaps > 0 || frames.len() + 2 < pushed {

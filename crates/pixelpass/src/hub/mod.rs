@@ -143,12 +143,16 @@ struct State {
     /// The H.264 profile-level-id of the RTP video, when not the host
     /// encoder's (a WHIP publisher's): WebRTC viewers are answered with it.
     h264_profile: Option<u32>,
+    /// Joins start on the cached GOP first (see [`HubConfig::rtp_join_cached_first`];
+    /// a producer may prove it answers keyframe requests and turn it off).
+    rtp_join_cached_first: bool,
 }
 
 impl Hub {
     pub fn new(cfg: HubConfig) -> Self {
         let (tx, _) = broadcast::channel(cfg.capacity.max(2));
         let keyframes = KeyframeLimiter::new(cfg.min_keyframe_interval);
+        let cached_first = cfg.rtp_join_cached_first;
         Self {
             inner: Arc::new(Inner {
                 out: Arc::default(),
@@ -168,6 +172,7 @@ impl Hub {
                     stats: HubStats::default(),
                     rtp: rtp::RtpState::default(),
                     h264_profile: None,
+                    rtp_join_cached_first: cached_first,
                 }),
             }),
         }
@@ -208,6 +213,13 @@ impl Hub {
     /// publisher's); `None`: the host encoder's.
     pub fn set_h264_profile(&self, profile: Option<u32>) {
         self.lock().h264_profile = profile;
+    }
+
+    /// Whether joining WebRTC peers start on the cached GOP before asking
+    /// for a keyframe (a WHIP publisher that answers PLI turns this off: a
+    /// fresh keyframe is newer than any cached one).
+    pub fn set_rtp_join_cached_first(&self, on: bool) {
+        self.lock().rtp_join_cached_first = on;
     }
 
     pub fn h264_profile(&self) -> Option<u32> {

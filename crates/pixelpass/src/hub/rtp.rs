@@ -203,7 +203,7 @@ impl Hub {
     pub fn join_rtp(&self, now: Instant) -> RtpJoin {
         let mut st = self.lock();
         let interval = self.inner.cfg.min_keyframe_interval;
-        if st.source.is_none() || self.inner.cfg.rtp_join_cached_first {
+        if st.source.is_none() || st.rtp_join_cached_first {
             if let Some(gop) = st.rtp.snapshot(now, None) {
                 st.stats.rtp_gop_joins += 1;
                 return RtpJoin::Cached(gop);

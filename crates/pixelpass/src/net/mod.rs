@@ -2,6 +2,7 @@
 //! and [`udp`], the UDP socket WebRTC peers share (WHEP viewers, WHIP publishers).
 
 pub(crate) mod rtc;
+pub(crate) mod signal;
 pub(crate) mod udp;
 
 use std::net::{IpAddr, SocketAddr};

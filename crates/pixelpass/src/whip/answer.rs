@@ -4,15 +4,14 @@
 //! and with whatever payload types the offer uses.
 
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Mid, Pt};
 use str0m::rtp::Extension;
-use str0m::{Candidate, Rtc};
+use str0m::Rtc;
 
-use crate::net::rtc::{negotiated_pt, parse_offer, sdp, Dtls};
+use crate::net::rtc::{accept, negotiated_pt, parse_offer, sdp, Dtls};
 
 /// H.264 profiles a publisher may send (any level): constrained baseline,
 /// baseline, main, constrained high, high.
@@ -94,25 +93,8 @@ impl Answerer {
     ) -> Result<(Rtc, String, Negotiated), OfferError> {
         let offer = parse_offer(offer_sdp).map_err(OfferError::Malformed)?;
         sdp::check(offer_sdp).map_err(OfferError::Unacceptable)?;
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            let mut rtc = self.config().build(now);
-            for addr in &self.candidates {
-                let c = Candidate::host(*addr, "udp").map_err(|e| {
-                    OfferError::Malformed(format!("bad local candidate {addr}: {e}"))
-                })?;
-                rtc.add_local_candidate(c);
-            }
-            let answer = rtc
-                .sdp_api()
-                .accept_offer(offer)
-                .map_err(|e| OfferError::Malformed(format!("the offer was refused: {e}")))?;
-            Ok((rtc, answer.to_sdp_string()))
-        }));
-        let (rtc, answer) = res.unwrap_or_else(|_| {
-            Err(OfferError::Malformed(
-                "the offer could not be negotiated".into(),
-            ))
-        })?;
+        let (rtc, answer) =
+            accept(self.config(), &self.candidates, offer, now).map_err(OfferError::Malformed)?;
         let neg = negotiated(&rtc, &answer).ok_or_else(|| {
             OfferError::Unacceptable(
                 "the offer has no H.264 this relay takes (packetization-mode=1; profiles constrained baseline, baseline, main or high)".into(),

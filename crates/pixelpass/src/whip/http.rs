@@ -26,6 +26,7 @@ use super::core::NewPublisher;
 use super::engine::Cmd;
 use super::slot::{Refused, Slot};
 use super::Whip;
+use crate::net::signal::{content_type_is, cors, error};
 use crate::token;
 
 const MAX_OFFER: usize = 64 * 1024;
@@ -47,40 +48,8 @@ pub fn routes(whip: Whip) -> Router {
         .with_state(whip)
 }
 
-fn cors(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, If-Match, Authorization"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Post, Accept-Patch"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
-fn reply(status: StatusCode, reason: &str) -> Response {
-    let mut resp = (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{reason}\n"),
-    )
-        .into_response();
-    cors(&mut resp);
-    resp
-}
-
 fn unauthorized(reason: &str) -> Response {
-    let mut resp = reply(StatusCode::UNAUTHORIZED, reason);
+    let mut resp = error(StatusCode::UNAUTHORIZED, reason);
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"pixelpass WHIP\""),
@@ -99,7 +68,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 #[allow(clippy::result_large_err)]
 fn authorize(whip: &Whip, id: &str, headers: &HeaderMap) -> Result<Arc<Slot>, Response> {
     let slot = whip.slot(id).ok_or_else(|| {
-        reply(
+        error(
             StatusCode::NOT_FOUND,
             &format!(
                 "no published stream {id:?} here (a [[stream]] with publish_token and no input)"
@@ -153,39 +122,34 @@ async fn post_offer(
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim);
-    if !content_type.is_some_and(|c| c.eq_ignore_ascii_case(SDP)) {
-        return reply(
+    if !content_type_is(&headers, SDP) {
+        return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the offer must be sent as Content-Type: application/sdp",
         );
     }
     if slot.resource().is_some() {
-        return reply(
+        return error(
             StatusCode::CONFLICT,
             "someone publishes this stream already; DELETE that session first (or wait for its consent timeout)",
         );
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_OFFER).await else {
-        return reply(
+        return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("the offer is larger than {} KiB", MAX_OFFER / 1024),
         );
     };
     let Ok(sdp) = String::from_utf8(bytes.to_vec()) else {
-        return reply(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
+        return error(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
     };
     let (rtc, answer, neg) = match whip.answerer().answer(&sdp, posted) {
         Ok(x) => x,
-        Err(OfferError::Malformed(why)) => return reply(StatusCode::BAD_REQUEST, &why),
-        Err(OfferError::Unacceptable(why)) => return reply(StatusCode::UNPROCESSABLE_ENTITY, &why),
+        Err(OfferError::Malformed(why)) => return error(StatusCode::BAD_REQUEST, &why),
+        Err(OfferError::Unacceptable(why)) => return error(StatusCode::UNPROCESSABLE_ENTITY, &why),
     };
     let (Ok(resource), Ok(etag)) = (token::generate(), token::generate()) else {
-        return reply(
+        return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot read the OS random source",
         );
@@ -198,7 +162,7 @@ async fn post_offer(
         neg.codecs.clone(),
         neg.audio.is_some(),
     ) {
-        return reply(
+        return error(
             StatusCode::CONFLICT,
             "someone publishes this stream already; DELETE that session first",
         );
@@ -212,7 +176,7 @@ async fn post_offer(
         slot: slot.clone(),
     };
     if !whip.send(Cmd::Add(Box::new(new))) {
-        return reply(
+        return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the WHIP engine is shutting down",
         );
@@ -246,7 +210,7 @@ fn resource_of(
     resource: &str,
     headers: &HeaderMap,
 ) -> Result<Arc<Slot>, Response> {
-    let gone = || reply(StatusCode::NOT_FOUND, "no such WHIP session (it ended?)");
+    let gone = || error(StatusCode::NOT_FOUND, "no such WHIP session (it ended?)");
     let slot = whip.slot(id).ok_or_else(gone)?;
     if let Some(t) = bearer(headers) {
         if !slot.authorizes(t) {
@@ -271,7 +235,7 @@ async fn delete_resource(
     if whip.send(Cmd::Remove(resource.into(), tx)) {
         let _ = rx.await;
     }
-    reply(StatusCode::OK, "publisher removed")
+    error(StatusCode::OK, "publisher removed")
 }
 
 async fn patch_resource(
@@ -285,7 +249,7 @@ async fn patch_resource(
     };
     if let Some(m) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         if m.trim() != "*" && slot.etag_of(&resource).as_deref() != Some(m.trim()) {
-            return reply(
+            return error(
                 StatusCode::PRECONDITION_FAILED,
                 "the ETag does not match this session",
             );
@@ -316,7 +280,7 @@ async fn options_resource() -> Response {
 }
 
 async fn wrong_method() -> Response {
-    let mut resp = reply(
+    let mut resp = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "WHIP takes POST (publish), PATCH, DELETE and OPTIONS",
     );

@@ -14,6 +14,9 @@ use crate::capture::remux::Remux;
 use crate::hub::{Hub, KeyframeSource};
 use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
 
+/// When the probing PLI goes out after a run's first packet.
+const PLI_PROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct WhipProducer {
     slot: Arc<Slot>,
     cmds: mpsc::UnboundedSender<Cmd>,
@@ -33,12 +36,14 @@ impl WhipProducer {
 
 /// Keyframe requests of the hub (rate-limited there) → PLI to the publisher.
 struct Pli {
+    slot: Arc<Slot>,
     stream: Arc<str>,
     cmds: mpsc::UnboundedSender<Cmd>,
 }
 
 impl KeyframeSource for Pli {
     fn request_keyframe(&self) {
+        self.slot.pli_sent(std::time::Instant::now());
         let _ = self.cmds.send(Cmd::Keyframe(self.stream.clone()));
     }
 }
@@ -51,6 +56,7 @@ impl Producer for WhipProducer {
         Box::pin(async move {
             let stream: Arc<str> = slot.id.as_str().into();
             hub.begin_run(Some(Arc::new(Pli {
+                slot: slot.clone(),
                 stream: stream.clone(),
                 cmds: cmds.clone(),
             })));
@@ -85,6 +91,17 @@ impl Producer for WhipProducer {
                     r.stop().await;
                 }
                 return Err(e);
+            }
+            // One PLI a second after the first packet (past the publisher's
+            // first keyframe) tells whether it answers them: if it does,
+            // viewers join on a fresh keyframe rather than the cached GOP.
+            {
+                let (slot, cmds, stream) = (slot.clone(), cmds.clone(), stream.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(PLI_PROBE_AFTER).await;
+                    slot.pli_sent(std::time::Instant::now());
+                    let _ = cmds.send(Cmd::Keyframe(stream));
+                });
             }
             Ok(Run {
                 encoder: "WHIP publisher (its H.264 as sent)".into(),

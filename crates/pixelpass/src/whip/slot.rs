@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::hub::{Hub, Track};
+use crate::media::rtp::h264_starts_keyframe;
 use crate::supervisor::ProducerError;
 use crate::token;
 
@@ -56,7 +57,12 @@ struct RunLink {
 struct State {
     publisher: Option<Publisher>,
     run: Option<RunLink>,
+    /// When the last PLI went to the publisher (not answered yet).
+    pli_at: Option<Instant>,
 }
+
+/// A keyframe this soon after a PLI answers it.
+const PLI_ANSWER: std::time::Duration = std::time::Duration::from_millis(1500);
 
 pub struct Slot {
     pub id: String,
@@ -130,9 +136,13 @@ impl Slot {
             since: SystemTime::now(),
             connected_at: None,
         });
+        st.pli_at = None;
         self.packets.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
         drop(st);
+        // Until this publisher answers a PLI, viewers join on the cached GOP
+        // (OBS never answers one).
+        self.hub.set_rtp_join_cached_first(true);
         self.claims.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -176,6 +186,25 @@ impl Slot {
         let mut st = self.lock();
         if let Some(first) = st.run.as_mut().and_then(|r| r.first_media.take()) {
             let _ = first.send(());
+        }
+        if let Some(asked) = st.pli_at {
+            if now.saturating_duration_since(asked) > PLI_ANSWER {
+                st.pli_at = None;
+            } else if track == Track::Video && h264_starts_keyframe(&packet[12.min(packet.len())..])
+            {
+                // It answers PLI: a fresh keyframe beats any cached GOP.
+                st.pli_at = None;
+                drop(st);
+                self.hub.set_rtp_join_cached_first(false);
+            }
+        }
+    }
+
+    /// A PLI went to the publisher now.
+    pub fn pli_sent(&self, now: Instant) {
+        let mut st = self.lock();
+        if st.pli_at.is_none() {
+            st.pli_at = Some(now);
         }
     }
 

@@ -26,6 +26,7 @@ use axum::Router;
 
 use super::{OfferError, Whep, H264_PROFILE_LEVEL_ID};
 use crate::egress::http_ts;
+use crate::net::signal::{content_type_is, error, with_cors};
 use crate::registry::{Registry, StreamEntry};
 use crate::supervisor::TeardownHook;
 use crate::token;
@@ -61,44 +62,6 @@ pub fn routes(registry: Registry, whep: Whep) -> Router {
         .with_state(WhepState { registry, whep })
 }
 
-fn cors(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, If-Match, Authorization"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
-fn with_cors(mut resp: Response) -> Response {
-    cors(&mut resp);
-    resp
-}
-
-/// An error with its one-line reason as the body.
-fn error(status: StatusCode, reason: &str) -> Response {
-    with_cors(
-        (
-            status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("{reason}\n"),
-        )
-            .into_response(),
-    )
-}
-
 /// The same plain 404 as any unknown path (a wrong token says nothing more).
 fn not_found() -> Response {
     (
@@ -107,14 +70,6 @@ fn not_found() -> Response {
         "not found\n",
     )
         .into_response()
-}
-
-fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
 fn link_headers(whep: &Whep, resp: &mut Response) {

@@ -3,18 +3,17 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::rtp::{Extension, ExtensionValues, RtpWrite};
-use str0m::{Candidate, Event, IceConnectionState, Rtc, RtcConfig};
+use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 
 use super::forward::TrackOut;
 use crate::hub::{RtpPkt, Track};
-use crate::net::rtc::{negotiated_pt, parse_offer, sdp as offer, Dtls};
+use crate::net::rtc::{accept, negotiated_pt, parse_offer, sdp as offer, Dtls};
 
 /// H.264 as the encoder emits it: constrained baseline 3.1, FU-A/STAP-A.
 pub const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
@@ -121,25 +120,8 @@ impl RtcFactory {
     ) -> Result<(Rtc, String), OfferError> {
         let offer = parse_offer(offer_sdp).map_err(OfferError::Malformed)?;
         offer::check(offer_sdp).map_err(OfferError::Unacceptable)?;
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            let mut rtc = self.config(h264_profile).build(now);
-            for addr in &self.candidates {
-                let c = Candidate::host(*addr, "udp").map_err(|e| {
-                    OfferError::Malformed(format!("bad local candidate {addr}: {e}"))
-                })?;
-                rtc.add_local_candidate(c);
-            }
-            let answer = rtc
-                .sdp_api()
-                .accept_offer(offer)
-                .map_err(|e| OfferError::Malformed(format!("the offer was refused: {e}")))?;
-            Ok((rtc, answer.to_sdp_string()))
-        }));
-        let (rtc, answer) = res.unwrap_or_else(|_| {
-            Err(OfferError::Malformed(
-                "the offer could not be negotiated".into(),
-            ))
-        })?;
+        let (rtc, answer) = accept(self.config(h264_profile), &self.candidates, offer, now)
+            .map_err(OfferError::Malformed)?;
         // str0m's verdict on the codecs (offer::check only looked at names).
         let video = offer::sections(&answer)
             .iter()
@@ -425,7 +407,7 @@ mod playout_delay_tests {
             cfg = cfg.set_extension(6, Extension::PlayoutDelay);
         }
         let mut rtc = cfg.build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        rtc.add_local_candidate(str0m::Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
         api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = api.apply().unwrap();

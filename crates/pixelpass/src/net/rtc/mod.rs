@@ -4,14 +4,16 @@
 
 pub(crate) mod sdp;
 
-use std::panic::catch_unwind;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
-use str0m::{Rtc, RtcConfig};
+use str0m::{Candidate, Rtc, RtcConfig};
 
 /// The crypto provider and the DTLS certificate every peer of one service shares.
 #[derive(Clone)]
@@ -47,6 +49,31 @@ pub(crate) fn parse_offer(sdp: &str) -> Result<SdpOffer, String> {
     catch_unwind(|| SdpOffer::from_sdp_string(sdp))
         .unwrap_or_else(|_| Err(str0m::error::SdpError::ParseError("str0m panicked".into())))
         .map_err(|e| format!("the offer is not valid SDP: {}", one_line(&e.to_string())))
+}
+
+/// Build an `Rtc` from `cfg` with our host `candidates` and accept `offer`:
+/// the `Rtc` and the SDP answer, or why not (one line, for a `400`). A panic
+/// in str0m on untrusted input is a refused offer, not a dead server.
+pub(crate) fn accept(
+    cfg: RtcConfig,
+    candidates: &[SocketAddr],
+    offer: SdpOffer,
+    now: Instant,
+) -> Result<(Rtc, String), String> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let mut rtc = cfg.build(now);
+        for addr in candidates {
+            let c = Candidate::host(*addr, "udp")
+                .map_err(|e| format!("bad local candidate {addr}: {e}"))?;
+            rtc.add_local_candidate(c);
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| format!("the offer was refused: {e}"))?;
+        Ok((rtc, answer.to_sdp_string()))
+    }))
+    .unwrap_or_else(|_| Err("the offer could not be negotiated".into()))
 }
 
 /// The payload type the peer negotiated for `codec` on `mid`, if any.

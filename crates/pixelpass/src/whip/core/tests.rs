@@ -37,9 +37,17 @@ fn init_crypto() {
     ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 }
 
+/// The hub's keyframe source (the PLI path is driven by hand here).
+struct NoEncoder;
+
+impl crate::hub::KeyframeSource for NoEncoder {
+    fn request_keyframe(&self) {}
+}
+
 struct Net {
     now: Instant,
     core: Core,
+    hub: Hub,
     sub: RtpSubscriber,
     slot: Arc<Slot>,
     client: Rtc,
@@ -60,7 +68,11 @@ impl Net {
     fn new() -> Self {
         init_crypto();
         let now = Instant::now();
-        let hub = Hub::new(HubConfig::default());
+        let hub = Hub::new(HubConfig {
+            rtp_join_cached_first: true,
+            ..HubConfig::default()
+        });
+        hub.begin_run(Some(Arc::new(NoEncoder)));
         let sub = hub.rtp_receivers();
         let slot = Arc::new(Slot::new(
             "desk".into(),
@@ -114,6 +126,7 @@ impl Net {
         let mut net = Self {
             now,
             core,
+            hub,
             sub,
             slot,
             client,
@@ -318,5 +331,32 @@ fn the_first_packet_wakes_the_waiting_run() {
     assert!(
         first.try_recv().is_ok(),
         "the run goes live on the first packet"
+    );
+}
+
+#[test]
+fn viewers_join_on_the_cached_gop_until_the_publisher_answers_a_pli() {
+    let mut net = Net::new();
+    net.connect();
+    net.send(true, vec![0x65, 1]); // its first keyframe
+    net.send(true, vec![0x41, 2]);
+    let join = net.hub.join_rtp(net.now);
+    assert!(
+        matches!(join, crate::hub::RtpJoin::Cached(ref g) if g.len() == 2),
+        "{join:?}"
+    );
+    // A delta frame after a PLI answers nothing; a keyframe does.
+    net.slot.pli_sent(net.now);
+    net.send(true, vec![0x41, 3]);
+    assert!(matches!(
+        net.hub.join_rtp(net.now),
+        crate::hub::RtpJoin::Cached(_)
+    ));
+    net.send(true, vec![0x65, 4]);
+    net.advance(Duration::from_secs(1)); // past the keyframe rate limit
+    let join = net.hub.join_rtp(net.now);
+    assert!(
+        matches!(join, crate::hub::RtpJoin::Live),
+        "a fresh keyframe is asked for: {join:?}"
     );
 }
