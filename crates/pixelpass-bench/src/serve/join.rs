@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::server::ServeChild;
-use super::stream_id;
+use super::{stream_id, ServeBenchArgs};
 use pixelpass_testkit::client::{WhepClient, WhepEvent};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -24,20 +24,28 @@ pub(super) struct Join {
 
 /// Start stream `i` and time its first WHEP keyframe.
 pub(super) fn start_and_join(
-    server: &ServeChild,
+    server: &mut ServeChild,
+    exe: &std::path::Path,
+    args: &ServeBenchArgs,
     i: u32,
     timeout: Duration,
 ) -> anyhow::Result<Join> {
     let id = stream_id(i);
     let url = server.whep_url(i);
     let t0 = Instant::now();
-    let (status, body) = server.api(
-        "PUT",
-        &format!("/streams/{id}/command"),
-        r#"{"command":"start"}"#,
-    )?;
-    if status != 200 {
-        bail!("PUT /streams/{id}/command start: {status} {body}");
+    if args.published {
+        // The publisher starts (capture, encoder, WHIP POST, ICE): the viewer's
+        // POST waits at the relay until the stream is live.
+        server.publish(exe, i, args)?;
+    } else {
+        let (status, body) = server.api(
+            "PUT",
+            &format!("/streams/{id}/command"),
+            r#"{"command":"start"}"#,
+        )?;
+        if status != 200 {
+            bail!("PUT /streams/{id}/command start: {status} {body}");
+        }
     }
     let mut join = Join {
         put: t0.elapsed(),

@@ -86,6 +86,11 @@ pub struct ServeBenchArgs {
     /// Seconds measured with the streams running and no peer (server CPU of the ingest alone).
     #[arg(long, default_value_t = 5.0)]
     pub idle_seconds: f64,
+    /// Streams published over WHIP instead of FFmpeg streams: each has a
+    /// `pixelpass host --source test --publish` child (its CPU is its own,
+    /// not the server's), and "join" is publisher start → first WHEP keyframe.
+    #[arg(long)]
+    pub published: bool,
 }
 
 /// `640x360` → (640, 360): even sides (4:2:0) from 16 to 7680.
@@ -106,8 +111,22 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((side(w)?, side(h)?))
 }
 
+/// The publish secret of stream `i` (`--published`).
+pub fn publish_token(i: u32) -> String {
+    format!("bench-serve-publish-secret-s{i:03}")
+}
+
 /// The API body creating stream `i`.
 pub fn stream_config(i: u32, a: &ServeBenchArgs) -> serde_json::Value {
+    if a.published {
+        return serde_json::json!({
+            "id": stream_id(i),
+            "token": stream_token(i),
+            "publish_token": publish_token(i),
+            "http_ts": false,
+            "max_viewers": (a.viewers + 8).max(1000),
+        });
+    }
     let (w, h) = a.size;
     serde_json::json!({
         "id": stream_id(i),
@@ -157,7 +176,7 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
     std::thread::sleep(Duration::from_millis(500));
     let rss_base = pid_rss(server.pid).unwrap_or(0);
     let mut ffmpeg_pids = BTreeSet::new();
-    let r = measure(&server, &args, rss_base, &mut ffmpeg_pids);
+    let r = measure(&mut server, &exe, &args, rss_base, &mut ffmpeg_pids);
     // Whatever happened: stop the server and check its FFmpegs are gone.
     if let Ok(reports) = (0..n)
         .map(|i| server.report(&stream_id(i)))

@@ -73,6 +73,8 @@ pub(super) struct ServeChild {
     pub(super) base: String,
     pub(super) log: PathBuf,
     pub(super) rt: tokio::runtime::Runtime,
+    /// `--published`: the `pixelpass host --publish` children, one per stream.
+    publishers: Vec<Child>,
 }
 
 impl ServeChild {
@@ -91,6 +93,8 @@ impl ServeChild {
                 "--listen",
                 "127.0.0.1:0",
                 "--webrtc-udp",
+                "127.0.0.1:0",
+                "--whip-udp",
                 "127.0.0.1:0",
             ])
             .args(["--api-token", API_TOKEN])
@@ -117,6 +121,7 @@ impl ServeChild {
             base: String::new(),
             log,
             rt,
+            publishers: Vec::new(),
         };
         let line = match rx.recv_timeout(Duration::from_secs(15)) {
             Ok(l) => l,
@@ -164,8 +169,63 @@ impl ServeChild {
         format!("{}/{}/whep", self.base, stream_token(i))
     }
 
+    pub(super) fn whip_url(&self, i: u32) -> String {
+        format!("{}/whip/{}", self.base, super::stream_id(i))
+    }
+
+    /// Start a publisher of stream `i`: `pixelpass host --source test
+    /// --publish` at the stream's size, rate and bitrate (its CPU is its own
+    /// process's, not the server's).
+    pub(super) fn publish(
+        &mut self,
+        exe: &std::path::Path,
+        i: u32,
+        a: &super::ServeBenchArgs,
+    ) -> anyhow::Result<()> {
+        let (w, h) = a.size;
+        let child = Command::new(exe)
+            .args([
+                "host",
+                "--source",
+                "test",
+                "--json",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--webrtc-udp", "127.0.0.1:0"])
+            .args(["--width", &w.to_string(), "--height", &h.to_string()])
+            .args([
+                "--framerate",
+                &a.fps.to_string(),
+                "--bitrate",
+                &a.bitrate.to_string(),
+            ])
+            .args(["--publish", &self.whip_url(i)])
+            .env("PIXELPASS_PUBLISH_TOKEN", super::publish_token(i))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start `pixelpass host --publish`")?;
+        self.publishers.push(child);
+        Ok(())
+    }
+
     /// SIGTERM, up to 5 s, SIGKILL; returns how it ended and how long it took.
     pub(super) fn stop(&mut self) -> Option<(String, Duration)> {
+        for mut p in std::mem::take(&mut self.publishers) {
+            // SAFETY: a signal to our own child, by its PID (not reaped yet).
+            unsafe {
+                libc::kill(p.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let until = Instant::now() + Duration::from_secs(3);
+            while matches!(p.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = p.kill();
+            let _ = p.wait();
+        }
         let mut child = self.child.take()?;
         let t = Instant::now();
         // SAFETY: a signal to our own child, by its PID (not reaped yet, so not reused).
