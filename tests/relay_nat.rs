@@ -119,6 +119,46 @@ fn watch(lab: &Lab, ca: &TestCa, frames: usize) -> Got {
     .expect("the viewer namespace")
 }
 
+/// Headless Chromium (the test kit's player.mjs, `--reconnect`) with the
+/// relay's page open in the viewer namespace: one line when it plays, one
+/// when it has lost the stream and played again.
+struct PagePlayer {
+    lines: mpsc::Receiver<String>,
+}
+
+impl PagePlayer {
+    fn open(lab: &Lab, page: &str) -> PagePlayer {
+        let browser = pixelpass_testkit::bin::kit_dir().join("browser");
+        assert!(
+            browser.join("node_modules/playwright-core").is_dir(),
+            "playwright-core is missing: run scripts/setup.sh"
+        );
+        let mut cmd = lab.command(Node::Viewer, "node");
+        cmd.arg(browser.join("player.mjs"))
+            .args(["--url", page, "--seconds", "60", "--frames", "30"])
+            .args(["--ignore-cert", "--reconnect"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // The lab ends and reaps it (by PID) if the test fails first.
+        let s = lab.spawn(cmd).expect("start the browser");
+        let out = s.stdout.expect("stdout piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        PagePlayer { lines }
+    }
+
+    fn next_line(&mut self, within: Duration) -> String {
+        self.lines
+            .recv_timeout(within)
+            .unwrap_or_else(|e| panic!("the browser said nothing within {within:?} ({e})"))
+    }
+}
+
 #[test]
 fn a_host_behind_nat_reaches_viewers_through_a_whip_relay_over_https() {
     let lab = Lab::new().expect("the network lab (root, iproute2, nftables)");
@@ -193,6 +233,16 @@ fn a_host_behind_nat_reaches_viewers_through_a_whip_relay_over_https() {
     let checked = check_capture(&dir, "relay-nat.ts", &body, 30);
     assert!(checked.frames >= 30);
 
+    // …and the relay's player page in headless Chromium in the viewer
+    // namespace, kept open across the relay's restart below.
+    let page = format!("https://{RELAY}:{PORT}/{VIEWER_TOKEN}/");
+    let mut player = PagePlayer::open(&lab, &page);
+    let playing = player.next_line(Duration::from_secs(60));
+    assert!(
+        playing.contains("\"playing\""),
+        "the page played: {playing}"
+    );
+
     // The relay restarts: the host republishes by itself.
     lab.stop(relay_pid).expect("stop the relay");
     let down = Instant::now();
@@ -224,6 +274,12 @@ fn a_host_behind_nat_reaches_viewers_through_a_whip_relay_over_https() {
         t0.elapsed().as_millis(),
         down.elapsed().as_millis()
     );
+    // The open page reconnects by itself and plays again.
+    let done = player.next_line(Duration::from_secs(60));
+    eprintln!("relay: the page across the restart: {done}");
+    let result: serde_json::Value = serde_json::from_str(&done).expect("the player's JSON line");
+    assert_eq!(result["ok"], true, "{done}");
+    assert_eq!(result["reconnected"], true, "{done}");
     let again = watch(&lab, &ca, 30);
     assert!(again.video_frames >= 30);
 

@@ -1,7 +1,12 @@
 // Opens the pixelpass player page in headless Debian Chromium and reports,
 // as one JSON line on stdout, what the <video> really decoded.
 //
-//   node player.mjs --url http://127.0.0.1:PORT/TOKEN/ [--seconds 10] [--frames 30] [--screenshot out.png]
+//   node player.mjs --url http://127.0.0.1:PORT/TOKEN/ [--seconds 10] [--frames 30] [--screenshot out.png] [--ignore-cert]
+//
+// --ignore-cert accepts any certificate (a server with a test CA).
+// --reconnect: once --frames played, print {"phase":"playing"} and keep
+// watching: the page must lose the stream (its state leaves "live") and play
+// --frames more after it comes back, by itself, within --seconds.
 //
 // Exit status 0 when the page decoded at least --frames frames within
 // --seconds and a sampled frame is not uniformly black; 1 otherwise; 2 on
@@ -19,6 +24,8 @@ const url = arg("url");
 const seconds = Number(arg("seconds", "10"));
 const wantFrames = Number(arg("frames", "30"));
 const screenshot = arg("screenshot");
+const ignoreCert = process.argv.includes("--ignore-cert");
+const reconnect = process.argv.includes("--reconnect");
 if (!url) {
   console.error("usage: node player.mjs --url URL [--seconds N] [--frames N] [--screenshot FILE]");
   process.exit(2);
@@ -27,8 +34,13 @@ if (!url) {
 let browser;
 let result = { ok: false };
 try {
-  browser = await launchChromium();
-  const page = await browser.newPage();
+  browser = await launchChromium(ignoreCert ? ["--ignore-certificate-errors"] : []);
+  const context = await browser.newContext({ ignoreHTTPSErrors: ignoreCert });
+  // In a network namespace without a default route Chromium gathers no ICE
+  // candidates unless the page may use the camera/microphone (then it
+  // enumerates every interface); the page never asks for them.
+  await context.grantPermissions(["camera", "microphone"]);
+  const page = await context.newPage();
   const logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
@@ -66,6 +78,23 @@ try {
     });
     if (state.frames >= wantFrames) break;
     await new Promise((r) => setTimeout(r, 200));
+  }
+  if (reconnect && state.frames >= wantFrames) {
+    console.log(JSON.stringify({ phase: "playing", frames: state.frames }));
+    let lost = false, base = 0;
+    const until = Date.now() + seconds * 1000;
+    let again = false;
+    while (Date.now() < until) {
+      const s = await page.evaluate(() => ({
+        frames: window.__frames,
+        state: document.getElementById("state").textContent,
+      }));
+      if (!lost && s.state !== "live") { lost = true; base = s.frames; state.lostState = s.state; }
+      if (lost && s.state === "live" && s.frames >= base + wantFrames) { again = true; state.framesAfter = s.frames - base; break; }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    state.reconnected = again;
+    if (!again) state.frames = 0; // not ok
   }
   const elapsedMs = Date.now() - t0;
   // Sample the current frame: mean and spread of luma.
