@@ -282,3 +282,89 @@ async fn host_publishes_into_serve_and_viewers_of_the_relay_decode_it() {
     let _ = client.delete().await;
     host.terminate(Duration::from_secs(10));
 }
+
+#[test]
+fn behind_a_proxy_the_public_url_makes_location_and_link() {
+    let serve = Serve::start_with(
+        "whip-public-url",
+        &config(),
+        &["--public-url", "https://example.org/pixelpass/"],
+    );
+    let streams = serve.banner["streams"].to_string();
+    assert!(
+        streams.contains("https://example.org/pixelpass/whip/desk"),
+        "printed URLs use it: {streams}"
+    );
+    let r = post(
+        &serve,
+        "desk",
+        Some(SECRET),
+        "application/sdp",
+        &offer(true),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let location = r.header("location").expect("Location");
+    assert!(location.starts_with("/pixelpass/whip/desk/"), "{location}");
+    assert_eq!(
+        r.header("link"),
+        Some(
+            format!(
+                "<https://example.org/pixelpass/{VIEWER}/>; rel=\"alternate\"; type=\"text/html\""
+            )
+            .as_str()
+        )
+    );
+    // Forwarded headers are not trusted: they change nothing.
+    let r = request_with(
+        serve.addr,
+        "POST",
+        "/whip/desk",
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &format!("Bearer {SECRET}")),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "http"),
+        ],
+        offer(true).as_bytes(),
+    );
+    assert_eq!(r.status, 409, "the first session still holds the stream");
+    assert!(!r.text().contains("evil"));
+}
+
+#[test]
+fn a_published_stream_through_the_api_and_a_bad_publish_token() {
+    let serve = Serve::start("whip-api", "");
+    let (status, body) = serve.json(
+        "POST",
+        "/api/v1/streams",
+        Some(&serde_json::json!({"id": "cam", "token": VIEWER, "publish_token": SECRET})),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["urls"]["whip"], "/whip/cam");
+    assert!(
+        body.get("config")
+            .is_some_and(|c| c.get("publish_token").is_none()),
+        "{body}"
+    );
+    let r = post(&serve, "cam", Some(SECRET), "application/sdp", &offer(true));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (status, body) = serve.json(
+        "POST",
+        "/api/v1/streams",
+        Some(&serde_json::json!({"id": "short", "publish_token": "tiny"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "publish_token");
+    let (status, body) = serve.json(
+        "POST",
+        "/api/v1/streams",
+        Some(&serde_json::json!({"id": "both", "publish_token": SECRET, "input": ["-i", "x"]})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not both")),
+        "{body}"
+    );
+}
