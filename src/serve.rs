@@ -118,6 +118,12 @@ async fn serve(
         },
         ice_server: args.ice_server.clone(),
         webrtc_timeout: args.webrtc_timeout,
+        base_path: args
+            .public_url
+            .as_deref()
+            .and_then(|u| u.split_once("://"))
+            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+            .unwrap_or_default(),
         ..WebRtcArgs::default()
     };
     let tls = args.tls.load()?;

@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use pixelpass_testkit::client::whep::{WhepClient, WhepOptions};
 use pixelpass_testkit::prelude::*;
 use pixelpass_testkit::serve::whep::{assert_decodes, drive, whep_viewer, Got};
 use pixelpass_testkit::serve::Serve;
@@ -283,11 +284,16 @@ async fn host_publishes_into_serve_and_viewers_of_the_relay_decode_it() {
     host.terminate(Duration::from_secs(10));
 }
 
-#[test]
-fn behind_a_proxy_the_public_url_makes_location_and_link() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_public_url_makes_location_and_link() {
+    let streams = format!(
+        "{}\n[[stream]]\nid = \"lobby\"\ntoken = \"lobby-viewer-token-0123456789\"\n{}autostart = true\n",
+        config(),
+        pixelpass_testkit::serve::lavfi_input(440)
+    );
     let serve = Serve::start_with(
         "whip-public-url",
-        &config(),
+        &streams,
         &["--public-url", "https://example.org/pixelpass/"],
     );
     let streams = serve.banner["streams"].to_string();
@@ -329,6 +335,24 @@ fn behind_a_proxy_the_public_url_makes_location_and_link() {
     );
     assert_eq!(r.status, 409, "the first session still holds the stream");
     assert!(!r.text().contains("evil"));
+    // WHEP's Location carries the proxy's path too.
+    serve.wait_live("lobby");
+    let client = WhepClient::new(std::net::Ipv4Addr::LOCALHOST.into(), WhepOptions::default())
+        .await
+        .expect("a WHEP client");
+    let r = request_with(
+        serve.addr,
+        "POST",
+        "/lobby-viewer-token-0123456789/whep",
+        &[("Content-Type", "application/sdp")],
+        client.offer_sdp().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let location = r.header("location").expect("Location");
+    assert!(
+        location.starts_with("/pixelpass/lobby-viewer-token-0123456789/whep/"),
+        "{location}"
+    );
 }
 
 #[test]

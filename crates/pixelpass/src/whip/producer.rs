@@ -121,24 +121,72 @@ struct Handle {
     slot: Arc<Slot>,
     cmds: mpsc::UnboundedSender<Cmd>,
     stream: Arc<str>,
-    remux: Option<Remux>,
+    remux: Option<RemuxTask>,
 }
 
 /// HTTP-TS of a published stream: its RTP depacketized once, Opus → AAC
-/// once, muxed into the hub's TS side. Without it WebRTC still works.
-fn remux_start(hub: &Hub, video_pt: u8, audio_pt: Option<u8>, id: &str) -> Option<Remux> {
-    match Remux::start(hub.clone(), video_pt, audio_pt) {
-        Ok(r) => Some(r),
+/// once, muxed into the hub's TS side, in a task of its own that restarts
+/// the remux after a GStreamer error (WebRTC viewers are not affected by
+/// one). Without it WebRTC still works.
+fn remux_start(hub: &Hub, video_pt: u8, audio_pt: Option<u8>, id: &str) -> Option<RemuxTask> {
+    let first = match Remux::start(hub.clone(), video_pt, audio_pt) {
+        Ok(r) => r,
         Err(e) => {
             tracing::warn!(stream = %id, "HTTP-TS of this published stream is off: {e}");
-            None
+            return None;
         }
+    };
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (hub, id) = (hub.clone(), id.to_owned());
+    let task = tokio::spawn(async move {
+        let mut remux = first;
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                failed = remux.failure() => {
+                    let why = failed.map_or_else(|| "it stopped".to_owned(), |e| e.to_string());
+                    tracing::warn!(stream = %id, "HTTP-TS remux failed ({why}); starting it again");
+                    remux.stop().await;
+                    tokio::select! {
+                        _ = &mut stop_rx => return,
+                        _ = tokio::time::sleep(REMUX_RETRY) => {}
+                    }
+                    match Remux::start(hub.clone(), video_pt, audio_pt) {
+                        Ok(r) => remux = r,
+                        Err(e) => {
+                            tracing::warn!(stream = %id, "HTTP-TS of this published stream is off: {e}");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        remux.stop().await;
+    });
+    Some(RemuxTask {
+        stop: stop_tx,
+        task,
+    })
+}
+
+/// A failed remux is started again after this.
+const REMUX_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+struct RemuxTask {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RemuxTask {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
     }
 }
 
 impl RunHandle for Handle {
     /// The run stops (the publisher left, or the operator stopped the
-    /// stream): a publisher still connected is closed.
+    /// stream): the remux stops, and a publisher still connected is closed.
     fn stop(self: Box<Self>) -> BoxFuture<()> {
         Box::pin(async move {
             self.slot.detach_run();

@@ -47,6 +47,12 @@ pub struct WebRtcArgs {
     /// to connect after its offer was answered.
     #[arg(long = "webrtc-timeout", value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub webrtc_timeout: u64,
+
+    /// The path a reverse proxy puts in front of every URL (`/pixelpass`
+    /// of `serve --public-url https://example.org/pixelpass`): WHEP's
+    /// `Location` starts with it. Empty: none.
+    #[arg(skip)]
+    pub base_path: String,
 }
 
 impl Default for WebRtcArgs {
@@ -58,6 +64,7 @@ impl Default for WebRtcArgs {
             video_pt: 102,
             audio_pt: 111,
             webrtc_timeout: 15,
+            base_path: String::new(),
         }
     }
 }

@@ -185,7 +185,9 @@ async fn post_offer(
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    if let Ok(v) = HeaderValue::from_str(&format!("/{token}/whep/{resource}")) {
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("{}/{token}/whep/{resource}", st.whep.base_path()))
+    {
         h.insert(header::LOCATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&etag) {

@@ -52,6 +52,8 @@ struct Inner {
     index: Arc<Index>,
     factory: RtcFactory,
     ice_servers: Vec<IceServer>,
+    /// In front of `Location` (see [`WebRtcArgs::base_path`]).
+    base_path: String,
     local: SocketAddr,
     engine: Mutex<Option<JoinHandle<()>>>,
 }
@@ -78,6 +80,7 @@ impl Whep {
                 index,
                 factory,
                 ice_servers: args.ice_server.clone(),
+                base_path: args.base_path.trim_end_matches('/').to_owned(),
                 local,
                 engine: Mutex::new(Some(engine)),
             }),
@@ -92,6 +95,10 @@ impl Whep {
     /// The addresses offered to browsers as host candidates.
     pub fn candidates(&self) -> &[SocketAddr] {
         self.inner.factory.candidates()
+    }
+
+    pub(crate) fn base_path(&self) -> &str {
+        &self.inner.base_path
     }
 
     pub fn ice_servers(&self) -> &[IceServer] {
