@@ -38,17 +38,8 @@ fn bin() -> &'static str {
 /// The first stdout line of a lab child (its JSON banner), within 30 s.
 fn banner(stdout: Option<std::process::ChildStdout>, what: &str) -> serde_json::Value {
     let out = stdout.expect("stdout piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(out).lines().map_while(Result::ok);
-        if let Some(first) = lines.next() {
-            let _ = tx.send(first);
-        }
-        for _ in lines {}
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{what}: no banner ({e})"));
+    let line = first_line(out, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{what}: no banner within 30 s"));
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: banner {line:?}: {e}"))
 }
 

@@ -214,3 +214,18 @@ pub fn check_capture(dir: &TempDir, name: &str, data: &[u8], min_frames: u64) ->
         path,
     }
 }
+
+/// The first line a child prints on `out` (its banner), within `within`; a
+/// thread drains whatever follows so the child never blocks on a full pipe.
+pub fn first_line<R: std::io::Read + Send + 'static>(out: R, within: Duration) -> Option<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(out).lines().map_while(Result::ok);
+        if let Some(first) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for _ in lines {}
+    });
+    rx.recv_timeout(within).ok()
+}

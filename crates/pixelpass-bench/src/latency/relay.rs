@@ -2,9 +2,7 @@
 //! as a WHIP relay on loopback — host → WHIP → relay → WHEP → viewer — so
 //! the row next to `whep` (host → viewer direct) is the relay hop's cost.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -47,22 +45,13 @@ impl Relay {
             .spawn()
             .context("start pixelpass serve (the relay)")?;
         let out = child.stdout.take().context("the relay's stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines().map_while(Result::ok);
-            if let Some(first) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
+        let first = pixelpass_testkit::tools::first_line(out, Duration::from_secs(30));
         let mut relay = Relay {
             child,
             base: String::new(),
             dir,
         };
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("the relay printed no banner within 30 s")?;
+        let line = first.context("the relay printed no banner within 30 s")?;
         let banner: serde_json::Value =
             serde_json::from_str(&line).context("the relay's banner")?;
         let listen = banner["listen"]

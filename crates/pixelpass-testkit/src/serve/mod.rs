@@ -7,7 +7,7 @@ pub mod whep;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -74,14 +74,7 @@ impl Serve {
             }
         });
         let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines().map_while(Result::ok);
-            if let Some(first) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
+        let first = crate::tools::first_line(out, Duration::from_secs(30));
         let mut serve = Serve {
             child: Some(child),
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -89,9 +82,12 @@ impl Serve {
             stderr,
             _dir: dir,
         };
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("no JSON banner ({e}); stderr:\n{}", serve.stderr_text()));
+        let line = first.unwrap_or_else(|| {
+            panic!(
+                "no JSON banner within 30 s; stderr:\n{}",
+                serve.stderr_text()
+            )
+        });
         serve.banner = serde_json::from_str(&line).expect("the banner is JSON");
         serve.addr = serve.banner["listen"].as_str().unwrap().parse().unwrap();
         serve

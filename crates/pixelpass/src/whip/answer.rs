@@ -6,12 +6,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Frequency, Mid, Pt};
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt};
 use str0m::rtp::Extension;
 use str0m::Rtc;
 
-use crate::net::rtc::{accept, negotiated_pt, parse_offer, sdp, Dtls};
+use crate::net::rtc::{accept, add_opus, negotiated_pt, parse_offer, sdp, Dtls};
 
 /// H.264 profiles a publisher may send (any level): constrained baseline,
 /// baseline, main, constrained high, high.
@@ -69,19 +69,7 @@ impl Answerer {
             cfg.codec_config()
                 .add_h264(pt.into(), Some((pt + 1).into()), true, *profile);
         }
-        cfg.codec_config().add_config(
-            111.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(10),
-                use_inband_fec: Some(true),
-                stereo: Some(true),
-                ..FormatParams::default()
-            },
-        );
+        add_opus(&mut cfg);
         cfg
     }
 

@@ -14,8 +14,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, RtpWrite};
 use str0m::RtcConfig;
@@ -24,7 +24,7 @@ use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output as R
 use crate::egress::whep::forward::TrackOut;
 use crate::egress::whep::H264_PROFILE_LEVEL_ID;
 use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
-use crate::net::rtc::negotiated_pt;
+use crate::net::rtc::{add_opus, negotiated_pt};
 
 /// Video packets kept to answer the relay's NACKs (≈ 0.6 s at 4 Mbit/s).
 const NACK_HISTORY: usize = 256;
@@ -122,20 +122,7 @@ impl Session {
         config
             .codec_config()
             .add_h264(102.into(), Some(103.into()), true, H264_PROFILE_LEVEL_ID);
-        config.codec_config().add_config(
-            111.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(10),
-                use_inband_fec: Some(true),
-                stereo: Some(true),
-                sprop_stereo: Some(true),
-                ..FormatParams::default()
-            },
-        );
+        add_opus(&mut config);
         let mut rtc = config.build(now);
         for addr in candidates {
             let c = Candidate::host(*addr, "udp")

@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::format::Codec;
+use str0m::media::{MediaKind, MediaTime, Mid, Pt};
 use str0m::rtp::{Extension, ExtensionValues, RtpWrite};
 use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 
 use super::forward::TrackOut;
 use crate::hub::{RtpPkt, Track};
-use crate::net::rtc::{accept, negotiated_pt, parse_offer, sdp as offer, Dtls};
+use crate::net::rtc::{accept, add_opus, negotiated_pt, parse_offer, sdp as offer, Dtls};
 
 /// H.264 as the encoder emits it: constrained baseline 3.1, FU-A/STAP-A.
 pub const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
@@ -94,20 +94,7 @@ impl RtcFactory {
         // Our payload type numbers do not matter: the answer uses the offer's.
         cfg.codec_config()
             .add_h264(102.into(), Some(103.into()), true, h264_profile);
-        cfg.codec_config().add_config(
-            111.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(10),
-                use_inband_fec: Some(true),
-                stereo: Some(true),
-                sprop_stereo: Some(true),
-                ..FormatParams::default()
-            },
-        );
+        add_opus(&mut cfg);
         cfg
     }
 

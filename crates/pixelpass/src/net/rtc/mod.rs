@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::format::Codec;
-use str0m::media::{Mid, Pt};
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Frequency, Mid, Pt};
 use str0m::{Candidate, Rtc, RtcConfig};
 
 /// The crypto provider and the DTLS certificate every peer of one service shares.
@@ -41,6 +41,25 @@ impl Dtls {
             .set_rtp_mode(true)
             .clear_codecs()
     }
+}
+
+/// Opus as every peer of ours carries it: 48 kHz stereo, 10 ms minimum
+/// packet time, in-band FEC (the payload type is the offer's in an answer).
+pub(crate) fn add_opus(cfg: &mut RtcConfig) {
+    cfg.codec_config().add_config(
+        111.into(),
+        None,
+        Codec::Opus,
+        Frequency::FORTY_EIGHT_KHZ,
+        Some(2),
+        FormatParams {
+            min_p_time: Some(10),
+            use_inband_fec: Some(true),
+            stereo: Some(true),
+            sprop_stereo: Some(true),
+            ..FormatParams::default()
+        },
+    );
 }
 
 /// Parse an untrusted offer: a panic in the parser is a bad offer, not a
