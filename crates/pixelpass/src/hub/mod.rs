@@ -222,6 +222,10 @@ impl Hub {
         self.lock().rtp_join_cached_first = on;
     }
 
+    pub fn rtp_join_cached_first(&self) -> bool {
+        self.lock().rtp_join_cached_first
+    }
+
     pub fn h264_profile(&self) -> Option<u32> {
         self.lock().h264_profile
     }

@@ -14,8 +14,13 @@ use crate::capture::remux::Remux;
 use crate::hub::{Hub, KeyframeSource};
 use crate::supervisor::{BoxFuture, Producer, ProducerError, Run, RunHandle};
 
-/// When the probing PLI goes out after a run's first packet.
-const PLI_PROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// When the probing PLIs go out after a run's first packet: past a keyframe
+/// rate limit of 500 ms on the publisher's side (the host's), and once more
+/// in case the first one was lost or held back.
+const PLI_PROBES: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(600),
+    std::time::Duration::from_millis(2500),
+];
 
 pub struct WhipProducer {
     slot: Arc<Slot>,
@@ -92,15 +97,21 @@ impl Producer for WhipProducer {
                 }
                 return Err(e);
             }
-            // One PLI a second after the first packet (past the publisher's
+            // A PLI shortly after the first packet (past the publisher's
             // first keyframe) tells whether it answers them: if it does,
             // viewers join on a fresh keyframe rather than the cached GOP.
             {
                 let (slot, cmds, stream) = (slot.clone(), cmds.clone(), stream.clone());
+                let t0 = tokio::time::Instant::now();
                 tokio::spawn(async move {
-                    tokio::time::sleep(PLI_PROBE_AFTER).await;
-                    slot.pli_sent(std::time::Instant::now());
-                    let _ = cmds.send(Cmd::Keyframe(stream));
+                    for after in PLI_PROBES {
+                        tokio::time::sleep_until(t0 + after).await;
+                        if slot.resource().is_none() || !slot.join_cached_first() {
+                            return; // gone, or answered already
+                        }
+                        slot.pli_sent(std::time::Instant::now());
+                        let _ = cmds.send(Cmd::Keyframe(stream.clone()));
+                    }
                 });
             }
             Ok(Run {

@@ -200,6 +200,11 @@ impl Slot {
         }
     }
 
+    /// Viewers still join on the cached GOP (the publisher has not answered a PLI).
+    pub fn join_cached_first(&self) -> bool {
+        self.hub.rtp_join_cached_first()
+    }
+
     /// A PLI went to the publisher now.
     pub fn pli_sent(&self, now: Instant) {
         let mut st = self.lock();
