@@ -260,8 +260,8 @@ fn print_banner(
         return Ok(());
     }
     println!(
-        "pixelpass serve on {} (WebRTC UDP {})",
-        banner.listen, banner.webrtc_udp
+        "pixelpass serve on {} (WebRTC UDP {}, WHIP publishers' UDP {})",
+        banner.listen, banner.webrtc_udp, banner.whip_udp
     );
     println!(
         "  API      {}  (Authorization: Bearer {})",
