@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::{Event as RtcEvent, IceConnectionState, Input, Output as RtcOutput, Rtc};
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Rtc};
 
 use super::answer::Negotiated;
 use super::slot::{Slot, HUB_AUDIO_PT, HUB_VIDEO_PT};
 use crate::hub::Track;
 use crate::media::rtp::h264_no_picture;
+use crate::net::rtc::{self, Polled};
 use crate::supervisor::ProducerError;
 
 type Id = u64;
@@ -257,14 +258,11 @@ impl Core {
             p.last_rx = now;
         }
         let input = input.unwrap_or(Input::Timeout(now));
-        let actions = match catch_unwind(AssertUnwindSafe(|| p.rtc.handle_input(input))) {
-            Ok(Ok(())) => drain(&mut self.out, p, now, self.timeout),
-            Ok(Err(e)) => vec![Action::Gone(ProducerError::crashed(format!(
-                "WebRTC error on the publisher: {e}"
+        let actions = match rtc::feed(&mut p.rtc, input) {
+            Ok(()) => drain(&mut self.out, p, now, self.timeout),
+            Err(why) => vec![Action::Gone(ProducerError::crashed(format!(
+                "the publisher: {why}"
             )))],
-            Err(_) => vec![Action::Gone(ProducerError::crashed(
-                "str0m panicked on the publisher's input",
-            ))],
         };
         for a in actions {
             match a {
@@ -313,10 +311,7 @@ impl Core {
                 self.by_addr.remove(a);
             }
         }
-        if close
-            && p.rtc.is_alive()
-            && catch_unwind(AssertUnwindSafe(|| p.rtc.close())).is_ok_and(|r| r.is_ok())
-        {
+        if close && rtc::close(&mut p.rtc) {
             let _ = drain(&mut self.out, &mut p, now, self.timeout);
         }
         tracing::info!(stream = %p.slot.id, "WHIP publisher gone: {why}");
@@ -336,12 +331,12 @@ fn drain(
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     for _ in 0..MAX_DRAIN {
-        match catch_unwind(AssertUnwindSafe(|| p.rtc.poll_output())) {
-            Ok(Ok(RtcOutput::Transmit(t))) => out.push_back(Output::Transmit {
+        match rtc::poll(&mut p.rtc) {
+            Polled::Transmit(t) => out.push_back(Output::Transmit {
                 destination: t.destination,
                 contents: t.contents.into(),
             }),
-            Ok(Ok(RtcOutput::Event(ev))) => match ev {
+            Polled::Event(ev) => match ev {
                 RtcEvent::Connected => {
                     p.connected = true;
                     actions.push(Action::Connected(p.addrs.last().copied()));
@@ -354,20 +349,14 @@ fn drain(
                 RtcEvent::RtpPacket(pkt) => forward(p, &pkt, now),
                 _ => {}
             },
-            Ok(Ok(RtcOutput::Timeout(t))) => {
+            Polled::Timeout(t) => {
                 p.wake = t.min(p.deadline(timeout)).max(now);
                 return actions;
             }
-            Ok(Err(e)) => {
+            Polled::Failed(why) => {
                 actions.push(Action::Gone(ProducerError::crashed(format!(
-                    "WebRTC error on the publisher: {e}"
+                    "the publisher: {why}"
                 ))));
-                return actions;
-            }
-            Err(_) => {
-                actions.push(Action::Gone(ProducerError::crashed(
-                    "str0m panicked while polling the publisher",
-                )));
                 return actions;
             }
         }

@@ -19,12 +19,12 @@ use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, RtpWrite};
 use str0m::RtcConfig;
-use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output as RtcOutput, Rtc};
+use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Rtc};
 
 use crate::egress::whep::forward::TrackOut;
 use crate::egress::whep::H264_PROFILE_LEVEL_ID;
 use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
-use crate::net::rtc::{add_opus, negotiated_pt};
+use crate::net::rtc::{self, add_opus, negotiated_pt, Polled};
 
 /// Video packets kept to answer the relay's NACKs (≈ 0.6 s at 4 Mbit/s).
 const NACK_HISTORY: usize = 256;
@@ -263,9 +263,7 @@ impl Session {
         if self.ended {
             return;
         }
-        if self.rtc.is_alive()
-            && catch_unwind(AssertUnwindSafe(|| self.rtc.close())).is_ok_and(|r| r.is_ok())
-        {
+        if rtc::close(&mut self.rtc) {
             self.drain(now);
         }
         self.ended = true;
@@ -334,31 +332,29 @@ impl Session {
             return;
         }
         let input = input.unwrap_or(Input::Timeout(now));
-        match catch_unwind(AssertUnwindSafe(|| self.rtc.handle_input(input))) {
-            Ok(Ok(())) => self.drain(now),
-            Ok(Err(e)) => self.end(format!("WebRTC error: {e}")),
-            Err(_) => self.end("str0m panicked on the relay's input".into()),
+        match rtc::feed(&mut self.rtc, input) {
+            Ok(()) => self.drain(now),
+            Err(why) => self.end(why),
         }
     }
 
     fn drain(&mut self, now: Instant) {
         for _ in 0..MAX_DRAIN {
-            match catch_unwind(AssertUnwindSafe(|| self.rtc.poll_output())) {
-                Ok(Ok(RtcOutput::Transmit(t))) => self.out.push_back(Output::Transmit {
+            match rtc::poll(&mut self.rtc) {
+                Polled::Transmit(t) => self.out.push_back(Output::Transmit {
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),
                 }),
-                Ok(Ok(RtcOutput::Event(ev))) => self.on_event(ev, now),
-                Ok(Ok(RtcOutput::Timeout(t))) => {
+                Polled::Event(ev) => self.on_event(ev, now),
+                Polled::Timeout(t) => {
                     self.wake = t.max(now);
                     if !self.ended && !self.rtc.is_alive() {
                         self.end("the connection closed".into());
                     }
                     return;
                 }
-                Ok(Err(e)) => return self.end(format!("WebRTC error: {e}")),
-                Err(_) => return self.end("str0m panicked while polling".into()),
+                Polled::Failed(why) => return self.end(why),
             }
         }
         self.wake = now;

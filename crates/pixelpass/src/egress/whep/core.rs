@@ -25,16 +25,16 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Receive};
-use str0m::{Input, Output as RtcOutput, Rtc};
+use str0m::{Input, Rtc};
 
 use super::index::Index;
 use super::peer::{Action, Peer, BURST_CHUNK};
 use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
+use crate::net::rtc::{self, Polled};
 
 type PeerId = u64;
 /// A stream's hub subscription, as named in [`Event::FeedOpened`] and [`MediaMsg`].
@@ -260,11 +260,9 @@ impl Core {
             peer.last_rx = now;
         }
         let input = input.unwrap_or(Input::Timeout(now));
-        let fed = catch_unwind(AssertUnwindSafe(|| peer.rtc.handle_input(input)));
-        let actions = match fed {
-            Ok(Ok(())) => drain(&mut self.out, peer, now, self.cfg.timeout),
-            Ok(Err(e)) => vec![Action::Remove(format!("WebRTC error: {e}"))],
-            Err(_) => vec![Action::Remove("str0m panicked on this peer's input".into())],
+        let actions = match rtc::feed(&mut peer.rtc, input) {
+            Ok(()) => drain(&mut self.out, peer, now, self.cfg.timeout),
+            Err(why) => vec![Action::Remove(why)],
         };
         self.after_drain(id, actions, now);
     }
@@ -496,10 +494,7 @@ impl Core {
         self.index.remove(&peer.resource);
         let (video, audio) = peer.sent();
         tracing::info!(resource = %peer.resource, stream = %peer.stream, video, audio, "WebRTC viewer removed: {why}");
-        if close
-            && peer.rtc.is_alive()
-            && catch_unwind(AssertUnwindSafe(|| peer.rtc.close())).is_ok_and(|r| r.is_ok())
-        {
+        if close && rtc::close(&mut peer.rtc) {
             let _ = drain(&mut self.out, &mut peer, now, self.cfg.timeout);
         }
         if let Some(feed) = self.feeds.get_mut(&peer.stream) {
@@ -546,24 +541,18 @@ fn drain(
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     for _ in 0..MAX_DRAIN {
-        match catch_unwind(AssertUnwindSafe(|| peer.rtc.poll_output())) {
-            Ok(Ok(RtcOutput::Transmit(t))) => out.push_back(Output::Transmit {
+        match rtc::poll(&mut peer.rtc) {
+            Polled::Transmit(t) => out.push_back(Output::Transmit {
                 destination: t.destination,
                 contents: t.contents.into(),
             }),
-            Ok(Ok(RtcOutput::Event(ev))) => actions.extend(peer.on_event(ev, now)),
-            Ok(Ok(RtcOutput::Timeout(t))) => {
+            Polled::Event(ev) => actions.extend(peer.on_event(ev, now)),
+            Polled::Timeout(t) => {
                 peer.wake = t.min(peer.deadline(timeout)).max(now);
                 return actions;
             }
-            Ok(Err(e)) => {
-                actions.push(Action::Remove(format!("WebRTC error: {e}")));
-                return actions;
-            }
-            Err(_) => {
-                actions.push(Action::Remove(
-                    "str0m panicked while polling this peer".into(),
-                ));
+            Polled::Failed(why) => {
+                actions.push(Action::Remove(why));
                 return actions;
             }
         }

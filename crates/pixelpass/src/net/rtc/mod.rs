@@ -43,6 +43,46 @@ impl Dtls {
     }
 }
 
+/// One output of a peer's `Rtc` ([`poll`]). A value returned and matched at
+/// once, never stored: boxing the large event would cost an allocation per
+/// received RTP packet on the WHIP path.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Polled {
+    Transmit(str0m::net::Transmit),
+    Event(str0m::Event),
+    /// Nothing more until this time (or the next input).
+    Timeout(Instant),
+    /// str0m failed or panicked on this peer: it is done for.
+    Failed(String),
+}
+
+/// The next output of `rtc`; a str0m error or panic becomes [`Polled::Failed`]
+/// (one peer's bad state never takes the engine down).
+pub(crate) fn poll(rtc: &mut Rtc) -> Polled {
+    match catch_unwind(AssertUnwindSafe(|| rtc.poll_output())) {
+        Ok(Ok(str0m::Output::Transmit(t))) => Polled::Transmit(t),
+        Ok(Ok(str0m::Output::Event(e))) => Polled::Event(e),
+        Ok(Ok(str0m::Output::Timeout(t))) => Polled::Timeout(t),
+        Ok(Err(e)) => Polled::Failed(format!("WebRTC error: {e}")),
+        Err(_) => Polled::Failed("str0m panicked while polling this peer".into()),
+    }
+}
+
+/// Feed `rtc` one input; why not, when str0m refuses it or panics on it.
+pub(crate) fn feed(rtc: &mut Rtc, input: str0m::Input<'_>) -> Result<(), String> {
+    match catch_unwind(AssertUnwindSafe(|| rtc.handle_input(input))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("WebRTC error: {e}")),
+        Err(_) => Err("str0m panicked on this peer's input".into()),
+    }
+}
+
+/// Close `rtc` (RTCP BYE, DTLS close_notify queued) if it is alive;
+/// whether there is a goodbye to drain.
+pub(crate) fn close(rtc: &mut Rtc) -> bool {
+    rtc.is_alive() && catch_unwind(AssertUnwindSafe(|| rtc.close())).is_ok_and(|r| r.is_ok())
+}
+
 /// Opus as every peer of ours carries it: 48 kHz stereo, 10 ms minimum
 /// packet time, in-band FEC (the payload type is the offer's in an answer).
 pub(crate) fn add_opus(cfg: &mut RtcConfig) {
