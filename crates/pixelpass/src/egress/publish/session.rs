@@ -2,7 +2,7 @@
 //! (not ice-lite: the host is the side behind NAT, it makes the checks),
 //! RTP mode, sending audio (mid 0) and video (mid 1) as OBS does, fed the
 //! hub's packets — the same ones the host's WHEP viewers get, written the
-//! same way ([`TrackOut`]: our own sequence numbers, video from a keyframe).
+//! same way ([`Out`]: our own sequence numbers, video from a keyframe).
 //!
 //! Datagrams, hub packets and the time go in; datagrams, the next timeout and
 //! [`Event`]s come out. The relay's PLI/FIR becomes a keyframe request to the
@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, RtpWrite};
+use str0m::rtp::Extension;
 use str0m::RtcConfig;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Rtc};
 
-use crate::egress::whep::forward::TrackOut;
+use crate::egress::whep::forward::Out;
 use crate::egress::whep::H264_PROFILE_LEVEL_ID;
 use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
 use crate::net::rtc::{self, add_opus, negotiated_pt, Polled};
@@ -73,12 +73,6 @@ pub enum Event {
     KeyframeRequested,
     /// The session is over (it sends nothing more): why.
     Ended(String),
-}
-
-struct Out {
-    mid: Mid,
-    pt: Pt,
-    track: TrackOut,
 }
 
 pub struct Session {
@@ -173,17 +167,15 @@ impl Session {
         let video_pt = negotiated_pt(&self.rtc, self.video_mid, Codec::H264).ok_or(
             "the answer has no H.264 for our video (constrained baseline, packetization-mode 1)",
         )?;
-        self.video = Some(Out {
-            mid: self.video_mid,
-            pt: video_pt,
-            track: TrackOut::new(Track::Video, random_seq()),
-        });
+        self.video = Some(Out::new(
+            self.video_mid,
+            video_pt,
+            Track::Video,
+            random_seq(),
+        ));
         // Audio is optional: a relay that takes video only still gets it.
-        self.audio = negotiated_pt(&self.rtc, self.audio_mid, Codec::Opus).map(|pt| Out {
-            mid: self.audio_mid,
-            pt,
-            track: TrackOut::new(Track::Audio, random_seq()),
-        });
+        self.audio = negotiated_pt(&self.rtc, self.audio_mid, Codec::Opus)
+            .map(|pt| Out::new(self.audio_mid, pt, Track::Audio, random_seq()));
         self.answered_at = Some(now);
         self.input(None, now);
         Ok(())
@@ -413,23 +405,9 @@ impl Session {
         }) else {
             return;
         };
-        let admitted = if cached {
-            out.track.admit_cached(pkt)
-        } else {
-            out.track.admit(pkt)
-        };
-        let Some((seq, ts)) = admitted else {
+        if !out.write(&mut self.rtc, pkt, cached, None) {
             return;
-        };
-        let (mid, pt) = (out.mid, out.pt);
-        let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-            return;
-        };
-        let write = RtpWrite::new(pt, seq.into(), ts, pkt.at, pkt.payload.clone())
-            .marker(pkt.marker)
-            .nackable(track == Track::Video);
-        tx.write_rtp(write);
+        }
         if track == Track::Video && pkt.key && self.first_key_at.is_none() {
             self.first_key_at = Some(now);
         }

@@ -14,7 +14,64 @@
 
 use std::time::Instant;
 
+use str0m::media::{Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::Rtc;
+
 use crate::hub::{RtpPkt, Track};
+
+/// One negotiated outgoing track of a peer (a WHEP viewer, a WHIP session
+/// of `host --publish`): its m-line, its payload type, its rewriting.
+#[derive(Debug)]
+pub struct Out {
+    pub mid: Mid,
+    pub pt: Pt,
+    pub track: TrackOut,
+}
+
+impl Out {
+    pub fn new(mid: Mid, pt: Pt, track: Track, first_seq: u16) -> Self {
+        Self {
+            mid,
+            pt,
+            track: TrackOut::new(track, first_seq),
+        }
+    }
+
+    /// Hand one hub packet to `rtc` on this track: header values rewritten,
+    /// payload shared; `ext` on the packet when given. `false` when nothing
+    /// was written (no send stream yet, or the packet is not this peer's).
+    /// `cached`: a packet of the cached GOP (see [`TrackOut::admit_cached`]).
+    pub fn write(
+        &mut self,
+        rtc: &mut Rtc,
+        pkt: &RtpPkt,
+        cached: bool,
+        ext: Option<ExtensionValues>,
+    ) -> bool {
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
+            return false;
+        };
+        let admitted = if cached {
+            self.track.admit_cached(pkt)
+        } else {
+            self.track.admit(pkt)
+        };
+        let Some((seq, ts)) = admitted else {
+            return false;
+        };
+        let video = self.track.kind() == Track::Video;
+        let mut write = RtpWrite::new(self.pt, seq.into(), ts, pkt.at, pkt.payload.clone())
+            .marker(pkt.marker)
+            .nackable(video);
+        if let Some(ext) = ext {
+            write = write.ext_vals(ext);
+        }
+        tx.write_rtp(write);
+        true
+    }
+}
 
 #[derive(Debug)]
 pub struct TrackOut {
@@ -54,6 +111,10 @@ impl TrackOut {
     }
 
     /// Packets sent so far.
+    pub fn kind(&self) -> Track {
+        self.track
+    }
+
     pub fn sent(&self) -> u64 {
         self.sent
     }

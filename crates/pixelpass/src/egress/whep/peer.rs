@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
-use str0m::media::{MediaKind, MediaTime, Mid, Pt};
-use str0m::rtp::{Extension, ExtensionValues, RtpWrite};
+use str0m::media::{MediaKind, MediaTime, Mid};
+use str0m::rtp::{Extension, ExtensionValues};
 use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 
-use super::forward::TrackOut;
+use super::forward::Out;
 use crate::hub::{RtpPkt, Track};
 use crate::net::rtc::{accept, add_opus, negotiated_pt, parse_offer, sdp as offer, Dtls};
 
@@ -134,12 +134,6 @@ pub enum Action {
     Remove(String),
 }
 
-struct Out {
-    mid: Mid,
-    pt: Pt,
-    track: TrackOut,
-}
-
 pub struct Peer {
     pub rtc: Rtc,
     pub resource: Arc<str>,
@@ -249,11 +243,7 @@ impl Peer {
         };
         let first_seq = (u64::from(now.saturating_duration_since(self.created).subsec_nanos())
             ^ fastrand_seed(&self.resource)) as u16;
-        *slot = Some(Out {
-            mid,
-            pt,
-            track: TrackOut::new(track, first_seq),
-        });
+        *slot = Some(Out::new(mid, pt, track, first_seq));
         if kind == MediaKind::Video {
             if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
                 tx.set_rtx_cache(NACK_HISTORY, NACK_MAX_AGE, Some(RTX_RATIO_CAP));
@@ -276,7 +266,7 @@ impl Peer {
         self.write_as(track, pkt, now, false);
     }
 
-    /// `cached`: a packet of the cached GOP (see [`TrackOut::admit_cached`]).
+    /// `cached`: a packet of the cached GOP (see [`super::forward::TrackOut::admit_cached`]).
     fn write_as(&mut self, track: Track, pkt: &RtpPkt, now: Instant, cached: bool) {
         if self.connected_at.is_none() {
             return;
@@ -289,25 +279,10 @@ impl Peer {
         if pkt.payload_type != want_pt {
             return;
         }
-        let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(out.mid, None) else {
+        let ext = (track == Track::Video).then(playout_delay_zero);
+        if !out.write(&mut self.rtc, pkt, cached, ext) {
             return;
-        };
-        let admitted = if cached {
-            out.track.admit_cached(pkt)
-        } else {
-            out.track.admit(pkt)
-        };
-        let Some((seq, ts)) = admitted else {
-            return;
-        };
-        let mut write = RtpWrite::new(out.pt, seq.into(), ts, pkt.at, pkt.payload.clone())
-            .marker(pkt.marker)
-            .nackable(track == Track::Video);
-        if track == Track::Video {
-            write = write.ext_vals(playout_delay_zero());
         }
-        tx.write_rtp(write);
         if let Some(out) = &self.out {
             out.whep_bytes.fetch_add(
                 pkt.payload.len() as u64,
