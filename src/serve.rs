@@ -216,6 +216,9 @@ struct BannerStream {
     whep: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     whip: Option<String>,
+    /// Where FFmpeg listens for an RTMP/SRT publisher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
 }
 
 fn print_banner(
@@ -245,6 +248,7 @@ fn print_banner(
             stream_ts: v.urls.stream_ts.map(|u| format!("{base}{u}")),
             whep: v.urls.whep.map(|u| format!("{base}{u}")),
             whip: v.urls.whip.map(|u| format!("{base}{u}")),
+            listen: v.urls.listen,
         })
         .collect();
     let banner = Banner {
@@ -283,6 +287,9 @@ fn print_banner(
         }
         if let Some(u) = &s.whip {
             println!("    publish  {u}  (WHIP: Authorization: Bearer <its publish_token>)");
+        }
+        if let Some(u) = &s.listen {
+            println!("    publish  {u}  (FFmpeg listens: push RTMP or SRT to the URL in the stream's input)");
         }
     }
     Ok(())

@@ -63,7 +63,7 @@ fn credentials_in_an_input_url_are_masked_everywhere() {
     });
     let command = failed["command"].to_string();
     assert!(
-        command.contains("rtmp://user:***@127.0.0.1:1/live/key?passphrase=***"),
+        command.contains("rtmp://user:***@127.0.0.1:1/live/***?passphrase=***"),
         "masked in the command: {command}"
     );
     // The report (command, log, last_error, events) and the server's logs.

@@ -2,6 +2,7 @@
 //! loopback (ended by PID, reaped), its JSON API, processes in /proc, and a
 //! WHEP viewer whose H.264 and Opus are checked with ffmpeg.
 
+pub mod feeder;
 pub mod whep;
 
 use std::io::{BufRead, BufReader};

@@ -7,4 +7,4 @@ pub mod stream;
 pub(crate) mod toml_lines;
 
 pub use file::ServeConfig;
-pub use stream::{FieldError, StreamConfig};
+pub use stream::{FieldError, StreamConfig, VideoMode};

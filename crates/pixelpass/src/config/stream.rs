@@ -72,6 +72,22 @@ pub struct StreamConfig {
     pub audio_map: Option<String>,
     #[serde(default = "default_max_viewers")]
     pub max_viewers: u32,
+    /// Copy the input's H.264 or encode it (see `ffmpeg::probe`).
+    #[serde(default)]
+    pub video: VideoMode,
+}
+
+/// `video = "auto" | "copy" | "encode"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoMode {
+    /// Copy H.264 that browsers play over WebRTC (no B-frames), else encode.
+    #[default]
+    Auto,
+    /// Never encode video: the input's H.264 goes to every leg as it is.
+    Copy,
+    /// Always encode (libx264, Constrained Baseline, `keyframe_interval_seconds`).
+    Encode,
 }
 
 /// WebRTC (WHEP) delivery of one stream. A payload type of 0 means "use the default".
@@ -237,7 +253,46 @@ impl StreamConfig {
         )?;
         check_int("video_bitrate_kbps", self.video_bitrate_kbps, 100, 100_000)?;
         check_int("audio_bitrate_kbps", self.audio_bitrate_kbps, 16, 512)?;
-        check_int("max_viewers", self.max_viewers, 1, 100_000)
+        check_int("max_viewers", self.max_viewers, 1, 100_000)?;
+        if self.on_demand && self.listening_input().is_some() {
+            return fail(
+                "on_demand",
+                "must be false for an input that waits for a publisher (-listen 1, SRT mode=listener): FFmpeg has to listen before anyone watches",
+            );
+        }
+        Ok(())
+    }
+
+    /// The URL FFmpeg listens on for a publisher (as given: mask it before showing it), when
+    /// the input makes it a server: `-listen 1` (RTMP, HTTP), an SRT URL with
+    /// `mode=listener`, or a TCP URL with `listen`. Such a run waits for its
+    /// publisher as long as it takes, and ends when the publisher leaves.
+    pub fn listening_input(&self) -> Option<String> {
+        let mut listen_flag = false;
+        let mut args = self.input.iter().peekable();
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "-listen" => listen_flag = args.peek().is_some_and(|v| *v != "0"),
+                "-i" => {
+                    let url = args.next()?;
+                    let lower = url.to_ascii_lowercase();
+                    let query = lower.split_once('?').map_or("", |(_, q)| q);
+                    let params = || query.split('&');
+                    let listens = listen_flag
+                        || (lower.starts_with("srt://") && params().any(|p| p == "mode=listener"))
+                        || (lower.starts_with("tcp://")
+                            && params().any(|p| {
+                                p == "listen" || p.starts_with("listen=") && p != "listen=0"
+                            }));
+                    if listens {
+                        return Some(url.clone());
+                    }
+                    listen_flag = false;
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// The stream is published over WHIP rather than run by FFmpeg.
@@ -307,6 +362,57 @@ mod tests {
 
     fn base() -> StreamConfig {
         serde_json::from_str(r#"{"id":"cam-1","input":["-i","x.mp4"]}"#).unwrap()
+    }
+
+    fn input(args: &[&str]) -> StreamConfig {
+        StreamConfig {
+            input: args.iter().map(|a| a.to_string()).collect(),
+            ..base()
+        }
+    }
+
+    #[test]
+    fn listening_inputs_are_recognised_and_cannot_be_on_demand() {
+        let rtmp = input(&["-listen", "1", "-i", "rtmp://0.0.0.0:1935/live/key"]);
+        assert_eq!(
+            rtmp.listening_input().as_deref(),
+            Some("rtmp://0.0.0.0:1935/live/key")
+        );
+        let srt = input(&[
+            "-i",
+            "srt://0.0.0.0:9000?mode=listener&passphrase=0123456789",
+        ]);
+        assert!(srt.listening_input().is_some());
+        assert!(input(&["-i", "tcp://0.0.0.0:9000?listen"])
+            .listening_input()
+            .is_some());
+        for pulls in [
+            &["-i", "rtmp://example.org/live/key"][..],
+            &["-listen", "0", "-i", "rtmp://0.0.0.0/live/key"],
+            &["-i", "srt://example.org:9000?mode=caller"],
+            &["-listen", "1", "-i", "a.mp4", "-i", "b.wav"][..2],
+        ] {
+            assert_eq!(input(pulls).listening_input(), None, "{pulls:?}");
+        }
+        // `-listen` belongs to the input after it only.
+        let second = input(&["-listen", "1", "-i", "rtmp://0.0.0.0/l/k", "-i", "tone.wav"]);
+        assert_eq!(
+            second.listening_input().as_deref(),
+            Some("rtmp://0.0.0.0/l/k")
+        );
+        assert_eq!(base().video, VideoMode::Auto);
+        let mut on_demand = rtmp.clone();
+        on_demand.on_demand = true;
+        let e = on_demand.validate().unwrap_err();
+        assert_eq!(e.field, "on_demand");
+        assert!(e.message.contains("waits for a publisher"), "{e}");
+        assert!(rtmp.validate().is_ok());
+        let bad: Result<StreamConfig, _> =
+            serde_json::from_str(r#"{"id":"a","input":["-i","x"],"video":"passthrough"}"#);
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("unknown variant `passthrough`"));
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Legs {
     pub ts: bool,
     pub video_pt: u8,
     pub audio_pt: u8,
+    /// Copy the input's H.264 (`video = "copy"`, or `auto` that chose it).
+    pub copy_video: bool,
+    /// The input's audio is AAC: the TS carries it as it is.
+    pub copy_aac: bool,
 }
 
 impl Legs {
@@ -37,6 +41,8 @@ impl Legs {
             ts: cfg.http_ts,
             video_pt: cfg.webrtc.video_pt(),
             audio_pt: cfg.webrtc.audio_pt(),
+            copy_video: false,
+            copy_aac: false,
         }
     }
 }
@@ -55,6 +61,19 @@ fn seconds(value: f64) -> String {
 /// default (RTP port + 1) would send video RTCP into the audio port.
 fn rtp_url(port: u16) -> String {
     format!("rtp://127.0.0.1:{port}?rtcpport={port}&pkt_size={RTP_PACKET_SIZE}")
+}
+
+/// The video arguments of a leg: a copy, or our encode.
+fn video_args(cfg: &StreamConfig, legs: &Legs) -> Vec<String> {
+    if legs.copy_video {
+        // Annex B with SPS/PPS in front of every IDR whatever the input's
+        // container (FLV and MP4 keep them out of band): a viewer joining at
+        // a keyframe of the RTP or the TS can start there.
+        return ["-c:v", "copy", "-bsf:v", "h264_mp4toannexb"]
+            .map(String::from)
+            .into();
+    }
+    h264_args(cfg)
 }
 
 /// Browser-friendly low-latency H.264: baseline (no B-frames) and a keyframe every
@@ -130,7 +149,7 @@ fn tee_outputs(
     if let Some(a) = &audio {
         args.extend(["-map".to_owned(), a.clone(), "-map".to_owned(), a.clone()]);
     }
-    args.extend(h264_args(cfg));
+    args.extend(video_args(cfg, legs));
     let mut slaves = Vec::new();
     let rtp = |pt: u8, port: u16, select: &str| {
         format!("[select={select}:f=rtp:payload_type={pt}]{}", rtp_url(port))
@@ -154,16 +173,18 @@ fn tee_outputs(
                 "lowdelay",
                 "-frame_duration:a:0",
                 "20",
-                "-c:a:1",
-                "aac",
-                "-b:a:1",
-                "128k",
-                "-ar:a:1",
-                "48000",
-                "-ac:a:1",
-                "2",
             ],
         );
+        if legs.copy_aac {
+            push(args, &["-c:a:1", "copy"]);
+        } else {
+            push(
+                args,
+                &[
+                    "-c:a:1", "aac", "-b:a:1", "128k", "-ar:a:1", "48000", "-ac:a:1", "2",
+                ],
+            );
+        }
         if legs.rtp {
             slaves.push(rtp(
                 legs.audio_pt,
@@ -211,7 +232,7 @@ pub fn ffmpeg_args(cfg: &StreamConfig, legs: &Legs) -> Vec<String> {
 
     if legs.rtp {
         push(&mut args, &["-an", "-sn", "-dn"]);
-        args.extend(h264_args(cfg));
+        args.extend(video_args(cfg, legs));
         push(&mut args, &["-f", "rtp", "-payload_type"]);
         args.extend([legs.video_pt.to_string(), rtp_url(legs.video_port)]);
     }
@@ -238,8 +259,10 @@ pub fn ffmpeg_args(cfg: &StreamConfig, legs: &Legs) -> Vec<String> {
         ]);
     }
     if legs.ts {
-        args.extend(h264_args(cfg));
-        if legs.audio {
+        args.extend(video_args(cfg, legs));
+        if legs.audio && legs.copy_aac {
+            push(&mut args, &["-c:a", "copy"]);
+        } else if legs.audio {
             push(
                 &mut args,
                 &["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"],
@@ -286,7 +309,43 @@ mod tests {
             ts,
             video_pt: 102,
             audio_pt: 111,
+            copy_video: false,
+            copy_aac: false,
         }
+    }
+
+    #[test]
+    fn copy_sends_the_input_h264_and_aac_to_every_leg_as_annex_b() {
+        let copy = Legs {
+            copy_video: true,
+            copy_aac: true,
+            ..legs(true, true, true)
+        };
+        let args = ffmpeg_args(&cfg(), &copy).join(" ");
+        assert!(
+            args.starts_with(&format!("{HEAD} -map 0:v:0 -map 0:a:0 -map 0:a:0 -c:v copy -bsf:v h264_mp4toannexb -c:a:0 libopus")),
+            "{args}"
+        );
+        assert!(
+            args.contains("-frame_duration:a:0 20 -c:a:1 copy -f tee"),
+            "{args}"
+        );
+        assert!(!args.contains("libx264") && !args.contains("aac"), "{args}");
+        // Several outputs: each leg copies.
+        let args = ffmpeg_args(&two_inputs(), &copy).join(" ");
+        assert_eq!(
+            args.matches("-c:v copy -bsf:v h264_mp4toannexb").count(),
+            2,
+            "{args}"
+        );
+        assert!(args.contains("-c:a copy -sn -dn -f mpegts"), "{args}");
+        // Copied video with audio to encode: AAC as before.
+        let enc_audio = Legs {
+            copy_aac: false,
+            ..copy
+        };
+        let args = ffmpeg_args(&cfg(), &enc_audio).join(" ");
+        assert!(args.contains("-c:a:1 aac -b:a:1 128k"), "{args}");
     }
 
     const H264: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -pix_fmt yuv420p \
@@ -424,7 +483,9 @@ mod tests {
                 audio: false,
                 ts: false,
                 video_pt: 100,
-                audio_pt: 111
+                audio_pt: 111,
+                copy_video: false,
+                copy_aac: false,
             }
         );
     }

@@ -178,8 +178,22 @@ const SECRET_KEYS: [&str; 8] = [
     "auth",
 ];
 
-/// `text` with credentials hidden: the password of `scheme://user:pass@host`
-/// and the values of secret query keys (`passphrase=`, `password=`, …).
+/// Where a URL listens, without path, query or credentials: `rtmp://0.0.0.0:1935`
+/// (an RTMP stream key or an SRT passphrase never shows).
+pub fn endpoint(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if scheme.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{scheme}://{host}")
+    }
+}
+
+/// `text` with credentials hidden: the password of `scheme://user:pass@host`,
+/// an RTMP URL's stream key (`rtmp://host/app/***`) and the values of secret
+/// query keys (`passphrase=`, `password=`, …).
 pub fn mask(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -200,6 +214,21 @@ pub fn mask(text: &str) -> String {
             _ => out.push_str(authority),
         }
         rest = &after[end..];
+        // RTMP's stream key (the path after the application) is a credential.
+        let scheme = before[..at]
+            .rsplit(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or("");
+        if scheme.to_ascii_lowercase().starts_with("rtmp") && rest.starts_with('/') {
+            let path_end = rest
+                .find(|c: char| c == '?' || c == '|' || c.is_whitespace() || c == '\'' || c == '"')
+                .unwrap_or(rest.len());
+            if let Some(slash) = rest[1..path_end].find('/') {
+                out.push_str(&rest[..slash + 2]);
+                out.push_str("***");
+                rest = &rest[path_end..];
+            }
+        }
     }
     out.push_str(rest);
     mask_query(&out)
@@ -344,12 +373,26 @@ mod tests {
     fn credentials_are_masked_in_urls_and_queries() {
         assert_eq!(
             mask("rtmp://user:s3cret@example.org:1935/live/key"),
-            "rtmp://user:***@example.org:1935/live/key"
+            "rtmp://user:***@example.org:1935/live/***"
         );
+        assert_eq!(
+            mask("from 'rtmp://127.0.0.1:1935/live/k3y/x?a=1': Input/output error"),
+            "from 'rtmp://127.0.0.1:1935/live/***?a=1': Input/output error"
+        );
+        assert_eq!(mask("rtmp://h/app"), "rtmp://h/app", "no key in it");
         assert_eq!(
             mask("srt://0.0.0.0:9000?mode=listener&passphrase=abcdefghij&latency=200"),
             "srt://0.0.0.0:9000?mode=listener&passphrase=***&latency=200"
         );
+        assert_eq!(
+            endpoint("srt://0.0.0.0:9000?mode=listener&passphrase=abcdefghij"),
+            "srt://0.0.0.0:9000"
+        );
+        assert_eq!(
+            endpoint("rtmp://user:pw@0.0.0.0:1935/live/stream-key"),
+            "rtmp://0.0.0.0:1935"
+        );
+        assert_eq!(endpoint("0.0.0.0:5000"), "0.0.0.0:5000");
         assert_eq!(
             mask("Input #0, flv, from 'rtmp://a:b@h/x?token=T1&Password=P2':"),
             "Input #0, flv, from 'rtmp://a:***@h/x?token=***&Password=***':"

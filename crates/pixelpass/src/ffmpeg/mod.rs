@@ -9,6 +9,7 @@
 //! - [`progress`]: `-progress` parsing; [`log`]: the log (head and tail of each
 //!   run, repeats counted), the exit summary in FFmpeg's words, credentials masked;
 //!   ([`crate::ingest::rtp`] drains the pair into the hub);
+//! - [`probe`]: `video = "auto"`: copy the input's H.264 or encode it, and why;
 //! - [`producer`]: one run = one FFmpeg child (the supervisor's `Producer`);
 //! - [`report`]: what a stream's process is doing, for the API and metrics.
 
@@ -16,6 +17,7 @@ pub(crate) mod child;
 pub(crate) mod command;
 pub(crate) mod log;
 pub(crate) mod ports;
+pub(crate) mod probe;
 pub(crate) mod producer;
 pub(crate) mod progress;
 pub(crate) mod report;

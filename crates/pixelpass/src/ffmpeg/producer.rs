@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::command::{self, Legs};
-use super::log::{mask, summarize_exit};
+use super::log::{endpoint, mask, summarize_exit};
 use super::progress::ProgressParser;
 use super::report::ProcessState;
-use super::{child, ports};
+use super::{child, ports, probe};
 use crate::config::StreamConfig;
 use crate::hub::{Hub, Track};
 use crate::ingest;
@@ -85,6 +85,18 @@ async fn start(
     state: Arc<ProcessState>,
     hub: Hub,
 ) -> Result<Run, ProducerError> {
+    // Copy or encode: decided (and said) before anything is bound.
+    let probe_start = Instant::now();
+    let choice = probe::choose(&program, &cfg).await;
+    state.log_line(&format!(
+        "pixelpass: video: {} ({}), decided in {} ms",
+        choice.mode,
+        choice.why,
+        probe_start.elapsed().as_millis()
+    ));
+    tracing::info!(stream = %cfg.id, mode = choice.mode, why = %choice.why, "video");
+    state.set_video(choice.clone(), cfg.keyframe_interval_seconds);
+    let listening = cfg.listening_input().map(|u| endpoint(&u));
     // Sources first: bound and draining before FFmpeg sends a packet.
     let (video, audio) = ports::bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .map_err(|e| ProducerError::start_failed(e.to_string()))?;
@@ -95,6 +107,9 @@ async fn start(
     let video = UdpSocket::from_std(video).map_err(|e| err("cannot use the RTP socket", e))?;
     let audio = UdpSocket::from_std(audio).map_err(|e| err("cannot use the RTP socket", e))?;
     hub.begin_run(None);
+    // The WHEP answer states the profile the copied H.264 really has (learned
+    // from its SPS); an encode is ours (Constrained Baseline).
+    hub.set_h264_profile(None);
     let (seen_tx, mut seen) = watch::channel(None::<Instant>);
     let mut sources = vec![
         tokio::spawn(rtp_in::run(
@@ -103,6 +118,7 @@ async fn start(
             hub.clone(),
             state.rtp.clone(),
             seen_tx.clone(),
+            choice.copy(),
         )),
         tokio::spawn(rtp_in::run(
             audio,
@@ -110,10 +126,16 @@ async fn start(
             hub.clone(),
             state.rtp.clone(),
             seen_tx.clone(),
+            false,
         )),
     ];
 
-    let args = command::ffmpeg_args(&cfg, &Legs::for_stream(&cfg, video_port));
+    let legs = Legs {
+        copy_video: choice.copy(),
+        copy_aac: choice.copy_aac,
+        ..Legs::for_stream(&cfg, video_port)
+    };
+    let args = command::ffmpeg_args(&cfg, &legs);
     let shown: Vec<String> = args.iter().map(|a| mask(a)).collect();
     tracing::debug!(stream = %cfg.id, args = ?shown, "spawning ffmpeg");
     state.new_run(&program.to_string_lossy(), &args);
@@ -151,6 +173,7 @@ async fn start(
     tokio::spawn(monitor(
         spawned.child,
         pid,
+        listening.clone(),
         state.clone(),
         seen.clone(),
         stale,
@@ -171,22 +194,38 @@ async fn start(
     }
 
     let timeout = stale.map_or(START_TIMEOUT, |s| s.max(START_TIMEOUT));
+    if let Some(at) = &listening {
+        state.log_line(&format!("pixelpass: waiting for a publisher at {at}"));
+    }
+    state.set_waiting(listening.clone());
+    // A listening input waits for its publisher as long as it takes.
+    let no_media_yet = async {
+        match listening {
+            Some(_) => std::future::pending().await,
+            None => tokio::time::sleep(timeout).await,
+        }
+    };
     let first = tokio::select! {
         r = seen.wait_for(|t| t.is_some()) => r.map(|_| ()).map_err(|_| ProducerError::start_failed("ffmpeg sent no media")),
         f = failures.recv() => Err(f.unwrap_or_else(|| ProducerError::start_failed("ffmpeg ended"))),
-        _ = tokio::time::sleep(timeout) => Err(ProducerError::start_failed(format!(
+        _ = no_media_yet => Err(ProducerError::start_failed(format!(
             "ffmpeg sent no media within {} s{}",
             timeout.as_secs(),
             ffmpeg_summary(&state).map(|s| format!(": {s}")).unwrap_or_default()
         ))),
     };
+    state.set_waiting(None);
     if let Err(e) = first {
         Box::new(run).stop().await;
         // FFmpeg exited (or stalled) before its first media: a failed start.
         return Err(e.while_starting().context("ffmpeg could not start"));
     }
     Ok(Run {
-        encoder: "ffmpeg (libx264)".into(),
+        encoder: if choice.copy() {
+            "ffmpeg (H.264 copied)".into()
+        } else {
+            "ffmpeg (libx264)".into()
+        },
         failures,
         handle: Box::new(run),
     })
@@ -208,6 +247,7 @@ async fn close(tasks: &mut Vec<JoinHandle<()>>) {
 async fn monitor(
     mut child: tokio::process::Child,
     pid: u32,
+    listening: Option<String>,
     state: Arc<ProcessState>,
     seen: watch::Receiver<Option<Instant>>,
     stale: Option<Duration>,
@@ -225,6 +265,16 @@ async fn monitor(
         tokio::select! {
             status = child.wait() => {
                 let failure = match status {
+                    // A listening input ends when its publisher leaves: the
+                    // stream listens again at once (no back-off to grow).
+                    Ok(s) if listening.is_some() && seen.borrow().is_some() => ProducerError::new(
+                        FailureKind::Ended,
+                        format!(
+                            "the publisher left {}: {}",
+                            listening.as_deref().unwrap_or_default(),
+                            describe_exit(pid, s, ffmpeg_summary(&state))
+                        ),
+                    ),
                     Ok(s) => ProducerError::new(
                         exit_kind(s),
                         describe_exit(pid, s, ffmpeg_summary(&state)),

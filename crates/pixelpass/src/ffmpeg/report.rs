@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::log::{mask, RunLog};
+use super::probe::VideoChoice;
 use super::progress::Progress;
 use crate::ingest::rtp::RtpCounters;
 
@@ -18,6 +19,10 @@ pub struct ProcessState {
     progress: Mutex<Option<Progress>>,
     log: Mutex<RunLog>,
     command: Mutex<Vec<String>>,
+    /// The current run's video choice, and the keyframe interval the config asks for.
+    video: Mutex<Option<(VideoChoice, f64)>>,
+    /// Where the current run waits for its publisher, until media arrives.
+    waiting: Mutex<Option<String>>,
     /// Counters of every run (they keep counting across restarts).
     pub rtp: Arc<RtpCounters>,
 }
@@ -30,6 +35,8 @@ impl Default for ProcessState {
             progress: Mutex::new(None),
             log: Mutex::new(RunLog::default()),
             command: Mutex::new(Vec::new()),
+            video: Mutex::new(None),
+            waiting: Mutex::new(None),
             rtp: Arc::new(RtpCounters::default()),
         }
     }
@@ -46,7 +53,26 @@ pub struct ProcessReport {
     pub rtp_ports: Option<(u16, u16)>,
     pub progress: Option<Progress>,
     pub rtp: RtpReport,
+    /// Copy or encode, why, and what the video measured.
+    pub video: Option<VideoReport>,
+    /// Set while FFmpeg listens and no publisher has sent media yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_publisher: Option<String>,
     pub log: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoReport {
+    /// `"copy"` or `"encode"`.
+    pub mode: &'static str,
+    pub why: String,
+    /// The SPS's profile-level-id (hex, as SDP writes it), once seen.
+    pub profile_level_id: Option<String>,
+    /// The keyframe interval measured on the RTP video, once two were seen.
+    pub gop_seconds: Option<f64>,
+    /// A setting that has no effect in this mode, said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -84,6 +110,39 @@ impl ProcessState {
 
     pub fn pid(&self) -> Option<u32> {
         Some(self.pid.load(Ordering::Relaxed)).filter(|p| *p != 0)
+    }
+
+    /// This run's video choice; `keyframe_interval` is the config's (it has no
+    /// effect on a copy, which the report says).
+    pub fn set_video(&self, choice: VideoChoice, keyframe_interval: f64) {
+        *lock(&self.video) = Some((choice, keyframe_interval));
+        self.rtp.video.gop_ms.store(0, Ordering::Relaxed);
+        self.rtp.video.profile_level_id.store(0, Ordering::Relaxed);
+    }
+
+    pub fn set_waiting(&self, at: Option<String>) {
+        *lock(&self.waiting) = at;
+    }
+
+    fn video_report(&self) -> Option<VideoReport> {
+        let (choice, keyframe_interval) = lock(&self.video).clone()?;
+        let gop_ms = self.rtp.video.gop_ms.load(Ordering::Relaxed);
+        let gop_seconds = (gop_ms > 0).then(|| gop_ms as f64 / 1000.0);
+        let profile = self.rtp.video.profile_level_id.load(Ordering::Relaxed);
+        let note = choice.copy().then(|| {
+            let gop = gop_seconds.map_or("not measured yet".to_owned(), |g| format!("{g} s"));
+            format!(
+                "keyframe_interval_seconds ({keyframe_interval} s) has no effect on copied video: \
+                 keyframes come as often as the input's (GOP {gop})"
+            )
+        });
+        Some(VideoReport {
+            mode: choice.mode,
+            why: choice.why,
+            profile_level_id: (profile != 0).then(|| format!("{profile:06x}")),
+            gop_seconds,
+            note,
+        })
     }
 
     pub fn set_progress(&self, p: Progress) {
@@ -125,6 +184,8 @@ impl ProcessState {
             rtp_ports: *lock(&self.ports),
             progress: self.progress(),
             rtp: self.rtp_report(),
+            video: self.video_report(),
+            waiting_for_publisher: lock(&self.waiting).clone(),
             log: self.log(),
         }
     }

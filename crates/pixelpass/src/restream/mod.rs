@@ -66,6 +66,10 @@ pub struct Urls {
     /// Where a publisher POSTs (a stream published over WHIP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub whip: Option<String>,
+    /// Where FFmpeg listens for an RTMP/SRT publisher (no path, key or
+    /// passphrase): a stream whose input has `-listen 1` or `mode=listener`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// Viewers of a stream by kind.
@@ -383,6 +387,10 @@ fn view(s: &Stream) -> StreamView {
                 .config
                 .is_published()
                 .then(|| format!("/whip/{}", s.config.id)),
+            listen: s
+                .config
+                .listening_input()
+                .map(|u| crate::ffmpeg::log::endpoint(&u)),
         },
         config: s.config.clone(),
     }
@@ -390,6 +398,9 @@ fn view(s: &Stream) -> StreamView {
 
 /// The supervisor policy of a stream's settings.
 pub fn policy(c: &StreamConfig) -> Policy {
+    if c.listening_input().is_some() {
+        return listening_policy(c);
+    }
     let delay = Duration::from_secs_f64(c.reconnect_delay_seconds).max(Duration::from_millis(100));
     Policy {
         name: c.id.clone(),
@@ -403,6 +414,17 @@ pub fn policy(c: &StreamConfig) -> Policy {
         // A stream that keeps failing right after its start backs off, doubling up to this.
         backoff_max: delay.max(Duration::from_secs(10)),
         ..Policy::default()
+    }
+}
+
+/// The supervisor policy of a stream whose FFmpeg listens for an RTMP/SRT
+/// publisher: a run ends when the publisher leaves, which is no crash, so it
+/// listens again at once (after 100 ms, at most 1 s while runs keep failing
+/// right away, e.g. a port in use) whatever `reconnect` says.
+fn listening_policy(c: &StreamConfig) -> Policy {
+    Policy {
+        enabled: c.autostart,
+        ..published_policy(c)
     }
 }
 
@@ -438,8 +460,17 @@ pub fn published_hub_config() -> HubConfig {
 }
 
 /// The hub of a stream: FFmpeg cannot make keyframes on request, so a new
-/// WebRTC peer starts on the cached GOP; size it for a whole GOP.
+/// WebRTC peer starts on the cached GOP; size it for a whole GOP: ours
+/// (bitrate × keyframe interval), or, when the input's H.264 may be copied,
+/// whatever GOP the input has (the cache holds from its last keyframe, up to
+/// a published stream's bounds; the report shows the GOP measured).
 pub fn hub_config(c: &StreamConfig) -> HubConfig {
+    if c.video != crate::config::VideoMode::Encode {
+        return HubConfig {
+            rtp_join_cached_first: false,
+            ..published_hub_config()
+        };
+    }
     let gop_bytes = (f64::from(c.video_bitrate_kbps) * 1000.0 / 8.0
         * c.keyframe_interval_seconds
         * 2.0) as usize;
