@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::{decode_errors, ffprobe_streams, TempDir, Viewer};
-use serve_support::feeder::{free_tcp_port, free_udp_port, tcp_listening, Feeder};
+use serve_support::feeder::{free_tcp_port, free_udp_port, tcp_listening, udp_bound, Feeder};
 use serve_support::whep::{assert_decodes, drive, whep_viewer, Got};
 use serve_support::Serve;
 
@@ -226,4 +226,45 @@ async fn an_rtmp_publisher_pushes_leaves_and_comes_back_without_a_restart_storm(
         "the key stays out of the logs"
     );
     assert!(!serve.report("obs")["log"].to_string().contains(key));
+}
+
+#[test]
+fn an_srt_publisher_with_a_passphrase_pushes_into_a_listening_stream() {
+    let port = free_udp_port();
+    let secret = "srt-passphrase-0123456789";
+    let streams = format!(
+        "[[stream]]\nid = \"field\"\ntoken = \"watch-field-token\"\nautostart = true\n\
+         input = [\"-i\", \"srt://127.0.0.1:{port}?mode=listener&passphrase={secret}\"]\n"
+    );
+    let serve = Serve::start("serve-srt", &streams);
+    let listen = format!("srt://127.0.0.1:{port}");
+    assert_eq!(
+        serve.banner["streams"][0]["listen"],
+        listen.as_str(),
+        "{}",
+        serve.banner
+    );
+    let r = serve.wait_report("field", Duration::from_secs(20), "listening", |r| {
+        r["waiting_for_publisher"] == listen.as_str() && udp_bound(port)
+    });
+    // auto cannot look at a publisher that has not come: it encodes, and says why.
+    let why = r["video"]["why"].as_str().unwrap_or_default();
+    assert!(
+        r["video"]["mode"] == "encode" && why.contains("waits for a publisher"),
+        "{r:#}"
+    );
+    let mut feed = Feeder::srt(&format!("srt://127.0.0.1:{port}?passphrase={secret}"));
+    serve.wait_live("field");
+    let dir = TempDir::new("serve-srt");
+    http_ts_decodes(&serve, &dir, "watch-field-token", 3);
+    feed.stop(Duration::from_secs(5));
+    let r = serve.wait_report("field", Duration::from_secs(30), "listening again", |r| {
+        r["waiting_for_publisher"] == listen.as_str() && r["pid"].is_u64()
+    });
+    assert_eq!(r["restarts"], 1, "{r:#}");
+    let everything = format!("{r}\n{}", serve.stderr_text());
+    assert!(
+        !everything.contains(secret),
+        "the passphrase leaked:\n{everything}"
+    );
 }

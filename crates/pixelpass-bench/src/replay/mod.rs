@@ -20,5 +20,5 @@ mod synthetic;
 
 pub(crate) use producer::{paced_laps, ReplayRun};
 pub use producer::{ReplayProducer, ReplayStats};
-pub use sample::Sample;
+pub use sample::{ffmpeg_ts_with, Sample, TsSpec};
 pub use synthetic::synthetic_ts;

@@ -200,17 +200,50 @@ impl Timeline {
     }
 }
 
+/// How a sample is encoded (x264 CBR, no B-frames, + AAC in MPEG-TS).
+#[derive(Debug, Clone)]
+pub struct TsSpec {
+    pub size: (u32, u32),
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    pub preset: String,
+    /// Frames between keyframes.
+    pub keyint: u32,
+    /// `-profile:v` (x264 picks one when absent: ultrafast makes Constrained Baseline).
+    pub profile: Option<String>,
+}
+
+impl TsSpec {
+    /// The fan-out benchmarks' sample: 1280x720@30, ultrafast, a keyframe every 2 s.
+    pub fn fanout(bitrate_kbps: u32) -> TsSpec {
+        TsSpec {
+            size: (1280, 720),
+            fps: 30,
+            bitrate_kbps,
+            preset: "ultrafast".into(),
+            keyint: 60,
+            profile: None,
+        }
+    }
+}
+
 /// Encode a real sample with ffmpeg (x264 CBR + AAC in MPEG-TS).
 pub fn ffmpeg_ts(bitrate_kbps: u32, seconds: u32, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    ffmpeg_ts_with(&TsSpec::fanout(bitrate_kbps), seconds, timeout)
+}
+
+/// Encode a sample as `spec` says.
+pub fn ffmpeg_ts_with(spec: &TsSpec, seconds: u32, timeout: Duration) -> anyhow::Result<Vec<u8>> {
     let path = std::env::temp_dir().join(format!("pixelpass-bench-{}.ts", std::process::id()));
-    let rate = format!("{bitrate_kbps}k");
+    let rate = format!("{}k", spec.bitrate_kbps);
+    let (w, h) = spec.size;
     let mut child = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
         .args([
             "-f",
             "lavfi",
             "-i",
-            "testsrc2=size=1280x720:rate=30",
+            &format!("testsrc2=size={w}x{h}:rate={}", spec.fps),
             "-f",
             "lavfi",
             "-i",
@@ -221,11 +254,12 @@ pub fn ffmpeg_ts(bitrate_kbps: u32, seconds: u32, timeout: Duration) -> anyhow::
             "-c:v",
             "libx264",
             "-preset",
-            "ultrafast",
+            &spec.preset,
             "-tune",
             "zerolatency",
         ])
-        .args(["-x264-params", "keyint=60:bframes=0"])
+        .args(spec.profile.iter().flat_map(|p| ["-profile:v", p.as_str()]))
+        .args(["-x264-params", &format!("keyint={}:bframes=0", spec.keyint)])
         .args([
             "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", "1M",
         ])

@@ -95,13 +95,15 @@ pub(super) fn measure(
     server: &mut ServeChild,
     exe: &std::path::Path,
     args: &ServeBenchArgs,
+    ts_ports: Option<&[u16]>,
     rss_base: u64,
     ffmpeg_pids: &mut BTreeSet<u32>,
 ) -> anyhow::Result<String> {
     let n = args.streams;
     let hz = procstat::clock_ticks_per_sec() as f64;
     for i in 0..n {
-        let body = stream_config(i, args).to_string();
+        let port = ts_ports.and_then(|p| p.get(i as usize).copied());
+        let body = stream_config(i, args, port).to_string();
         let (status, resp) = server.api("POST", "/streams", &body)?;
         if status != 201 {
             bail!("POST /streams ({}): {status} {resp}", stream_id(i));

@@ -35,6 +35,7 @@
 mod join;
 mod measure;
 mod server;
+mod source;
 mod table;
 
 use std::collections::BTreeSet;
@@ -91,6 +92,14 @@ pub struct ServeBenchArgs {
     /// not the server's), and "join" is publisher start → first WHEP keyframe.
     #[arg(long)]
     pub published: bool,
+    /// Each stream's input: `lavfi` (a test pattern FFmpeg makes itself, raw
+    /// video: always encoded) or `ts` (live MPEG-TS over loopback UDP, H.264
+    /// High without B-frames + AAC, see `source.rs`).
+    #[arg(long, default_value = "lavfi", value_parser = ["lavfi", "ts"])]
+    pub source: String,
+    /// The streams' `video` setting: encode, copy or auto.
+    #[arg(long, default_value = "encode", value_parser = ["encode", "copy", "auto"])]
+    pub video: String,
 }
 
 /// `640x360` → (640, 360): even sides (4:2:0) from 16 to 7680.
@@ -116,8 +125,8 @@ pub fn publish_token(i: u32) -> String {
     format!("bench-serve-publish-secret-s{i:03}")
 }
 
-/// The API body creating stream `i`.
-pub fn stream_config(i: u32, a: &ServeBenchArgs) -> serde_json::Value {
+/// The API body creating stream `i`; `ts_port`: its live TS input (`--source ts`).
+pub fn stream_config(i: u32, a: &ServeBenchArgs, ts_port: Option<u16>) -> serde_json::Value {
     if a.published {
         return serde_json::json!({
             "id": stream_id(i),
@@ -128,13 +137,25 @@ pub fn stream_config(i: u32, a: &ServeBenchArgs) -> serde_json::Value {
         });
     }
     let (w, h) = a.size;
+    let input = match ts_port {
+        Some(port) => source::TsSources::input(port),
+        None => serde_json::json!([
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            format!("testsrc2=size={w}x{h}:rate={}", a.fps),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+        ]),
+    };
     serde_json::json!({
         "id": stream_id(i),
         "token": stream_token(i),
-        "input": [
-            "-re", "-f", "lavfi", "-i", format!("testsrc2=size={w}x{h}:rate={}", a.fps),
-            "-f", "lavfi", "-i", "sine=frequency=440",
-        ],
+        "input": input,
+        "video": a.video,
         "autostart": false,
         "http_ts": false,
         "video_bitrate_kbps": a.bitrate,
@@ -165,6 +186,20 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
         "bench serve: {n} streams × {} WHEP peers; testsrc2 {w}x{h}@{} + sine, x264 {} {} kbit/s, GOP {} s; WebRTC only (http_ts=false); {} CPUs, nothing pinned",
         args.viewers, args.fps, args.preset, args.bitrate, args.keyframe_interval, procstat::online_cpus()
     );
+    let sources = match args.source.as_str() {
+        "ts" => Some(source::TsSources::start(&args)?),
+        _ => None,
+    };
+    let ts_ports = sources.as_ref().map(|s| s.ports.clone());
+    say!(
+        "input: {}; video = \"{}\"",
+        if ts_ports.is_some() {
+            "live MPEG-TS over loopback UDP (H.264 High, no B-frames, + AAC)"
+        } else {
+            "lavfi test pattern"
+        },
+        args.video
+    );
     let exe = pixelpass_testkit::pixelpass_bin()?;
     let mut server = ServeChild::start(&exe)?;
     say!(
@@ -176,7 +211,15 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
     std::thread::sleep(Duration::from_millis(500));
     let rss_base = pid_rss(server.pid).unwrap_or(0);
     let mut ffmpeg_pids = BTreeSet::new();
-    let r = measure(&mut server, &exe, &args, rss_base, &mut ffmpeg_pids);
+    let r = measure(
+        &mut server,
+        &exe,
+        &args,
+        ts_ports.as_deref(),
+        rss_base,
+        &mut ffmpeg_pids,
+    );
+    drop(sources);
     // Whatever happened: stop the server and check its FFmpegs are gone.
     if let Ok(reports) = (0..n)
         .map(|i| server.report(&stream_id(i)))
@@ -264,7 +307,7 @@ mod tests {
             ..defaults()
         };
         assert_eq!((a.streams, a.viewers, a.bitrate), (10, 20, 800));
-        let v = stream_config(3, &a);
+        let v = stream_config(3, &a, None);
         let c: pixelpass::config::stream::StreamConfig = serde_json::from_value(v).unwrap();
         c.validate().unwrap();
         assert_eq!(c.id, "s3");
@@ -275,5 +318,18 @@ mod tests {
             .contains(&"testsrc2=size=426x240:rate=30".to_owned()));
         assert_eq!(c.video_options, ["-preset", "ultrafast"]);
         assert!(c.max_viewers >= 28);
+        assert_eq!(c.video, pixelpass::config::VideoMode::Encode);
+        let copy = ServeBenchArgs {
+            video: "copy".into(),
+            ..defaults()
+        };
+        let c: pixelpass::config::stream::StreamConfig =
+            serde_json::from_value(stream_config(0, &copy, Some(5004))).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.video, pixelpass::config::VideoMode::Copy);
+        assert!(c
+            .input
+            .iter()
+            .any(|a| a.starts_with("udp://127.0.0.1:5004?")));
     }
 }

@@ -64,12 +64,21 @@ pub fn free_tcp_port() -> u16 {
 /// Someone listens on TCP `port` (read from /proc/net/tcp and tcp6, so no
 /// connection is made: FFmpeg's RTMP server takes exactly one).
 pub fn tcp_listening(port: u16) -> bool {
+    bound(&["/proc/net/tcp", "/proc/net/tcp6"], port, Some("0A"))
+}
+
+/// A UDP socket is bound to `port` (an SRT listener, say).
+pub fn udp_bound(port: u16) -> bool {
+    bound(&["/proc/net/udp", "/proc/net/udp6"], port, None)
+}
+
+fn bound(files: &[&str], port: u16, state: Option<&str>) -> bool {
     let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+    files.iter().any(|file| {
         std::fs::read_to_string(file).is_ok_and(|text| {
             text.lines().skip(1).any(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
+                f.len() > 3 && f[1].ends_with(&want) && state.is_none_or(|s| f[3] == s)
             })
         })
     })
@@ -107,6 +116,13 @@ impl Feeder {
     pub fn rtmp(url: &str) -> Feeder {
         let mut args = h264_aac_args(0);
         args.extend(["-f".into(), "flv".into(), url.into()]);
+        Feeder::spawn(&args)
+    }
+
+    /// MPEG-TS over SRT (caller) to `url`.
+    pub fn srt(url: &str) -> Feeder {
+        let mut args = h264_aac_args(0);
+        args.extend(["-f".into(), "mpegts".into(), url.into()]);
         Feeder::spawn(&args)
     }
 
