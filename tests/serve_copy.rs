@@ -72,7 +72,13 @@ async fn a_copy_stream_sends_the_inputs_h264_and_aac_to_every_viewer() {
     assert!(cmd.windows(2).any(|w| w == ["-c:a:1", "copy"]), "{cmd:?}");
 
     let dir = TempDir::new("serve-copy");
+    serve.wait_report("cam", Duration::from_secs(10), "SPS seen", |r| {
+        r["video"]["profile_level_id"].is_string()
+    });
     let mut client = whep_viewer(&serve, "watch-cam-token").await;
+    // The answer states the profile the copied H.264 has (the feeder's High).
+    let answer = client.answer_sdp().unwrap_or_default().to_owned();
+    assert!(answer.contains("profile-level-id=64"), "{answer}");
     let mut got = Got::checked();
     drive(&mut client, &mut got, Duration::from_secs(30), |g| {
         g.video_frames >= 90 && g.opus.len() >= 50

@@ -43,6 +43,8 @@ pub struct WhepClient {
     video: Mid,
     audio: Mid,
     offer: String,
+    /// The server's answer, as it came.
+    answer: Option<String>,
     pending: Option<SdpPendingOffer>,
     opts: WhepOptions,
     endpoint: Option<Url>,
@@ -118,6 +120,7 @@ impl WhepClient {
             video,
             audio,
             offer: offer.to_sdp_string(),
+            answer: None,
             pending: Some(pending),
             opts,
             endpoint: None,
@@ -187,7 +190,14 @@ impl WhepClient {
         if let Some(n) = self.opts.lose_video_every.filter(|n| *n > 0) {
             self.lose = Some((pt, n));
         }
-        self.accept(&answer)
+        self.accept(&answer)?;
+        self.answer = Some(answer);
+        Ok(())
+    }
+
+    /// The SDP answer the server sent (after a successful [`post`](Self::post)).
+    pub fn answer_sdp(&self) -> Option<&str> {
+        self.answer.as_deref()
     }
 
     /// Take an SDP answer obtained some other way.
