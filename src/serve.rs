@@ -184,7 +184,13 @@ async fn serve(
         &streams,
     )?;
 
+    let reloads = tokio::spawn(reload_on_hangup(
+        args.config.clone(),
+        config,
+        streams.clone(),
+    ));
     super::wait_for_signal().await?;
+    reloads.abort();
     tracing::info!("stopping");
     let _ = shutdown_tx.send(true);
     if tokio::time::timeout(STOP_BUDGET, streams.shutdown())
@@ -195,6 +201,50 @@ async fn serve(
     }
     server.abort();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `SIGHUP` (`systemctl reload`): read the config file again and apply what
+/// changed in its streams; a broken file changes nothing and says why
+/// (file:line). Server keys (addresses, the API token) need a restart: said.
+async fn reload_on_hangup(path: Option<PathBuf>, mut applied: ServeConfig, streams: Streams) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP, so the config cannot be reloaded: {e}");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let Some(path) = &path else {
+            tracing::warn!("SIGHUP: there is no --config file to read again");
+            continue;
+        };
+        let fresh = match ServeConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload refused, the running config stays: {e}");
+                continue;
+            }
+        };
+        for (key, changed) in [
+            ("listen", fresh.listen != applied.listen),
+            ("webrtc_udp", fresh.webrtc_udp != applied.webrtc_udp),
+            ("api_token", fresh.api_token != applied.api_token),
+            ("public_host", fresh.public_host != applied.public_host),
+        ] {
+            if changed {
+                tracing::warn!("reload: `{key}` changed in {}; it takes effect at the next start of the server", path.display());
+            }
+        }
+        let outcome = streams.reload(&applied.streams, &fresh.streams).await;
+        if outcome.failed.is_empty() {
+            tracing::info!("reloaded {}: {outcome}", path.display());
+        } else {
+            tracing::error!("reloaded {} in part: {outcome}", path.display());
+        }
+        applied = fresh;
+    }
 }
 
 #[derive(Serialize)]

@@ -29,11 +29,20 @@ pub fn lavfi_input(tone: u32) -> String {
     )
 }
 
+/// The test server's config: loopback, kernel-chosen ports, the test API token, then `streams`.
+fn config_text(streams: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nwebrtc_udp = \"127.0.0.1:0\"\napi_token = \"{API_TOKEN}\"\n\n{streams}"
+    )
+}
+
 pub struct Serve {
     pub child: Option<Child>,
     pub addr: SocketAddr,
     pub banner: Value,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The config file it was started with (a test may rewrite it and SIGHUP).
+    pub config: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -47,9 +56,7 @@ impl Serve {
     pub fn start_with(name: &str, streams: &str, extra: &[&str]) -> Serve {
         let dir = TempDir::new(name);
         let config = dir.0.join("pixelpass.toml");
-        let text = format!(
-            "listen = \"127.0.0.1:0\"\nwebrtc_udp = \"127.0.0.1:0\"\napi_token = \"{API_TOKEN}\"\n\n{streams}"
-        );
+        let text = config_text(streams);
         std::fs::write(&config, text).expect("write the config");
         let mut child = Command::new(crate::bin::pixelpass())
             .args(["serve", "--json", "--config"])
@@ -81,6 +88,7 @@ impl Serve {
             addr: "127.0.0.1:0".parse().unwrap(),
             banner: Value::Null,
             stderr,
+            config: config.clone(),
             _dir: dir,
         };
         let line = first.unwrap_or_else(|| {
@@ -92,6 +100,40 @@ impl Serve {
         serve.banner = serde_json::from_str(&line).expect("the banner is JSON");
         serve.addr = serve.banner["listen"].as_str().unwrap().parse().unwrap();
         serve
+    }
+
+    /// The server's config file as `text` would write it (same preamble as at start).
+    pub fn write_config(&self, streams: &str) {
+        let text = config_text(streams);
+        std::fs::write(&self.config, text).expect("rewrite the config");
+    }
+
+    /// Send SIGHUP (reload the config).
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) of our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) }, 0);
+    }
+
+    /// Wait (≤ `within`) for a line of the server's stderr that contains `needle`.
+    pub fn wait_stderr(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stderr line with {needle:?} within {within:?}:\n{}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,7 +1,8 @@
 //! `serve`'s streams: each a supervised FFmpeg producer with its own hub and
 //! viewer token, reachable over HTTP through the [`Registry`] exactly like
 //! `host`'s one stream. Created from the config file and the API; the API
-//! and the metrics read them through here.
+//! and the metrics read them through here; [`reload`] applies a config file
+//! read again.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -19,6 +20,8 @@ use crate::registry::{Registry, StreamEntry};
 use crate::supervisor::{Event, Order, Policy, Producer, ProducerError, State, Status, Supervisor};
 use crate::token;
 use crate::whip::{PublisherView, Whip};
+
+pub mod reload;
 
 /// A random token has 22 characters (128 bits); a chosen one shorter than
 /// this is warned about (it is the only thing keeping the stream private).
