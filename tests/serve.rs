@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use common::{decode_errors, ffprobe_streams, run_binary, TempDir, Viewer};
+use common::{ffprobe_streams, run_binary, TempDir, Viewer};
 use serve_support::whep::{assert_decodes, drive, events, whep_viewer, Got};
-use serve_support::{children_of, lavfi_input, wait_gone, Serve, API_TOKEN};
+use serve_support::{
+    assert_http_ts_decodes, children_of, lavfi_input, wait_gone, Serve, API_TOKEN,
+};
 
 // ───────────────────────────────── the tests ─────────────────────────────────
 
@@ -50,23 +52,7 @@ async fn two_config_streams_one_over_whep_one_over_http_ts() {
     );
 
     // Stream 2 over HTTP-TS: H.264 + AAC that decode.
-    let mut viewer = Viewer::open(serve.addr, "/watch-two-token/stream.ts");
-    assert_eq!(viewer.status, 200);
-    viewer.read_for(Duration::from_secs(3));
-    let ts = dir.0.join("two.ts");
-    std::fs::write(&ts, &viewer.body).unwrap();
-    let mut kinds = ffprobe_streams(&ts);
-    kinds.sort();
-    kinds.dedup();
-    assert_eq!(
-        kinds,
-        vec![
-            ("audio".to_owned(), "aac".to_owned()),
-            ("video".to_owned(), "h264".to_owned())
-        ]
-    );
-    let errors = decode_errors(&ts);
-    assert!(errors.is_empty(), "HTTP-TS of stream two: {errors}");
+    assert_http_ts_decodes(&serve, &dir, "watch-two-token", Duration::from_secs(3));
     // The wrong stream's token is a plain 404; so is a made-up one.
     assert_eq!(
         common::request(serve.addr, "GET", "/watch-nothing-x/stream.ts").status,

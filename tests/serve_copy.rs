@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{decode_errors, ffprobe_streams, TempDir, Viewer};
+use common::{TempDir, Viewer};
 use serve_support::feeder::{free_tcp_port, free_udp_port, tcp_listening, udp_bound, Feeder};
 use serve_support::whep::{assert_decodes, drive, whep_viewer, Got};
-use serve_support::Serve;
+use serve_support::{assert_http_ts_decodes, Serve};
 
 fn udp_stream(id: &str, port: u16, video: &str) -> String {
     format!(
@@ -34,26 +34,6 @@ fn command(report: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// HTTP-TS of `token` for `secs`: H.264 + AAC that ffmpeg decodes without an error.
-fn http_ts_decodes(serve: &Serve, dir: &TempDir, token: &str, secs: u64) {
-    let mut viewer = Viewer::open(serve.addr, &format!("/{token}/stream.ts"));
-    assert_eq!(viewer.status, 200);
-    viewer.read_for(Duration::from_secs(secs));
-    let ts = dir.write(&format!("{token}.ts"), &viewer.body);
-    let mut kinds = ffprobe_streams(&ts);
-    kinds.sort();
-    kinds.dedup();
-    assert_eq!(
-        kinds,
-        vec![
-            ("audio".into(), "aac".into()),
-            ("video".into(), "h264".into())
-        ]
-    );
-    let errors = decode_errors(&ts);
-    assert!(errors.is_empty(), "HTTP-TS of {token}: {errors}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +66,7 @@ async fn a_copy_stream_sends_the_inputs_h264_and_aac_to_every_viewer() {
     .await;
     assert_decodes(&dir.0, &got);
     let _ = client.delete().await;
-    http_ts_decodes(&serve, &dir, "watch-cam-token", 3);
+    assert_http_ts_decodes(&serve, &dir, "watch-cam-token", Duration::from_secs(3));
 
     // What the copied video is, measured on its RTP: the feeder's High
     // profile, a keyframe every 30 frames at 30 fps.
@@ -218,7 +198,7 @@ async fn an_rtmp_publisher_pushes_leaves_and_comes_back_without_a_restart_storm(
         before,
         staying.body.len()
     );
-    http_ts_decodes(&serve, &dir, "watch-obs-token", 3);
+    assert_http_ts_decodes(&serve, &dir, "watch-obs-token", Duration::from_secs(3));
     let mut client = whep_viewer(&serve, "watch-obs-token").await;
     let mut again = Got::checked();
     drive(&mut client, &mut again, Duration::from_secs(30), |g| {
@@ -262,7 +242,7 @@ fn an_srt_publisher_with_a_passphrase_pushes_into_a_listening_stream() {
     let mut feed = Feeder::srt(&format!("srt://127.0.0.1:{port}?passphrase={secret}"));
     serve.wait_live("field");
     let dir = TempDir::new("serve-srt");
-    http_ts_decodes(&serve, &dir, "watch-field-token", 3);
+    assert_http_ts_decodes(&serve, &dir, "watch-field-token", Duration::from_secs(3));
     feed.stop(Duration::from_secs(5));
     let r = serve.wait_report("field", Duration::from_secs(30), "listening again", |r| {
         r["waiting_for_publisher"] == listen.as_str() && r["pid"].is_u64()

@@ -49,16 +49,43 @@ pub fn h264_aac_args(b_frames: u32) -> Vec<String> {
     a
 }
 
-/// A free loopback UDP port (bound, then released for FFmpeg to take).
-pub fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
-    s.local_addr().expect("its address").port()
+/// Ports this test process handed out already: two streams of one test (or
+/// two tests running side by side) must not share one.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// Below Linux's ephemeral range (32768–60999 by default), so no socket the
+/// kernel places itself (pixelpass's RTP pairs, a client's source port) can
+/// take a port between the test choosing it and FFmpeg binding it.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port not handed out before that `bind` can take now (then released for FFmpeg).
+fn fresh_port(bind: impl Fn(u16) -> std::io::Result<()>) -> u16 {
+    let mut given = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for i in 0..1000u32 {
+        let n = seed
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(i.wrapping_mul(7919));
+        let port = (PORTS.start + n % (PORTS.end - PORTS.start)) as u16;
+        if !given.contains(&port) && bind(port).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?} after 1000 tries");
 }
 
-/// A free loopback TCP port.
+/// A free loopback UDP port, never the same twice in this process.
+pub fn free_udp_port() -> u16 {
+    fresh_port(|p| UdpSocket::bind(("127.0.0.1", p)).map(drop))
+}
+
+/// A free loopback TCP port, never the same twice in this process.
 pub fn free_tcp_port() -> u16 {
-    let s = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-    s.local_addr().expect("its address").port()
+    fresh_port(|p| std::net::TcpListener::bind(("127.0.0.1", p)).map(drop))
 }
 
 /// Someone listens on TCP `port` (read from /proc/net/tcp and tcp6, so no

@@ -250,6 +250,37 @@ impl Drop for Serve {
     }
 }
 
+// ─────────────────────────────── HTTP-TS viewing ───────────────────────────────
+
+/// Watch `/{token}/stream.ts` for `read`: its streams are H.264 + AAC and
+/// ffmpeg decodes it without an error. Returns the bytes.
+pub fn assert_http_ts_decodes(
+    serve: &Serve,
+    dir: &TempDir,
+    token: &str,
+    read: Duration,
+) -> Vec<u8> {
+    let mut viewer =
+        crate::client::http::blocking::Viewer::open(serve.addr, &format!("/{token}/stream.ts"));
+    assert_eq!(viewer.status, 200, "GET /{token}/stream.ts");
+    viewer.read_for(read);
+    let ts = dir.write(&format!("{token}.ts"), &viewer.body);
+    let mut kinds = crate::tools::ffprobe_streams(&ts);
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        vec![
+            ("audio".into(), "aac".into()),
+            ("video".into(), "h264".into())
+        ],
+        "HTTP-TS of {token}"
+    );
+    let errors = crate::tools::decode_errors(&ts);
+    assert!(errors.is_empty(), "HTTP-TS of {token}: {errors}");
+    std::mem::take(&mut viewer.body)
+}
+
 // ─────────────────────────────── processes ───────────────────────────────
 
 /// Gone, or a zombie waiting for a reaper (this sandbox's PID 1 is slow at it).

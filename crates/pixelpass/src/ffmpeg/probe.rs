@@ -38,17 +38,28 @@ pub struct VideoChoice {
     /// The input's audio is AAC: the TS leg copies it instead of encoding.
     #[serde(skip)]
     pub copy_aac: bool,
+    /// Decided from what the input really is (not from a failed probe or a
+    /// setting): later runs of the same config reuse it instead of probing again.
+    #[serde(skip)]
+    pub settled: bool,
 }
 
 impl VideoChoice {
     pub fn copy(&self) -> bool {
         self.mode == "copy"
     }
+    fn settled(self) -> Self {
+        Self {
+            settled: true,
+            ..self
+        }
+    }
     fn encode(why: impl Into<String>) -> Self {
         Self {
             mode: "encode",
             why: why.into(),
             copy_aac: false,
+            settled: false,
         }
     }
 }
@@ -60,6 +71,8 @@ pub struct Probed {
     pub video_codec: Option<String>,
     pub audio_codec: Option<String>,
     pub survey: Survey,
+    /// Bytes of H.264 the probe read.
+    pub video_bytes: usize,
     /// FFmpeg's last error line when it could not open the input.
     pub error: Option<String>,
 }
@@ -91,6 +104,7 @@ pub fn decide(cfg: &StreamConfig, probed: Option<&Probed>) -> VideoChoice {
                 mode: "copy",
                 why: "video = \"copy\"".into(),
                 copy_aac: probed.is_some_and(aac),
+                settled: false,
             }
         }
         VideoMode::Auto => {}
@@ -109,32 +123,38 @@ pub fn decide(cfg: &StreamConfig, probed: Option<&Probed>) -> VideoChoice {
         Some("h264") => {}
         Some(other) => {
             return VideoChoice::encode(format!("the input's video is {other}, not H.264"))
+                .settled();
         }
     }
     let s = &p.survey;
     let profile = s.profile_name();
     if s.pictures == 0 || s.profile_level_id.is_none() {
         return VideoChoice::encode(format!(
-            "no H.264 picture with its SPS arrived within {} s of probing",
-            PROBE_TIMEOUT.as_secs()
+            "no H.264 picture with its SPS came out of the input while probing ({} bytes, {} pictures, {})",
+            p.video_bytes,
+            s.pictures,
+            p.error.as_deref().unwrap_or("no error")
         ));
     }
     if s.b_pictures > 0 {
         return VideoChoice::encode(format!(
             "input has B-frames ({} of {} pictures, H.264 {profile})",
             s.b_pictures, s.pictures
-        ));
+        ))
+        .settled();
     }
     let playable = matches!(s.profile_level_id.map(|p| p >> 16), Some(66 | 77 | 100));
     if !playable {
         return VideoChoice::encode(format!(
             "input is H.264 {profile}, which browsers do not decode over WebRTC"
-        ));
+        ))
+        .settled();
     }
     VideoChoice {
         mode: "copy",
         why: format!("H.264 {profile}, no B-frames"),
         copy_aac: aac(p),
+        settled: true,
     }
 }
 
@@ -145,16 +165,18 @@ fn aac(p: &Probed) -> bool {
 /// The probe's argv: the input without real-time pacing, the video to use
 /// copied out as Annex-B H.264 on stdout.
 pub fn probe_args(cfg: &StreamConfig) -> Vec<String> {
-    // Half a second of analysis instead of FFmpeg's 5 s (the operator's own
-    // `-analyzeduration` in `input` comes later and wins): the codecs are
-    // known from the first packets; the pictures are read after.
+    // 2.5 s of analysis instead of FFmpeg's 5 s: enough to meet the first
+    // keyframe (and its SPS, without which the copy cannot start) of a live
+    // input with a GOP of up to 2 s; a live MPEG-TS takes all of it (the
+    // demuxer cannot know no other stream comes). The operator's own
+    // `-analyzeduration` in `input` comes later and wins.
     let mut args: Vec<String> = [
         "-hide_banner",
         "-nostdin",
         "-loglevel",
         "level+info",
         "-analyzeduration",
-        "500000",
+        "2500000",
     ]
     .map(String::from)
     .into();
@@ -219,7 +241,7 @@ pub fn parse_streams(stderr: &str, probed: &mut Probed) {
             probed.audio_codec = codec("Audio: ");
         }
     }
-    if probed.video_codec.is_none() {
+    if probed.error.is_none() {
         probed.error = stderr
             .lines()
             .rev()
@@ -230,7 +252,14 @@ pub fn parse_streams(stderr: &str, probed: &mut Probed) {
 
 /// The choice for this run: probes the input when that can help (`auto`, and
 /// `copy` to learn whether the audio is AAC), never a listening input.
-pub async fn choose(program: &OsStr, cfg: &StreamConfig) -> VideoChoice {
+pub async fn choose(
+    program: &OsStr,
+    cfg: &StreamConfig,
+    earlier: Option<VideoChoice>,
+) -> VideoChoice {
+    if let Some(c) = earlier.filter(|c| c.settled && cfg.video == VideoMode::Auto) {
+        return c;
+    }
     let wanted = match cfg.video {
         VideoMode::Encode => false,
         VideoMode::Auto | VideoMode::Copy => unprobeable(cfg).is_none(),
@@ -284,6 +313,7 @@ pub async fn probe(
     let mut probed = Probed::default();
     parse_streams(&String::from_utf8_lossy(&errors), &mut probed);
     probed.survey.push(&video);
+    probed.video_bytes = video.len();
     Ok(probed)
 }
 
@@ -308,6 +338,7 @@ mod tests {
                 idr_pictures: 1,
                 b_pictures: b,
             },
+            video_bytes: 100_000,
             error: None,
         }
     }
@@ -320,7 +351,10 @@ mod tests {
             (high.mode, high.why.as_str()),
             ("copy", "H.264 High, no B-frames")
         );
-        assert!(high.copy_aac);
+        assert!(
+            high.copy_aac && high.settled,
+            "what the input is: kept for later runs"
+        );
         let cb = decide(&c, Some(&probed("h264", 0x42c01e, 0)));
         assert_eq!(cb.why, "H.264 Constrained Baseline, no B-frames");
     }
@@ -344,6 +378,33 @@ mod tests {
             "the input could not be probed: udp://x: Connection refused"
         );
         assert_eq!(decide(&c, None).mode, "encode");
+        assert!(b.settled && hevc.settled && hi10.settled);
+        assert!(
+            !decide(&c, Some(&failed)).settled,
+            "a failed probe is tried again next run"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_settled_choice_is_reused_and_nothing_else_is() {
+        let c = cfg("");
+        let nowhere = OsStr::new("/nonexistent/ffmpeg");
+        let settled = decide(&c, Some(&probed("h264", 0x64001f, 0)));
+        // No probe runs (it could not: the program does not exist).
+        assert_eq!(choose(nowhere, &c, Some(settled.clone())).await, settled);
+        let unsettled = decide(&c, None);
+        let again = choose(nowhere, &c, Some(unsettled)).await;
+        assert!(
+            again.why.starts_with("the input could not be probed: "),
+            "{}",
+            again.why
+        );
+        // A setting is not a finding: "copy" is never remembered as "auto".
+        let copy = cfg(r#","video":"copy""#);
+        assert_eq!(
+            choose(nowhere, &copy, Some(settled)).await.why,
+            "video = \"copy\""
+        );
     }
 
     #[test]
@@ -390,7 +451,7 @@ mod tests {
         .into();
         assert_eq!(
             probe_args(&c).join(" "),
-            "-hide_banner -nostdin -loglevel level+info -analyzeduration 500000 -f mpegts -i udp://127.0.0.1:5000 \
+            "-hide_banner -nostdin -loglevel level+info -analyzeduration 2500000 -f mpegts -i udp://127.0.0.1:5000 \
              -map 0:v:0 -c:v copy -bsf:v h264_mp4toannexb -frames:v 15 -f h264 pipe:1"
         );
     }

@@ -87,12 +87,16 @@ async fn start(
 ) -> Result<Run, ProducerError> {
     // Copy or encode: decided (and said) before anything is bound.
     let probe_start = Instant::now();
-    let choice = probe::choose(&program, &cfg).await;
+    let earlier = state.video_choice();
+    let choice = probe::choose(&program, &cfg, earlier.clone()).await;
+    let how = if earlier.as_ref() == Some(&choice) {
+        "as the input was found at an earlier run of this config".to_owned()
+    } else {
+        format!("decided in {} ms", probe_start.elapsed().as_millis())
+    };
     state.log_line(&format!(
-        "pixelpass: video: {} ({}), decided in {} ms",
-        choice.mode,
-        choice.why,
-        probe_start.elapsed().as_millis()
+        "pixelpass: video: {} ({}), {how}",
+        choice.mode, choice.why
     ));
     tracing::info!(stream = %cfg.id, mode = choice.mode, why = %choice.why, "video");
     state.set_video(choice.clone(), cfg.keyframe_interval_seconds);

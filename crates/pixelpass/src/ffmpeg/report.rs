@@ -120,6 +120,11 @@ impl ProcessState {
         self.rtp.video.profile_level_id.store(0, Ordering::Relaxed);
     }
 
+    /// The last run's video choice (an `auto` decided from the input is kept for the next runs).
+    pub fn video_choice(&self) -> Option<VideoChoice> {
+        lock(&self.video).as_ref().map(|(c, _)| c.clone())
+    }
+
     pub fn set_waiting(&self, at: Option<String>) {
         *lock(&self.waiting) = at;
     }
