@@ -100,6 +100,10 @@ pub struct ServeBenchArgs {
     /// The streams' `video` setting: encode, copy or auto.
     #[arg(long, default_value = "encode", value_parser = ["encode", "copy", "auto"])]
     pub video: String,
+    /// `--source ts`: the streams' `-analyzeduration` in ms (FFmpeg's 5 s
+    /// when absent; a live MPEG-TS always takes all of it before starting).
+    #[arg(long = "analyzeduration-ms")]
+    pub analyze_ms: Option<u32>,
 }
 
 /// `640x360` → (640, 360): even sides (4:2:0) from 16 to 7680.
@@ -138,7 +142,7 @@ pub fn stream_config(i: u32, a: &ServeBenchArgs, ts_port: Option<u16>) -> serde_
     }
     let (w, h) = a.size;
     let input = match ts_port {
-        Some(port) => source::TsSources::input(port),
+        Some(port) => source::TsSources::input(port, a.analyze_ms),
         None => serde_json::json!([
             "-re",
             "-f",

@@ -67,14 +67,23 @@ impl TsSources {
         Ok(sources)
     }
 
-    /// The `input` of a stream reading port `port`.
-    pub fn input(port: u16) -> serde_json::Value {
-        serde_json::json!([
-            "-f",
-            "mpegts",
-            "-i",
+    /// The `input` of a stream reading port `port`; `analyze_ms`: the
+    /// operator's `-analyzeduration` (FFmpeg's 5 s when absent).
+    pub fn input(port: u16, analyze_ms: Option<u32>) -> serde_json::Value {
+        let mut input: Vec<String> = Vec::new();
+        if let Some(ms) = analyze_ms {
+            input.extend([
+                "-analyzeduration".into(),
+                (u64::from(ms) * 1000).to_string(),
+            ]);
+        }
+        input.extend([
+            "-f".into(),
+            "mpegts".into(),
+            "-i".into(),
             format!("udp://127.0.0.1:{port}?overrun_nonfatal=1&fifo_size=50000"),
-        ])
+        ]);
+        serde_json::json!(input)
     }
 }
 

@@ -250,8 +250,7 @@ pub fn parse_streams(stderr: &str, probed: &mut Probed) {
     }
 }
 
-/// The choice for this run: probes the input when that can help (`auto`, and
-/// `copy` to learn whether the audio is AAC), never a listening input.
+/// The choice for this run: `auto` probes the input (never a listening one).
 pub async fn choose(
     program: &OsStr,
     cfg: &StreamConfig,
@@ -260,10 +259,9 @@ pub async fn choose(
     if let Some(c) = earlier.filter(|c| c.settled && cfg.video == VideoMode::Auto) {
         return c;
     }
-    let wanted = match cfg.video {
-        VideoMode::Encode => false,
-        VideoMode::Auto | VideoMode::Copy => unprobeable(cfg).is_none(),
-    };
+    // `copy` is not probed: its start would wait for the probe (seconds on a
+    // live MPEG-TS) only to learn whether the audio is AAC; its AAC is encoded.
+    let wanted = cfg.video == VideoMode::Auto && unprobeable(cfg).is_none();
     if !wanted {
         return decide(cfg, None);
     }
