@@ -26,6 +26,11 @@ PKGS_SERVE=(ffmpeg)
 # network lab (crates/pixelpass-testkit/src/netlab) routes through a NAT
 # router made with nftables.
 PKGS_TEST=(ffmpeg iproute2 util-linux openssl curl nftables)
+# The Debian package (scripts/package.sh, tests/package.rs): dpkg-shlibdeps for
+# its library dependencies, systemd-analyze and systemd-sysusers for the units
+# and the postinst, man and groff to render the man pages, readelf (binutils,
+# with build-essential) to see the binary is stripped.
+PKGS_PACKAGE=(dpkg-dev systemd man-db groff-base)
 # Headless Chromium plays the player page (driven by playwright-core from npm).
 PKGS_BROWSER=(chromium fonts-dejavu-core)
 
@@ -41,7 +46,7 @@ PKGS_XDPW_BUILD=(
   libdrm-dev libgbm-dev libinih-dev libpipewire-0.3-dev libsystemd-dev libwayland-dev wayland-protocols
 )
 
-ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_SERVE[@]}" "${PKGS_TEST[@]}" "${PKGS_BROWSER[@]}"
+ALL_PKGS=("${PKGS_BUILD[@]}" "${PKGS_GSTREAMER[@]}" "${PKGS_SERVE[@]}" "${PKGS_TEST[@]}" "${PKGS_PACKAGE[@]}" "${PKGS_BROWSER[@]}"
   "${PKGS_DESKTOP_TEST[@]}" "${PKGS_XDPW_BUILD[@]}")
 
 # Rust: the oldest toolchain that builds the crate (Cargo.toml rust-version).
@@ -121,6 +126,21 @@ install_rust() {
     fi
   fi
   log "Rust: $(cargo --version)"
+}
+
+# cargo-deb builds the .deb (scripts/package.sh, which installs the same
+# version when it is missing). From crates.io, compiled: about 5 minutes on
+# 2 busy cores, once per machine.
+CARGO_DEB_VERSION=3.8.0
+install_cargo_deb() {
+  if cargo deb --version >/dev/null 2>&1; then
+    log "cargo-deb: $(cargo deb --version)"
+    return
+  fi
+  log "installing cargo-deb $CARGO_DEB_VERSION (cargo install --locked; a few minutes)"
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" --quiet \
+    || die "cargo install cargo-deb failed"
+  log "cargo-deb: $(cargo deb --version)"
 }
 
 check_gstreamer() {
@@ -233,6 +253,7 @@ add_deb_src() {
 
 install_packages
 install_rust
+install_cargo_deb
 install_node
 check_gstreamer
 build_xdpw

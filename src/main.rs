@@ -2,6 +2,7 @@
 //! in the library (crates/pixelpass).
 
 mod banner;
+mod docs;
 mod host;
 mod serve;
 
@@ -37,6 +38,11 @@ pub enum Command {
     View(ViewArgs),
     /// What works on this machine for `host` (capture, audio, encoders, viewers) and how to fix the rest.
     Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish): `source <(pixelpass completions bash)`.
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages into a directory (for packagers; scripts/package.sh).
+    #[command(hide = true)]
+    Manpages(docs::ManpagesArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -130,12 +136,17 @@ pub struct PublishArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    pixelpass::logging::init();
+    // Documentation goes out as it is, with no logging set up for it.
+    if !matches!(cli.command, Command::Completions(_) | Command::Manpages(_)) {
+        pixelpass::logging::init();
+    }
     let result = match cli.command {
         Command::Host(args) => host::run(args),
         Command::Serve(args) => serve::run(args),
         Command::View(args) => view::run(&args.url, args.player).map(exit_code),
         Command::Doctor(args) => pixelpass::doctor::run(args.json),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Manpages(args) => docs::manpages(&args),
     };
     match result {
         Ok(code) => code,

@@ -14,6 +14,7 @@
 //! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
 //! - [`netlab`]: an internet in network namespaces (home behind NAT, a public
 //!   relay, a viewer) and running processes and the test's own code in it;
+//! - [`package`]: the .deb, a throw-away root to install it into, `systemd-analyze verify`;
 //! - [`tls`]: a throw-away CA and server certificate for the HTTPS tests;
 //! - [`summary`]: p50 / p95 / max of a set of measurements;
 //! - [`crc`]: the CRC-32 of MPEG-TS sections and Ogg pages;
@@ -30,6 +31,7 @@ pub mod crc;
 pub mod desktop;
 pub mod host;
 pub mod netlab;
+pub mod package;
 pub mod prelude;
 pub mod serve;
 pub mod summary;
