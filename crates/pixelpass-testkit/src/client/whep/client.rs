@@ -241,6 +241,17 @@ impl WhepClient {
         self.resource.as_ref().map(|u| u.path.as_str())
     }
 
+    /// Of the burst meter ([`WhepOptions::burst_window`]): how many datagrams
+    /// arrived with n in their window, n = 1…31 (31: or more).
+    pub fn burst_histogram(&self) -> Option<Vec<u64>> {
+        self.burst.as_ref().map(|b| b.histogram().to_vec())
+    }
+
+    /// The socket's receive buffer as the kernel has it (`None`: unknown).
+    pub fn recv_buffer_size(&self) -> Option<usize> {
+        socket2::SockRef::from(&self.sock).recv_buffer_size().ok()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }

@@ -82,6 +82,9 @@ pub struct BurstMeter {
     window_ns: u64,
     times: std::collections::VecDeque<u64>,
     max: u64,
+    /// `counts[n]`: datagrams that arrived with n in the window (their own
+    /// included; the last slot counts all above).
+    counts: [u64; 32],
 }
 
 impl BurstMeter {
@@ -103,6 +106,12 @@ impl BurstMeter {
         }
         self.times.push_back(t);
         self.max = self.max.max(self.times.len() as u64);
+        self.counts[self.times.len().min(31)] += 1;
+    }
+
+    /// How many datagrams arrived with n in their window, for n = 1…31 (31: or more).
+    pub fn histogram(&self) -> &[u64] {
+        &self.counts[1..]
     }
 
     pub fn max(&self) -> u64 {

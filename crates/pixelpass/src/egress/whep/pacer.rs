@@ -6,12 +6,12 @@
 //! libwebrtc paces at 2.5× its target bitrate; so do we, per peer:
 //!
 //! - [`Pacer`]: a token bucket. Tokens (bytes) flow in at the pacing rate and
-//!   hold at most [`BURST_BYTES`] (about four full-size datagrams): in any
+//!   hold at most [`BURST_BYTES`] (three full-size datagrams): in any
 //!   interval `w` a peer gets at most `BURST_BYTES + rate × w` bytes. A frame
 //!   that fits in the bucket leaves at once (no delay for small frames);
-//!   the rest waits in the peer's queue and leaves in groups of up to
-//!   [`BURST_BYTES`] ([`Pacer::next_due`] waits until a whole group can go,
-//!   so a group is one GSO message and a wake-up, not one per datagram).
+//!   the rest waits in the peer's queue and leaves in groups of two or three
+//!   datagrams ([`Pacer::next_due`] waits until a whole group can go, so a
+//!   group is one GSO message and a wake-up, not one per datagram).
 //! - The rate: [`PACING_FACTOR`] × the stream's measured media bitrate
 //!   ([`RateMeter`], over [`RATE_WINDOW`]), at least [`MIN_RATE`] (so a
 //!   low-bitrate stream's keyframe is not stretched over many frames), and
@@ -36,9 +36,12 @@ pub const PACING_FACTOR: f64 = 2.5;
 /// leaves within 50–100 ms at this rate instead of 100–200 ms at 2.5×, and
 /// in 5 ms a peer still gets no more than `BURST_BYTES` + 3 KB.
 pub const MIN_RATE: u64 = 5_000_000;
-/// The bucket's depth: what may leave back to back. Four datagrams of
-/// ~1240 bytes (a 1200-byte RTP packet plus SRTP and header extensions).
-pub const BURST_BYTES: usize = 5_000;
+/// The bucket's depth: what may leave back to back. Three datagrams of
+/// ~1240 bytes (a 1200-byte RTP packet plus SRTP and header extensions):
+/// at 4 Mbit/s a peer gets at most 3 + 5 ≈ 8–9 datagrams in any 5 ms
+/// (measured on a loaded 2-core machine: 13 at most with four, see
+/// `tests/pacing.rs`), and a group is still one GSO message.
+pub const BURST_BYTES: usize = 3_750;
 /// The queue is emptied at least this fast, whatever the measured bitrate.
 pub const MAX_QUEUE_TIME: Duration = Duration::from_millis(500);
 /// The media bitrate is measured over windows this long.
@@ -208,18 +211,23 @@ impl<T> Pacer<T> {
         self.queue.pop_front().map(|(_, item)| item)
     }
 
-    /// When the next group can leave: once the bucket holds a whole
-    /// [`BURST_BYTES`] (or all that is queued, if less). `None`: nothing queued.
+    /// When the next group can leave: once the bucket holds a group, i.e.
+    /// [`BURST_BYTES`] less what flows in during one [`GRID`] step (the core
+    /// rounds this time up to the grid, and tokens past a full bucket would
+    /// be lost: the rate would fall short of the pacing rate), or all that
+    /// is queued if less, but at least the next item. `None`: nothing queued.
     pub fn next_due(&self) -> Option<Instant> {
         let at = self.at?;
-        if self.queue.is_empty() {
-            return None;
-        }
-        let need = self.queued.min(BURST_BYTES) as f64;
+        let &(front, _) = self.queue.front()?;
+        let per_s = self.bytes_per_s();
+        let group = (BURST_BYTES as f64 - per_s * GRID.as_secs_f64()).max(0.0);
+        let need = (self.queued as f64)
+            .min(group)
+            .max(front.min(BURST_BYTES) as f64);
         if self.tokens + SLACK >= need {
             return Some(at);
         }
-        let wait = (need - self.tokens) / self.bytes_per_s();
+        let wait = (need - self.tokens) / per_s;
         Some(at + Duration::from_secs_f64(wait))
     }
 

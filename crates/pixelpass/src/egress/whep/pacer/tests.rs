@@ -54,7 +54,7 @@ fn a_keyframe_leaves_at_two_and_a_half_times_the_stream_rate_in_small_groups() {
         (0..100).collect::<Vec<_>>(),
         "all of it, in order"
     );
-    // The first group at once, then at the rate: (124 000 − 5 000) B at 1.25 MB/s ≈ 95 ms.
+    // The first group at once, then at the rate: (124 000 − 3 750) B at 1.25 MB/s ≈ 96 ms.
     assert_eq!(
         sent.iter().filter(|s| s.0 == t0).count(),
         BURST_BYTES / DGRAM
@@ -64,16 +64,16 @@ fn a_keyframe_leaves_at_two_and_a_half_times_the_stream_rate_in_small_groups() {
         (94 * MS..=100 * MS).contains(&took),
         "took {took:?} of fake time"
     );
-    // Never more than the bucket plus 5 ms of the rate back to back: 4 + 5 datagrams.
+    // Never more than the bucket plus 5 ms of the rate back to back: 3 + 5 datagrams.
     let most = max_in_window(&sent, 5 * MS);
-    assert!(most <= 9, "{most} datagrams within 5 ms");
+    assert!(most <= 8, "{most} datagrams within 5 ms");
     // Groups, not single datagrams: one wake-up serves several.
     let wakeups = {
         let mut t: Vec<Instant> = sent.iter().map(|s| s.0).collect();
         t.dedup();
         t.len()
     };
-    assert!(wakeups <= 100 / 3, "{wakeups} wake-ups for 100 datagrams");
+    assert!(wakeups <= 100 / 2, "{wakeups} wake-ups for 100 datagrams");
 }
 
 #[test]
@@ -91,10 +91,13 @@ fn a_small_frame_leaves_at_once() {
     assert_eq!(p.next_due(), None, "nothing queued, no wake-up");
     // The next frame, 33 ms later, finds the bucket full again.
     let t1 = t0 + 33 * MS;
-    for i in 3..7 {
+    for i in 3..10 {
         p.push(t1, DGRAM, i);
     }
-    assert_eq!(std::iter::from_fn(|| p.pop(t1)).count(), 4);
+    assert_eq!(
+        std::iter::from_fn(|| p.pop(t1)).count(),
+        BURST_BYTES / DGRAM
+    );
 }
 
 #[test]
@@ -140,9 +143,11 @@ fn a_late_wake_up_sends_one_group_not_what_the_late_time_would_allow() {
     assert_eq!(n, BURST_BYTES / DGRAM);
     let due = p.next_due().expect("more queued");
     assert!(
-        due >= late + 3 * MS,
+        due > late + MS,
         "the next group waits for the bucket: {due:?}"
     );
+    let n = std::iter::from_fn(|| p.pop(on_grid(t0, due))).count();
+    assert!((1..=BURST_BYTES / DGRAM).contains(&n), "{n}");
 }
 
 #[test]
