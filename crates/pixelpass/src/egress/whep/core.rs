@@ -59,6 +59,11 @@ pub const AUDIO_HOLD: Duration = Duration::from_millis(20);
 /// [`Core::handle_timeout`] pauses once this many outputs are queued (one
 /// `sendmmsg`), so its datagrams go out while it serves the other peers.
 pub const OUT_BATCH: usize = 64;
+/// [`Core::handle_timeout`] also pauses after serving this many peers' str0m
+/// timers: paced, their datagrams go to their queues, not to the output, so
+/// the batch above would not fill, and the pacers due meanwhile (whose
+/// buckets hold only a few datagrams) would wait for all peers' timers.
+pub const PEER_TURN: usize = 16;
 /// Outputs drained from one `Rtc` at most in one go (a guard, never reached in practice).
 const MAX_DRAIN: usize = 10_000;
 
@@ -479,7 +484,7 @@ impl Core {
     /// Time has come to `now`: held audio goes out, peers whose timer is due
     /// get their timeout input, and peers past their deadline are dropped.
     ///
-    /// It pauses once [`OUT_BATCH`] outputs are queued (str0m sends the
+    /// It pauses once [`OUT_BATCH`] outputs are queued or [`PEER_TURN`] peers served (str0m sends the
     /// media written to a peer on its next timeout, so this is where a frame
     /// fanned out to many peers leaves): the peers not served yet stay due,
     /// [`poll_timeout`](Self::poll_timeout) says so, and the driver sends
@@ -497,8 +502,8 @@ impl Core {
             .take_while(|(t, _)| *t <= now)
             .copied()
             .collect();
-        for (t, id) in due {
-            if self.out.len() >= OUT_BATCH {
+        for (served, (t, id)) in due.into_iter().enumerate() {
+            if self.out.len() >= OUT_BATCH || served >= PEER_TURN {
                 return;
             }
             let Some(peer) = self.peers.get(&id) else {

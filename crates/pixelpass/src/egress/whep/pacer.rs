@@ -46,6 +46,10 @@ pub const BURST_BYTES: usize = 3_750;
 pub const MAX_QUEUE_TIME: Duration = Duration::from_millis(500);
 /// The media bitrate is measured over windows this long.
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A backlogged peer's bucket may hold this much more of the rate when the
+/// driver wakes late (see [`Pacer::pop`]'s refill): at most ~2 more
+/// datagrams at 4 Mbit/s, and only after a late wake-up.
+pub const LATE_SLACK: Duration = Duration::from_millis(2);
 /// Due times are rounded up to this grid (see [`on_grid`]).
 pub const GRID: Duration = Duration::from_millis(1);
 /// Bytes a datagram carries besides the RTP payload (RTP header, header
@@ -177,8 +181,19 @@ impl<T> Pacer<T> {
 
     fn refill(&mut self, now: Instant) {
         if let Some(at) = self.at {
+            let per_s = self.bytes_per_s();
             let dt = now.saturating_duration_since(at).as_secs_f64();
-            self.tokens = (self.tokens + dt * self.bytes_per_s()).min(BURST_BYTES as f64);
+            // Idle, the bucket holds at most BURST_BYTES. With datagrams
+            // waiting, a driver that woke late (busy with other peers) may
+            // also send what [`LATE_SLACK`] more of the rate allows: without
+            // it a late wake-up loses tokens, and a peer served late again
+            // and again falls behind its stream for good.
+            let cap = if self.queue.is_empty() {
+                BURST_BYTES as f64
+            } else {
+                BURST_BYTES as f64 + per_s * LATE_SLACK.as_secs_f64()
+            };
+            self.tokens = (self.tokens + dt * per_s).min(cap);
         }
         if self.at.is_none_or(|at| now > at) {
             self.at = Some(now);
