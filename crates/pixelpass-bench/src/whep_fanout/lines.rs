@@ -38,6 +38,9 @@ pub struct PeerWindow {
     #[serde(default)]
     pub url: usize,
     pub udp_bytes: u64,
+    /// Datagrams received (for the CPU per packet-to-peer).
+    #[serde(default)]
+    pub udp_datagrams: u64,
     pub frames: u64,
     pub gaps: u64,
     pub nacks: u64,
@@ -50,6 +53,7 @@ impl PeerWindow {
         Self {
             url: 0,
             udp_bytes: b.udp_bytes.saturating_sub(a.udp_bytes),
+            udp_datagrams: b.udp_datagrams.saturating_sub(a.udp_datagrams),
             frames: b.video_frames.saturating_sub(a.video_frames),
             gaps: b.gaps.saturating_sub(a.gaps),
             nacks: b.nacks_sent.saturating_sub(a.nacks_sent),

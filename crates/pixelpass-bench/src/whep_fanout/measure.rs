@@ -13,6 +13,7 @@ use super::procstat::{self, CpuTimes};
 use super::server::Server;
 use super::table::{min_median, Row};
 use super::WhepFanoutArgs;
+use pixelpass::egress::whep::Pacing;
 
 struct Snap {
     at: Instant,
@@ -117,6 +118,7 @@ fn measure(
     let wall = s1.at.duration_since(s0.at).as_secs_f64();
     let cpu = s1.cpu.since(&s0.cpu);
     let udp: u64 = peers.iter().map(|p| p.udp_bytes).sum();
+    let datagrams: u64 = peers.iter().map(|p| p.udp_datagrams).sum();
     let frames: Vec<u64> = peers.iter().map(|p| p.frames).collect();
     let (frames_min, frames_median) = min_median(&frames);
     let row = Row {
@@ -127,6 +129,7 @@ fn measure(
         cpu_sys_s: cpu.system.as_secs_f64(),
         // Counted over the peers' window, rated over the server's.
         udp_bytes: (udp as f64 * wall / window_s.max(1e-9)) as u64,
+        udp_datagrams: (datagrams as f64 * wall / window_s.max(1e-9)) as u64,
         rss_base: 0,
         rss_streaming: s0.rss.max(s1.rss),
         lost: peers.iter().map(|p| p.lost).sum(),
@@ -151,7 +154,9 @@ fn measure(
     let threads: Vec<String> = threads.iter().map(|(n, v)| format!("{n} {v:.2}")).collect();
     let audio: u64 = peers.iter().map(|p| p.audio).sum();
     let detail = format!(
-        "      connect {connect_s:.1} s; server threads s/s: {}; peers' cpu {:.2} s/s; audio pkts/peer/s {:.1}; replay late max {:.1} ms{}",
+        "      pacing {}; server CPU {} µs per packet-to-peer; connect {connect_s:.1} s; server threads s/s: {}; peers' cpu {:.2} s/s; audio pkts/peer/s {:.1}; replay late max {:.1} ms{}",
+        if args.pacing == Pacing::On { "on" } else { "off" },
+        row.us_per_packet().map_or_else(|| "-".to_owned(), |u| format!("{u:.2}")),
         threads.join(", "),
         client_cpu_s / window_s.max(1e-9),
         audio as f64 / peers.len().max(1) as f64 / window_s.max(1e-9),

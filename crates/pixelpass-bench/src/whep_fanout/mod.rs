@@ -55,6 +55,7 @@ pub use table::{min_median, table_header, table_row, verdict};
 
 use super::procstat;
 use measure::step;
+use pixelpass::egress::whep::Pacing;
 use server::Server;
 
 /// The goals from issue 2.
@@ -98,6 +99,9 @@ pub struct WhepFanoutArgs {
     /// Peers connecting at the same time.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Pace each peer's video (`off`: to measure what pacing costs).
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    pub pacing: Pacing,
     /// The binary that runs the peers (default: this one). Needed under
     /// valgrind, where /proc/self/exe is valgrind itself.
     #[arg(long, value_name = "PATH")]

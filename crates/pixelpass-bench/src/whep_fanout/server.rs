@@ -55,6 +55,7 @@ impl Server {
         let (sup, whep, addr) = rt.block_on(async {
             let webrtc = WebRtcArgs {
                 webrtc_udp: "127.0.0.1:0".parse()?,
+                webrtc_pacing: args.pacing,
                 ..WebRtcArgs::default()
             };
             let whep = Whep::start(&webrtc).await?;

@@ -13,6 +13,8 @@ pub struct Row {
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
     pub udp_bytes: u64,
+    /// Datagrams the peers received (SRTP, SRTCP, STUN).
+    pub udp_datagrams: u64,
     pub rss_base: u64,
     pub rss_streaming: u64,
     pub lost: u64,
@@ -29,6 +31,12 @@ impl Row {
 
     pub fn gbps(&self) -> f64 {
         rates::gbps(self.udp_bytes, self.window_s)
+    }
+
+    /// Server CPU µs per datagram received by a peer.
+    pub fn us_per_packet(&self) -> Option<f64> {
+        (self.udp_datagrams > 0)
+            .then(|| (self.cpu_user_s + self.cpu_sys_s) * 1e6 / self.udp_datagrams as f64)
     }
 
     pub fn core_per_gbps(&self) -> Option<f64> {
@@ -49,6 +57,8 @@ impl Row {
             "cpu_per_s": self.cpu_per_s(),
             "gbps": self.gbps(),
             "core_per_gbps": self.core_per_gbps(),
+            "udp_datagrams": self.udp_datagrams,
+            "us_per_packet": self.us_per_packet(),
             "rss_per_peer_kib": self.rss_per_peer() / 1024.0,
             "lost": self.lost,
             "nacks": self.nacks,
@@ -143,6 +153,7 @@ mod tests {
             cpu_user_s: cpu * 0.5,
             cpu_sys_s: cpu * 0.5,
             udp_bytes: bytes,
+            udp_datagrams: bytes / 1000,
             rss_base: base,
             rss_streaming: streaming,
             lost: 0,

@@ -17,6 +17,7 @@
 mod children;
 mod ns_thread;
 mod run;
+mod snmp;
 mod teardown;
 pub mod topology;
 
@@ -32,6 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub use children::{Spawned, TERM_GRACE};
+pub use snmp::udp_counter;
 pub use topology::{Node, HOME, LAN, NAT_LAN, NAT_WAN, PUBLIC, VIEWER, WAN};
 
 use children::Children;

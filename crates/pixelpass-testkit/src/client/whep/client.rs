@@ -16,8 +16,8 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::events::{AudioPacket, VideoFrame, WhepError, WhepEvent, WhepOptions};
-use super::recv::{recvmmsg, DATAGRAM_MAX, RECV_BATCH, RECV_BUFFER};
-use super::stats::{ClientStats, SeqCounter};
+use super::recv::{enable_timestamps, recvmmsg, DATAGRAM_MAX, RECV_BATCH};
+use super::stats::{BurstMeter, ClientStats, SeqCounter};
 use crate::client::http::{self, Url};
 use pixelpass::media::h264;
 
@@ -60,6 +60,9 @@ pub struct WhepClient {
     /// [`RECV_BATCH`] slots of [`DATAGRAM_MAX`] bytes, and per slot (length, source).
     buf: Vec<u8>,
     meta: Vec<(usize, SocketAddr)>,
+    /// Kernel receive times of the datagrams in `buf` (with a burst meter).
+    stamps: Vec<u64>,
+    burst: Option<BurstMeter>,
     queue: VecDeque<WhepEvent>,
     /// When the input that is being processed arrived.
     input_at: Instant,
@@ -95,7 +98,16 @@ impl WhepClient {
         // A keyframe arrives as one burst (100+ datagrams at once on
         // loopback): the default ~200 KiB buffer can overflow before a busy
         // client reads it. The kernel caps this at net.core.rmem_max.
-        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(RECV_BUFFER);
+        if let Some(size) = opts.recv_buffer {
+            let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(size);
+        }
+        let burst = match opts.burst_window {
+            Some(w) => {
+                enable_timestamps(sock.as_raw_fd())?;
+                Some(BurstMeter::new(w))
+            }
+            None => None,
+        };
         let local = sock.local_addr()?;
         let now = Instant::now();
         let (crypto, cert) = client_crypto()?;
@@ -134,6 +146,8 @@ impl WhepClient {
             video_seq: SeqCounter::default(),
             buf: vec![0; DATAGRAM_MAX * RECV_BATCH],
             meta: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0))); RECV_BATCH],
+            stamps: vec![0; RECV_BATCH],
+            burst,
             queue: VecDeque::new(),
             input_at: now,
             stats: ClientStats::default(),
@@ -237,6 +251,17 @@ impl WhepClient {
         self.resource.as_ref().map(|u| u.path.as_str())
     }
 
+    /// Of the burst meter ([`WhepOptions::burst_window`]): how many datagrams
+    /// arrived with n in their window, n = 1…31 (31: or more).
+    pub fn burst_histogram(&self) -> Option<Vec<u64>> {
+        self.burst.as_ref().map(|b| b.histogram().to_vec())
+    }
+
+    /// The socket's receive buffer as the kernel has it (`None`: unknown).
+    pub fn recv_buffer_size(&self) -> Option<usize> {
+        socket2::SockRef::from(&self.sock).recv_buffer_size().ok()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -265,6 +290,7 @@ impl WhepClient {
         s.rtp_packets = self.ingress[0].2 + self.ingress[1].2;
         s.video_rtp_expected = self.video_seq.expected();
         s.video_rtp_received = self.video_seq.received();
+        s.max_burst = self.burst.as_ref().map_or(0, BurstMeter::max);
         s
     }
 
@@ -302,8 +328,9 @@ impl WhepClient {
     async fn receive_waiting(&mut self) -> Result<(), WhepError> {
         let fd = self.sock.as_raw_fd();
         for _ in 0..4 {
+            let stamps = self.burst.is_some().then_some(&mut self.stamps[..]);
             let got = match self.sock.try_io(Interest::READABLE, || {
-                recvmmsg(fd, &mut self.buf, &mut self.meta)
+                recvmmsg(fd, &mut self.buf, &mut self.meta, stamps)
             }) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
@@ -314,6 +341,9 @@ impl WhepClient {
                     self.drain().await?;
                 }
                 let (n, from) = self.meta[i];
+                if let Some(b) = &mut self.burst {
+                    b.record(self.stamps[i]);
+                }
                 self.on_datagram(i * DATAGRAM_MAX, n, from)?;
             }
             if got < RECV_BATCH {

@@ -70,6 +70,12 @@ pub struct WhepOptions {
     pub http_timeout: Duration,
     /// How often str0m refreshes the NACK/PLI counters in [`ClientStats`](super::ClientStats).
     pub stats_interval: Duration,
+    /// The socket's receive buffer asked of the kernel; `None` leaves the
+    /// kernel's default (`net.core.rmem_default`), as an ordinary receiver does.
+    pub recv_buffer: Option<usize>,
+    /// Count the most datagrams received within any window this long, by
+    /// the kernel's receive timestamps ([`ClientStats::max_burst`](super::ClientStats::max_burst)).
+    pub burst_window: Option<Duration>,
 }
 
 impl Default for WhepOptions {
@@ -78,6 +84,8 @@ impl Default for WhepOptions {
             lose_video_every: None,
             http_timeout: Duration::from_secs(30),
             stats_interval: Duration::from_secs(1),
+            recv_buffer: Some(super::recv::RECV_BUFFER),
+            burst_window: None,
         }
     }
 }

@@ -22,4 +22,4 @@ mod stats;
 
 pub use client::{h264_payload_type, WhepClient};
 pub use events::{AudioPacket, VideoFrame, WhepError, WhepEvent, WhepOptions};
-pub use stats::{ClientStats, SeqCounter};
+pub use stats::{BurstMeter, ClientStats, SeqCounter};

@@ -23,6 +23,9 @@ pub struct ClientStats {
     /// from the first to the highest seen, and how many arrived.
     pub video_rtp_expected: u64,
     pub video_rtp_received: u64,
+    /// The most datagrams received within any [`WhepOptions::burst_window`](super::WhepOptions::burst_window)
+    /// (kernel receive timestamps); 0 when not measured.
+    pub max_burst: u64,
 }
 
 impl ClientStats {
@@ -72,9 +75,74 @@ impl SeqCounter {
     }
 }
 
+/// The most events within any window of a given length, from their times
+/// (ns, in order; an earlier one counts as at the latest time seen).
+#[derive(Debug, Clone, Default)]
+pub struct BurstMeter {
+    window_ns: u64,
+    times: std::collections::VecDeque<u64>,
+    max: u64,
+    /// `counts[n]`: datagrams that arrived with n in the window (their own
+    /// included; the last slot counts all above).
+    counts: [u64; 32],
+}
+
+impl BurstMeter {
+    pub fn new(window: std::time::Duration) -> Self {
+        Self {
+            window_ns: window.as_nanos() as u64,
+            ..Self::default()
+        }
+    }
+
+    pub fn record(&mut self, t_ns: u64) {
+        let t = t_ns.max(self.times.back().copied().unwrap_or(0));
+        while self
+            .times
+            .front()
+            .is_some_and(|&f| t.saturating_sub(f) >= self.window_ns)
+        {
+            self.times.pop_front();
+        }
+        self.times.push_back(t);
+        self.max = self.max.max(self.times.len() as u64);
+        self.counts[self.times.len().min(31)] += 1;
+    }
+
+    /// How many datagrams arrived with n in their window, for n = 1…31 (31: or more).
+    pub fn histogram(&self) -> &[u64] {
+        &self.counts[1..]
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_burst_meter_counts_the_fullest_window() {
+        let ms = 1_000_000u64;
+        let mut m = BurstMeter::new(std::time::Duration::from_millis(5));
+        // 4 at 0 ms, 4 at 4 ms (8 within 5 ms), 4 at 9 ms (8 again: 4..9 is 5 ms).
+        for t in [0, 4, 9] {
+            for _ in 0..4 {
+                m.record(t * ms);
+            }
+        }
+        assert_eq!(m.max(), 8);
+        // Ten at once is ten, whatever came before.
+        for _ in 0..10 {
+            m.record(100 * ms);
+        }
+        assert_eq!(m.max(), 10);
+        // A stamp that goes back counts as now.
+        m.record(50 * ms);
+        assert_eq!(m.max(), 11);
+    }
 
     #[test]
     fn sequence_numbers_count_losses_across_wrap_around() {

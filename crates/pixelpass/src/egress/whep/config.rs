@@ -53,6 +53,49 @@ pub struct WebRtcArgs {
     /// `Location` starts with it. Empty: none.
     #[arg(skip)]
     pub base_path: String,
+
+    /// Pace each viewer's video (default on; `off` only to measure what
+    /// pacing costs or prevents). Also `PIXELPASS_WEBRTC_PACING=off`, which
+    /// applies where no flag is parsed (`serve`, the benchmarks).
+    #[arg(long = "webrtc-pacing", value_name = "on|off", default_value = "on", env = PACING_ENV, hide = true)]
+    pub webrtc_pacing: Pacing,
+}
+
+/// The environment variable that switches pacing off (`off`) where no flag is parsed.
+pub const PACING_ENV: &str = "PIXELPASS_WEBRTC_PACING";
+
+/// Whether each viewer's video is paced (see [`super::pacer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Pacing {
+    #[default]
+    On,
+    Off,
+}
+
+impl Pacing {
+    /// What [`PACING_ENV`] asks for (on unless it says `off`; a value that is
+    /// neither is said once and ignored).
+    pub fn from_env() -> Self {
+        match std::env::var(PACING_ENV) {
+            Ok(v) => v.parse().unwrap_or_else(|e| {
+                tracing::warn!("{PACING_ENV}: {e}; pacing stays on");
+                Pacing::On
+            }),
+            Err(_) => Pacing::On,
+        }
+    }
+}
+
+impl std::str::FromStr for Pacing {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "1" | "true" => Ok(Pacing::On),
+            "off" | "0" | "false" => Ok(Pacing::Off),
+            other => Err(format!("pacing is `on` or `off`, not {other:?}")),
+        }
+    }
 }
 
 impl Default for WebRtcArgs {
@@ -65,6 +108,7 @@ impl Default for WebRtcArgs {
             audio_pt: 111,
             webrtc_timeout: 15,
             base_path: String::new(),
+            webrtc_pacing: Pacing::from_env(),
         }
     }
 }

@@ -13,7 +13,12 @@
 //!   drained once a batch (audio on its own waits up to [`AUDIO_HOLD`] for
 //!   the next video frame);
 //! - output: the datagrams of all drained peers, in order, from
-//!   [`Core::poll_output`]; the driver sends them together (`sendmmsg`, GSO).
+//!   [`Core::poll_output`]; the driver sends them together (`sendmmsg`, GSO);
+//! - pacing ([`super::pacer`], [`pace`]): a peer's video datagrams pass its
+//!   token bucket; what must wait is queued per peer and released from
+//!   [`Core::handle_timeout`] when its due time (a second, ordered timer
+//!   set, on a 1 ms grid) comes, together with every other peer due then;
+//!   a joining peer's cached GOP is written as its queue empties;
 //!   str0m sends the media written to a peer on its next timeout, so a frame
 //!   for many peers leaves from [`Core::handle_timeout`], which pauses at each
 //!   [`OUT_BATCH`] so the first peers' datagrams go out while the rest wait;
@@ -32,9 +37,11 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Input, Rtc};
 
 use super::index::Index;
-use super::peer::{Action, Peer, BURST_CHUNK};
+use super::pacer::{Pacer, RateMeter, RTP_OVERHEAD};
+use super::peer::{Action, Peer};
 use crate::hub::{Hub, RtpJoin, RtpPkt, RtpSubscriber, Track};
-use crate::net::rtc::{self, Polled};
+use crate::net::rtc;
+use pace::drain;
 
 type PeerId = u64;
 /// A stream's hub subscription, as named in [`Event::FeedOpened`] and [`MediaMsg`].
@@ -52,6 +59,11 @@ pub const AUDIO_HOLD: Duration = Duration::from_millis(20);
 /// [`Core::handle_timeout`] pauses once this many outputs are queued (one
 /// `sendmmsg`), so its datagrams go out while it serves the other peers.
 pub const OUT_BATCH: usize = 64;
+/// [`Core::handle_timeout`] also pauses after serving this many peers' str0m
+/// timers: paced, their datagrams go to their queues, not to the output, so
+/// the batch above would not fill, and the pacers due meanwhile (whose
+/// buckets hold only a few datagrams) would wait for all peers' timers.
+pub const PEER_TURN: usize = 16;
 /// Outputs drained from one `Rtc` at most in one go (a guard, never reached in practice).
 const MAX_DRAIN: usize = 10_000;
 
@@ -71,6 +83,8 @@ pub struct EngineConfig {
     pub timeout: Duration,
     /// The producer's payload types (video, audio).
     pub producer_pts: (u8, u8),
+    /// Pace each peer's video (see [`super::pacer`]).
+    pub pacing: bool,
 }
 
 /// One hub packet of a feed, for [`Core::handle_media`].
@@ -108,6 +122,8 @@ pub enum Event {
 struct Feed {
     id: FeedId,
     peers: Vec<PeerId>,
+    /// The stream's media bitrate (its peers' pacing rate follows it).
+    rate: RateMeter,
 }
 
 pub struct Core {
@@ -119,6 +135,10 @@ pub struct Core {
     by_addr: HashMap<SocketAddr, PeerId>,
     feeds: HashMap<Arc<str>, Feed>,
     timers: BTreeSet<(Instant, PeerId)>,
+    /// When each peer with paced datagrams waiting may send the next group.
+    pace_timers: BTreeSet<(Instant, PeerId)>,
+    /// The origin of the pacing grid (the first time a pacer was filed).
+    epoch: Option<Instant>,
     next_id: u64,
     /// Datagrams and events waiting for [`poll_output`](Self::poll_output).
     out: VecDeque<Output>,
@@ -141,6 +161,8 @@ impl Core {
             by_addr: HashMap::new(),
             feeds: HashMap::new(),
             timers: BTreeSet::new(),
+            pace_timers: BTreeSet::new(),
+            epoch: None,
             next_id: 1,
             out: VecDeque::new(),
             held: Vec::new(),
@@ -157,10 +179,14 @@ impl Core {
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due (`None`: no peer).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.first().map(|(t, _)| *t), self.held_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.first().map(|(t, _)| *t),
+            self.pace_timers.first().map(|(t, _)| *t),
+            self.held_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn add_peer(&mut self, now: Instant, new: NewPeer) {
@@ -174,6 +200,11 @@ impl Core {
             new.created,
         )
         .count_into(new.hub.out().clone());
+        let peer = if self.cfg.pacing {
+            peer.paced(Pacer::default())
+        } else {
+            peer
+        };
         self.by_resource.insert(new.resource, id);
         self.hubs.insert(id, new.hub);
         self.peers.insert(id, peer);
@@ -290,9 +321,17 @@ impl Core {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return;
             };
-            // The cached GOP of a new peer goes out now, a chunk per drain.
-            if !peer.dirty && !peer.write_burst(BURST_CHUNK, now) {
-                break;
+            // The cached GOP of a new peer goes out now, a chunk per drain
+            // (paced: as its queue empties, see `pace::write_burst`).
+            if !peer.dirty {
+                match pace::write_burst(peer, now) {
+                    Some(Ok(())) => {}
+                    Some(Err(why)) => {
+                        actions = vec![Action::Remove(why)];
+                        continue;
+                    }
+                    None => break,
+                }
             }
             peer.dirty = false;
             actions = drain(&mut self.out, peer, now, self.cfg.timeout);
@@ -309,6 +348,7 @@ impl Core {
         }
         self.timers.insert((peer.wake, id));
         peer.filed = Some(peer.wake);
+        self.file_pace(id);
     }
 
     /// The peer is connected: it joins its stream's feed (the first one opens
@@ -342,6 +382,7 @@ impl Core {
                     Feed {
                         id: feed,
                         peers: vec![id],
+                        rate: RateMeter::default(),
                     },
                 );
             }
@@ -368,14 +409,23 @@ impl Core {
         feed_ids.sort_unstable();
         feed_ids.dedup();
         for fid in feed_ids {
-            let Some(feed) = self.feeds.values().find(|f| f.id == fid) else {
+            let Some(feed) = self.feeds.values_mut().find(|f| f.id == fid) else {
                 continue; // closed meanwhile: its last packets go nowhere
             };
+            for m in batch.iter().filter(|m| m.feed == fid) {
+                if let Some(p) = &m.pkt {
+                    feed.rate.add(now, p.payload.len() + RTP_OVERHEAD);
+                }
+            }
+            let media_bps = feed.rate.bps();
             let peers = feed.peers.clone();
             for id in peers {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     continue;
                 };
+                if let Some(p) = &mut peer.pacer {
+                    p.set_media_rate(now, media_bps);
+                }
                 let (was, had_key) = (peer.dirty, peer.first_key_at.is_some());
                 for m in batch.iter().filter(|m| m.feed == fid) {
                     match &m.pkt {
@@ -434,12 +484,15 @@ impl Core {
     /// Time has come to `now`: held audio goes out, peers whose timer is due
     /// get their timeout input, and peers past their deadline are dropped.
     ///
-    /// It pauses once [`OUT_BATCH`] outputs are queued (str0m sends the
+    /// It pauses once [`OUT_BATCH`] outputs are queued or [`PEER_TURN`] peers served (str0m sends the
     /// media written to a peer on its next timeout, so this is where a frame
     /// fanned out to many peers leaves): the peers not served yet stay due,
     /// [`poll_timeout`](Self::poll_timeout) says so, and the driver sends
     /// what is queued before it calls again.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.release_paced(now) {
+            return; // a send batch is full: the rest stays due
+        }
         if self.held_until.is_some_and(|t| t <= now) {
             self.drain_held(now);
         }
@@ -449,8 +502,8 @@ impl Core {
             .take_while(|(t, _)| *t <= now)
             .copied()
             .collect();
-        for (t, id) in due {
-            if self.out.len() >= OUT_BATCH {
+        for (served, (t, id)) in due.into_iter().enumerate() {
+            if self.out.len() >= OUT_BATCH || served >= PEER_TURN {
                 return;
             }
             let Some(peer) = self.peers.get(&id) else {
@@ -482,6 +535,9 @@ impl Core {
         };
         if let Some(f) = peer.filed.take() {
             self.timers.remove(&(f, id));
+        }
+        if let Some(f) = peer.pace_filed.take() {
+            self.pace_timers.remove(&(f, id));
         }
         self.hubs.remove(&id);
         self.by_resource.remove(&peer.resource);
@@ -530,36 +586,6 @@ impl Core {
     }
 }
 
-/// Drain a peer's output: queue its datagrams in `out`, collect what its
-/// events mean, and set `peer.wake` to its next timeout (or its deadline, if
-/// sooner).
-fn drain(
-    out: &mut VecDeque<Output>,
-    peer: &mut Peer,
-    now: Instant,
-    timeout: Duration,
-) -> Vec<Action> {
-    let mut actions = Vec::new();
-    for _ in 0..MAX_DRAIN {
-        match rtc::poll(&mut peer.rtc) {
-            Polled::Transmit(t) => out.push_back(Output::Transmit {
-                destination: t.destination,
-                contents: t.contents.into(),
-            }),
-            Polled::Event(ev) => actions.extend(peer.on_event(ev, now)),
-            Polled::Timeout(t) => {
-                peer.wake = t.min(peer.deadline(timeout)).max(now);
-                return actions;
-            }
-            Polled::Failed(why) => {
-                actions.push(Action::Remove(why));
-                return actions;
-            }
-        }
-    }
-    peer.wake = now;
-    actions
-}
-
+mod pace;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 //! - [`crate::net::rtc`]: the DTLS identity and a first look at offers (shared with WHIP);
 //! - [`peer`]: one viewer's `Rtc` (ice-lite, RTP mode) and its events;
 //! - [`forward`]: per-peer sequence numbers, keyframe starts, timestamps;
+//! - [`pacer`]: per-peer pacing (a token bucket at 2.5× the stream's bitrate);
 //! - [`core`]: every peer, its timers and media, sans-IO (time passed in);
 //! - [`engine`]: the task driving the core: socket, hub feeds, clock;
 //! - [`index`]: WHEP resources and the leases they hold;
@@ -20,6 +21,7 @@ mod engine;
 pub(crate) mod forward;
 pub(crate) mod http;
 pub(crate) mod index;
+pub(crate) mod pacer;
 pub(crate) mod peer;
 
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{IceServer, WebRtcArgs};
+pub use config::{IceServer, Pacing, WebRtcArgs};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
 
 use self::core::{EngineConfig, NewPeer};
@@ -71,9 +73,10 @@ impl Whep {
         let cfg = EngineConfig {
             timeout: args.peer_timeout(),
             producer_pts: (args.video_pt, args.audio_pt),
+            pacing: args.webrtc_pacing == Pacing::On,
         };
         let engine = Engine::spawn(Arc::new(udp), index.clone(), cfg, rx);
-        tracing::info!(udp = %local, candidates = ?factory.candidates(), "WebRTC (WHEP) ready");
+        tracing::info!(udp = %local, candidates = ?factory.candidates(), pacing = ?args.webrtc_pacing, "WebRTC (WHEP) ready");
         Ok(Self {
             inner: Arc::new(Inner {
                 cmds,

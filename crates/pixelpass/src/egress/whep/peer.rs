@@ -12,6 +12,7 @@ use str0m::rtp::{Extension, ExtensionValues};
 use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 
 use super::forward::Out;
+use super::pacer::Pacer;
 use crate::hub::{RtpPkt, Track};
 use crate::net::rtc::{accept, add_opus, negotiated_pt, parse_offer, sdp as offer, Dtls};
 
@@ -152,10 +153,15 @@ pub struct Peer {
     pub filed: Option<Instant>,
     /// Set when media was written since the last drain.
     pub dirty: bool,
+    /// Its paced datagrams (`None`: pacing is off).
+    pub pacer: Option<Pacer<(SocketAddr, Vec<u8>)>>,
+    /// The time its pacer is filed under in the engine's pacing timers.
+    pub pace_filed: Option<Instant>,
     video: Option<Out>,
     audio: Option<Out>,
-    /// Cached-GOP packets still to write (a peer that joined on the cache).
-    burst: VecDeque<RtpPkt>,
+    /// Cached-GOP packets still to write (a peer that joined on the cache),
+    /// then the live video that came meanwhile (`false`: not cached).
+    burst: VecDeque<(RtpPkt, bool)>,
     /// The producer's payload types: packets with others are not ours to send.
     producer_pts: (u8, u8),
     /// The stream's delivered-bytes counter (payload bytes written).
@@ -182,6 +188,8 @@ impl Peer {
             wake: now,
             filed: None,
             dirty: false,
+            pacer: None,
+            pace_filed: None,
             video: None,
             audio: None,
             burst: VecDeque::new(),
@@ -261,8 +269,24 @@ impl Peer {
         }
     }
 
-    /// Hand one hub packet to str0m (header values rewritten, payload shared).
+    /// Pace this peer's video through `pacer`.
+    pub fn paced(mut self, pacer: Pacer<(SocketAddr, Vec<u8>)>) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
+
+    /// The payload type its audio goes out with (what is not paced).
+    pub fn audio_pt(&self) -> Option<u8> {
+        self.audio.as_ref().map(|o| *o.pt)
+    }
+
+    /// Hand one hub packet to str0m (header values rewritten, payload
+    /// shared). Live video waits behind cached-GOP packets not written yet.
     pub fn write(&mut self, track: Track, pkt: &RtpPkt, now: Instant) {
+        if track == Track::Video && !self.burst.is_empty() {
+            self.burst.push_back((pkt.clone(), false));
+            return;
+        }
         self.write_as(track, pkt, now, false);
     }
 
@@ -307,19 +331,25 @@ impl Peer {
         if let (Some(last), Some(out)) = (gop.last(), self.video.as_mut()) {
             out.track.skip_through(last.index);
         }
-        self.burst = gop.into();
+        self.burst = gop.into_iter().map(|p| (p, true)).collect();
     }
 
-    /// Write up to `max` packets of the cached GOP; false when none was left.
+    /// Cached-GOP packets (or live video behind them) not written yet.
+    pub fn has_burst(&self) -> bool {
+        !self.burst.is_empty()
+    }
+
+    /// Write up to `max` packets of the cached GOP (and the live video
+    /// queued behind it); false when none was left.
     pub fn write_burst(&mut self, max: usize, now: Instant) -> bool {
         if self.burst.is_empty() {
             return false;
         }
         for _ in 0..max {
-            let Some(p) = self.burst.pop_front() else {
+            let Some((p, cached)) = self.burst.pop_front() else {
                 break;
             };
-            self.write_as(Track::Video, &p, now, true);
+            self.write_as(Track::Video, &p, now, cached);
         }
         if self.burst.is_empty() {
             self.burst = VecDeque::new(); // give the memory back

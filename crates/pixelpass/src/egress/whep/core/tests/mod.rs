@@ -3,6 +3,7 @@
 //! no sleep.
 
 mod net;
+mod pace;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

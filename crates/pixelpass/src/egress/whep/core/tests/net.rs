@@ -85,10 +85,16 @@ pub(super) struct Net {
     pub(super) drop_rule: Option<DropRule>,
     pub(super) seq: u16,
     pub(super) ts: u32,
+    /// Every datagram the core put out: (fake time, destination, length, 2nd byte).
+    pub(super) sent: Vec<(Instant, SocketAddr, usize, u8)>,
 }
 
 impl Net {
     pub(super) fn new() -> Self {
+        Self::with_pacing(true)
+    }
+
+    pub(super) fn with_pacing(pacing: bool) -> Self {
         init_crypto();
         let now = Instant::now();
         let hub = Hub::new(HubConfig::default());
@@ -97,6 +103,7 @@ impl Net {
         let cfg = EngineConfig {
             timeout: TIMEOUT,
             producer_pts: (VIDEO_PT, AUDIO_PT),
+            pacing,
         };
         Self {
             now,
@@ -110,6 +117,7 @@ impl Net {
             drop_rule: None,
             seq: 1000,
             ts: 90_000,
+            sent: Vec::new(),
         }
     }
 
@@ -208,6 +216,8 @@ impl Net {
                 contents,
             } => {
                 self.seen.push(Seen::Datagram(destination));
+                let b1 = contents.get(1).copied().unwrap_or(0);
+                self.sent.push((self.now, destination, contents.len(), b1));
                 if let Some(rule) = &mut self.drop_rule {
                     if rule(destination, &contents) {
                         return;
@@ -305,6 +315,34 @@ impl Net {
         self.hub.publish_rtp(Track::Video, &pkt, self.now).unwrap();
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(3000);
+    }
+
+    /// The producer sends one video frame of `packets` packets of about
+    /// `size` bytes (IDR slices when `key`), marker on the last.
+    pub(super) fn publish_frame(&mut self, key: bool, packets: usize, size: usize) {
+        let nal = if key { 0x65 } else { 0x41 };
+        for i in 0..packets {
+            let marker = if i + 1 == packets { 0x80 } else { 0 };
+            let mut pkt = vec![0x80, marker | VIDEO_PT];
+            pkt.extend(self.seq.to_be_bytes());
+            pkt.extend(self.ts.to_be_bytes());
+            pkt.extend(0x1234_5678u32.to_be_bytes());
+            pkt.extend([nal, i as u8]);
+            pkt.resize(12 + size, 0xaa);
+            self.hub.publish_rtp(Track::Video, &pkt, self.now).unwrap();
+            self.seq = self.seq.wrapping_add(1);
+        }
+        self.ts = self.ts.wrapping_add(3000);
+    }
+
+    /// The producer sends one 20 ms Opus packet.
+    pub(super) fn publish_audio(&mut self) {
+        let mut pkt = vec![0x80, 0x80 | AUDIO_PT];
+        pkt.extend(self.seq.to_be_bytes());
+        pkt.extend(self.ts.to_be_bytes());
+        pkt.extend(0x8765_4321u32.to_be_bytes());
+        pkt.extend([0xfc; 80]);
+        self.hub.publish_rtp(Track::Audio, &pkt, self.now).unwrap();
     }
 
     /// What the hub sent the feeds goes into the core (as the driver does).

@@ -1,0 +1,137 @@
+//! Pacing in the core: where each datagram a peer's `Rtc` puts out goes (its
+//! pacer, or straight out), when a peer's pacer is due, and the cached GOP
+//! of a joining peer, written as its queue empties rather than all at once.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use str0m::Input;
+
+use super::{Core, Output, PeerId, MAX_DRAIN, OUT_BATCH};
+use crate::egress::whep::pacer::{lane, on_grid, Lane, BURST_BYTES};
+use crate::egress::whep::peer::{Action, Peer, BURST_CHUNK};
+use crate::net::rtc::{self, Polled};
+
+/// A paced peer's cached GOP is written, a chunk at a time, while less than
+/// this is queued: the queue never runs dry during a join, and holds at
+/// most this plus a chunk (not the whole GOP, sealed, per peer).
+const BURST_LOW_WATER: usize = 4 * BURST_BYTES;
+
+/// Drain a peer's output: its datagrams into its pacer (video, when paced)
+/// or `out` (the rest), then what its pacer lets go now into `out`; collect
+/// what its events mean, and set `peer.wake` to its next timeout (or its
+/// deadline, if sooner).
+pub(super) fn drain(
+    out: &mut VecDeque<Output>,
+    peer: &mut Peer,
+    now: Instant,
+    timeout: Duration,
+) -> Vec<Action> {
+    let audio_pt = peer.audio_pt();
+    let mut actions = Vec::new();
+    for _ in 0..MAX_DRAIN {
+        match rtc::poll(&mut peer.rtc) {
+            Polled::Transmit(t) => {
+                let contents: Vec<u8> = t.contents.into();
+                match &mut peer.pacer {
+                    Some(p) if lane(&contents, audio_pt) == Lane::Paced => {
+                        p.push(now, contents.len(), (t.destination, contents));
+                    }
+                    _ => out.push_back(Output::Transmit {
+                        destination: t.destination,
+                        contents,
+                    }),
+                }
+            }
+            Polled::Event(ev) => actions.extend(peer.on_event(ev, now)),
+            Polled::Timeout(t) => {
+                peer.wake = t.min(peer.deadline(timeout)).max(now);
+                release(out, peer, now);
+                return actions;
+            }
+            Polled::Failed(why) => {
+                actions.push(Action::Remove(why));
+                return actions;
+            }
+        }
+    }
+    peer.wake = now;
+    release(out, peer, now);
+    actions
+}
+
+/// What `peer`'s pacer lets go at `now`, into `out`.
+fn release(out: &mut VecDeque<Output>, peer: &mut Peer, now: Instant) {
+    if let Some(p) = &mut peer.pacer {
+        while let Some((destination, contents)) = p.pop(now) {
+            out.push_back(Output::Transmit {
+                destination,
+                contents,
+            });
+        }
+    }
+}
+
+/// Write the next chunk of a joining peer's cached GOP. `None`: nothing to
+/// write, or (paced) its queue is full enough for now. Paced, the chunk is
+/// sealed at once (a timeout input: str0m sends written media on its next
+/// timeout), so the next look at the queue counts it; `Err` if str0m failed.
+pub(super) fn write_burst(peer: &mut Peer, now: Instant) -> Option<Result<(), String>> {
+    let Some(p) = &peer.pacer else {
+        return peer.write_burst(BURST_CHUNK, now).then_some(Ok(()));
+    };
+    if p.queued_bytes() >= BURST_LOW_WATER || !peer.write_burst(BURST_CHUNK, now) {
+        return None;
+    }
+    Some(rtc::feed(&mut peer.rtc, Input::Timeout(now)))
+}
+
+impl Core {
+    /// Let every pacer due by `now` release what it may (into the output
+    /// queue: one send batch serves all of them) and refill the queues of
+    /// joining peers. `false`: it paused at a full send batch ([`OUT_BATCH`]),
+    /// the rest stays due.
+    pub(super) fn release_paced(&mut self, now: Instant) -> bool {
+        while let Some(&(t, id)) = self.pace_timers.first() {
+            if t > now {
+                break;
+            }
+            if self.out.len() >= OUT_BATCH {
+                return false;
+            }
+            self.pace_timers.pop_first();
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            peer.pace_filed = None;
+            release(&mut self.out, peer, now);
+            if peer.has_burst() {
+                // Writes the next chunk if there is room, and files both timers.
+                self.after_drain(id, Vec::new(), now);
+            } else {
+                self.file_pace(id);
+            }
+        }
+        true
+    }
+
+    /// File a peer's pacer under its next due time, on the grid (so peers
+    /// due about together are served by one wake-up), or take it out.
+    pub(super) fn file_pace(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let due = peer.pacer.as_ref().and_then(|p| p.next_due());
+        let due = due.map(|t| on_grid(*self.epoch.get_or_insert(t), t));
+        if due == peer.pace_filed {
+            return;
+        }
+        if let Some(f) = peer.pace_filed.take() {
+            self.pace_timers.remove(&(f, id));
+        }
+        if let Some(d) = due {
+            self.pace_timers.insert((d, id));
+            peer.pace_filed = Some(d);
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Pacing: a peer's datagrams leave at a rate, not as one burst per frame.
+//!
+//! Without it a frame goes to a peer as one `sendmmsg`/GSO burst: a 720p
+//! keyframe of 50–150 datagrams reaches the receiver within a millisecond
+//! or two and overflows a default 208 KB socket buffer or a router queue.
+//! libwebrtc paces at 2.5× its target bitrate; so do we, per peer:
+//!
+//! - [`Pacer`]: a token bucket. Tokens (bytes) flow in at the pacing rate and
+//!   hold at most [`BURST_BYTES`] (three full-size datagrams): in any
+//!   interval `w` a peer gets at most `BURST_BYTES + rate × w` bytes. A frame
+//!   that fits in the bucket leaves at once (no delay for small frames);
+//!   the rest waits in the peer's queue and leaves in groups of two or three
+//!   datagrams ([`Pacer::next_due`] waits until a whole group can go, so a
+//!   group is one GSO message and a wake-up, not one per datagram).
+//! - The rate: [`PACING_FACTOR`] × the stream's measured media bitrate
+//!   ([`RateMeter`], over [`RATE_WINDOW`]), at least [`MIN_RATE`] (so a
+//!   low-bitrate stream's keyframe is not stretched over many frames), and
+//!   at least what empties the queue within [`MAX_QUEUE_TIME`] (a huge
+//!   frame cannot hold a peer back for long).
+//! - [`lane`]: only video (and its retransmissions) is paced. Audio, RTCP,
+//!   STUN and DTLS go out at once, so audio never waits behind a keyframe;
+//!   they are a few small datagrams a second and outside the bucket.
+//! - [`on_grid`]: due times are rounded up to a [`GRID`] of 1 ms, so peers
+//!   fed the same frame at the same time are due at the same instant and
+//!   one wake-up (one `sendmmsg` batch) serves all of them: batching across
+//!   peers stays, and the cost per packet does not grow.
+//!
+//! Sans-IO: time is passed in, nothing here reads a clock.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Pacing rate ÷ media bitrate (libwebrtc's `kDefaultPaceMultiplier`).
+pub const PACING_FACTOR: f64 = 2.5;
+/// The lowest pacing rate, bit/s. A 1 Mbit/s stream's 30–60 KB keyframe
+/// leaves within 50–100 ms at this rate instead of 100–200 ms at 2.5×, and
+/// in 5 ms a peer still gets no more than `BURST_BYTES` + 3 KB.
+pub const MIN_RATE: u64 = 5_000_000;
+/// The bucket's depth: what may leave back to back. Three datagrams of
+/// ~1240 bytes (a 1200-byte RTP packet plus SRTP and header extensions):
+/// at 4 Mbit/s a peer gets at most 3 + 5 ≈ 8–9 datagrams in any 5 ms
+/// (measured on a loaded 2-core machine: 13 at most with four, see
+/// `tests/pacing.rs`), and a group is still one GSO message.
+pub const BURST_BYTES: usize = 3_750;
+/// The queue is emptied at least this fast, whatever the measured bitrate.
+pub const MAX_QUEUE_TIME: Duration = Duration::from_millis(500);
+/// The media bitrate is measured over windows this long.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A backlogged peer's bucket may hold this much more of the rate when the
+/// driver wakes late (see [`Pacer::pop`]'s refill): at most ~2 more
+/// datagrams at 4 Mbit/s, and only after a late wake-up.
+pub const LATE_SLACK: Duration = Duration::from_millis(2);
+/// Due times are rounded up to this grid (see [`on_grid`]).
+pub const GRID: Duration = Duration::from_millis(1);
+/// Bytes a datagram carries besides the RTP payload (RTP header, header
+/// extensions, SRTP tag), for the media bitrate measured from hub packets.
+pub const RTP_OVERHEAD: usize = 40;
+/// Bytes of rounding forgiven when the bucket is compared with a need
+/// (time is whole nanoseconds, tokens are not).
+const SLACK: f64 = 1.0;
+
+/// Whether a datagram is paced or goes out at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Video and its retransmissions: through the bucket.
+    Paced,
+    /// Audio, RTCP, STUN, DTLS: at once, outside the bucket.
+    Now,
+}
+
+/// The lane of an outgoing datagram (SRTP leaves the RTP header in the
+/// clear): RTP whose payload type is not `audio_pt` is paced; the rest
+/// (audio, RTCP, STUN, DTLS, anything unknown) is not.
+pub fn lane(datagram: &[u8], audio_pt: Option<u8>) -> Lane {
+    let [b0, b1, ..] = datagram else {
+        return Lane::Now;
+    };
+    let rtp_version = b0 >> 6 == 2;
+    // RFC 5761: payload types 64–95 (with the marker bit: 192–223) are RTCP.
+    let rtcp = (192..=223).contains(b1);
+    if !rtp_version || rtcp || datagram.len() < 12 {
+        return Lane::Now;
+    }
+    if Some(b1 & 0x7f) == audio_pt {
+        Lane::Now
+    } else {
+        Lane::Paced
+    }
+}
+
+/// `t` rounded up to the next multiple of [`GRID`] after `epoch` (`t` itself
+/// when it is before `epoch`).
+pub fn on_grid(epoch: Instant, t: Instant) -> Instant {
+    let Some(d) = t.checked_duration_since(epoch) else {
+        return t;
+    };
+    let grid = GRID.as_nanos();
+    let ticks = d.as_nanos().div_ceil(grid);
+    let nanos = u64::try_from(ticks * grid).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(nanos)
+}
+
+/// The media bitrate of a stream, from the bytes it publishes.
+#[derive(Debug, Default)]
+pub struct RateMeter {
+    start: Option<Instant>,
+    bytes: u64,
+    bps: u64,
+}
+
+impl RateMeter {
+    /// `bytes` were published at `now`.
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.start.get_or_insert(now);
+        self.bytes += bytes as u64;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.bps = (self.bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
+            self.start = Some(now);
+            self.bytes = 0;
+        }
+    }
+
+    /// Bit/s over the last whole window (0 before the first one ends).
+    pub fn bps(&self) -> u64 {
+        self.bps
+    }
+}
+
+/// One peer's token bucket and queue of paced items (datagrams here; the
+/// item type is the caller's, so a later send path may queue something
+/// cheaper than a sealed datagram).
+#[derive(Debug)]
+pub struct Pacer<T> {
+    queue: VecDeque<(usize, T)>,
+    /// Bytes in `queue`.
+    queued: usize,
+    /// Bytes that may leave now (at most [`BURST_BYTES`]), as of `at`.
+    tokens: f64,
+    at: Option<Instant>,
+    /// Pacing rate from the media bitrate, bit/s.
+    rate: u64,
+    /// Bytes per second that empty the queue within [`MAX_QUEUE_TIME`]
+    /// of its largest size since it was last empty.
+    drain: f64,
+}
+
+impl<T> Default for Pacer<T> {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            queued: 0,
+            tokens: BURST_BYTES as f64,
+            at: None,
+            rate: MIN_RATE,
+            drain: 0.0,
+        }
+    }
+}
+
+impl<T> Pacer<T> {
+    /// The stream's measured media bitrate (bit/s; 0: not known yet).
+    pub fn set_media_rate(&mut self, now: Instant, media_bps: u64) {
+        let rate = ((media_bps as f64 * PACING_FACTOR) as u64).max(MIN_RATE);
+        if rate != self.rate {
+            self.refill(now); // the time before this at the old rate
+            self.rate = rate;
+        }
+    }
+
+    /// The rate in effect, bytes per second.
+    fn bytes_per_s(&self) -> f64 {
+        (self.rate as f64 / 8.0).max(self.drain)
+    }
+
+    /// The pacing rate in effect, bit/s.
+    #[cfg(test)]
+    pub fn rate_bps(&self) -> u64 {
+        (self.bytes_per_s() * 8.0) as u64
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(at) = self.at {
+            let per_s = self.bytes_per_s();
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            // Idle, the bucket holds at most BURST_BYTES. With datagrams
+            // waiting, a driver that woke late (busy with other peers) may
+            // also send what [`LATE_SLACK`] more of the rate allows: without
+            // it a late wake-up loses tokens, and a peer served late again
+            // and again falls behind its stream for good.
+            let cap = if self.queue.is_empty() {
+                BURST_BYTES as f64
+            } else {
+                BURST_BYTES as f64 + per_s * LATE_SLACK.as_secs_f64()
+            };
+            self.tokens = (self.tokens + dt * per_s).min(cap);
+        }
+        if self.at.is_none_or(|at| now > at) {
+            self.at = Some(now);
+        }
+    }
+
+    /// Queue an item of `bytes` (it leaves through [`pop`](Self::pop)).
+    pub fn push(&mut self, now: Instant, bytes: usize, item: T) {
+        self.refill(now);
+        self.queue.push_back((bytes, item));
+        self.queued += bytes;
+        self.drain = self
+            .drain
+            .max(self.queued as f64 / MAX_QUEUE_TIME.as_secs_f64());
+    }
+
+    /// The next item, if the bucket lets it go at `now`.
+    pub fn pop(&mut self, now: Instant) -> Option<T> {
+        self.refill(now);
+        let &(bytes, _) = self.queue.front()?;
+        // (An item larger than the bucket leaves when the bucket is full.)
+        if self.tokens + SLACK < bytes.min(BURST_BYTES) as f64 {
+            return None;
+        }
+        self.tokens -= bytes as f64;
+        self.queued -= bytes;
+        if self.queued == 0 {
+            self.drain = 0.0;
+        }
+        self.queue.pop_front().map(|(_, item)| item)
+    }
+
+    /// When the next group can leave: once the bucket holds a group, i.e.
+    /// [`BURST_BYTES`] less what flows in during one [`GRID`] step (the core
+    /// rounds this time up to the grid, and tokens past a full bucket would
+    /// be lost: the rate would fall short of the pacing rate), or all that
+    /// is queued if less, but at least the next item. `None`: nothing queued.
+    pub fn next_due(&self) -> Option<Instant> {
+        let at = self.at?;
+        let &(front, _) = self.queue.front()?;
+        let per_s = self.bytes_per_s();
+        let group = (BURST_BYTES as f64 - per_s * GRID.as_secs_f64()).max(0.0);
+        let need = (self.queued as f64)
+            .min(group)
+            .max(front.min(BURST_BYTES) as f64);
+        if self.tokens + SLACK >= need {
+            return Some(at);
+        }
+        let wait = (need - self.tokens) / per_s;
+        Some(at + Duration::from_secs_f64(wait))
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! The pacer on a fake clock: time only moves when a test moves it.
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+/// A full-size video datagram (1200-byte RTP packet + SRTP + extensions).
+const DGRAM: usize = 1240;
+
+/// Serve `p` the way the core does: at each due time (rounded to the grid)
+/// take what may leave. Returns the send time of every item, in order.
+fn run(p: &mut Pacer<usize>, start: Instant, limit: usize) -> Vec<(Instant, usize)> {
+    let mut sent = Vec::new();
+    let mut now = start;
+    for _ in 0..limit {
+        while let Some(i) = p.pop(now) {
+            sent.push((now, i));
+        }
+        let Some(due) = p.next_due() else {
+            return sent;
+        };
+        let next = on_grid(start, due);
+        assert!(next >= now, "due times never go back");
+        now = next.max(now);
+    }
+    panic!("the queue never emptied within {limit} steps");
+}
+
+/// Most items sent within any window of `w`.
+fn max_in_window(sent: &[(Instant, usize)], w: Duration) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..sent.len() {
+        while sent[hi].0.duration_since(sent[lo].0) >= w {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+#[test]
+fn a_keyframe_leaves_at_two_and_a_half_times_the_stream_rate_in_small_groups() {
+    let t0 = Instant::now();
+    let mut p = Pacer::default();
+    p.set_media_rate(t0, 4_000_000);
+    assert_eq!(p.rate_bps(), 10_000_000);
+    // A 124 KB keyframe: 100 datagrams handed over at once.
+    for i in 0..100 {
+        p.push(t0, DGRAM, i);
+    }
+    let sent = run(&mut p, t0, 10_000);
+    assert_eq!(
+        sent.iter().map(|s| s.1).collect::<Vec<_>>(),
+        (0..100).collect::<Vec<_>>(),
+        "all of it, in order"
+    );
+    // The first group at once, then at the rate: (124 000 − 3 750) B at 1.25 MB/s ≈ 96 ms.
+    assert_eq!(
+        sent.iter().filter(|s| s.0 == t0).count(),
+        BURST_BYTES / DGRAM
+    );
+    let took = sent[99].0 - t0;
+    assert!(
+        (94 * MS..=100 * MS).contains(&took),
+        "took {took:?} of fake time"
+    );
+    // Never more than the bucket plus 5 ms of the rate back to back: 3 + 5 datagrams.
+    let most = max_in_window(&sent, 5 * MS);
+    assert!(most <= 8, "{most} datagrams within 5 ms");
+    // Groups, not single datagrams: one wake-up serves several.
+    let wakeups = {
+        let mut t: Vec<Instant> = sent.iter().map(|s| s.0).collect();
+        t.dedup();
+        t.len()
+    };
+    assert!(wakeups <= 100 / 2, "{wakeups} wake-ups for 100 datagrams");
+}
+
+#[test]
+fn a_small_frame_leaves_at_once() {
+    let t0 = Instant::now();
+    let mut p = Pacer::default();
+    p.set_media_rate(t0, 4_000_000);
+    for i in 0..3 {
+        p.push(t0, DGRAM, i);
+    }
+    assert_eq!(p.pop(t0), Some(0));
+    assert_eq!(p.pop(t0), Some(1));
+    assert_eq!(p.pop(t0), Some(2));
+    assert_eq!(p.pop(t0), None);
+    assert_eq!(p.next_due(), None, "nothing queued, no wake-up");
+    // The next frame, 33 ms later, finds the bucket full again.
+    let t1 = t0 + 33 * MS;
+    for i in 3..10 {
+        p.push(t1, DGRAM, i);
+    }
+    assert_eq!(
+        std::iter::from_fn(|| p.pop(t1)).count(),
+        BURST_BYTES / DGRAM
+    );
+}
+
+#[test]
+fn low_bitrate_streams_are_paced_at_the_floor_and_fast_ones_at_the_factor() {
+    let t0 = Instant::now();
+    let mut p: Pacer<()> = Pacer::default();
+    assert_eq!(p.rate_bps(), MIN_RATE, "before any measurement");
+    p.set_media_rate(t0, 300_000);
+    assert_eq!(p.rate_bps(), MIN_RATE);
+    p.set_media_rate(t0, 8_000_000);
+    assert_eq!(p.rate_bps(), 20_000_000);
+}
+
+#[test]
+fn a_huge_queue_is_emptied_within_the_max_queue_time() {
+    let t0 = Instant::now();
+    let mut p = Pacer::default();
+    p.set_media_rate(t0, 1_000_000); // paced at the 5 Mbit/s floor…
+    for i in 0..1000 {
+        p.push(t0, DGRAM, i); // …a 1.24 MB frame would take 2 s at that rate.
+    }
+    let sent = run(&mut p, t0, 100_000);
+    assert_eq!(sent.len(), 1000);
+    let took = sent[999].0 - t0;
+    assert!(
+        took <= MAX_QUEUE_TIME + 10 * MS,
+        "took {took:?} of fake time"
+    );
+}
+
+#[test]
+fn a_late_wake_up_sends_one_group_not_what_the_late_time_would_allow() {
+    let t0 = Instant::now();
+    let mut p = Pacer::default();
+    p.set_media_rate(t0, 4_000_000);
+    for i in 0..40 {
+        p.push(t0, DGRAM, i);
+    }
+    while p.pop(t0).is_some() {}
+    // The driver was starved for 50 ms (62 KB of rate): one bucket and
+    // LATE_SLACK of the rate (2.5 KB), not 50 datagrams.
+    let late = t0 + 50 * MS;
+    let n = std::iter::from_fn(|| p.pop(late)).count();
+    let slack = 1_250_000 * LATE_SLACK.as_micros() as usize / 1_000_000;
+    assert_eq!(n, (BURST_BYTES + slack) / DGRAM);
+    let due = p.next_due().expect("more queued");
+    assert!(
+        due > late + MS,
+        "the next group waits for the bucket: {due:?}"
+    );
+    let n = std::iter::from_fn(|| p.pop(on_grid(t0, due))).count();
+    assert!((1..=(BURST_BYTES + slack) / DGRAM).contains(&n), "{n}");
+}
+
+#[test]
+fn only_video_rtp_is_paced() {
+    let rtp = |pt: u8| {
+        let mut d = vec![0x80, pt];
+        d.extend([0u8; 30]);
+        d
+    };
+    assert_eq!(lane(&rtp(96), Some(111)), Lane::Paced, "video");
+    assert_eq!(
+        lane(&rtp(0x80 | 96), Some(111)),
+        Lane::Paced,
+        "video, marker"
+    );
+    assert_eq!(lane(&rtp(97), Some(111)), Lane::Paced, "RTX");
+    assert_eq!(lane(&rtp(111), Some(111)), Lane::Now, "audio");
+    assert_eq!(
+        lane(&rtp(0x80 | 111), Some(111)),
+        Lane::Now,
+        "audio, marker"
+    );
+    assert_eq!(lane(&rtp(200), Some(111)), Lane::Now, "RTCP sender report");
+    assert_eq!(lane(&rtp(206), Some(111)), Lane::Now, "RTCP feedback");
+    assert_eq!(lane(&[0x00, 0x01, 0, 0x2c], Some(111)), Lane::Now, "STUN");
+    assert_eq!(lane(&[22, 0xfe, 0xfd, 0], Some(111)), Lane::Now, "DTLS");
+    assert_eq!(lane(&[0x80], None), Lane::Now, "too short to be RTP");
+    assert_eq!(
+        lane(&rtp(111), None),
+        Lane::Paced,
+        "no audio track: all RTP is video"
+    );
+}
+
+#[test]
+fn the_media_rate_is_measured_over_whole_windows() {
+    let t0 = Instant::now();
+    let mut m = RateMeter::default();
+    // 500 packets of 1000 bytes over one second: 4 Mbit/s.
+    for i in 0..=500u32 {
+        m.add(t0 + Duration::from_millis(u64::from(i) * 2), 1000);
+        if i < 500 {
+            assert_eq!(m.bps(), 0, "no whole window yet");
+        }
+    }
+    let bps = m.bps();
+    assert!((3_900_000..=4_100_000).contains(&bps), "{bps}");
+}
+
+#[test]
+fn due_times_round_up_to_the_grid() {
+    let e = Instant::now();
+    assert_eq!(on_grid(e, e), e);
+    assert_eq!(on_grid(e, e + Duration::from_micros(1)), e + MS);
+    assert_eq!(on_grid(e, e + Duration::from_micros(1000)), e + MS);
+    assert_eq!(on_grid(e, e + Duration::from_micros(2400)), e + 3 * MS);
+    let before = e.checked_sub(MS);
+    if let Some(b) = before {
+        assert_eq!(on_grid(e, b), b);
+    }
+}
