@@ -174,14 +174,7 @@ fn the_example_config_loads_and_serve_runs_it() {
     let mut child = Command::new(BIN)
         .args(["serve", "--json", "--config"])
         .arg(&path)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--webrtc-udp",
-            "127.0.0.1:0",
-            "--whip-udp",
-            "127.0.0.1:0",
-        ])
+        .args(pixelpass_testkit::serve::ON_LOOPBACK)
         .args(["--api-token", token])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

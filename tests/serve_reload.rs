@@ -131,15 +131,8 @@ fn under_the_journal_lines_carry_priorities_and_no_timestamps() {
             meta.ino() + 1
         };
         let mut child = Command::new(pixelpass_testkit::bin::pixelpass())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--webrtc-udp",
-                "127.0.0.1:0",
-                "--whip-udp",
-                "127.0.0.1:0",
-            ])
+            .arg("serve")
+            .args(serve_support::ON_LOOPBACK)
             .env("JOURNAL_STREAM", format!("{}:{ino}", meta.dev()))
             .env("PIXELPASS_API_TOKEN", "journal-test-token")
             .env_remove("PIXELPASS_LOG")

@@ -31,7 +31,7 @@ fn subcommands(help: &str) -> Vec<String> {
 #[test]
 fn the_product_binary_has_no_benchmarks_and_the_bench_binary_has_them_all() {
     let product = subcommands(&help(&pixelpass_testkit::bin::pixelpass()));
-    assert_eq!(product, ["host", "serve", "view", "doctor"]);
+    assert_eq!(product, ["host", "serve", "view", "doctor", "completions"]);
     let bench = subcommands(&help(std::path::Path::new(env!(
         "CARGO_BIN_EXE_pixelpass-bench"
     ))));

@@ -87,16 +87,8 @@ impl ServeChild {
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut child = Command::new(exe)
-            .args([
-                "serve",
-                "--json",
-                "--listen",
-                "127.0.0.1:0",
-                "--webrtc-udp",
-                "127.0.0.1:0",
-                "--whip-udp",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--json"])
+            .args(pixelpass_testkit::serve::ON_LOOPBACK)
             .args(["--api-token", API_TOKEN])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -19,6 +19,16 @@ use crate::prelude::TempDir;
 
 pub const API_TOKEN: &str = "serve-test-api-token";
 
+/// `serve`'s three listening addresses on loopback, kernel-chosen ports.
+pub const ON_LOOPBACK: [&str; 6] = [
+    "--listen",
+    "127.0.0.1:0",
+    "--webrtc-udp",
+    "127.0.0.1:0",
+    "--whip-udp",
+    "127.0.0.1:0",
+];
+
 // ───────────────────────────────── the server ─────────────────────────────────
 
 /// A small lavfi stream: cheap enough that several tests run side by side.
