@@ -15,6 +15,7 @@
 //! is bounded in time. See [`topology`] for the addresses and rules.
 
 mod children;
+pub mod impair;
 mod ns_thread;
 mod run;
 mod snmp;
