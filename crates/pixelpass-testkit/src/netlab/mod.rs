@@ -229,6 +229,19 @@ impl Lab {
         ns_thread::block_on(&self.netns_path(node), format!("netlab-{node}"), make)
     }
 
+    /// An impaired link (delay, jitter, loss, rate; see [`impair`]) between
+    /// `a` and `b`: a TUN device in each with `cfg`'s addresses. Drop it
+    /// before the lab (declare it after the lab).
+    pub fn impaired_link(
+        &self,
+        a: Node,
+        b: Node,
+        cfg: impair::LinkConfig,
+    ) -> anyhow::Result<impair::ImpairedLink> {
+        impair::ImpairedLink::start(&self.ip, &self.names.of(a), &self.names.of(b), cfg)
+            .with_context(|| format!("cannot build an impaired link {a} ↔ {b}"))
+    }
+
     /// Tear down now and say what went wrong, if anything (drop does the
     /// same and prints the errors).
     pub fn close(mut self) -> anyhow::Result<()> {

@@ -19,10 +19,13 @@
 //! Losses and jitter come from a seeded PRNG: the same seed and the same
 //! packets give the same losses on every run.
 
+mod link;
 mod prng;
 mod shaper;
 #[cfg(test)]
 mod shaper_tests;
+mod tun;
 
+pub use link::{Direction, ImpairedLink, LinkConfig};
 pub use prng::SplitMix64;
 pub use shaper::{BadImpairment, Impairment, Rate, Shaper, Stats, MAX_IN_FLIGHT};
