@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pixelpass_testkit::netlab::impair::{Direction, Impairment, LinkConfig};
+use pixelpass_testkit::netlab::impair::{Direction, Impairment, LinkConfig, Rate};
 use pixelpass_testkit::netlab::{Lab, Node};
 
 const PROBES: u32 = 500;
@@ -278,6 +278,78 @@ fn a_runtime_loss_burst_hits_only_while_it_lasts() {
         link.stats(Direction::BToA)
     );
     assert_eq!(link.settings(Direction::BToA), Impairment::NONE);
+    drop(link);
+    lab.close().unwrap();
+}
+
+/// A 1.2 Mbit/s cap (the thin link) on viewer → public, offered
+/// twice that for 3 s: the receiver sees ≈ 1.2 Mbit/s and the queue's
+/// tail drops are counted. The band (±10 %) is for the ends of the
+/// measurement: the forwarder's departure times are exact, but the first
+/// and last receive on a busy machine may be late by some milliseconds.
+#[test]
+fn a_rate_cap_delivers_the_rate_and_counts_its_tail_drops() {
+    let lab = Lab::new().unwrap_or_else(|e| panic!("{e:#}"));
+    let link = lab
+        .impaired_link(Node::Public, Node::Viewer, LinkConfig::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let cap = Impairment::NONE
+        .with_rate(Rate::bits_per_sec(1_200_000))
+        .with_queue_limit(50);
+    link.set(Direction::BToA, cap).unwrap();
+    let sink = lab
+        .in_ns(Node::Public, || UdpSocket::bind((link.a_addr(), 0)))
+        .unwrap()
+        .unwrap();
+    let server = sink.local_addr().unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let (mut n, mut first, mut last) = (0u64, None, None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match sink.recv(&mut buf) {
+                Ok(_) => {
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    last = Some(now);
+                    n += 1;
+                }
+                Err(_) if first.is_some() => break,
+                Err(_) => {}
+            }
+        }
+        (n, first.zip(last))
+    });
+    let client = lab
+        .in_ns(Node::Viewer, || UdpSocket::bind((link.b_addr(), 0)))
+        .unwrap()
+        .unwrap();
+    // 1200-byte IP packets (1172 + 28 bytes of headers) every 4 ms: 2.4 Mbit/s.
+    let payload = [0u8; 1172];
+    let t0 = Instant::now();
+    let sent = 750u64;
+    for i in 0..sent as u32 {
+        if let Some(d) = (t0 + Duration::from_millis(4) * i).checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(d);
+        }
+        client.send_to(&payload, server).unwrap();
+    }
+    let (got, span) = receiver.join().unwrap();
+    let (first, last) = span.expect("nothing came through the capped link");
+    let rate = (got - 1) as f64 * 1200.0 * 8.0 / (last - first).as_secs_f64();
+    let st = link.stats(Direction::BToA);
+    eprintln!("1.2 Mbit/s cap: {got} of {sent} through at {rate:.0} bit/s; {st:?}");
+    assert!(
+        (1_080_000.0..=1_320_000.0).contains(&rate),
+        "{rate:.0} bit/s through a 1.2 Mbit/s cap"
+    );
+    assert_eq!(st.received, sent);
+    assert_eq!(st.forwarded + st.queue_dropped, sent);
+    assert_eq!(st.forwarded, got, "a datagram was lost after the link");
+    assert!(st.queue_dropped > 250, "{st:?}");
     drop(link);
     lab.close().unwrap();
 }
