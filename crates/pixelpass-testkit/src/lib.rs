@@ -14,6 +14,8 @@
 //! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
 //! - [`netlab`]: an internet in network namespaces (home behind NAT, a public
 //!   relay, a viewer) and running processes and the test's own code in it;
+//!   [`netlab::impair`]: delay, jitter, loss and a rate cap between two of
+//!   its namespaces, in user space (the kernel here has no netem);
 //! - [`package`]: the .deb, a throw-away root to install it into, `systemd-analyze verify`;
 //! - [`tls`]: a throw-away CA and server certificate for the HTTPS tests;
 //! - [`summary`]: p50 / p95 / max of a set of measurements;

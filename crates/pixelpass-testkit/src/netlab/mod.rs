@@ -15,6 +15,7 @@
 //! is bounded in time. See [`topology`] for the addresses and rules.
 
 mod children;
+pub mod impair;
 mod ns_thread;
 mod run;
 mod snmp;
@@ -226,6 +227,19 @@ impl Lab {
         Fut: Future<Output = T>,
     {
         ns_thread::block_on(&self.netns_path(node), format!("netlab-{node}"), make)
+    }
+
+    /// An impaired link (delay, jitter, loss, rate; see [`impair`]) between
+    /// `a` and `b`: a TUN device in each with `cfg`'s addresses. Drop it
+    /// before the lab (declare it after the lab).
+    pub fn impaired_link(
+        &self,
+        a: Node,
+        b: Node,
+        cfg: impair::LinkConfig,
+    ) -> anyhow::Result<impair::ImpairedLink> {
+        impair::ImpairedLink::start(&self.ip, &self.names.of(a), &self.names.of(b), cfg)
+            .with_context(|| format!("cannot build an impaired link {a} ↔ {b}"))
     }
 
     /// Tear down now and say what went wrong, if anything (drop does the
