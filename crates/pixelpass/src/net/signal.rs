@@ -1,6 +1,6 @@
 //! What the WebRTC signalling endpoints (WHEP viewers, WHIP publishers)
 //! answer alike: CORS on every answer, errors as one line of text, the
-//! content-type check.
+//! content-type check, a new resource's random id and ETag.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,4 +52,25 @@ pub(crate) fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+/// The OS random source failed: a `500` that says so.
+#[derive(Debug)]
+pub(crate) struct NoRandom;
+
+impl IntoResponse for NoRandom {
+    fn into_response(self) -> Response {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the OS random source",
+        )
+    }
+}
+
+/// A new WHEP/WHIP resource: its id and its ETag, both from the OS random source.
+pub(crate) fn new_resource() -> Result<(std::sync::Arc<str>, String), NoRandom> {
+    let (Ok(resource), Ok(etag)) = (crate::token::generate(), crate::token::generate()) else {
+        return Err(NoRandom);
+    };
+    Ok((resource.into(), format!("\"{}\"", &etag[..16])))
 }

@@ -23,6 +23,24 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams handed to the kernel per `sendmmsg` call.
 pub const SEND_BATCH: usize = 64;
 
+/// Stop the task that drives a socket (the WHEP or the WHIP engine): give it
+/// up to 1 s to answer the shutdown order it was sent (`answered`: `None`
+/// when the order could not be sent, the task being gone), then abort it and
+/// wait until it has ended, so the socket is closed on return.
+pub(crate) async fn stop_driver(
+    answered: Option<tokio::sync::oneshot::Receiver<()>>,
+    driver: &std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+) {
+    if let Some(rx) = answered {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), rx).await;
+    }
+    let task = driver.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(task) = task {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
 /// Datagrams waiting to go out, sent together ([`Udp::send_batch`]): one
 /// system call per up to [`SEND_BATCH`] datagrams instead of one each.
 #[derive(Default)]
@@ -141,6 +159,15 @@ impl Udp {
                 destination,
             },
         ))
+    }
+
+    /// Add `datagram` to `batch`, and send the batch once a whole
+    /// [`SEND_BATCH`] of datagrams waits (the rest goes at the caller's flush).
+    pub async fn queue(&self, batch: &mut SendBatch, datagram: Vec<u8>, to: SocketAddr) {
+        batch.push(datagram, to);
+        if batch.len() >= SEND_BATCH {
+            self.send_batch(batch).await;
+        }
     }
 
     /// Send every datagram of `batch` (in order) and empty it: up to

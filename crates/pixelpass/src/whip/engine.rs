@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::core::{Core, NewPublisher, Output};
-use crate::net::udp::{SendBatch, Udp, SEND_BATCH};
+use crate::net::udp::{SendBatch, Udp};
 
 /// Datagrams handled per wake-up before other work gets a turn.
 const RECV_BATCH: usize = 64;
@@ -103,10 +103,7 @@ async fn flush(udp: &Udp, core: &mut Core, out: &mut SendBatch) {
                 destination,
                 contents,
             } => {
-                out.push(contents, destination);
-                if out.len() >= SEND_BATCH {
-                    udp.send_batch(out).await;
-                }
+                udp.queue(out, contents, destination).await;
             }
             Output::Gone { .. } => {} // the slot heard it; the core logged it
         }

@@ -26,7 +26,7 @@ use super::core::NewPublisher;
 use super::engine::Cmd;
 use super::slot::{Refused, Slot};
 use super::Whip;
-use crate::net::signal::{content_type_is, cors, error};
+use crate::net::signal::{self, content_type_is, cors, error};
 use crate::token;
 
 const MAX_OFFER: usize = 64 * 1024;
@@ -148,14 +148,10 @@ async fn post_offer(
         Err(OfferError::Malformed(why)) => return error(StatusCode::BAD_REQUEST, &why),
         Err(OfferError::Unacceptable(why)) => return error(StatusCode::UNPROCESSABLE_ENTITY, &why),
     };
-    let (Ok(resource), Ok(etag)) = (token::generate(), token::generate()) else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot read the OS random source",
-        );
+    let (resource, etag) = match signal::new_resource() {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
     };
-    let resource: Arc<str> = resource.into();
-    let etag = format!("\"{}\"", &etag[..16]);
     if let Err(Refused::Busy) = slot.claim(
         resource.clone(),
         etag.clone(),

@@ -174,18 +174,12 @@ impl Whip {
             slot.close();
         }
         let (tx, rx) = oneshot::channel();
-        if self.inner.cmds.send(Cmd::Shutdown(tx)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
-        }
-        let engine = self
+        let answered = self
             .inner
-            .engine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(engine) = engine {
-            engine.abort();
-            let _ = engine.await;
-        }
+            .cmds
+            .send(Cmd::Shutdown(tx))
+            .is_ok()
+            .then_some(rx);
+        udp::stop_driver(answered, &self.inner.engine).await;
     }
 }

@@ -21,7 +21,7 @@ use super::session::{Event, Output, Session, SessionConfig};
 use super::whip::WhipClient;
 use super::{PublishState, PublishStatus};
 use crate::hub::{Hub, RtpPkt, RtpSubscriber, Track};
-use crate::net::udp::{self, SendBatch, Udp, SEND_BATCH};
+use crate::net::udp::{self, SendBatch, Udp};
 
 /// Hub packets written per batch before the session sends them.
 const MEDIA_BATCH: usize = 32;
@@ -202,10 +202,7 @@ impl Drive {
                     contents,
                     ..
                 } => {
-                    self.out.push(contents, destination);
-                    if self.out.len() >= SEND_BATCH {
-                        self.udp.send_batch(&mut self.out).await;
-                    }
+                    self.udp.queue(&mut self.out, contents, destination).await;
                 }
                 Output::Event(Event::Connected { sub }) => {
                     self.feed = Some(sub);

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use super::core::{Core, EngineConfig, Event, FeedId, MediaMsg, NewPeer, Output, MEDIA_BATCH};
 use super::index::Index;
 use crate::hub::{RtpSubscriber, Track};
-use crate::net::udp::{SendBatch, Udp, SEND_BATCH};
+use crate::net::udp::{SendBatch, Udp};
 
 /// Datagrams handled per wake-up before other work gets a turn.
 const RECV_BATCH: usize = 64;
@@ -179,10 +179,7 @@ impl Engine {
                     destination,
                     contents,
                 } => {
-                    self.out.push(contents, destination);
-                    if self.out.len() >= SEND_BATCH {
-                        self.udp.send_batch(&mut self.out).await;
-                    }
+                    self.udp.queue(&mut self.out, contents, destination).await;
                 }
                 Output::Event(Event::FeedOpened { feed, sub }) => {
                     let task = tokio::spawn(forward(feed, sub, self.media_tx.clone()));

@@ -26,10 +26,9 @@ use axum::Router;
 
 use super::{OfferError, Whep, H264_PROFILE_LEVEL_ID};
 use crate::egress::http_ts;
-use crate::net::signal::{content_type_is, error, with_cors};
+use crate::net::signal::{self, content_type_is, error, with_cors};
 use crate::registry::{Registry, StreamEntry};
 use crate::supervisor::TeardownHook;
-use crate::token;
 
 /// Offers are a few KiB; anything near this is not a browser's.
 const MAX_OFFER: usize = 64 * 1024;
@@ -155,14 +154,10 @@ async fn post_offer(
         },
     };
     register_teardown(&st.whep, &entry);
-    let (Ok(resource), Ok(etag)) = (token::generate(), token::generate()) else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot read the OS random source",
-        );
+    let (resource, etag) = match signal::new_resource() {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
     };
-    let resource: Arc<str> = resource.into();
-    let etag = format!("\"{}\"", &etag[..16]);
     let stream: Arc<str> = entry.id.as_str().into();
     let ufrag = attribute(&sdp, "ice-ufrag").map(str::to_owned);
     st.whep

@@ -26,7 +26,7 @@ pub(crate) mod peer;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -132,19 +132,13 @@ impl Whep {
     /// Close every peer and stop the engine (at most ~1 s).
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.inner.cmds.send(Cmd::Shutdown(tx)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
-        }
-        let engine = self
+        let answered = self
             .inner
-            .engine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(engine) = engine {
-            engine.abort();
-            let _ = engine.await;
-        }
+            .cmds
+            .send(Cmd::Shutdown(tx))
+            .is_ok()
+            .then_some(rx);
+        udp::stop_driver(answered, &self.inner.engine).await;
     }
 
     pub(crate) fn index(&self) -> &Index {
