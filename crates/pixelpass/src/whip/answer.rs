@@ -11,7 +11,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::Extension;
 use str0m::Rtc;
 
-use crate::net::rtc::{accept, add_opus, negotiated_pt, parse_offer, sdp, Dtls};
+use crate::net::rtc::{add_opus, negotiated_pt, parse_offer, sdp, Identity};
 
 /// H.264 profiles a publisher may send (any level): constrained baseline,
 /// baseline, main, constrained high, high.
@@ -39,25 +39,23 @@ pub struct Negotiated {
 }
 
 pub struct Answerer {
-    dtls: Dtls,
-    candidates: Vec<SocketAddr>,
+    id: Identity,
 }
 
 impl Answerer {
     pub fn new(candidates: Vec<SocketAddr>) -> anyhow::Result<Self> {
         Ok(Self {
-            dtls: Dtls::new()?,
-            candidates,
+            id: Identity::new(candidates)?,
         })
     }
 
     pub fn candidates(&self) -> &[SocketAddr] {
-        &self.candidates
+        self.id.candidates()
     }
 
     fn config(&self) -> str0m::RtcConfig {
         let mut cfg = self
-            .dtls
+            .id
             .config()
             .clear_extension_map()
             .set_extension(4, Extension::RtpMid)
@@ -81,8 +79,10 @@ impl Answerer {
     ) -> Result<(Rtc, String, Negotiated), OfferError> {
         let offer = parse_offer(offer_sdp).map_err(OfferError::Malformed)?;
         sdp::check(offer_sdp).map_err(OfferError::Unacceptable)?;
-        let (rtc, answer) =
-            accept(self.config(), &self.candidates, offer, now).map_err(OfferError::Malformed)?;
+        let (rtc, answer) = self
+            .id
+            .accept(self.config(), offer, now)
+            .map_err(OfferError::Malformed)?;
         let neg = negotiated(&rtc, &answer).ok_or_else(|| {
             OfferError::Unacceptable(
                 "the offer has no H.264 this relay takes (packetization-mode=1; profiles constrained baseline, baseline, main or high)".into(),

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Rtc};
 
 use super::answer::Negotiated;
@@ -194,10 +193,9 @@ impl Core {
         destination: SocketAddr,
         contents: &[u8],
     ) {
-        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, contents) else {
+        let Some(input) = rtc::receive(now, source, destination, contents) else {
             return;
         };
-        let input = Input::Receive(now, recv);
         let id = match self.by_addr.get(&source) {
             Some(&id) if self.pubs.get(&id).is_some_and(|p| p.rtc.accepts(&input)) => id,
             _ => {

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::Extension;
 use str0m::RtcConfig;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Rtc};
@@ -189,10 +188,9 @@ impl Session {
         destination: SocketAddr,
         contents: &[u8],
     ) {
-        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, contents) else {
+        let Some(input) = rtc::receive(now, source, destination, contents) else {
             return;
         };
-        let input = Input::Receive(now, recv);
         if self.ended || !self.rtc.accepts(&input) {
             return;
         }

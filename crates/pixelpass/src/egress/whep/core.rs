@@ -33,7 +33,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::net::{Protocol, Receive};
 use str0m::{Input, Rtc};
 
 use super::index::Index;
@@ -249,10 +248,9 @@ impl Core {
         destination: SocketAddr,
         contents: &[u8],
     ) {
-        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, contents) else {
+        let Some(input) = rtc::receive(now, source, destination, contents) else {
             return; // not STUN/DTLS/RTP/RTCP
         };
-        let input = Input::Receive(now, recv);
         let Some(id) = self.route(source, &input) else {
             return;
         };

@@ -14,7 +14,7 @@ use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 use super::forward::Out;
 use super::pacer::Pacer;
 use crate::hub::{RtpPkt, Track};
-use crate::net::rtc::{accept, add_opus, negotiated_pt, parse_offer, sdp as offer, Dtls};
+use crate::net::rtc::{add_opus, negotiated_pt, parse_offer, sdp as offer, Identity};
 
 /// H.264 as the encoder emits it: constrained baseline 3.1, FU-A/STAP-A.
 pub const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
@@ -59,27 +59,25 @@ pub enum OfferError {
 
 /// Builds each peer's `Rtc`; shared by all peers (one DTLS certificate).
 pub struct RtcFactory {
-    dtls: Dtls,
-    candidates: Vec<SocketAddr>,
+    id: Identity,
 }
 
 impl RtcFactory {
     pub fn new(candidates: Vec<SocketAddr>) -> anyhow::Result<Self> {
         Ok(Self {
-            dtls: Dtls::new()?,
-            candidates,
+            id: Identity::new(candidates)?,
         })
     }
 
     pub fn candidates(&self) -> &[SocketAddr] {
-        &self.candidates
+        self.id.candidates()
     }
 
     /// A viewer's config; H.264 of `h264_profile` (the stream's: the host
     /// encoder's, or a WHIP publisher's).
     fn config(&self, h264_profile: u32) -> RtcConfig {
         let mut cfg = self
-            .dtls
+            .id
             .config()
             .set_send_buffer_video(NACK_HISTORY)
             // Header extensions: the MID (BUNDLE demux until the browser
@@ -108,7 +106,9 @@ impl RtcFactory {
     ) -> Result<(Rtc, String), OfferError> {
         let offer = parse_offer(offer_sdp).map_err(OfferError::Malformed)?;
         offer::check(offer_sdp).map_err(OfferError::Unacceptable)?;
-        let (rtc, answer) = accept(self.config(h264_profile), &self.candidates, offer, now)
+        let (rtc, answer) = self
+            .id
+            .accept(self.config(h264_profile), offer, now)
             .map_err(OfferError::Malformed)?;
         // str0m's verdict on the codecs (offer::check only looked at names).
         let video = offer::sections(&answer)

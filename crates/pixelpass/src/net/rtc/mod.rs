@@ -15,21 +15,32 @@ use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Mid, Pt};
 use str0m::{Candidate, Rtc, RtcConfig};
 
-/// The crypto provider and the DTLS certificate every peer of one service shares.
+/// What every answer of one service (WHEP viewers, WHIP publishers) says
+/// about us: the crypto provider and DTLS certificate all its peers share,
+/// and its host candidates.
 #[derive(Clone)]
-pub(crate) struct Dtls {
+pub(crate) struct Identity {
     crypto: Arc<CryptoProvider>,
     cert: DtlsCert,
+    candidates: Vec<SocketAddr>,
 }
 
-impl Dtls {
-    pub fn new() -> anyhow::Result<Self> {
+impl Identity {
+    pub fn new(candidates: Vec<SocketAddr>) -> anyhow::Result<Self> {
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let cert = crypto
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| anyhow::anyhow!("the crypto provider cannot make a DTLS certificate"))?;
-        Ok(Self { crypto, cert })
+        Ok(Self {
+            crypto,
+            cert,
+            candidates,
+        })
+    }
+
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
     }
 
     /// A config with this identity, ice-lite, in RTP mode, with no codecs yet.
@@ -40,6 +51,31 @@ impl Dtls {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
+    }
+
+    /// Build an `Rtc` from `cfg` with our host candidates and accept `offer`:
+    /// the `Rtc` and the SDP answer, or why not (one line, for a `400`). A
+    /// panic in str0m on untrusted input is a refused offer, not a dead server.
+    pub fn accept(
+        &self,
+        cfg: RtcConfig,
+        offer: SdpOffer,
+        now: Instant,
+    ) -> Result<(Rtc, String), String> {
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut rtc = cfg.build(now);
+            for addr in &self.candidates {
+                let c = Candidate::host(*addr, "udp")
+                    .map_err(|e| format!("bad local candidate {addr}: {e}"))?;
+                rtc.add_local_candidate(c);
+            }
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| format!("the offer was refused: {e}"))?;
+            Ok((rtc, answer.to_sdp_string()))
+        }))
+        .unwrap_or_else(|_| Err("the offer could not be negotiated".into()))
     }
 }
 
@@ -54,6 +90,19 @@ pub(crate) enum Polled {
     Timeout(Instant),
     /// str0m failed or panicked on this peer: it is done for.
     Failed(String),
+}
+
+/// A datagram a socket received from `source`, sent to our `destination`,
+/// as a peer's input at `now`; `None` when it is not STUN, DTLS, RTP or RTCP.
+pub(crate) fn receive<'a>(
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    contents: &'a [u8],
+) -> Option<str0m::Input<'a>> {
+    let recv =
+        str0m::net::Receive::new(str0m::net::Protocol::Udp, source, destination, contents).ok()?;
+    Some(str0m::Input::Receive(now, recv))
 }
 
 /// The next output of `rtc`; a str0m error or panic becomes [`Polled::Failed`]
@@ -108,31 +157,6 @@ pub(crate) fn parse_offer(sdp: &str) -> Result<SdpOffer, String> {
     catch_unwind(|| SdpOffer::from_sdp_string(sdp))
         .unwrap_or_else(|_| Err(str0m::error::SdpError::ParseError("str0m panicked".into())))
         .map_err(|e| format!("the offer is not valid SDP: {}", one_line(&e.to_string())))
-}
-
-/// Build an `Rtc` from `cfg` with our host `candidates` and accept `offer`:
-/// the `Rtc` and the SDP answer, or why not (one line, for a `400`). A panic
-/// in str0m on untrusted input is a refused offer, not a dead server.
-pub(crate) fn accept(
-    cfg: RtcConfig,
-    candidates: &[SocketAddr],
-    offer: SdpOffer,
-    now: Instant,
-) -> Result<(Rtc, String), String> {
-    catch_unwind(AssertUnwindSafe(|| {
-        let mut rtc = cfg.build(now);
-        for addr in candidates {
-            let c = Candidate::host(*addr, "udp")
-                .map_err(|e| format!("bad local candidate {addr}: {e}"))?;
-            rtc.add_local_candidate(c);
-        }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| format!("the offer was refused: {e}"))?;
-        Ok((rtc, answer.to_sdp_string()))
-    }))
-    .unwrap_or_else(|_| Err("the offer could not be negotiated".into()))
 }
 
 /// The payload type the peer negotiated for `codec` on `mid`, if any.

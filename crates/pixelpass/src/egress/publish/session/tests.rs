@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
+use str0m::net::{Protocol, Receive};
 
 use str0m::change::SdpOffer;
 use str0m::media::KeyframeRequestKind;
