@@ -116,7 +116,6 @@ impl ProcessState {
     /// effect on a copy, which the report says).
     pub fn set_video(&self, choice: VideoChoice, keyframe_interval: f64) {
         *lock(&self.video) = Some((choice, keyframe_interval));
-        self.rtp.video.gop_ms.store(0, Ordering::Relaxed);
         self.rtp.video.profile_level_id.store(0, Ordering::Relaxed);
     }
 
@@ -129,10 +128,10 @@ impl ProcessState {
         *lock(&self.waiting) = at;
     }
 
-    fn video_report(&self) -> Option<VideoReport> {
+    /// `gop_ticks`: the hub's last keyframe interval (90 kHz; 0: not measured yet).
+    fn video_report(&self, gop_ticks: u32) -> Option<VideoReport> {
         let (choice, keyframe_interval) = lock(&self.video).clone()?;
-        let gop_ms = self.rtp.video.gop_ms.load(Ordering::Relaxed);
-        let gop_seconds = (gop_ms > 0).then(|| gop_ms as f64 / 1000.0);
+        let gop_seconds = (gop_ticks > 0).then(|| f64::from(gop_ticks / 90) / 1000.0);
         let profile = self.rtp.video.profile_level_id.load(Ordering::Relaxed);
         let note = choice.copy().then(|| {
             let gop = gop_seconds.map_or("not measured yet".to_owned(), |g| format!("{g} s"));
@@ -182,14 +181,15 @@ impl ProcessState {
         }
     }
 
-    pub fn report(&self) -> ProcessReport {
+    /// A snapshot; `gop_ticks` is the stream hub's measured keyframe interval.
+    pub fn report(&self, gop_ticks: u32) -> ProcessReport {
         ProcessReport {
             command: lock(&self.command).clone(),
             pid: self.pid(),
             rtp_ports: *lock(&self.ports),
             progress: self.progress(),
             rtp: self.rtp_report(),
-            video: self.video_report(),
+            video: self.video_report(gop_ticks),
             waiting_for_publisher: lock(&self.waiting).clone(),
             log: self.log(),
         }

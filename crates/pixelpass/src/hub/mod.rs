@@ -104,6 +104,9 @@ pub struct HubStats {
     pub keyframe_requests_deferred: u64,
     /// WebRTC peers started on the cached GOP of RTP packets.
     pub rtp_gop_joins: u64,
+    /// The last interval between two video keyframes of this run, in RTP
+    /// ticks (90 kHz); 0 until a run has had two.
+    pub rtp_gop_ticks: u32,
 }
 
 /// Bytes delivered to viewers, by kind (payload bytes: TS for HTTP, RTP
@@ -207,6 +210,7 @@ impl Hub {
         st.keyframes.reset();
         st.source = source;
         st.rtp.begin_run();
+        st.stats.rtp_gop_ticks = 0;
     }
 
     /// The H.264 profile-level-id this run's RTP video has (a WHIP

@@ -144,6 +144,9 @@ impl Hub {
             // IDR NAL: only the first one of the access unit is a start.
             let key = starts_key && st.rtp.last_key_ts != Some(p.timestamp);
             if key {
+                if let Some(prev) = st.rtp.last_key_ts {
+                    st.stats.rtp_gop_ticks = p.timestamp.wrapping_sub(prev);
+                }
                 st.rtp.last_key_ts = Some(p.timestamp);
                 st.stats.keyframes_rtp += 1;
                 st.keyframes.on_keyframe_at(now);

@@ -351,6 +351,18 @@ fn rtp_keyframe_starts_are_the_first_packet_of_the_access_unit() {
         "the second slice's IDR start is no new start"
     );
     assert_eq!(hub.stats().keyframes_rtp, 1);
+    assert_eq!(
+        hub.stats().rtp_gop_ticks,
+        0,
+        "one keyframe: no interval yet"
+    );
+    // The next keyframe two seconds later (90 kHz), a P slice between.
+    hub.publish_rtp(Track::Video, &rtp_at(6, 6000, &[0x41, 0x9a]), t0)
+        .unwrap();
+    publish_keyframe(&hub, 7, 3000 + 180_000, t0);
+    assert_eq!(hub.stats().rtp_gop_ticks, 180_000);
+    hub.begin_run(None);
+    assert_eq!(hub.stats().rtp_gop_ticks, 0, "a new run measures afresh");
 }
 
 #[test]

@@ -16,6 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::hub::{Hub, Track};
+use crate::media::rtp::{h264_sps_profile_level_id, RtpPacket};
 
 /// Counters of one track, shared with the report and the metrics.
 #[derive(Debug, Default)]
@@ -27,8 +28,6 @@ pub struct TrackCounters {
     pub rtcp: AtomicU64,
     /// Datagrams refused: not RTP, or from a sender that is not this run's FFmpeg.
     pub refused: AtomicU64,
-    /// Video: the last measured keyframe interval in milliseconds (0: not yet).
-    pub gop_ms: AtomicU64,
     /// Video: the profile-level-id of the last SPS seen (0: none yet).
     pub profile_level_id: AtomicU32,
 }
@@ -94,53 +93,6 @@ impl Gate {
     }
 }
 
-/// What the video's RTP says about its H.264 (sans-IO): the SPS's profile and
-/// the time between keyframes, from RTP timestamps (90 kHz).
-#[derive(Debug, Default)]
-pub struct VideoMeter {
-    last_key_ts: Option<u32>,
-}
-
-impl VideoMeter {
-    /// One RTP packet: `(profile-level-id if it carries an SPS, keyframe interval
-    /// in ms if it starts a new keyframe)`. FFmpeg sends SPS, PPS and the IDR as
-    /// single NAL units and FU-As; STAP-A is read too.
-    pub fn feed(&mut self, rtp: &[u8]) -> (Option<u32>, Option<u64>) {
-        use crate::media::{h264, rtp::RtpPacket};
-        let Ok(pkt) = RtpPacket::parse(rtp) else {
-            return (None, None);
-        };
-        let (payload, ts) = (pkt.payload, pkt.timestamp);
-        let key = crate::media::rtp::h264_starts_keyframe(payload);
-        let sps = match payload.first().map(|h| h & 0x1f) {
-            Some(7) => h264::sps_profile_level_id(payload),
-            // STAP-A: [size(2) NAL]… (FFmpeg puts an AUD before the SPS).
-            Some(24) => {
-                let mut rest = &payload[1..];
-                let mut found = None;
-                while found.is_none() && rest.len() > 2 {
-                    let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                    let Some(unit) = rest.get(2..2 + n) else {
-                        break;
-                    };
-                    found = h264::sps_profile_level_id(unit);
-                    rest = &rest[2 + n..];
-                }
-                found
-            }
-            _ => None,
-        };
-        let mut interval = None;
-        if key && self.last_key_ts != Some(ts) {
-            if let Some(last) = self.last_key_ts {
-                interval = Some(u64::from(ts.wrapping_sub(last)) / 90);
-            }
-            self.last_key_ts = Some(ts);
-        }
-        (sps, interval)
-    }
-}
-
 /// Drain `sock` into `hub` until the task is aborted. `seen` is told the
 /// time of every published packet (media flows; the stale watchdog reads it).
 pub async fn run(
@@ -152,7 +104,6 @@ pub async fn run(
     learn_profile: bool,
 ) {
     let mut gate = Gate::default();
-    let mut meter = VideoMeter::default();
     let mut buf = vec![0u8; 2048];
     let c = counters.track(track);
     loop {
@@ -180,14 +131,13 @@ pub async fn run(
                 }
                 seen.send_replace(Some(now));
                 if track == Track::Video {
-                    let (sps, gop) = meter.feed(&buf[..n]);
+                    let sps = RtpPacket::parse(&buf[..n])
+                        .ok()
+                        .and_then(|p| h264_sps_profile_level_id(p.payload));
                     if let Some(p) = sps {
                         if c.profile_level_id.swap(p, Ordering::Relaxed) != p && learn_profile {
                             hub.set_h264_profile(Some(p));
                         }
-                    }
-                    if let Some(ms) = gop {
-                        c.gop_ms.store(ms, Ordering::Relaxed);
                     }
                 }
             }
@@ -209,40 +159,6 @@ mod tests {
         let mut p = vec![0x80, 102, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0x65];
         p[2..4].copy_from_slice(&seq.to_be_bytes());
         p
-    }
-
-    #[test]
-    fn the_video_meter_reads_the_sps_profile_and_times_keyframes() {
-        let pkt = |ts: u32, payload: &[u8]| {
-            let mut p = vec![0x80, 102, 0, 1];
-            p.extend_from_slice(&ts.to_be_bytes());
-            p.extend_from_slice(&[0, 0, 0, 7]);
-            p.extend_from_slice(payload);
-            p
-        };
-        let mut m = VideoMeter::default();
-        let sps = [0x67, 0x64, 0x00, 0x1f, 0xac];
-        assert_eq!(m.feed(&pkt(1000, &sps)), (Some(0x64001f), None));
-        assert_eq!(m.feed(&pkt(1000, &[0x68, 0xee])), (None, None), "PPS");
-        assert_eq!(
-            m.feed(&pkt(1000, &[0x7c, 0x85, 1])),
-            (None, None),
-            "the IDR's FU-A start, same picture"
-        );
-        assert_eq!(
-            m.feed(&pkt(4000, &[0x7c, 0x01, 1])),
-            (None, None),
-            "a P slice's FU-A"
-        );
-        // Two seconds later: STAP-A with SPS + PPS starts the next keyframe.
-        let mut stap = vec![0x78, 0, 2, 0x09, 0xf0, 0, 5];
-        stap.extend_from_slice(&sps);
-        stap.extend_from_slice(&[0, 2, 0x68, 0xee]);
-        assert_eq!(
-            m.feed(&pkt(1000 + 180_000, &stap)),
-            (Some(0x64001f), Some(2000))
-        );
-        assert_eq!(m.feed(&[0x80, 102]), (None, None), "too short");
     }
 
     #[test]

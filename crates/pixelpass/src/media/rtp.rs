@@ -99,6 +99,27 @@ pub fn h264_no_picture(payload: &[u8]) -> bool {
     any && rest.is_empty()
 }
 
+/// The profile-level-id of the SPS this RTP/H.264 payload carries, alone or
+/// in a STAP-A (FFmpeg puts an AUD before it there).
+pub fn h264_sps_profile_level_id(payload: &[u8]) -> Option<u32> {
+    match payload.first()? & 0x1f {
+        7 => crate::media::h264::sps_profile_level_id(payload),
+        24 => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let unit = rest.get(2..2 + n)?;
+                if let Some(p) = crate::media::h264::sps_profile_level_id(unit) {
+                    return Some(p);
+                }
+                rest = &rest[2 + n..];
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
 /// Is this RTP/H.264 payload (RFC 6184) the start of a keyframe: an SPS, or
 /// an IDR slice, alone, in a STAP-A, or in the first fragment of an FU-A?
 pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
@@ -131,6 +152,24 @@ pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sps_profile_is_read_alone_or_behind_an_aud_in_a_stap_a() {
+        let sps = [0x67, 0x64, 0x00, 0x1f, 0xac];
+        assert_eq!(h264_sps_profile_level_id(&sps), Some(0x64001f));
+        let mut stap = vec![0x78, 0, 2, 0x09, 0xf0, 0, 5];
+        stap.extend_from_slice(&sps);
+        stap.extend_from_slice(&[0, 2, 0x68, 0xee]);
+        assert_eq!(h264_sps_profile_level_id(&stap), Some(0x64001f));
+        assert_eq!(h264_sps_profile_level_id(&[0x68, 0xee]), None, "PPS");
+        assert_eq!(h264_sps_profile_level_id(&[0x7c, 0x85, 1]), None, "FU-A");
+        assert_eq!(
+            h264_sps_profile_level_id(&[0x78, 0, 9, 0x67]),
+            None,
+            "cut short"
+        );
+        assert_eq!(h264_sps_profile_level_id(&[]), None);
+    }
 
     #[test]
     fn parameter_sets_are_no_picture() {

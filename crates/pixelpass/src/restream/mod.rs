@@ -315,7 +315,9 @@ impl Streams {
             max_viewers: status.max_viewers,
             bytes_out: bytes_out(stream.supervisor.hub()),
             publisher: self.publisher(&stream.config.id),
-            process: stream.process.report(),
+            process: stream
+                .process
+                .report(stream.supervisor.hub().stats().rtp_gop_ticks),
             events: stream.supervisor.events(),
         })
     }
