@@ -18,6 +18,7 @@
 //! `rtp_gop_max_packets`.
 
 mod keyframe;
+mod layers;
 mod rtp;
 mod subscriber;
 
@@ -29,6 +30,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 pub use keyframe::KeyframeLimiter;
+pub use layers::{LayerInfo, MAX_LAYERS};
 pub use rtp::{RtpJoin, RtpPkt, RtpSubscriber, Track};
 pub use subscriber::Subscriber;
 
@@ -128,6 +130,9 @@ struct Inner {
     tx: broadcast::Sender<Chunk>,
     rtp: rtp::RtpTracks,
     state: Mutex<State>,
+    /// Layers 1.. of this stream (empty for a one-layer stream, and in
+    /// every layer hub itself): see [`layers`].
+    layers: Vec<Hub>,
 }
 
 struct State {
@@ -149,16 +154,22 @@ struct State {
     /// Joins start on the cached GOP first (see [`HubConfig::rtp_join_cached_first`];
     /// a producer may prove it answers keyframe requests and turn it off).
     rtp_join_cached_first: bool,
+    /// What this layer is (size, rate), as its producer said.
+    layer_info: Option<LayerInfo>,
 }
 
 impl Hub {
     pub fn new(cfg: HubConfig) -> Self {
+        Self::build(cfg, Vec::new(), Arc::default())
+    }
+
+    fn build(cfg: HubConfig, layers: Vec<Hub>, out: Arc<OutCounters>) -> Self {
         let (tx, _) = broadcast::channel(cfg.capacity.max(2));
         let keyframes = KeyframeLimiter::new(cfg.min_keyframe_interval);
         let cached_first = cfg.rtp_join_cached_first;
         Self {
             inner: Arc::new(Inner {
-                out: Arc::default(),
+                out,
                 rtp: rtp::RtpTracks::new(cfg.rtp_capacity.max(2)),
                 cfg,
                 tx,
@@ -176,7 +187,9 @@ impl Hub {
                     rtp: rtp::RtpState::default(),
                     h264_profile: None,
                     rtp_join_cached_first: cached_first,
+                    layer_info: None,
                 }),
+                layers,
             }),
         }
     }
@@ -211,6 +224,18 @@ impl Hub {
         st.source = source;
         st.rtp.begin_run();
         st.stats.rtp_gop_ticks = 0;
+        drop(st);
+        // The other layers start over too; their producer hands each its
+        // keyframe source ([`set_keyframe_source`](Self::set_keyframe_source)).
+        for layer in &self.inner.layers {
+            layer.begin_run(None);
+        }
+    }
+
+    /// How this run's producer is asked for keyframes, when it was not known
+    /// at [`begin_run`](Self::begin_run) (the encoders of layers 1..).
+    pub fn set_keyframe_source(&self, source: Option<Arc<dyn KeyframeSource>>) {
+        self.lock().source = source;
     }
 
     /// The H.264 profile-level-id this run's RTP video has (a WHIP
@@ -239,6 +264,10 @@ impl Hub {
         let mut st = self.lock();
         st.source = None;
         st.keyframes.reset();
+        drop(st);
+        for layer in &self.inner.layers {
+            layer.end_run();
+        }
     }
 
     /// Feed raw MPEG-TS from a muxer (any split); chunks are published as they complete.
