@@ -196,7 +196,47 @@ pub fn render(samples: &[Sample]) -> String {
             v,
         );
     }
+    peers(&mut f, samples);
     out
+}
+
+/// Each WebRTC viewer's link and layer, labelled by stream and the peer's
+/// short id (the report's `webrtc_peers[].peer`). A value not known yet is
+/// left out rather than written as 0.
+fn peers(f: &mut Family<'_>, samples: &[Sample]) {
+    type Get = fn(&crate::egress::whep::PeerView) -> Option<f64>;
+    let families: [(&str, &str, Get); 4] = [
+        (
+            "pixelpass_webrtc_peer_estimate_bps",
+            "The viewer's bandwidth estimate in bit/s (TWCC, else the browser's REMB).",
+            |v| v.estimate_bps.map(|b| b as f64),
+        ),
+        (
+            "pixelpass_webrtc_peer_loss_ratio",
+            "Fraction of video packets the viewer lost (its receiver reports).",
+            |v| v.loss.map(f64::from),
+        ),
+        (
+            "pixelpass_webrtc_peer_rtt_seconds",
+            "Round-trip time to the viewer.",
+            |v| v.rtt_ms.map(|ms| ms as f64 / 1000.0),
+        ),
+        (
+            "pixelpass_webrtc_peer_layer",
+            "The layer the viewer's video is on (-1: paused, below the lowest layer).",
+            |v| Some(v.layer.map_or(-1.0, f64::from)),
+        ),
+    ];
+    for (name, help, get) in families {
+        f.head(name, "gauge", help);
+        for s in samples {
+            for p in &s.webrtc_peers {
+                if let Some(v) = get(&p.view) {
+                    f.line(name, &format!("stream=\"{}\",peer=\"{}\"", s.id, p.peer), v);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +274,15 @@ mod tests {
             process: Arc::new(ProcessState::default()),
             published: false,
             publisher: None,
+            webrtc_peers: vec![crate::egress::whep::PeerReport::new(
+                "0123456789abcdef",
+                crate::egress::whep::PeerView {
+                    layer: None,
+                    estimate_bps: Some(1_150_000),
+                    rtt_ms: Some(81),
+                    ..Default::default()
+                },
+            )],
         };
         let text = render(&[sample]);
         let states: Vec<&str> = text
@@ -249,6 +298,19 @@ mod tests {
                 "pixelpass_stream_state{stream=\"lobby\",state=\"stopping\"} 0",
                 "pixelpass_stream_state{stream=\"lobby\",state=\"failed\"} 0",
             ]
+        );
+        let peers: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("pixelpass_webrtc_peer_"))
+            .collect();
+        assert_eq!(
+            peers,
+            [
+                "pixelpass_webrtc_peer_estimate_bps{stream=\"lobby\",peer=\"01234567\"} 1150000",
+                "pixelpass_webrtc_peer_rtt_seconds{stream=\"lobby\",peer=\"01234567\"} 0.081",
+                "pixelpass_webrtc_peer_layer{stream=\"lobby\",peer=\"01234567\"} -1",
+            ],
+            "unknown loss is left out; a paused viewer is layer -1"
         );
     }
 }

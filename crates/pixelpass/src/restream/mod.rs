@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::stream::{FieldError, StreamConfig};
-use crate::egress::whep::Whep;
+use crate::egress::whep::{PeerReport, Whep};
 use crate::ffmpeg::report::{ProcessReport, ProcessState};
 use crate::ffmpeg::FfmpegProducer;
 use crate::hub::{Hub, HubConfig};
@@ -98,6 +98,8 @@ pub struct Report {
     pub viewers: Viewers,
     pub max_viewers: usize,
     pub bytes_out: BytesOut,
+    /// Each WebRTC viewer: its layer, estimate, loss and RTT.
+    pub webrtc_peers: Vec<PeerReport>,
     /// Who publishes a WHIP stream now (`null`: nobody, or an FFmpeg stream).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publisher: Option<PublisherView>,
@@ -122,6 +124,7 @@ pub struct Sample {
     /// A stream published over WHIP, and who publishes it now.
     pub published: bool,
     pub publisher: Option<PublisherView>,
+    pub webrtc_peers: Vec<PeerReport>,
 }
 
 #[derive(Clone)]
@@ -314,6 +317,7 @@ impl Streams {
             viewers,
             max_viewers: status.max_viewers,
             bytes_out: bytes_out(stream.supervisor.hub()),
+            webrtc_peers: self.inner.whep.peer_reports(&stream.config.id),
             publisher: self.publisher(&stream.config.id),
             process: stream
                 .process
@@ -336,6 +340,7 @@ impl Streams {
                     process: s.process.clone(),
                     published: s.config.is_published(),
                     publisher: self.publisher(&s.config.id),
+                    webrtc_peers: self.inner.whep.peer_reports(&s.config.id),
                 }
             })
             .collect()

@@ -59,41 +59,58 @@ pub struct WebRtcArgs {
     /// applies where no flag is parsed (`serve`, the benchmarks).
     #[arg(long = "webrtc-pacing", value_name = "on|off", default_value = "on", env = PACING_ENV, hide = true)]
     pub webrtc_pacing: Pacing,
+
+    /// Estimate each viewer's bandwidth (transport-wide congestion control,
+    /// or the viewer's REMB) and pick its layer from it (default on; `off`
+    /// only to measure what it costs: every viewer then gets layer 0). Also
+    /// `PIXELPASS_WEBRTC_BWE=off`.
+    #[arg(long = "webrtc-bwe", value_name = "on|off", default_value = "on", env = BWE_ENV, hide = true)]
+    pub webrtc_bwe: OnOff,
 }
 
 /// The environment variable that switches pacing off (`off`) where no flag is parsed.
 pub const PACING_ENV: &str = "PIXELPASS_WEBRTC_PACING";
+/// The environment variable that switches bandwidth estimation off.
+pub const BWE_ENV: &str = "PIXELPASS_WEBRTC_BWE";
 
-/// Whether each viewer's video is paced (see [`super::pacer`]).
+/// A feature of the engine that is on unless switched off (to measure it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Pacing {
+pub enum OnOff {
     #[default]
     On,
     Off,
 }
 
-impl Pacing {
-    /// What [`PACING_ENV`] asks for (on unless it says `off`; a value that is
-    /// neither is said once and ignored).
-    pub fn from_env() -> Self {
-        match std::env::var(PACING_ENV) {
+/// Whether each viewer's video is paced (see [`super::pacer`]).
+pub type Pacing = OnOff;
+
+impl OnOff {
+    /// What the environment variable `var` asks for (on unless it says
+    /// `off`; a value that is neither is said once and ignored).
+    pub fn from_env_var(var: &str) -> Self {
+        match std::env::var(var) {
             Ok(v) => v.parse().unwrap_or_else(|e| {
-                tracing::warn!("{PACING_ENV}: {e}; pacing stays on");
-                Pacing::On
+                tracing::warn!("{var}: {e}; it stays on");
+                OnOff::On
             }),
-            Err(_) => Pacing::On,
+            Err(_) => OnOff::On,
         }
+    }
+
+    /// Pacing as [`PACING_ENV`] says.
+    pub fn from_env() -> Self {
+        Self::from_env_var(PACING_ENV)
     }
 }
 
-impl std::str::FromStr for Pacing {
+impl std::str::FromStr for OnOff {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "on" | "1" | "true" => Ok(Pacing::On),
-            "off" | "0" | "false" => Ok(Pacing::Off),
-            other => Err(format!("pacing is `on` or `off`, not {other:?}")),
+            "on" | "1" | "true" => Ok(OnOff::On),
+            "off" | "0" | "false" => Ok(OnOff::Off),
+            other => Err(format!("`on` or `off`, not {other:?}")),
         }
     }
 }
@@ -109,6 +126,7 @@ impl Default for WebRtcArgs {
             webrtc_timeout: 15,
             base_path: String::new(),
             webrtc_pacing: Pacing::from_env(),
+            webrtc_bwe: OnOff::from_env_var(BWE_ENV),
         }
     }
 }

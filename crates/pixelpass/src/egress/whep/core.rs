@@ -117,11 +117,18 @@ pub enum Event {
     PeerRemoved { resource: Arc<str>, why: String },
 }
 
-/// One stream's hub subscription and the peers it feeds.
+/// One stream's hub subscriptions (one per layer) and the peers they feed.
+struct StreamFeeds {
+    peers: Vec<PeerId>,
+    /// Layer 0 first.
+    layers: Vec<Feed>,
+}
+
+/// One layer's hub subscription.
 struct Feed {
     id: FeedId,
-    peers: Vec<PeerId>,
-    /// The stream's media bitrate (its peers' pacing rate follows it).
+    /// The layer's media bitrate (its peers' pacing rate follows it; the
+    /// layer choice weighs it).
     rate: RateMeter,
 }
 
@@ -132,7 +139,7 @@ pub struct Core {
     hubs: HashMap<PeerId, Hub>,
     by_resource: HashMap<Arc<str>, PeerId>,
     by_addr: HashMap<SocketAddr, PeerId>,
-    feeds: HashMap<Arc<str>, Feed>,
+    feeds: HashMap<Arc<str>, StreamFeeds>,
     timers: BTreeSet<(Instant, PeerId)>,
     /// When each peer with paced datagrams waiting may send the next group.
     pace_timers: BTreeSet<(Instant, PeerId)>,
@@ -301,15 +308,8 @@ impl Core {
             for a in actions {
                 match a {
                     Action::Connected => self.attach(id, now),
-                    Action::Keyframe => {
-                        #[cfg(test)]
-                        {
-                            self.keyframe_requests += 1;
-                        }
-                        if let Some(hub) = self.hubs.get(&id) {
-                            hub.request_keyframe(now);
-                        }
-                    }
+                    Action::Keyframe => self.request_keyframe(id, now),
+                    Action::Link => self.after_link(id, now),
                     Action::Remove(why) => {
                         self.remove(id, &why, false, now);
                         return;
@@ -365,36 +365,30 @@ impl Core {
             connect_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
             "WebRTC viewer connected"
         );
-        // The feed's receivers exist before the join: no packet after the
+        // The feeds' receivers exist before the join: no packet after the
         // cached GOP's snapshot can miss this peer.
-        match self.feeds.get_mut(&peer.stream) {
-            Some(feed) => feed.peers.push(id),
-            None => {
-                let feed = self.next_id;
-                self.next_id += 1;
-                let sub = hub.rtp_receivers();
-                self.out
-                    .push_back(Output::Event(Event::FeedOpened { feed, sub }));
-                self.feeds.insert(
-                    peer.stream.clone(),
-                    Feed {
-                        id: feed,
-                        peers: vec![id],
-                        rate: RateMeter::default(),
-                    },
-                );
-            }
-        }
+        let stream = peer.stream.clone();
+        let hub = hub.clone();
+        self.join_feeds(&stream, &hub, id);
+        let rates = self.layer_rates(&stream, &hub);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let first = peer.layer.start(peer.link.estimate, &rates);
+        let Some(hub) = hub.layer(usize::from(first)) else {
+            return;
+        };
         if !peer.video_ready() {
             // No video m-line mapped yet: it starts on the next live keyframe.
             hub.request_keyframe(now);
             return;
         }
         let join = hub.join_rtp(now);
-        if let (RtpJoin::Cached(gop), Some(peer)) = (join, self.peers.get_mut(&id)) {
-            tracing::debug!(resource = %peer.resource, packets = gop.len(), "WebRTC viewer starts on the cached GOP");
+        if let RtpJoin::Cached(gop) = join {
+            tracing::debug!(resource = %peer.resource, packets = gop.len(), layer = first, "WebRTC viewer starts on the cached GOP");
             peer.start_on_gop(gop);
         }
+        self.after_link(id, now);
     }
 
     /// A batch of hub packets (at most [`MEDIA_BATCH`] is best): each peer of
@@ -407,29 +401,33 @@ impl Core {
         feed_ids.sort_unstable();
         feed_ids.dedup();
         for fid in feed_ids {
-            let Some(feed) = self.feeds.values_mut().find(|f| f.id == fid) else {
+            let Some((sf, layer)) = self.feeds.values_mut().find_map(|sf| {
+                let layer = sf.layers.iter().position(|f| f.id == fid)?;
+                Some((sf, layer))
+            }) else {
                 continue; // closed meanwhile: its last packets go nowhere
             };
+            let feed = &mut sf.layers[layer];
             for m in batch.iter().filter(|m| m.feed == fid) {
                 if let Some(p) = &m.pkt {
                     feed.rate.add(now, p.payload.len() + RTP_OVERHEAD);
                 }
             }
             let media_bps = feed.rate.bps();
-            let peers = feed.peers.clone();
+            let layer = layer as u8;
+            let peers = sf.peers.clone();
             for id in peers {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     continue;
                 };
-                if let Some(p) = &mut peer.pacer {
-                    p.set_media_rate(now, media_bps);
+                if peer.layer.on() == Some(layer) {
+                    if let Some(p) = &mut peer.pacer {
+                        p.set_media_rate(now, media_bps);
+                    }
                 }
                 let (was, had_key) = (peer.dirty, peer.first_key_at.is_some());
                 for m in batch.iter().filter(|m| m.feed == fid) {
-                    match &m.pkt {
-                        Some(pkt) => peer.write(m.track, pkt, now),
-                        None => peer.lagged(m.track),
-                    }
+                    layers::deliver(peer, layer, m, now);
                 }
                 if !had_key && peer.first_key_at.is_some() {
                     tracing::debug!(
@@ -551,15 +549,7 @@ impl Core {
         if close && rtc::close(&mut peer.rtc) {
             let _ = drain(&mut self.out, &mut peer, now, self.cfg.timeout);
         }
-        if let Some(feed) = self.feeds.get_mut(&peer.stream) {
-            feed.peers.retain(|p| *p != id);
-            if feed.peers.is_empty() {
-                let feed = feed.id;
-                self.feeds.remove(&peer.stream);
-                self.out
-                    .push_back(Output::Event(Event::FeedClosed { feed }));
-            }
-        }
+        self.leave_feeds(&peer.stream, id);
         self.out.push_back(Output::Event(Event::PeerRemoved {
             resource: peer.resource.clone(),
             why: why.to_owned(),
@@ -578,12 +568,22 @@ impl Core {
         self.by_resource.contains_key(resource)
     }
 
+    /// What the core would tell the index of a peer.
+    pub fn index_view(&self, resource: &str) -> crate::egress::whep::PeerView {
+        self.by_resource
+            .get(resource)
+            .and_then(|id| self.peers.get(id))
+            .map(|p| p.layer.view(&p.link))
+            .unwrap_or_default()
+    }
+
     /// PLI/FIR received from peers so far (each went to the hub's rate limit).
     pub fn keyframe_requests(&self) -> u64 {
         self.keyframe_requests
     }
 }
 
+mod layers;
 mod pace;
 #[cfg(test)]
 mod tests;

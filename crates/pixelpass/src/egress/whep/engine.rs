@@ -36,6 +36,7 @@ const MEDIA_QUEUE: usize = 1024;
 pub enum Cmd {
     Add(Box<NewPeer>),
     Remove(Arc<str>),
+    SetLayer(Arc<str>, super::select::Mode),
     CloseStream(Arc<str>, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -127,6 +128,9 @@ impl Engine {
         match cmd {
             Cmd::Add(new) => self.core.add_peer(now, *new),
             Cmd::Remove(resource) => self.core.remove_peer(now, &resource),
+            Cmd::SetLayer(resource, mode) => {
+                self.core.set_layer(now, &resource, mode);
+            }
             Cmd::CloseStream(stream, done) => {
                 self.core.close_stream(now, &stream);
                 // The peers' goodbyes are out before the producer may stop.

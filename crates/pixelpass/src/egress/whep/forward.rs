@@ -126,6 +126,16 @@ impl TrackOut {
         }
     }
 
+    /// The video moves to another layer (another hub) on this keyframe
+    /// packet: sequence numbers run on, timestamps are rebased by the
+    /// wall-clock time since the last packet sent (the layers' timestamp
+    /// bases need not agree), and the old layer's skip mark is void.
+    pub fn switch_source(&mut self) {
+        self.rebase = self.last.is_some();
+        self.waiting_key = false;
+        self.skip_through = None;
+    }
+
     /// Packets up to hub index `index` were sent already (the cached GOP):
     /// the live feed's copies of them are not sent again.
     pub fn skip_through(&mut self, index: u64) {
@@ -255,6 +265,19 @@ mod tests {
         assert_eq!(v.admit(&pkt(11, 900, false, 1, t)), None);
         assert_eq!(v.admit(&pkt(12, 3900, false, 1, t)), Some((2, 3900)));
         assert_eq!(v.admit(&pkt(13, 3900, false, 1, t)), Some((3, 3900)));
+    }
+
+    #[test]
+    fn a_layer_switch_runs_on_sequence_numbers_and_rebases_timestamps() {
+        let t = Instant::now();
+        let mut v = TrackOut::new(Track::Video, 7);
+        assert_eq!(v.admit(&pkt(1, 500_000, true, 1, t)), Some((7, 500_000)));
+        // Layer 1 has its own timestamp base and hub indexes (lower ones).
+        v.skip_through(1_000);
+        v.switch_source();
+        let t2 = t + Duration::from_millis(100);
+        assert_eq!(v.admit(&pkt(3, 9, true, 1, t2)), Some((8, 509_000)));
+        assert_eq!(v.admit(&pkt(4, 3009, false, 1, t2)), Some((9, 512_000)));
     }
 
     #[test]

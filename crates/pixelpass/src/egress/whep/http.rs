@@ -6,6 +6,7 @@
 //! | `PATCH /{token}/whep/{id}` (`application/trickle-ice-sdpfrag`) | `204` (ice-lite: the browser's checks tell us its addresses) |
 //! | `PATCH` with `If-Match: "*"` or new ICE credentials (ICE restart) | `422`: POST a new offer instead |
 //! | `DELETE /{token}/whep/{id}` | `200`; the viewer slot is free when it returns |
+//! | `GET` / `POST /{token}/whep/{id}/layer` | the viewer's layer and link as JSON / its choice (see [`layer`]) |
 //! | `OPTIONS` either | `204`, CORS, `Accept-Post` / `Accept-Patch` |
 //!
 //! Errors: wrong method `405`, wrong content type `415`, unparsable SDP
@@ -21,7 +22,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use super::{OfferError, Whep, H264_PROFILE_LEVEL_ID};
@@ -35,6 +36,8 @@ const MAX_OFFER: usize = 64 * 1024;
 const MAX_PATCH: usize = 16 * 1024;
 pub const SDP: &str = "application/sdp";
 pub const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+mod layer;
 
 #[derive(Clone)]
 struct WhepState {
@@ -57,6 +60,12 @@ pub fn routes(registry: Registry, whep: Whep) -> Router {
                 .patch(patch_resource)
                 .options(options_resource)
                 .fallback(wrong_method_resource),
+        )
+        .route(
+            "/{token}/whep/{resource}/layer",
+            get(layer::get_layer)
+                .post(layer::post_layer)
+                .options(options_resource),
         )
         .with_state(WhepState { registry, whep })
 }
@@ -133,7 +142,8 @@ async fn post_offer(
     };
     let hub = entry.supervisor.hub().clone();
     let profile = hub.h264_profile().unwrap_or(H264_PROFILE_LEVEL_ID);
-    let answered = match st.whep.factory().answer(&sdp, posted, profile) {
+    let layers = hub.layer_count();
+    let answered = match st.whep.factory().answer(&sdp, posted, profile, layers) {
         Ok(x) => x,
         Err(e) => return offer_error(e),
     };
@@ -148,7 +158,7 @@ async fn post_offer(
     // A published stream's profile is the publisher's, known once it is live.
     let (rtc, answer) = match hub.h264_profile().unwrap_or(H264_PROFILE_LEVEL_ID) {
         p if p == profile => answered,
-        p => match st.whep.factory().answer(&sdp, posted, p) {
+        p => match st.whep.factory().answer(&sdp, posted, p, layers) {
             Ok(x) => x,
             Err(e) => return offer_error(e),
         },
@@ -193,6 +203,13 @@ async fn post_offer(
         HeaderValue::from_static(SDPFRAG),
     );
     link_headers(&st.whep, &mut resp);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "<{}/{token}/whep/{resource}/layer>; rel=\"{}\"",
+        st.whep.base_path(),
+        layer::REL
+    )) {
+        resp.headers_mut().append(header::LINK, v);
+    }
     with_cors(resp)
 }
 

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::layer::PeerView;
 use crate::supervisor::Lease;
 
 pub struct Entry {
@@ -15,6 +16,8 @@ pub struct Entry {
     pub etag: String,
     /// `a=ice-ufrag` of the offer; a PATCH with another one is an ICE restart.
     pub remote_ufrag: Option<String>,
+    /// What the engine last said of the peer (layer, link).
+    pub view: PeerView,
     _lease: Lease,
 }
 
@@ -49,10 +52,37 @@ impl Index {
                 stream,
                 etag,
                 remote_ufrag,
+                view: PeerView {
+                    mode: "connecting",
+                    ..PeerView::default()
+                },
                 _lease: lease,
             },
         );
         drop(old);
+    }
+
+    /// The engine's word on a peer.
+    pub fn set_view(&self, resource: &str, view: PeerView) {
+        if let Some(e) = self.lock().get_mut(resource) {
+            e.view = view;
+        }
+    }
+
+    /// A peer's view, if the resource exists and belongs to `stream`.
+    pub fn view(&self, resource: &str, stream: &str) -> Option<PeerView> {
+        let map = self.lock();
+        let e = map.get(resource).filter(|e| &*e.stream == stream)?;
+        Some(e.view.clone())
+    }
+
+    /// Every peer of `stream` (all streams: `None`): its resource id and view.
+    pub fn views(&self, stream: Option<&str>) -> Vec<(Arc<str>, Arc<str>, PeerView)> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| stream.is_none_or(|s| &*e.stream == s))
+            .map(|(r, e)| (r.clone(), e.stream.clone(), e.view.clone()))
+            .collect()
     }
 
     /// The resource, if it exists and belongs to `stream`.

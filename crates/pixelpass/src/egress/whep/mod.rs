@@ -23,6 +23,8 @@ pub(crate) mod http;
 pub(crate) mod index;
 pub(crate) mod pacer;
 pub(crate) mod peer;
+pub(crate) mod select;
+pub(crate) mod layer;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -31,7 +33,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{IceServer, Pacing, WebRtcArgs};
+pub use config::{IceServer, OnOff, Pacing, WebRtcArgs};
+pub use layer::{PeerReport, PeerView};
+pub use select::{Choice, Mode};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
 
 use self::core::{EngineConfig, NewPeer};
@@ -67,7 +71,7 @@ impl Whep {
         let local = udp.local_addr();
         let public = udp::resolve_public_hosts(&args.public_host, local.port()).await?;
         let candidates = udp::candidate_addrs(local, &public);
-        let factory = RtcFactory::new(candidates)?;
+        let factory = RtcFactory::new(candidates)?.with_bwe(args.webrtc_bwe == OnOff::On);
         let index = Arc::new(Index::default());
         let (cmds, rx) = mpsc::unbounded_channel();
         let cfg = EngineConfig {
@@ -76,7 +80,7 @@ impl Whep {
             pacing: args.webrtc_pacing == Pacing::On,
         };
         let engine = Engine::spawn(Arc::new(udp), index.clone(), cfg, rx);
-        tracing::info!(udp = %local, candidates = ?factory.candidates(), pacing = ?args.webrtc_pacing, "WebRTC (WHEP) ready");
+        tracing::info!(udp = %local, candidates = ?factory.candidates(), pacing = ?args.webrtc_pacing, bwe = ?args.webrtc_bwe, "WebRTC (WHEP) ready");
         Ok(Self {
             inner: Arc::new(Inner {
                 cmds,
@@ -111,6 +115,33 @@ impl Whep {
     /// WHEP resources of `stream` (or of all streams), connected or not.
     pub fn peers(&self, stream: Option<&str>) -> usize {
         self.inner.index.count(stream)
+    }
+
+    /// Every WebRTC viewer of `stream` (all streams: `None`): resource id,
+    /// stream, and what the engine says of its layer and link.
+    pub fn peer_views(&self, stream: Option<&str>) -> Vec<(Arc<str>, Arc<str>, PeerView)> {
+        self.inner.index.views(stream)
+    }
+
+    /// The WebRTC viewers of `stream` for its report and metrics (sorted).
+    pub fn peer_reports(&self, stream: &str) -> Vec<PeerReport> {
+        let mut v: Vec<PeerReport> = self
+            .peer_views(Some(stream))
+            .into_iter()
+            .map(|(r, _, view)| PeerReport::new(&r, view))
+            .collect();
+        v.sort_by(|a, b| a.peer.cmp(&b.peer));
+        v
+    }
+
+    /// One viewer's view, if `resource` is a peer of `stream`.
+    pub fn peer_view(&self, resource: &str, stream: &str) -> Option<PeerView> {
+        self.inner.index.view(resource, stream)
+    }
+
+    /// The viewer pins a layer or gives the choice back to its estimate.
+    pub fn set_layer(&self, resource: &str, mode: Mode) {
+        let _ = self.inner.cmds.send(Cmd::SetLayer(resource.into(), mode));
     }
 
     /// Close every peer of `stream` and free their slots; returns once the

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime, Mid};
 use str0m::rtp::{Extension, ExtensionValues};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 
 use super::forward::Out;
@@ -33,6 +34,13 @@ pub const BURST_CHUNK: usize = 32;
 
 /// Our id for the playout-delay header extension (the answer takes the offer's).
 const PLAYOUT_DELAY_EXT_ID: u8 = 12;
+/// Our id for transport-wide sequence numbers (TWCC), likewise.
+const TWCC_EXT_ID: u8 = 3;
+/// Where a viewer's bandwidth estimate starts: enough for a second layer of
+/// a 4 Mbit/s stream (the estimator probes upward from here at once).
+pub const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1500);
+/// How often str0m reports a peer's RTT, loss and estimate.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `playout-delay` min = max = 0 on every video packet
 /// (<http://www.webrtc.org/experiments/rtp-hdrext/playout-delay>): tells a
@@ -60,13 +68,22 @@ pub enum OfferError {
 /// Builds each peer's `Rtc`; shared by all peers (one DTLS certificate).
 pub struct RtcFactory {
     id: Identity,
+    /// Bandwidth estimation (TWCC) for each viewer.
+    bwe: bool,
 }
 
 impl RtcFactory {
     pub fn new(candidates: Vec<SocketAddr>) -> anyhow::Result<Self> {
         Ok(Self {
             id: Identity::new(candidates)?,
+            bwe: true,
         })
+    }
+
+    /// With `false`, viewers get no bandwidth estimation (and no TWCC).
+    pub fn with_bwe(mut self, bwe: bool) -> Self {
+        self.bwe = bwe;
+        self
     }
 
     pub fn candidates(&self) -> &[SocketAddr] {
@@ -75,21 +92,30 @@ impl RtcFactory {
 
     /// A viewer's config; H.264 of `h264_profile` (the stream's: the host
     /// encoder's, or a WHIP publisher's).
-    fn config(&self, h264_profile: u32) -> RtcConfig {
+    fn config(&self, h264_profile: u32, bwe: bool) -> RtcConfig {
         let mut cfg = self
             .id
             .config()
             .set_send_buffer_video(NACK_HISTORY)
+            .set_stats_interval(Some(STATS_INTERVAL))
             // Header extensions: the MID (BUNDLE demux until the browser
-            // knows our SSRCs) and playout-delay (offered by Chrome; the
-            // answer keeps it, with the offer's id, when offered). No
-            // transport-wide CC or abs-send-time: this server does no
-            // bandwidth estimation, and every extension costs bytes and CPU
-            // on each packet to every peer (TWCC also a stream of feedback
-            // reports back from each one).
+            // knows our SSRCs), playout-delay (offered by Chrome; the answer
+            // keeps it, with the offer's id, when offered) and, for a stream
+            // with layers to choose from, transport-wide sequence numbers:
+            // the browser's TWCC feedback is what our estimate is made from
+            // (str0m's GCC, which also paces to it). Nothing else: every
+            // extension costs bytes and CPU on each packet to every peer
+            // (TWCC also a stream of feedback back from each one), so a
+            // one-layer stream does without; its viewers' browsers send
+            // REMB where they estimate themselves (goog-remb is offered).
             .clear_extension_map()
             .set_extension(4, Extension::RtpMid)
             .set_extension(PLAYOUT_DELAY_EXT_ID, Extension::PlayoutDelay);
+        if bwe && self.bwe {
+            cfg = cfg
+                .set_extension(TWCC_EXT_ID, Extension::TransportSequenceNumber)
+                .enable_bwe(Some(INITIAL_ESTIMATE));
+        }
         // Our payload type numbers do not matter: the answer uses the offer's.
         cfg.codec_config()
             .add_h264(102.into(), Some(103.into()), true, h264_profile);
@@ -97,18 +123,21 @@ impl RtcFactory {
         cfg
     }
 
-    /// A new `Rtc` that has accepted `offer`, and the SDP answer.
+    /// A new `Rtc` that has accepted `offer`, and the SDP answer; `layers`:
+    /// how many the stream has (with more than one, the peer's bandwidth is
+    /// estimated to choose among them).
     pub fn answer(
         &self,
         offer_sdp: &str,
         now: Instant,
         h264_profile: u32,
+        layers: usize,
     ) -> Result<(Rtc, String), OfferError> {
         let offer = parse_offer(offer_sdp).map_err(OfferError::Malformed)?;
         offer::check(offer_sdp).map_err(OfferError::Unacceptable)?;
         let (rtc, answer) = self
             .id
-            .accept(self.config(h264_profile), offer, now)
+            .accept(self.config(h264_profile, layers > 1), offer, now)
             .map_err(OfferError::Malformed)?;
         // str0m's verdict on the codecs (offer::check only looked at names).
         let video = offer::sections(&answer)
@@ -132,7 +161,22 @@ pub enum Action {
     Connected,
     /// PLI/FIR from the browser.
     Keyframe,
+    /// New word on the link (estimate, loss, RTT): time to choose a layer.
+    Link,
     Remove(String),
+}
+
+/// What is known of a viewer's link.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Link {
+    /// Bit/s this peer can be sent: str0m's TWCC estimate, else the
+    /// browser's REMB.
+    pub estimate: Option<u64>,
+    /// Whether the estimate is the browser's REMB.
+    pub remb: bool,
+    /// Fraction of video packets lost (the browser's receiver reports).
+    pub loss: Option<f32>,
+    pub rtt: Option<Duration>,
 }
 
 pub struct Peer {
@@ -166,6 +210,9 @@ pub struct Peer {
     producer_pts: (u8, u8),
     /// The stream's delivered-bytes counter (payload bytes written).
     out: Option<Arc<crate::hub::OutCounters>>,
+    pub link: Link,
+    /// Which layer's video this peer gets, and which it waits to switch to.
+    pub layer: super::layer::PeerLayer,
 }
 
 impl Peer {
@@ -195,6 +242,8 @@ impl Peer {
             burst: VecDeque::new(),
             producer_pts,
             out: None,
+            link: Link::default(),
+            layer: super::layer::PeerLayer::default(),
         }
     }
 
@@ -231,6 +280,35 @@ impl Peer {
                 None
             }
             Event::KeyframeRequest(_) => Some(Action::Keyframe),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.link.estimate = Some(estimate.as_u64());
+                self.link.remb = false;
+                Some(Action::Link)
+            }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                // TWCC, when negotiated, is the better word.
+                if self.link.estimate.is_some() && !self.link.remb {
+                    return None;
+                }
+                self.link.estimate = Some(estimate.as_u64());
+                self.link.remb = true;
+                Some(Action::Link)
+            }
+            Event::MediaEgressStats(m) if self.video.as_ref().is_some_and(|v| v.mid == m.mid) => {
+                if m.loss.is_some() {
+                    self.link.loss = m.loss;
+                }
+                if m.rtt.is_some() {
+                    self.link.rtt = m.rtt;
+                }
+                Some(Action::Link)
+            }
+            Event::PeerStats(p) => {
+                if self.link.rtt.is_none() {
+                    self.link.rtt = p.rtt;
+                }
+                None
+            }
             Event::Closed => Some(Action::Remove("the browser closed the connection".into())),
             _ => None,
         }
@@ -266,6 +344,15 @@ impl Peer {
         };
         if let Some(out) = out {
             out.track.lagged();
+        }
+    }
+
+    /// Its video moves to another layer with the packet written next (a
+    /// keyframe of that layer): what was queued of the old one is dropped.
+    pub fn switch_video(&mut self) {
+        self.burst = VecDeque::new();
+        if let Some(out) = self.video.as_mut() {
+            out.track.switch_source();
         }
     }
 
@@ -439,13 +526,13 @@ mod playout_delay_tests {
         // Without the extension in the offer, the answer has none either.
         let (_, plain, _) = client(client_addr, false, now);
         assert!(!factory
-            .answer(&plain, now, H264_PROFILE_LEVEL_ID)
+            .answer(&plain, now, H264_PROFILE_LEVEL_ID, 1)
             .unwrap()
             .1
             .contains(URI));
 
         let (mut c, offer, pending) = client(client_addr, true, now);
-        let (rtc, answer) = factory.answer(&offer, now, H264_PROFILE_LEVEL_ID).unwrap();
+        let (rtc, answer) = factory.answer(&offer, now, H264_PROFILE_LEVEL_ID, 1).unwrap();
         assert!(answer.contains(&format!("a=extmap:6 {URI}")), "{answer}");
         c.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())

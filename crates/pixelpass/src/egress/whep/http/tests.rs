@@ -62,12 +62,16 @@ struct Setup {
 }
 
 async fn setup(max_viewers: usize, producer: Arc<dyn Producer>) -> Setup {
+    setup_hub(max_viewers, producer, Hub::new(HubConfig::default())).await
+}
+
+async fn setup_hub(max_viewers: usize, producer: Arc<dyn Producer>, hub: Hub) -> Setup {
     let policy = Policy {
         max_viewers,
         linger: Duration::ZERO,
         ..Policy::default()
     };
-    let sup = Supervisor::spawn(policy, Hub::new(HubConfig::default()), producer);
+    let sup = Supervisor::spawn(policy, hub, producer);
     let registry = Registry::new();
     registry.insert(StreamEntry::new("host", TOKEN, sup.clone()));
     let args = WebRtcArgs {
@@ -163,6 +167,7 @@ async fn a_good_offer_gets_201_with_location_etag_links_and_an_answer_we_can_sen
         vec![
             "<stun:stun.example.org:3478>; rel=\"ice-server\"",
             "<turn:turn.example.org:3478?transport=udp>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\"",
+            &format!("<{location}/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\""),
         ]
     );
     // The answer: ice-lite, our candidates, H.264 as the encoder makes it, Opus stereo.
@@ -499,4 +504,45 @@ async fn browser_offer_quirks_are_accepted() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     s.whep.shutdown().await;
     s.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_viewer_reads_and_chooses_its_layer_at_the_url_the_answer_links() {
+    let hub = Hub::with_layers(HubConfig::default(), 2);
+    let s = setup_hub(1, Arc::new(Instant_), hub).await;
+    let (status, headers, _) =
+        send(&s.app, Method::POST, "/t0ken/whep", &[SDP], &offer(|c| c)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let layer_url = format!("{}/layer", h(&headers, "location"));
+    let (status, _, body) = send(&s.app, Method::GET, &layer_url, &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["mode"], "connecting", "{body}");
+    assert_eq!(v["layers"].as_array().map(Vec::len), Some(2), "{body}");
+    let json = ("content-type", "application/json");
+    for (order, want, says) in [
+        (r#"{"layer": 1}"#, StatusCode::NO_CONTENT, ""),
+        (r#"{"layer": "auto"}"#, StatusCode::NO_CONTENT, ""),
+        (r#"{"layer": 5}"#, StatusCode::BAD_REQUEST, "layers 0..1, not 5"),
+        (r#"{"layer": "best"}"#, StatusCode::BAD_REQUEST, "\"auto\" or a number"),
+        (r#"{"quality": 1}"#, StatusCode::BAD_REQUEST, "expected"),
+    ] {
+        let (status, _, body) = send(&s.app, Method::POST, &layer_url, &[json], order).await;
+        assert_eq!(status, want, "{order}: {body}");
+        assert!(body.contains(says), "{order}: {body}");
+    }
+    let (status, _, _) = send(&s.app, Method::POST, &layer_url, &[SDP], r#"{"layer":1}"#).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, _, _) = send(&s.app, Method::GET, "/t0ken/whep/nope/layer", &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = send(&s.app, Method::GET, &layer_url.replace("t0ken", "wrong"), &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A one-layer stream has nothing to choose.
+    let s = setup(1, Arc::new(Instant_)).await;
+    let (_, headers, _) = send(&s.app, Method::POST, "/t0ken/whep", &[SDP], &offer(|c| c)).await;
+    let layer_url = format!("{}/layer", h(&headers, "location"));
+    let (status, _, body) =
+        send(&s.app, Method::POST, &layer_url, &[json], r#"{"layer": 0}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }

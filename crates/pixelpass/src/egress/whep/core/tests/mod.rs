@@ -2,6 +2,7 @@
 //! between them and the core in memory, a fake clock ([`net`]). No socket,
 //! no sleep.
 
+mod layers;
 mod net;
 mod pace;
 

@@ -35,7 +35,7 @@ pub(super) fn init_crypto() {
 
 /// The encoder: counts the keyframes it is asked for.
 #[derive(Default)]
-pub(super) struct Encoder(AtomicUsize);
+pub(super) struct Encoder(pub(super) AtomicUsize);
 
 impl KeyframeSource for Encoder {
     fn request_keyframe(&self) {
@@ -95,9 +95,27 @@ impl Net {
     }
 
     pub(super) fn with_pacing(pacing: bool) -> Self {
+        Self::build(pacing, 1)
+    }
+
+    /// A stream of `layers` layers; each layer's encoder counts its keyframe
+    /// requests (`layer_encoders`, layer 1 first).
+    pub(super) fn with_layers(layers: usize) -> (Self, Vec<Arc<Encoder>>) {
+        let net = Self::build(true, layers);
+        let encoders = (1..layers)
+            .filter_map(|i| {
+                let e = Arc::new(Encoder::default());
+                net.hub.layer(i)?.set_keyframe_source(Some(e.clone()));
+                Some(e)
+            })
+            .collect();
+        (net, encoders)
+    }
+
+    fn build(pacing: bool, layers: usize) -> Self {
         init_crypto();
         let now = Instant::now();
-        let hub = Hub::new(HubConfig::default());
+        let hub = Hub::with_layers(HubConfig::default(), layers);
         let encoder = Arc::new(Encoder::default());
         hub.begin_run(Some(encoder.clone()));
         let cfg = EngineConfig {
@@ -142,6 +160,7 @@ impl Net {
                 &offer.to_sdp_string(),
                 self.now,
                 crate::egress::whep::H264_PROFILE_LEVEL_ID,
+                self.hub.layer_count(),
             )
             .unwrap();
         rtc.sdp_api()
@@ -313,6 +332,23 @@ impl Net {
         pkt.extend(0x1234_5678u32.to_be_bytes());
         pkt.extend([nal, tag, 0xaa, 0xbb]);
         self.hub.publish_rtp(Track::Video, &pkt, self.now).unwrap();
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(3000);
+    }
+
+    /// Like [`publish_video`](Self::publish_video), on another layer (its
+    /// own sequence numbers and timestamp base, as another encoder's).
+    pub(super) fn publish_video_on(&mut self, layer: usize, key: bool, tag: u8) {
+        let nal = if key { 0x65 } else { 0x41 };
+        let seq = self.seq.wrapping_add(20_000);
+        let ts = self.ts.wrapping_mul(7);
+        let mut pkt = vec![0x80, 0x80 | VIDEO_PT];
+        pkt.extend(seq.to_be_bytes());
+        pkt.extend(ts.to_be_bytes());
+        pkt.extend(0x1111_2222u32.to_be_bytes());
+        pkt.extend([nal, tag, 0xaa, 0xbb]);
+        let hub = self.hub.layer(layer).expect("the stream has this layer");
+        hub.publish_rtp(Track::Video, &pkt, self.now).unwrap();
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(3000);
     }

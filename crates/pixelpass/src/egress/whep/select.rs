@@ -1,0 +1,332 @@
+//! Which layer a WebRTC viewer gets, from what its link can carry. Sans-IO:
+//! the estimate, the loss and the time go in; a choice comes out.
+//!
+//! - A viewer starts on the highest layer whose bitrate fits its estimate.
+//! - It goes DOWN when its layer has not fitted for [`Rules::down_after`]
+//!   (the estimate below the layer's bitrate, or the loss the browser
+//!   reports above [`Rules::lossy`]): to the highest layer that fits, at
+//!   once, skipping layers if need be — within 2 s of sustained congestion.
+//! - It goes UP one layer only after the next one has fitted with
+//!   [`Rules::headroom`] to spare for [`Rules::up_after`] (hysteresis: no
+//!   flapping on a link that carries one layer just barely). The engine asks
+//!   str0m to probe for the next layer meanwhile ([`Selector::probe`]).
+//! - Below the lowest layer, video PAUSES (audio goes on); it resumes on the
+//!   lowest layer the same way it would go up.
+//! - A viewer may pin a layer (the player page's quality menu): then the
+//!   estimate changes nothing until it asks for `auto` again.
+//!
+//! The switch itself (at a keyframe of the target layer) is the engine's.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// What a viewer's video is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Choice {
+    Layer(u8),
+    /// Below the lowest layer: no video until the link recovers.
+    Paused,
+}
+
+/// Who decides: the estimate, or the viewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Auto,
+    Pinned(Choice),
+}
+
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// A layer fits when its bitrate × this is at most the estimate.
+    pub fit: f64,
+    /// Going up needs this much more than fitting.
+    pub headroom: f64,
+    /// Loss above this (fraction of packets) counts as congestion.
+    pub lossy: f32,
+    pub down_after: Duration,
+    pub up_after: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            // RTP/UDP/SRTP headers and NACK resends on top of the media rate.
+            fit: 1.1,
+            headroom: 1.3,
+            // GCC's own rule: below 2 % loss is noise, above 10 % is congestion.
+            lossy: 0.10,
+            down_after: Duration::from_millis(1000),
+            up_after: Duration::from_secs(4),
+        }
+    }
+}
+
+pub struct Selector {
+    rules: Rules,
+    current: Choice,
+    mode: Mode,
+    /// Since when the current layer has not fitted.
+    congested_since: Option<Instant>,
+    /// Since when the next layer up has fitted with headroom.
+    headroom_since: Option<Instant>,
+}
+
+impl Selector {
+    /// A new viewer: the highest layer that fits `estimate` (bit/s; `None`:
+    /// no estimate, layer 0). `rates`: each layer's bitrate, layer 0 first.
+    pub fn new(rules: Rules, estimate: Option<u64>, rates: &[u64]) -> Self {
+        let current = match estimate {
+            None => Choice::Layer(0),
+            // A viewer starts with a picture, even on the lowest layer.
+            Some(e) => match fitting(&rules, e, rates) {
+                Choice::Paused => Choice::Layer(last_of(rates.len())),
+                c => c,
+            },
+        };
+        Self {
+            rules,
+            current,
+            mode: Mode::Auto,
+            congested_since: None,
+            headroom_since: None,
+        }
+    }
+
+    pub fn current(&self) -> Choice {
+        self.current
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The viewer pins a choice (`Some`), or gives it back to the estimate.
+    pub fn set_mode(&mut self, mode: Mode) -> Choice {
+        self.mode = mode;
+        self.congested_since = None;
+        self.headroom_since = None;
+        if let Mode::Pinned(c) = mode {
+            self.current = c;
+        }
+        self.current
+    }
+
+    /// The link's latest: `estimate` (bit/s), `loss` (fraction, from the
+    /// viewer's receiver reports), each layer's bitrate. The choice, when it
+    /// changes now.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        estimate: Option<u64>,
+        loss: Option<f32>,
+        rates: &[u64],
+    ) -> Option<Choice> {
+        if self.mode != Mode::Auto || rates.is_empty() {
+            return None;
+        }
+        let estimate = estimate?;
+        let lossy = loss.is_some_and(|l| l > self.rules.lossy);
+        let n = rates.len();
+        if let Choice::Layer(i) = self.current {
+            if lossy || !fits(&self.rules, estimate, rate(rates, i), 1.0) {
+                self.headroom_since = None;
+                let since = *self.congested_since.get_or_insert(now);
+                if now.saturating_duration_since(since) < self.rules.down_after {
+                    return None;
+                }
+                self.congested_since = None;
+                // As far down as the estimate says; one layer at least (loss
+                // says "less" even where the estimate still fits).
+                let one_down = if usize::from(i) + 1 < n {
+                    Choice::Layer(i + 1)
+                } else {
+                    Choice::Paused
+                };
+                let target = match fitting(&self.rules, estimate, rates) {
+                    Choice::Layer(j) if j > i => Choice::Layer(j),
+                    Choice::Paused => Choice::Paused,
+                    Choice::Layer(_) => one_down,
+                };
+                return self.set(target);
+            }
+        }
+        self.congested_since = None;
+        // Up (or resume): the next layer must fit with headroom, for a while.
+        let Some(up) = self.up(n) else {
+            self.headroom_since = None;
+            return None;
+        };
+        let up_rate = match up {
+            Choice::Layer(i) => rate(rates, i),
+            Choice::Paused => return None,
+        };
+        if lossy || !fits(&self.rules, estimate, up_rate, self.rules.headroom) {
+            self.headroom_since = None;
+            return None;
+        }
+        let since = *self.headroom_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < self.rules.up_after {
+            return None;
+        }
+        self.headroom_since = None;
+        self.set(up)
+    }
+
+    /// What str0m's estimator should probe for: the next layer up (with
+    /// headroom), or the current one when at the top (bit/s).
+    pub fn probe(&self, rates: &[u64]) -> Option<u64> {
+        let target = match self.up(rates.len()).unwrap_or(self.current) {
+            Choice::Layer(i) => rate(rates, i),
+            Choice::Paused => return None,
+        };
+        Some((target as f64 * self.rules.fit * self.rules.headroom) as u64)
+    }
+
+    /// The next choice up from the current one (from paused: the lowest
+    /// layer of `n`); `None` at layer 0.
+    fn up(&self, n: usize) -> Option<Choice> {
+        match self.current {
+            Choice::Layer(0) => None,
+            Choice::Layer(i) => Some(Choice::Layer(i - 1)),
+            Choice::Paused => (n > 0).then(|| Choice::Layer(last_of(n))),
+        }
+    }
+
+    fn set(&mut self, choice: Choice) -> Option<Choice> {
+        if choice == self.current {
+            return None;
+        }
+        self.current = choice;
+        Some(choice)
+    }
+}
+
+fn rate(rates: &[u64], i: u8) -> u64 {
+    rates.get(usize::from(i)).copied().unwrap_or(0)
+}
+
+fn last_of(n: usize) -> u8 {
+    n.saturating_sub(1) as u8
+}
+
+fn fits(rules: &Rules, estimate: u64, rate: u64, extra: f64) -> bool {
+    (rate as f64) * rules.fit * extra <= estimate as f64
+}
+
+/// The highest layer that fits `estimate`; `Paused` when none does.
+fn fitting(rules: &Rules, estimate: u64, rates: &[u64]) -> Choice {
+    (0..rates.len())
+        .find(|&i| fits(rules, estimate, rates[i], 1.0))
+        .map_or(Choice::Paused, |i| Choice::Layer(i as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATES: [u64; 3] = [4_000_000, 1_000_000, 150_000];
+
+    /// Feed `estimate`/`loss` every 100 ms for `secs`; the choices made, with when.
+    fn run(
+        s: &mut Selector,
+        t: &mut Instant,
+        secs: f64,
+        estimate: u64,
+        loss: f32,
+    ) -> Vec<(Duration, Choice)> {
+        let start = *t;
+        let mut out = Vec::new();
+        for _ in 0..(secs * 10.0) as usize {
+            *t += Duration::from_millis(100);
+            if let Some(c) = s.update(*t, Some(estimate), Some(loss), &RATES) {
+                out.push((t.saturating_duration_since(start), c));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn starts_on_the_highest_layer_that_fits() {
+        let r = Rules::default();
+        assert_eq!(Selector::new(r.clone(), None, &RATES).current(), Choice::Layer(0));
+        assert_eq!(Selector::new(r.clone(), Some(10_000_000), &RATES).current(), Choice::Layer(0));
+        assert_eq!(Selector::new(r.clone(), Some(1_500_000), &RATES).current(), Choice::Layer(1));
+        assert_eq!(Selector::new(r.clone(), Some(300_000), &RATES).current(), Choice::Layer(2));
+        // Even a hopeless link starts with a picture.
+        assert_eq!(Selector::new(r, Some(50_000), &RATES).current(), Choice::Layer(2));
+    }
+
+    #[test]
+    fn sustained_congestion_moves_down_within_two_seconds_and_a_blip_does_not() {
+        let mut t = Instant::now();
+        let mut s = Selector::new(Rules::default(), Some(8_000_000), &RATES);
+        // 0.5 s below layer 0 — a blip — changes nothing.
+        assert!(run(&mut s, &mut t, 0.5, 2_000_000, 0.0).is_empty());
+        assert!(run(&mut s, &mut t, 1.0, 8_000_000, 0.0).is_empty());
+        // A 1.2 Mbit/s link: straight to layer 1, within 2 s.
+        let moves = run(&mut s, &mut t, 3.0, 1_150_000, 0.02);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_eq!(moves[0].1, Choice::Layer(1));
+        assert!(moves[0].0 <= Duration::from_secs(2), "{moves:?}");
+        // 2 % loss is not congestion: it stays.
+        assert!(run(&mut s, &mut t, 10.0, 1_150_000, 0.02).is_empty());
+    }
+
+    #[test]
+    fn heavy_loss_moves_down_one_layer_even_when_the_estimate_fits() {
+        let mut t = Instant::now();
+        let mut s = Selector::new(Rules::default(), Some(8_000_000), &RATES);
+        let moves = run(&mut s, &mut t, 1.5, 8_000_000, 0.2);
+        assert_eq!(moves.iter().map(|m| m.1).collect::<Vec<_>>(), [Choice::Layer(1)]);
+    }
+
+    #[test]
+    fn below_the_lowest_layer_video_pauses_then_resumes_on_it() {
+        let mut t = Instant::now();
+        let mut s = Selector::new(Rules::default(), Some(300_000), &RATES);
+        assert_eq!(s.current(), Choice::Layer(2));
+        let moves = run(&mut s, &mut t, 2.0, 100_000, 0.0);
+        assert_eq!(moves.iter().map(|m| m.1).collect::<Vec<_>>(), [Choice::Paused]);
+        // Back above: after the up delay, the lowest layer first, then up one by one.
+        let moves = run(&mut s, &mut t, 20.0, 10_000_000, 0.0);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(2), Choice::Layer(1), Choice::Layer(0)]
+        );
+        assert!(moves[0].0 >= Duration::from_secs(4));
+        assert!(moves[2].0 <= Duration::from_secs(13), "{moves:?}");
+    }
+
+    #[test]
+    fn up_needs_sustained_headroom_so_a_barely_fitting_link_does_not_flap() {
+        let mut t = Instant::now();
+        let mut s = Selector::new(Rules::default(), Some(1_200_000), &RATES);
+        assert_eq!(s.current(), Choice::Layer(1));
+        // Layer 0 would fit (4.4 Mbit/s with overhead) but without headroom.
+        assert!(run(&mut s, &mut t, 30.0, 5_000_000, 0.0).is_empty());
+        // With headroom, but it comes and goes every 3 s: never 4 s in a row.
+        for _ in 0..5 {
+            assert!(run(&mut s, &mut t, 3.0, 6_000_000, 0.0).is_empty());
+            assert!(run(&mut s, &mut t, 0.2, 2_000_000, 0.0).is_empty());
+        }
+        let moves = run(&mut s, &mut t, 5.0, 6_000_000, 0.0);
+        assert_eq!(moves.iter().map(|m| m.1).collect::<Vec<_>>(), [Choice::Layer(0)]);
+        // It probes for the next layer up, with headroom; at the top, for its own.
+        assert_eq!(s.probe(&RATES), Some((4_000_000.0 * 1.1 * 1.3) as u64));
+    }
+
+    #[test]
+    fn a_pinned_layer_ignores_the_estimate_until_auto_again() {
+        let mut t = Instant::now();
+        let mut s = Selector::new(Rules::default(), Some(8_000_000), &RATES);
+        assert_eq!(s.set_mode(Mode::Pinned(Choice::Layer(2))), Choice::Layer(2));
+        assert!(run(&mut s, &mut t, 20.0, 10_000_000, 0.0).is_empty());
+        assert_eq!(s.current(), Choice::Layer(2));
+        s.set_mode(Mode::Auto);
+        let moves = run(&mut s, &mut t, 20.0, 10_000_000, 0.0);
+        assert_eq!(moves.last().map(|m| m.1), Some(Choice::Layer(0)));
+    }
+}
