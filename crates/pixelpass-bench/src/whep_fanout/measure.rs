@@ -154,8 +154,9 @@ fn measure(
     let threads: Vec<String> = threads.iter().map(|(n, v)| format!("{n} {v:.2}")).collect();
     let audio: u64 = peers.iter().map(|p| p.audio).sum();
     let detail = format!(
-        "      pacing {}; server CPU {} µs per packet-to-peer; connect {connect_s:.1} s; server threads s/s: {}; peers' cpu {:.2} s/s; audio pkts/peer/s {:.1}; replay late max {:.1} ms{}",
+        "      pacing {}; bwe {:?}; server CPU {} µs per packet-to-peer; connect {connect_s:.1} s; server threads s/s: {}; peers' cpu {:.2} s/s; audio pkts/peer/s {:.1}; replay late max {:.1} ms{}",
         if args.pacing == Pacing::On { "on" } else { "off" },
+        args.bwe,
         row.us_per_packet().map_or_else(|| "-".to_owned(), |u| format!("{u:.2}")),
         threads.join(", "),
         client_cpu_s / window_s.max(1e-9),

@@ -102,6 +102,11 @@ pub struct WhepFanoutArgs {
     /// Pace each peer's video (`off`: to measure what pacing costs).
     #[arg(long, value_name = "on|off", default_value = "on")]
     pub pacing: Pacing,
+    /// Bandwidth estimation (TWCC + str0m's GCC) for the peers: `all` to
+    /// measure what it costs on this one-layer stream; `layers` (the
+    /// server's default) leaves a one-layer stream without.
+    #[arg(long, value_name = "layers|all|off", default_value = "layers")]
+    pub bwe: pixelpass::egress::whep::Bwe,
     /// The binary that runs the peers (default: this one). Needed under
     /// valgrind, where /proc/self/exe is valgrind itself.
     #[arg(long, value_name = "PATH")]

@@ -56,6 +56,7 @@ impl Server {
             let webrtc = WebRtcArgs {
                 webrtc_udp: "127.0.0.1:0".parse()?,
                 webrtc_pacing: args.pacing,
+                webrtc_bwe: args.bwe,
                 ..WebRtcArgs::default()
             };
             let whep = Whep::start(&webrtc).await?;

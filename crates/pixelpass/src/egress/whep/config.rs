@@ -60,18 +60,62 @@ pub struct WebRtcArgs {
     #[arg(long = "webrtc-pacing", value_name = "on|off", default_value = "on", env = PACING_ENV, hide = true)]
     pub webrtc_pacing: Pacing,
 
-    /// Estimate each viewer's bandwidth (transport-wide congestion control,
-    /// or the viewer's REMB) and pick its layer from it (default on; `off`
-    /// only to measure what it costs: every viewer then gets layer 0). Also
-    /// `PIXELPASS_WEBRTC_BWE=off`.
-    #[arg(long = "webrtc-bwe", value_name = "on|off", default_value = "on", env = BWE_ENV, hide = true)]
-    pub webrtc_bwe: OnOff,
+    /// Estimate viewers' bandwidth with transport-wide congestion control
+    /// (str0m's GCC): `layers` (default) where a stream has layers to choose
+    /// from; `all` on every stream (to measure what it costs); `off`: never
+    /// (viewers of streams with layers stay where they start or choose).
+    /// Also `PIXELPASS_WEBRTC_BWE`.
+    #[arg(long = "webrtc-bwe", value_name = "layers|all|off", default_value = "layers", env = BWE_ENV, hide = true)]
+    pub webrtc_bwe: Bwe,
 }
 
 /// The environment variable that switches pacing off (`off`) where no flag is parsed.
 pub const PACING_ENV: &str = "PIXELPASS_WEBRTC_PACING";
 /// The environment variable that switches bandwidth estimation off.
 pub const BWE_ENV: &str = "PIXELPASS_WEBRTC_BWE";
+
+/// Where viewers' bandwidth is estimated (see [`WebRtcArgs::webrtc_bwe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Bwe {
+    #[default]
+    Layers,
+    All,
+    Off,
+}
+
+impl Bwe {
+    pub fn from_env() -> Self {
+        match std::env::var(BWE_ENV) {
+            Ok(v) => v.parse().unwrap_or_else(|e| {
+                tracing::warn!("{BWE_ENV}: {e}; estimating where streams have layers");
+                Bwe::Layers
+            }),
+            Err(_) => Bwe::Layers,
+        }
+    }
+
+    /// Whether a viewer of a stream with `layers` layers is estimated.
+    pub fn applies(self, layers: usize) -> bool {
+        match self {
+            Bwe::Layers => layers > 1,
+            Bwe::All => true,
+            Bwe::Off => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Bwe {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "layers" | "on" => Ok(Bwe::Layers),
+            "all" => Ok(Bwe::All),
+            "off" => Ok(Bwe::Off),
+            other => Err(format!("`layers`, `all` or `off`, not {other:?}")),
+        }
+    }
+}
 
 /// A feature of the engine that is on unless switched off (to measure it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -126,7 +170,7 @@ impl Default for WebRtcArgs {
             webrtc_timeout: 15,
             base_path: String::new(),
             webrtc_pacing: Pacing::from_env(),
-            webrtc_bwe: OnOff::from_env_var(BWE_ENV),
+            webrtc_bwe: Bwe::from_env(),
         }
     }
 }

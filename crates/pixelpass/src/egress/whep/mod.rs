@@ -33,7 +33,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{IceServer, OnOff, Pacing, WebRtcArgs};
+pub use config::{Bwe, IceServer, OnOff, Pacing, WebRtcArgs};
 pub use layer::{PeerReport, PeerView};
 pub use select::{Choice, Mode};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
@@ -71,7 +71,7 @@ impl Whep {
         let local = udp.local_addr();
         let public = udp::resolve_public_hosts(&args.public_host, local.port()).await?;
         let candidates = udp::candidate_addrs(local, &public);
-        let factory = RtcFactory::new(candidates)?.with_bwe(args.webrtc_bwe == OnOff::On);
+        let factory = RtcFactory::new(candidates)?.with_bwe(args.webrtc_bwe);
         let index = Arc::new(Index::default());
         let (cmds, rx) = mpsc::unbounded_channel();
         let cfg = EngineConfig {

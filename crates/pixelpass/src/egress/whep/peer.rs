@@ -12,6 +12,7 @@ use str0m::rtp::{Extension, ExtensionValues};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 
+use super::config::Bwe;
 use super::forward::Out;
 use super::pacer::Pacer;
 use crate::hub::{RtpPkt, Track};
@@ -68,20 +69,20 @@ pub enum OfferError {
 /// Builds each peer's `Rtc`; shared by all peers (one DTLS certificate).
 pub struct RtcFactory {
     id: Identity,
-    /// Bandwidth estimation (TWCC) for each viewer.
-    bwe: bool,
+    /// Where viewers' bandwidth is estimated (TWCC).
+    bwe: Bwe,
 }
 
 impl RtcFactory {
     pub fn new(candidates: Vec<SocketAddr>) -> anyhow::Result<Self> {
         Ok(Self {
             id: Identity::new(candidates)?,
-            bwe: true,
+            bwe: Bwe::default(),
         })
     }
 
-    /// With `false`, viewers get no bandwidth estimation (and no TWCC).
-    pub fn with_bwe(mut self, bwe: bool) -> Self {
+    /// Where viewers get bandwidth estimation (and TWCC).
+    pub fn with_bwe(mut self, bwe: Bwe) -> Self {
         self.bwe = bwe;
         self
     }
@@ -92,7 +93,7 @@ impl RtcFactory {
 
     /// A viewer's config; H.264 of `h264_profile` (the stream's: the host
     /// encoder's, or a WHIP publisher's).
-    fn config(&self, h264_profile: u32, bwe: bool) -> RtcConfig {
+    fn config(&self, h264_profile: u32, layers: usize) -> RtcConfig {
         let mut cfg = self
             .id
             .config()
@@ -111,7 +112,7 @@ impl RtcFactory {
             .clear_extension_map()
             .set_extension(4, Extension::RtpMid)
             .set_extension(PLAYOUT_DELAY_EXT_ID, Extension::PlayoutDelay);
-        if bwe && self.bwe {
+        if self.bwe.applies(layers) {
             cfg = cfg
                 .set_extension(TWCC_EXT_ID, Extension::TransportSequenceNumber)
                 .enable_bwe(Some(INITIAL_ESTIMATE));
@@ -137,7 +138,7 @@ impl RtcFactory {
         offer::check(offer_sdp).map_err(OfferError::Unacceptable)?;
         let (rtc, answer) = self
             .id
-            .accept(self.config(h264_profile, layers > 1), offer, now)
+            .accept(self.config(h264_profile, layers), offer, now)
             .map_err(OfferError::Malformed)?;
         // str0m's verdict on the codecs (offer::check only looked at names).
         let video = offer::sections(&answer)
