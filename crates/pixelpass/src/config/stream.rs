@@ -75,7 +75,16 @@ pub struct StreamConfig {
     /// Copy the input's H.264 or encode it (see `ffmpeg::probe`).
     #[serde(default)]
     pub video: VideoMode,
+    /// Encodes (layers) of the video, 1..=[`MAX_LAYERS`]: layer 0 as `video`
+    /// says; each further layer encoded once by the same FFmpeg at half the
+    /// size of the one before (see `ffmpeg::layers`). FFmpeg streams only:
+    /// a stream published over WHIP carries what its publisher sends.
+    #[serde(default = "default_layers")]
+    pub layers: u32,
 }
+
+/// `layers` at most: the full size, half the size, a quarter at a low rate.
+pub const MAX_LAYERS: u32 = crate::hub::MAX_LAYERS as u32;
 
 /// `video = "auto" | "copy" | "encode"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +164,9 @@ fn default_audio_bitrate() -> u32 {
 }
 fn default_max_viewers() -> u32 {
     100
+}
+fn default_layers() -> u32 {
+    1
 }
 
 /// A validation problem with one field; `field` is a dotted path such as `webrtc.video_pt`.
@@ -254,6 +266,7 @@ impl StreamConfig {
         check_int("video_bitrate_kbps", self.video_bitrate_kbps, 100, 100_000)?;
         check_int("audio_bitrate_kbps", self.audio_bitrate_kbps, 16, 512)?;
         check_int("max_viewers", self.max_viewers, 1, 100_000)?;
+        self.validate_layers()?;
         if self.on_demand && self.listening_input().is_some() {
             return fail(
                 "on_demand",
@@ -293,6 +306,41 @@ impl StreamConfig {
             }
         }
         None
+    }
+
+    fn validate_layers(&self) -> Result<(), FieldError> {
+        if !(1..=MAX_LAYERS).contains(&self.layers) {
+            return fail(
+                "layers",
+                format!(
+                    "must be 1..={MAX_LAYERS} (1: the video as it is; 2 adds half the size at a quarter of the bitrate; 3 adds a quarter of the size at 150 kbit/s), got {}",
+                    self.layers
+                ),
+            );
+        }
+        if self.layers == 1 {
+            return Ok(());
+        }
+        if self.is_published() {
+            return fail(
+                "layers",
+                format!(
+                    "must be 1 for a stream published over WHIP (it carries what its publisher sends: pixelpass does not transcode WHIP), got {}; remove `layers`",
+                    self.layers
+                ),
+            );
+        }
+        let inputs = self.input.iter().filter(|a| *a == "-i").count();
+        if inputs > 1 && self.video_map.is_none() {
+            return fail(
+                "layers",
+                format!(
+                    "{} needs `video_map` when `input` has {inputs} inputs: say which video the layers are encoded from, e.g. video_map = \"0:v:0\"",
+                    self.layers
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The stream is published over WHIP rather than run by FFmpeg.
@@ -540,6 +588,43 @@ mod tests {
         s.keyframe_interval_seconds = 0.1;
         s.validate().unwrap();
         assert_eq!((s.webrtc.video_pt(), s.webrtc.audio_pt()), (96, 127));
+    }
+
+    #[test]
+    fn layers_are_1_to_3_and_only_for_ffmpeg_streams() {
+        assert_eq!(base().layers, 1, "an operator opts in");
+        let toml: StreamConfig =
+            toml::from_str("id = \"a\"\ninput = [\"-i\", \"x\"]\nlayers = 3\n").unwrap();
+        assert_eq!(toml.layers, 3);
+        toml.validate().unwrap();
+        for bad in [0, 4] {
+            let mut s = base();
+            s.layers = bad;
+            let e = s.validate().unwrap_err().to_string();
+            assert!(
+                e.starts_with("`layers`: must be 1..=3 (1: the video as it is;")
+                    && e.ends_with(&format!("got {bad}"))
+                    && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        let published: StreamConfig = serde_json::from_str(
+            r#"{"id":"w","publish_token":"a-publisher-secret-0123","layers":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            published.validate().unwrap_err().to_string(),
+            "`layers`: must be 1 for a stream published over WHIP (it carries what its publisher sends: \
+             pixelpass does not transcode WHIP), got 2; remove `layers`"
+        );
+        let mut two = input(&["-i", "a.mp4", "-i", "b.wav"]);
+        two.layers = 2;
+        let e = two.validate().unwrap_err();
+        assert!(e.field == "layers" && e.message.contains("video_map"), "{e}");
+        two.video_map = Some("0:v:0".into());
+        two.validate().unwrap();
+        let json = serde_json::to_string(&two).unwrap();
+        assert!(json.contains("\"layers\":2"), "{json}");
     }
 
     #[test]
