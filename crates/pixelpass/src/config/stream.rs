@@ -331,11 +331,11 @@ impl StreamConfig {
             );
         }
         let inputs = self.input.iter().filter(|a| *a == "-i").count();
-        if inputs > 1 && self.video_map.is_none() {
+        if inputs > 1 && (self.video_map.is_none() || self.audio && self.audio_map.is_none()) {
             return fail(
                 "layers",
                 format!(
-                    "{} needs `video_map` when `input` has {inputs} inputs: say which video the layers are encoded from, e.g. video_map = \"0:v:0\"",
+                    "{} needs `video_map` and `audio_map` (or audio = false) when `input` has {inputs} inputs: say which video the layers are encoded from and which sound their MPEG-TS carries, e.g. video_map = \"0:v:0\", audio_map = \"1:a:0\"",
                     self.layers
                 ),
             );
@@ -620,8 +620,13 @@ mod tests {
         let mut two = input(&["-i", "a.mp4", "-i", "b.wav"]);
         two.layers = 2;
         let e = two.validate().unwrap_err();
-        assert!(e.field == "layers" && e.message.contains("video_map"), "{e}");
+        assert!(
+            e.field == "layers" && e.message.contains("video_map"),
+            "{e}"
+        );
         two.video_map = Some("0:v:0".into());
+        assert_eq!(two.validate().unwrap_err().field, "layers");
+        two.audio_map = Some("1:a:0".into());
         two.validate().unwrap();
         let json = serde_json::to_string(&two).unwrap();
         assert!(json.contains("\"layers\":2"), "{json}");
