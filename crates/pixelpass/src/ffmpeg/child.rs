@@ -357,7 +357,10 @@ mod tests {
         assert_eq!(out, "main\n");
         assert!(s.child.wait().await.unwrap().success());
         // EOF once the child is gone: no copy of a write end stayed here.
-        let got: Vec<String> = reads.into_iter().map(|r| r.join().unwrap().unwrap()).collect();
+        let got: Vec<String> = reads
+            .into_iter()
+            .map(|r| r.join().unwrap().unwrap())
+            .collect();
         assert_eq!(got, ["layer1\n", "layer2\n"]);
     }
 

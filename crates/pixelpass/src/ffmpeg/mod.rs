@@ -29,3 +29,5 @@ pub use producer::FfmpegProducer;
 
 #[cfg(test)]
 mod ffmpeg_tests;
+#[cfg(test)]
+mod layers_tests;

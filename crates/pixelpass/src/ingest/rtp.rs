@@ -15,8 +15,8 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::hub::{Hub, Track};
 use crate::hub::LayerInfo;
+use crate::hub::{Hub, Track};
 use crate::media::rtp::{h264_sps, RtpPacket};
 use crate::media::sps::sps_info;
 

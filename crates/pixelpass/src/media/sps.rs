@@ -135,7 +135,9 @@ fn vui_fps(b: &mut Bits) -> Option<u32> {
     if units == 0 {
         return None;
     }
-    u32::try_from((scale + units) / (2 * units)).ok().filter(|f| *f > 0)
+    u32::try_from((scale + units) / (2 * units))
+        .ok()
+        .filter(|f| *f > 0)
 }
 
 #[cfg(test)]
@@ -158,7 +160,13 @@ mod tests {
 
     #[test]
     fn x264_parameter_sets_give_size_after_cropping_and_rate() {
-        let info = |w, h, f| Some(SpsInfo { width: w, height: h, fps: Some(f) });
+        let info = |w, h, f| {
+            Some(SpsInfo {
+                width: w,
+                height: h,
+                fps: Some(f),
+            })
+        };
         assert_eq!(sps_info(&BASELINE_320X180_15), info(320, 180, 15));
         assert_eq!(sps_info(&HIGH_1280X720_30), info(1280, 720, 30));
         assert_eq!(sps_info(&MAIN_642X362_25), info(642, 362, 25));
@@ -171,6 +179,9 @@ mod tests {
         assert_eq!(sps_info(&[]), None);
         // Cut inside the VUI: the size is known, the rate is not.
         let cut = sps_info(&BASELINE_320X180_15[..12]);
-        assert_eq!(cut.map(|i| (i.width, i.height, i.fps)), Some((320, 180, None)));
+        assert_eq!(
+            cut.map(|i| (i.width, i.height, i.fps)),
+            Some((320, 180, None))
+        );
     }
 }
