@@ -269,6 +269,8 @@ struct BannerStream {
     /// Where FFmpeg listens for an RTMP/SRT publisher.
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<String>,
+    /// Layer 0 first; sizes `null` until the stream has run.
+    layers: Vec<pixelpass::restream::LayerView>,
 }
 
 fn print_banner(
@@ -299,6 +301,7 @@ fn print_banner(
             whep: v.urls.whep.map(|u| format!("{base}{u}")),
             whip: v.urls.whip.map(|u| format!("{base}{u}")),
             listen: v.urls.listen,
+            layers: v.layers,
         })
         .collect();
     let banner = Banner {
@@ -334,6 +337,10 @@ fn print_banner(
         println!("    browser  {}", s.player);
         if let Some(u) = &s.stream_ts {
             println!("    players  {u}");
+        }
+        if s.layers.len() > 1 {
+            let said: Vec<String> = s.layers.iter().map(|l| l.describe()).collect();
+            println!("    layers   {}", said.join(", "));
         }
         if let Some(u) = &s.whip {
             println!("    publish  {u}  (WHIP: Authorization: Bearer <its publish_token>)");

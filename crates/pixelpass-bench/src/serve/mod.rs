@@ -104,6 +104,10 @@ pub struct ServeBenchArgs {
     /// when absent; a live MPEG-TS always takes all of it before starting).
     #[arg(long = "analyzeduration-ms")]
     pub analyze_ms: Option<u32>,
+    /// The streams' `layers`: 2 and 3 add encodes at half and a quarter of
+    /// the size in the same FFmpeg (their CPU is in "ffmpeg s/s").
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3))]
+    pub layers: u32,
 }
 
 /// `640x360` → (640, 360): even sides (4:2:0) from 16 to 7680.
@@ -155,10 +159,11 @@ pub fn stream_config(i: u32, a: &ServeBenchArgs, ts_port: Option<u16>) -> serde_
             "sine=frequency=440",
         ]),
     };
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "id": stream_id(i),
         "token": stream_token(i),
         "input": input,
+        "layers": a.layers,
         "video": a.video,
         "autostart": false,
         "http_ts": false,
@@ -166,7 +171,13 @@ pub fn stream_config(i: u32, a: &ServeBenchArgs, ts_port: Option<u16>) -> serde_
         "keyframe_interval_seconds": a.keyframe_interval,
         "video_options": ["-preset", a.preset],
         "max_viewers": (a.viewers + 8).max(1000),
-    })
+    });
+    if ts_port.is_none() && a.layers > 1 {
+        // Two lavfi inputs: the layers need to be told which video and sound.
+        body["video_map"] = "0:v:0".into();
+        body["audio_map"] = "1:a:0".into();
+    }
+    body
 }
 
 fn stream_id(i: u32) -> String {
@@ -196,13 +207,14 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
     };
     let ts_ports = sources.as_ref().map(|s| s.ports.clone());
     say!(
-        "input: {}; video = \"{}\"",
+        "input: {}; video = \"{}\", layers = {}",
         if ts_ports.is_some() {
             "live MPEG-TS over loopback UDP (H.264 High, no B-frames, + AAC)"
         } else {
             "lavfi test pattern"
         },
-        args.video
+        args.video,
+        args.layers
     );
     let exe = pixelpass_testkit::pixelpass_bin()?;
     let mut server = ServeChild::start(&exe)?;
@@ -335,5 +347,14 @@ mod tests {
             .input
             .iter()
             .any(|a| a.starts_with("udp://127.0.0.1:5004?")));
+        let layered = ServeBenchArgs {
+            layers: 3,
+            ..defaults()
+        };
+        let c: pixelpass::config::stream::StreamConfig =
+            serde_json::from_value(stream_config(0, &layered, None)).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.layers, 3);
+        assert_eq!(c.audio_map.as_deref(), Some("1:a:0"));
     }
 }

@@ -13,7 +13,8 @@
 //! - `kill_on_drop(true)` as a last resort for the leader if a `Child` is dropped early.
 //!
 //! FFmpeg's `-progress pipe:3` output arrives on its own pipe (fd 3 in the child), so it
-//! never mixes with the log on stderr or the MPEG-TS on stdout.
+//! never mixes with the log on stderr or the MPEG-TS on stdout. The TS of layers 1.. (see
+//! [`super::layers`]) comes on pipes of their own too: fd 4, 5 (`pipe:4`, `pipe:5`).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -26,6 +27,11 @@ use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 /// The child's descriptor for `-progress pipe:3`.
 pub const PROGRESS_FD: RawFd = 3;
+/// The child's descriptor of the first extra TS pipe (layer 1's); layer i's is
+/// `EXTRA_TS_FD + i - 1`.
+pub const EXTRA_TS_FD: RawFd = 4;
+/// At most this many extra TS pipes.
+pub const MAX_EXTRA_TS: usize = 2;
 
 /// A started child and its pipes.
 #[derive(Debug)]
@@ -38,6 +44,8 @@ pub struct Spawned {
     pub stderr: ChildStderr,
     /// The read end of the child's fd 3.
     pub progress: pipe::Receiver,
+    /// The read ends of the extra TS pipes (fd 4, 5 in the child), blocking.
+    pub extra_ts: Vec<OwnedFd>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +77,8 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Runs in the forked child before exec: only async-signal-safe calls, no allocation.
-fn child_setup(parent: libc::pid_t, progress_write: RawFd) -> io::Result<()> {
+/// `writes[i]` becomes the child's fd `PROGRESS_FD + i` (3: progress, 4.. extra TS).
+fn child_setup(parent: libc::pid_t, writes: &[RawFd]) -> io::Result<()> {
     // SAFETY: plain syscalls on values owned by this (single-threaded) forked child.
     unsafe {
         if libc::prctl(
@@ -86,13 +95,20 @@ fn child_setup(parent: libc::pid_t, progress_write: RawFd) -> io::Result<()> {
         if libc::getppid() != parent {
             libc::_exit(1);
         }
-        if progress_write == PROGRESS_FD {
-            // dup2 onto itself keeps O_CLOEXEC: clear it so fd 3 survives exec.
-            if libc::fcntl(PROGRESS_FD, libc::F_SETFD, 0) != 0 {
+        // Every source first moves above the targets (its copy close-on-exec), so
+        // placing one never overwrites another still to be placed.
+        let mut high = [-1 as RawFd; 1 + MAX_EXTRA_TS];
+        for (slot, &fd) in high.iter_mut().zip(writes) {
+            *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 16);
+            if *slot < 0 {
                 return Err(io::Error::last_os_error());
             }
-        } else if libc::dup2(progress_write, PROGRESS_FD) < 0 {
-            return Err(io::Error::last_os_error()); // dup2's copy is not close-on-exec
+        }
+        for (i, &fd) in high.iter().take(writes.len()).enumerate() {
+            // dup2's copy is not close-on-exec: it survives exec.
+            if libc::dup2(fd, PROGRESS_FD + i as RawFd) < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
     }
     Ok(())
@@ -102,6 +118,17 @@ fn child_setup(parent: libc::pid_t, progress_write: RawFd) -> io::Result<()> {
 /// from /dev/null, stderr piped and stdout piped only when `ts_stdout`.
 /// Must be called inside a tokio runtime, on a long-lived thread (see the module docs).
 pub fn spawn(program: &OsStr, args: &[String], ts_stdout: bool) -> Result<Spawned, SpawnError> {
+    spawn_with(program, args, ts_stdout, 0)
+}
+
+/// [`spawn`] with `extra_ts` (at most [`MAX_EXTRA_TS`]) more pipes on the
+/// child's fd 4, 5…, for the TS of layers 1...
+pub fn spawn_with(
+    program: &OsStr,
+    args: &[String],
+    ts_stdout: bool,
+    extra_ts: usize,
+) -> Result<Spawned, SpawnError> {
     let owned = || program.to_os_string();
     let (read_end, write_end) = cloexec_pipe().map_err(|source| SpawnError::Pipe {
         program: owned(),
@@ -111,8 +138,23 @@ pub fn spawn(program: &OsStr, args: &[String], ts_stdout: bool) -> Result<Spawne
         program: owned(),
         source,
     })?;
+    let mut extra_reads = Vec::new();
+    let mut extra_writes = Vec::new();
+    for _ in 0..extra_ts.min(MAX_EXTRA_TS) {
+        let (r, w) = cloexec_pipe().map_err(|source| SpawnError::Pipe {
+            program: owned(),
+            source,
+        })?;
+        extra_reads.push(r);
+        extra_writes.push(w);
+    }
     let parent = std::process::id() as libc::pid_t;
-    let write_fd = write_end.as_raw_fd();
+    let mut writes = [-1 as RawFd; 1 + MAX_EXTRA_TS];
+    writes[0] = write_end.as_raw_fd();
+    for (slot, w) in writes[1..].iter_mut().zip(&extra_writes) {
+        *slot = w.as_raw_fd();
+    }
+    let count = 1 + extra_writes.len();
 
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -127,7 +169,7 @@ pub fn spawn(program: &OsStr, args: &[String], ts_stdout: bool) -> Result<Spawne
         .kill_on_drop(true);
     // SAFETY: child_setup only makes async-signal-safe syscalls.
     unsafe {
-        cmd.pre_exec(move || child_setup(parent, write_fd));
+        cmd.pre_exec(move || child_setup(parent, &writes[..count]));
     }
     let mut child = cmd.spawn().map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => SpawnError::NotFound { program: owned() },
@@ -136,7 +178,9 @@ pub fn spawn(program: &OsStr, args: &[String], ts_stdout: bool) -> Result<Spawne
             source,
         },
     })?;
-    drop(write_end); // else the progress pipe never reports EOF when the child exits
+    // Else the pipes never report EOF when the child exits.
+    drop(write_end);
+    drop(extra_writes);
 
     let missing = |what: &str| SpawnError::Spawn {
         program: owned(),
@@ -154,6 +198,7 @@ pub fn spawn(program: &OsStr, args: &[String], ts_stdout: bool) -> Result<Spawne
         pid,
         stderr,
         progress,
+        extra_ts: extra_reads,
     })
 }
 
@@ -278,6 +323,45 @@ mod tests {
             .unwrap();
         assert_eq!(out, "ts-bytes\n");
         assert!(s.child.wait().await.unwrap().success());
+    }
+
+    #[tokio::test]
+    async fn extra_ts_pipes_are_fd_4_and_5_and_end_with_the_child() {
+        let script = "echo progress >&3; echo layer1 >&4; echo layer2 >&5; echo main";
+        let mut s = spawn_with(
+            OsStr::new("sh"),
+            &["-c".to_string(), script.to_string()],
+            true,
+            2,
+        )
+        .unwrap();
+        assert_eq!(s.extra_ts.len(), 2);
+        let reads: Vec<_> = s
+            .extra_ts
+            .drain(..)
+            .map(|fd| {
+                std::thread::spawn(move || {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text)
+                        .map(|_| text)
+                })
+            })
+            .collect();
+        assert_eq!(first_progress_line(&mut s).await, "progress");
+        let mut out = String::new();
+        let mut stdout = s.stdout.take().unwrap();
+        tokio::time::timeout(BOUND, stdout.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, "main\n");
+        assert!(s.child.wait().await.unwrap().success());
+        // EOF once the child is gone: no copy of a write end stayed here.
+        let got: Vec<String> = reads
+            .into_iter()
+            .map(|r| r.join().unwrap().unwrap())
+            .collect();
+        assert_eq!(got, ["layer1\n", "layer2\n"]);
     }
 
     #[tokio::test]

@@ -29,6 +29,8 @@ pub struct Legs {
     pub copy_video: bool,
     /// The input's audio is AAC: the TS carries it as it is.
     pub copy_aac: bool,
+    /// Video RTP ports of layers 1 and 2 (see [`super::layers`]); 0: no such layer.
+    pub layer_ports: [u16; 2],
 }
 
 impl Legs {
@@ -43,7 +45,13 @@ impl Legs {
             audio_pt: cfg.webrtc.audio_pt(),
             copy_video: false,
             copy_aac: false,
+            layer_ports: [0; 2],
         }
+    }
+
+    /// Layers 1.. with their video RTP ports.
+    pub fn extra_layers(&self) -> impl Iterator<Item = (usize, u16)> + '_ {
+        (1..).zip(self.layer_ports).take_while(|(_, p)| *p != 0)
     }
 }
 
@@ -52,14 +60,14 @@ impl Legs {
 pub const RTP_PACKET_SIZE: u16 = 1200;
 
 /// Seconds as FFmpeg expects them, without float noise: 2.0 → "2", 0.5 → "0.5".
-fn seconds(value: f64) -> String {
+pub(super) fn seconds(value: f64) -> String {
     let text = format!("{value:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// `rtcpport=` equal to the RTP port keeps each leg's RTCP on its own port: FFmpeg's
 /// default (RTP port + 1) would send video RTCP into the audio port.
-fn rtp_url(port: u16) -> String {
+pub(super) fn rtp_url(port: u16) -> String {
     format!("rtp://127.0.0.1:{port}?rtcpport={port}&pkt_size={RTP_PACKET_SIZE}")
 }
 
@@ -73,14 +81,13 @@ fn video_args(cfg: &StreamConfig, legs: &Legs) -> Vec<String> {
             .map(String::from)
             .into();
     }
-    h264_args(cfg)
+    h264_args(cfg, cfg.video_bitrate_kbps)
 }
 
-/// Browser-friendly low-latency H.264: baseline (no B-frames) and a keyframe every
-/// `keyframe_interval_seconds` so late joiners start quickly. The operator's
-/// `video_options` come last so they override ours.
-fn h264_args(cfg: &StreamConfig) -> Vec<String> {
-    let k = cfg.video_bitrate_kbps;
+/// Browser-friendly low-latency H.264 at `k` kbit/s: baseline (no B-frames) and a
+/// keyframe every `keyframe_interval_seconds` so late joiners start quickly. The
+/// operator's `video_options` come last so they override ours.
+pub(super) fn h264_args(cfg: &StreamConfig, k: u32) -> Vec<String> {
     let mut args: Vec<String> = [
         "-c:v",
         "libx264",
@@ -116,12 +123,12 @@ fn h264_args(cfg: &StreamConfig) -> Vec<String> {
     args
 }
 
-fn push(args: &mut Vec<String>, items: &[&str]) {
+pub(super) fn push(args: &mut Vec<String>, items: &[&str]) {
     args.extend(items.iter().map(|s| s.to_string()));
 }
 
 /// The `-map`s for one shared encode, when the streams to use are known.
-fn maps(cfg: &StreamConfig, legs: &Legs) -> Option<(String, Option<String>)> {
+pub(super) fn maps(cfg: &StreamConfig, legs: &Legs) -> Option<(String, Option<String>)> {
     let single_input = cfg.input.iter().filter(|a| *a == "-i").count() == 1;
     let video = cfg
         .video_map
@@ -206,8 +213,15 @@ fn tee_outputs(
     args.extend(["-f".to_owned(), "tee".to_owned(), slaves.join("|")]);
 }
 
-/// The full argv (without the program name) for one stream.
+/// The full argv (without the program name) for one stream: layer 0's legs,
+/// then those of layers 1.. ([`super::layers`]).
 pub fn ffmpeg_args(cfg: &StreamConfig, legs: &Legs) -> Vec<String> {
+    let mut args = layer0_args(cfg, legs);
+    super::layers::append(&mut args, cfg, legs);
+    args
+}
+
+fn layer0_args(cfg: &StreamConfig, legs: &Legs) -> Vec<String> {
     let mut args = Vec::new();
     // Progress goes to fd 3 (see child.rs); only warnings and errors on stderr, tagged
     // with their level so the log tail can pick out errors.
@@ -311,6 +325,7 @@ mod tests {
             audio_pt: 111,
             copy_video: false,
             copy_aac: false,
+            layer_ports: [0; 2],
         }
     }
 
@@ -486,6 +501,7 @@ mod tests {
                 audio_pt: 111,
                 copy_video: false,
                 copy_aac: false,
+                layer_ports: [0; 2],
             }
         );
     }

@@ -3,6 +3,8 @@
 //! (A stream's settings and the config file are in [`crate::config`].)
 //!
 //! - [`command`]: the FFmpeg argv: the operator's input plus our output legs;
+//! - [`layers`]: layers 1.. (`layers = 2 | 3`): one filtergraph, an encode, a video
+//!   RTP port and a TS pipe each;
 //! - [`ports`]: the adjacent loopback UDP pair for the RTP legs;
 //! - [`child`]: spawning FFmpeg in its own process group with a parent-death
 //!   signal, and ending it (SIGTERM, then SIGKILL, always reaped);
@@ -15,6 +17,7 @@
 
 pub(crate) mod child;
 pub(crate) mod command;
+pub(crate) mod layers;
 pub(crate) mod log;
 pub(crate) mod ports;
 pub(crate) mod probe;
@@ -26,3 +29,5 @@ pub use producer::FfmpegProducer;
 
 #[cfg(test)]
 mod ffmpeg_tests;
+#[cfg(test)]
+mod layers_tests;

@@ -36,6 +36,18 @@ pub fn bind_pair(ip: IpAddr) -> Result<(UdpSocket, UdpSocket), PairError> {
     Ok((video, audio))
 }
 
+/// One more video port for a layer (see `super::layers`): kernel-picked on
+/// `ip`, nonblocking, buffered like the pair's.
+pub fn bind_one(ip: IpAddr) -> Result<UdpSocket, PairError> {
+    let socket = UdpSocket::bind((ip, 0)).map_err(|source| PairError::Bind { ip, source })?;
+    let port = socket
+        .local_addr()
+        .map_err(|source| PairError::Bind { ip, source })?
+        .port();
+    configure(ip, port, &socket)?;
+    Ok(socket)
+}
+
 /// [`bind_pair`] with the first socket supplied by `first` (tests inject collisions) and
 /// the number of attempts reported. A failed attempt drops its socket before the next.
 pub fn bind_pair_with(

@@ -12,6 +12,11 @@
 //! first (SIGTERM to its process group, SIGKILL after a grace period, reaped),
 //! then the RTP sources close. The supervisor runs the teardown hooks (WHEP
 //! peers) before it calls stop, so peers go before sources.
+//!
+//! Layers ([`super::layers`]): each layer 1.. has a video RTP port of its own
+//! feeding `hub.layer(i)`, and its TS comes on an extra pipe into the same
+//! layer's hub; each layer's info starts as asked for and takes its real size
+//! and rate from its first SPS. No layer has a keyframe source.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -30,7 +35,7 @@ use super::command::{self, Legs};
 use super::log::{endpoint, mask, summarize_exit};
 use super::progress::ProgressParser;
 use super::report::ProcessState;
-use super::{child, ports, probe};
+use super::{child, layers, ports, probe};
 use crate::config::StreamConfig;
 use crate::hub::{Hub, Track};
 use crate::ingest;
@@ -110,7 +115,35 @@ async fn start(
         .port();
     let video = UdpSocket::from_std(video).map_err(|e| err("cannot use the RTP socket", e))?;
     let audio = UdpSocket::from_std(audio).map_err(|e| err("cannot use the RTP socket", e))?;
+    // Layers 1..: a video port each (layer 0's pair stays adjacent).
+    let extra = hub.layer_count().saturating_sub(1).min(2);
+    let mut layer_sockets = Vec::new();
+    let mut layer_ports = [0u16; 2];
+    for port in layer_ports.iter_mut().take(extra) {
+        let s = ports::bind_one(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .map_err(|e| ProducerError::start_failed(e.to_string()))?;
+        *port = s
+            .local_addr()
+            .map_err(|e| err("cannot read a layer's RTP port", e))?
+            .port();
+        layer_sockets
+            .push(UdpSocket::from_std(s).map_err(|e| err("cannot use a layer's RTP socket", e))?);
+    }
     hub.begin_run(None);
+    for (i, layer) in hub.layers().enumerate() {
+        // Said before the first SPS tells the real size (kept from the last run till then).
+        let said = layers::nominal(&cfg, i);
+        let known = layer.layer_info().filter(|l| l.width > 0);
+        layer.set_layer_info(match known {
+            Some(k) => crate::hub::LayerInfo {
+                width: k.width,
+                height: k.height,
+                fps: if said.fps > 0 { said.fps } else { k.fps },
+                ..said
+            },
+            None => said,
+        });
+    }
     // The WHEP answer states the profile the copied H.264 really has (learned
     // from its SPS); an encode is ours (Constrained Baseline).
     hub.set_h264_profile(None);
@@ -133,10 +166,25 @@ async fn start(
             false,
         )),
     ];
+    let layer_rtp: Vec<Arc<rtp_in::RtpCounters>> =
+        layer_sockets.iter().map(|_| Arc::default()).collect();
+    for ((i, sock), counters) in (1..).zip(layer_sockets).zip(&layer_rtp) {
+        let Some(layer) = hub.layer(i) else { break };
+        sources.push(tokio::spawn(rtp_in::run(
+            sock,
+            Track::Video,
+            layer,
+            counters.clone(),
+            seen_tx.clone(),
+            false,
+        )));
+    }
+    state.set_layer_rtp(layer_rtp);
 
     let legs = Legs {
         copy_video: choice.copy(),
         copy_aac: choice.copy_aac,
+        layer_ports,
         ..Legs::for_stream(&cfg, video_port)
     };
     let args = command::ffmpeg_args(&cfg, &legs);
@@ -144,7 +192,8 @@ async fn start(
     tracing::debug!(stream = %cfg.id, args = ?shown, "spawning ffmpeg");
     state.new_run(&program.to_string_lossy(), &args);
     // Spawned on this tokio worker thread (long-lived: see `child::spawn` on PDEATHSIG).
-    let spawned = match child::spawn(&program, &args, cfg.http_ts) {
+    let extra_ts = if cfg.http_ts { extra } else { 0 };
+    let mut spawned = match child::spawn_with(&program, &args, cfg.http_ts, extra_ts) {
         Ok(s) => s,
         Err(e) => {
             close(&mut sources).await;
@@ -154,19 +203,38 @@ async fn start(
     let pid = spawned.pid;
     state.set_running(pid, (video_port, video_port + 1));
     state.log_line(&format!(
-        "pixelpass: started ffmpeg (pid {pid}), RTP on 127.0.0.1:{video_port} and :{}",
-        video_port + 1
+        "pixelpass: started ffmpeg (pid {pid}), RTP on 127.0.0.1:{video_port} and :{}{}",
+        video_port + 1,
+        legs.extra_layers()
+            .map(|(i, p)| format!(", layer {i}'s video on :{p}"))
+            .collect::<String>()
     ));
+    if extra > 0 {
+        let said: Vec<_> = hub.layers().filter_map(|l| l.layer_info()).collect();
+        state.log_line(&format!(
+            "pixelpass: {} layers: {}",
+            said.len(),
+            layers::describe(&said)
+        ));
+    }
 
     let readers = vec![
         tokio::spawn(log_lines(spawned.stderr, state.clone(), cfg.id.clone())),
         tokio::spawn(progress_lines(spawned.progress, state.clone())),
     ];
-    let ts_error = spawned.stdout.and_then(|stdout| {
+    let mut ts_error = spawned.stdout.and_then(|stdout| {
         // Media freshness is RTP's when there is RTP (stale = "no RTP"), else the TS's.
         let seen = (!cfg.webrtc.enabled).then(|| seen_tx.clone());
-        read_ts(stdout, hub.clone(), seen, &cfg.id).err()
+        let fd = stdout.into_owned_fd();
+        fd.and_then(|fd| read_ts(fd, hub.clone(), seen, &cfg.id))
+            .err()
     });
+    for (i, fd) in (1..).zip(spawned.extra_ts.drain(..)) {
+        let (Some(layer), None) = (hub.layer(i), &ts_error) else {
+            break;
+        };
+        ts_error = read_ts(fd, layer, None, &format!("{}-l{i}", cfg.id)).err();
+    }
     drop(seen_tx);
 
     let (fail_tx, mut failures) = mpsc::unbounded_channel();
@@ -224,11 +292,15 @@ async fn start(
         // FFmpeg exited (or stalled) before its first media: a failed start.
         return Err(e.while_starting().context("ffmpeg could not start"));
     }
+    let layered = match extra {
+        0 => String::new(),
+        n => format!(", {} more layers encoded", n),
+    };
     Ok(Run {
         encoder: if choice.copy() {
-            "ffmpeg (H.264 copied)".into()
+            format!("ffmpeg (H.264 copied{layered})")
         } else {
-            "ffmpeg (libx264)".into()
+            format!("ffmpeg (libx264{layered})")
         },
         failures,
         handle: Box::new(run),
@@ -361,16 +433,16 @@ async fn progress_lines<R: AsyncRead + Unpin>(progress: R, state: Arc<ProcessSta
     }
 }
 
-/// FFmpeg's stdout TS: a reader thread (blocking reads of the pipe) hands
-/// buffers to the ingest loop (`pipeline::ingest`), which feeds the hub and
-/// flushes after a quiet moment. Both threads end at EOF (FFmpeg gone).
+/// A TS pipe of FFmpeg's (stdout: layer 0; fd 4, 5: layers 1, 2): a reader
+/// thread (blocking reads of the pipe) hands buffers to the ingest loop
+/// (`pipeline::ingest`), which feeds the layer's hub and flushes after a
+/// quiet moment. Both threads end at EOF (FFmpeg gone).
 fn read_ts(
-    stdout: tokio::process::ChildStdout,
+    fd: std::os::fd::OwnedFd,
     hub: Hub,
     seen: Option<watch::Sender<Option<Instant>>>,
     id: &str,
 ) -> std::io::Result<()> {
-    let fd = stdout.into_owned_fd()?;
     set_blocking(&fd)?;
     let mut pipe = std::fs::File::from(fd);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(ingest::CHANNEL_CAPACITY / 16);

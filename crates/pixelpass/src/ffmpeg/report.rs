@@ -25,6 +25,8 @@ pub struct ProcessState {
     waiting: Mutex<Option<String>>,
     /// Counters of every run (they keep counting across restarts).
     pub rtp: Arc<RtpCounters>,
+    /// Video RTP counters of layers 1.. (the current run's).
+    layer_rtp: Mutex<Vec<Arc<RtpCounters>>>,
 }
 
 impl Default for ProcessState {
@@ -38,6 +40,7 @@ impl Default for ProcessState {
             video: Mutex::new(None),
             waiting: Mutex::new(None),
             rtp: Arc::new(RtpCounters::default()),
+            layer_rtp: Mutex::new(Vec::new()),
         }
     }
 }
@@ -53,6 +56,9 @@ pub struct ProcessReport {
     pub rtp_ports: Option<(u16, u16)>,
     pub progress: Option<Progress>,
     pub rtp: RtpReport,
+    /// Video RTP of layers 1.. (absent with one layer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layer_rtp: Vec<LayerRtpReport>,
     /// Copy or encode, why, and what the video measured.
     pub video: Option<VideoReport>,
     /// Set while FFmpeg listens and no publisher has sent media yet.
@@ -73,6 +79,13 @@ pub struct VideoReport {
     /// A setting that has no effect in this mode, said.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LayerRtpReport {
+    pub layer: usize,
+    pub video_packets: u64,
+    pub lost: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -149,6 +162,23 @@ impl ProcessState {
         })
     }
 
+    /// The current run's counters of layers 1.. (in order).
+    pub fn set_layer_rtp(&self, counters: Vec<Arc<RtpCounters>>) {
+        *lock(&self.layer_rtp) = counters;
+    }
+
+    fn layer_rtp_report(&self) -> Vec<LayerRtpReport> {
+        let r = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        (1..)
+            .zip(lock(&self.layer_rtp).iter())
+            .map(|(layer, c)| LayerRtpReport {
+                layer,
+                video_packets: r(&c.video.packets),
+                lost: r(&c.video.lost),
+            })
+            .collect()
+    }
+
     pub fn set_progress(&self, p: Progress) {
         *lock(&self.progress) = Some(p);
     }
@@ -189,6 +219,7 @@ impl ProcessState {
             rtp_ports: *lock(&self.ports),
             progress: self.progress(),
             rtp: self.rtp_report(),
+            layer_rtp: self.layer_rtp_report(),
             video: self.video_report(gop_ticks),
             waiting_for_publisher: lock(&self.waiting).clone(),
             log: self.log(),

@@ -15,8 +15,10 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::hub::LayerInfo;
 use crate::hub::{Hub, Track};
-use crate::media::rtp::{h264_sps_profile_level_id, RtpPacket};
+use crate::media::rtp::{h264_sps, RtpPacket};
+use crate::media::sps::sps_info;
 
 /// Counters of one track, shared with the report and the metrics.
 #[derive(Debug, Default)]
@@ -95,6 +97,9 @@ impl Gate {
 
 /// Drain `sock` into `hub` until the task is aborted. `seen` is told the
 /// time of every published packet (media flows; the stale watchdog reads it).
+/// Video: each new SPS's profile goes to the counters (and to the hub when
+/// `learn_profile`: copied H.264), its size and rate to the hub's layer info
+/// once the producer has said what the layer is ([`learn_layer`]).
 pub async fn run(
     sock: UdpSocket,
     track: Track,
@@ -104,6 +109,7 @@ pub async fn run(
     learn_profile: bool,
 ) {
     let mut gate = Gate::default();
+    let mut last_sps = Vec::new();
     let mut buf = vec![0u8; 2048];
     let c = counters.track(track);
     loop {
@@ -131,13 +137,17 @@ pub async fn run(
                 }
                 seen.send_replace(Some(now));
                 if track == Track::Video {
-                    let sps = RtpPacket::parse(&buf[..n])
-                        .ok()
-                        .and_then(|p| h264_sps_profile_level_id(p.payload));
-                    if let Some(p) = sps {
-                        if c.profile_level_id.swap(p, Ordering::Relaxed) != p && learn_profile {
-                            hub.set_h264_profile(Some(p));
+                    let packet = RtpPacket::parse(&buf[..n]).ok();
+                    let sps = packet.and_then(|p| h264_sps(p.payload));
+                    if let Some(sps) = sps.filter(|s| **s != last_sps[..]) {
+                        last_sps = sps.to_vec();
+                        if let Some(p) = crate::media::h264::sps_profile_level_id(sps) {
+                            c.profile_level_id.store(p, Ordering::Relaxed);
+                            if learn_profile {
+                                hub.set_h264_profile(Some(p));
+                            }
                         }
+                        learn_layer(&hub, sps);
                     }
                 }
             }
@@ -149,6 +159,21 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The size and rate an SPS states go into the hub's layer info (its
+/// bitrate stays the producer's); nothing before the producer said what the
+/// layer is, and a rate the SPS does not state stays what was said.
+pub fn learn_layer(hub: &Hub, sps: &[u8]) {
+    let (Some(said), Some(got)) = (hub.layer_info(), sps_info(sps)) else {
+        return;
+    };
+    hub.set_layer_info(LayerInfo {
+        width: got.width,
+        height: got.height,
+        fps: got.fps.unwrap_or(said.fps),
+        ..said
+    });
 }
 
 #[cfg(test)]

@@ -83,14 +83,14 @@ pub fn sps_profile_level_id(sps: &[u8]) -> Option<u32> {
 }
 
 /// Exp-Golomb reader over a NAL's payload with emulation prevention removed.
-struct Bits {
+pub(crate) struct Bits {
     bytes: Vec<u8>,
     pos: usize,
 }
 
 impl Bits {
     /// The first `max` payload bytes after the NAL header, unescaped (00 00 03 → 00 00).
-    fn new(nal: &[u8], max: usize) -> Bits {
+    pub(crate) fn new(nal: &[u8], max: usize) -> Bits {
         let mut bytes = Vec::with_capacity(max);
         let mut zeros = 0;
         for &b in nal.iter().skip(1) {
@@ -107,7 +107,7 @@ impl Bits {
         Bits { bytes, pos: 0 }
     }
 
-    fn bit(&mut self) -> Option<u32> {
+    pub(crate) fn bit(&mut self) -> Option<u32> {
         let byte = *self.bytes.get(self.pos / 8)?;
         let bit = (byte >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
@@ -115,7 +115,7 @@ impl Bits {
     }
 
     /// ue(v): unsigned Exp-Golomb.
-    fn ue(&mut self) -> Option<u32> {
+    pub(crate) fn ue(&mut self) -> Option<u32> {
         let mut zeros = 0;
         while self.bit()? == 0 {
             zeros += 1;

@@ -3,5 +3,6 @@
 
 pub mod h264;
 pub mod rtp;
+pub mod sps;
 pub mod timecode;
 pub mod ts;

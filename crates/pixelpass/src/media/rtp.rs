@@ -102,15 +102,20 @@ pub fn h264_no_picture(payload: &[u8]) -> bool {
 /// The profile-level-id of the SPS this RTP/H.264 payload carries, alone or
 /// in a STAP-A (FFmpeg puts an AUD before it there).
 pub fn h264_sps_profile_level_id(payload: &[u8]) -> Option<u32> {
+    h264_sps(payload).and_then(crate::media::h264::sps_profile_level_id)
+}
+
+/// The SPS NAL unit this RTP/H.264 payload carries, alone or in a STAP-A.
+pub fn h264_sps(payload: &[u8]) -> Option<&[u8]> {
     match payload.first()? & 0x1f {
-        7 => crate::media::h264::sps_profile_level_id(payload),
+        7 => Some(payload),
         24 => {
             let mut rest = &payload[1..];
             while rest.len() > 2 {
                 let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
                 let unit = rest.get(2..2 + n)?;
-                if let Some(p) = crate::media::h264::sps_profile_level_id(unit) {
-                    return Some(p);
+                if unit.first().is_some_and(|h| h & 0x1f == 7) {
+                    return Some(unit);
                 }
                 rest = &rest[2 + n..];
             }

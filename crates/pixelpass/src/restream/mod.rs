@@ -59,6 +59,63 @@ pub struct StreamView {
     pub order: Order,
     pub urls: Urls,
     pub config: StreamConfig,
+    /// What each layer is (layer 0 first; one for a one-layer stream). Size
+    /// and fps `null` until the layer's first SPS said them (an FFmpeg run
+    /// with WebRTC on; fps `null` too when the H.264 states no rate).
+    pub layers: Vec<LayerView>,
+}
+
+/// One layer of a stream, as its producer made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LayerView {
+    pub layer: usize,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+    /// The encoder's target (for a copied layer 0: `video_bitrate_kbps`, not measured).
+    pub bitrate_kbps: Option<u32>,
+}
+
+impl LayerView {
+    /// `1280x720@30 2500 kbit/s`; a size not known yet is said relative to
+    /// the input (`½ of the input`), a rate not known is left out.
+    pub fn describe(&self) -> String {
+        let size = match (self.width, self.height) {
+            (Some(w), Some(h)) => format!("{w}x{h}"),
+            _ => [
+                "the input's size",
+                "½ of the input's size",
+                "¼ of the input's size",
+            ]
+            .get(self.layer)
+            .unwrap_or(&"size to come")
+            .to_string(),
+        };
+        let fps = self.fps.map(|f| format!("@{f}")).unwrap_or_default();
+        let rate = self
+            .bitrate_kbps
+            .map(|k| format!(" {k} kbit/s"))
+            .unwrap_or_default();
+        format!("{size}{fps}{rate}")
+    }
+}
+
+/// What the layers of `hub` are.
+pub fn layer_views(hub: &Hub) -> Vec<LayerView> {
+    hub.layers()
+        .enumerate()
+        .map(|(layer, h)| {
+            let info = h.layer_info();
+            let known = |v: u32| Some(v).filter(|v| *v > 0);
+            LayerView {
+                layer,
+                width: info.and_then(|i| known(i.width)),
+                height: info.and_then(|i| known(i.height)),
+                fps: info.and_then(|i| known(i.fps)),
+                bitrate_kbps: info.and_then(|i| known(i.bitrate_kbps)),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -403,6 +460,7 @@ fn view(s: &Stream) -> StreamView {
                 .map(|u| crate::ffmpeg::log::endpoint(&u)),
         },
         config: s.config.clone(),
+        layers: layer_views(s.supervisor.hub()),
     }
 }
 
@@ -518,7 +576,7 @@ impl Streams {
             (
                 Arc::new(producer),
                 policy(&config),
-                Hub::new(hub_config(&config)),
+                Hub::with_layers(hub_config(&config), config.layers as usize),
             )
         };
         let supervisor = Supervisor::spawn(policy, hub, producer);

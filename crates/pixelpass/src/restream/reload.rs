@@ -137,6 +137,18 @@ mod tests {
     }
 
     #[test]
+    fn a_layers_change_is_a_changed_stream() {
+        let before = [stream("cam", 1000)];
+        let mut layered = stream("cam", 1000);
+        layered.layers = 3;
+        let p = plan(&before, &[layered.clone()], &["cam".to_owned()]);
+        assert_eq!(ids(&p.replace), ["cam"]);
+        assert!(p.unchanged.is_empty());
+        let p = plan(&[layered.clone()], &[layered], &["cam".to_owned()]);
+        assert_eq!(p.unchanged, ["cam"]);
+    }
+
+    #[test]
     fn only_what_the_file_changed_is_touched() {
         let before = [
             stream("keep", 1000),
