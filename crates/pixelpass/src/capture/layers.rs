@@ -43,6 +43,8 @@ pub struct LayerPlan {
     pub divisor: u32,
     pub fps: u32,
     pub bitrate_kbps: u32,
+    /// At a lower frame rate than layer 0 (its frames restamped on its own grid).
+    pub lower_rate: bool,
 }
 
 impl LayerPlan {
@@ -75,18 +77,21 @@ pub fn plan(cfg: &PipelineConfig) -> Vec<LayerPlan> {
         divisor: 1,
         fps: cfg.framerate,
         bitrate_kbps: cfg.bitrate_kbps,
+        lower_rate: false,
     };
     let mid = LayerPlan {
         index: 1,
         divisor: 2,
         fps: cfg.framerate,
         bitrate_kbps: (cfg.bitrate_kbps / 4).max(MIN_KBPS),
+        lower_rate: false,
     };
     let low = LayerPlan {
         index: 2,
         divisor: 4,
         fps: cfg.framerate.min(LOW_FPS),
         bitrate_kbps: LOW_KBPS.min(mid.bitrate_kbps).max(MIN_KBPS),
+        lower_rate: cfg.framerate > LOW_FPS,
     };
     [base, mid, low].into_iter().take(n).collect()
 }
@@ -163,11 +168,14 @@ pub(crate) fn encode_chain(
     let scale_caps = if plan.index == 0 {
         None
     } else {
-        // Down to this layer's rate (passes all at the same rate). Not
-        // drop-only: that keeps the kept frames' own times (0, 66, 166 ms…
-        // for 30 → 10 fps), which a player at 10 fps rounds onto the same
-        // tick; here every frame is stamped on the layer's own grid.
-        chain.push(make("videorate", &format!("videorate{sfx}"))?);
+        if plan.lower_rate {
+            // Down to this layer's rate. Not drop-only: that keeps the kept
+            // frames' own times (0, 66, 166 ms… for 30 → 10 fps), which a
+            // player at 10 fps rounds onto the same tick; here every frame
+            // is stamped on the layer's own grid. A layer at layer 0's rate
+            // has no videorate: its frames keep layer 0's timestamps.
+            chain.push(make("videorate", &format!("videorate{sfx}"))?);
+        }
         chain.push(make("videoscale", &format!("videoscale{sfx}"))?);
         // The size comes with the raw caps (see `size_layers_from_raw_caps`).
         let caps = gst::Caps::builder("video/x-raw")
