@@ -221,3 +221,16 @@ fn an_http_viewer_behind_a_thin_link_moves_to_the_lower_layer_and_decodes_cleanl
         "fewer than 10 s of frames decoded"
     );
 }
+
+#[test]
+fn a_layer_count_outside_one_to_three_is_refused_saying_what_fits() {
+    for bad in ["0", "4", "two"] {
+        let out = run_binary(&["host", "--layers", bad], Duration::from_secs(10));
+        assert!(!out.success(), "--layers {bad} was taken");
+        assert!(
+            out.stderr.contains("--layers") && out.stderr.contains("1 (one encode) up to 3"),
+            "--layers {bad}: {}",
+            out.stderr
+        );
+    }
+}

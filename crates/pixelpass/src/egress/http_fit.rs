@@ -125,7 +125,7 @@ mod tests {
         assert_eq!(f.observe(t0 + 2100 * MS, 900 * MS, 0), None);
         // A skip is a move.
         assert_eq!(
-            f.observe(t0 + 2200 * MS, 0 * MS, 1),
+            f.observe(t0 + 2200 * MS, Duration::ZERO, 1),
             Some(Reason::Skipped(1))
         );
     }

@@ -83,9 +83,9 @@ pub fn head() -> Response {
 }
 
 /// `?layer=`: which layer a viewer asked for. `Ok(None)`: none (automatic:
-/// layer 0, moving down when it cannot keep up); an unknown layer is a
-/// `400` naming the layers the stream has.
-pub fn parse_layer(raw: Option<&str>, layer_count: usize) -> Result<Option<usize>, Response> {
+/// layer 0, moving down when it cannot keep up); an unknown layer is the
+/// one-line reason for a `400` ([`bad_layer`]) naming the layers there are.
+pub fn parse_layer(raw: Option<&str>, layer_count: usize) -> Result<Option<usize>, String> {
     let Some(raw) = raw else {
         return Ok(None);
     };
@@ -99,14 +99,19 @@ pub fn parse_layer(raw: Option<&str>, layer_count: usize) -> Result<Option<usize
                     (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
                 ),
             };
-            Err((
-                StatusCode::BAD_REQUEST,
-                [(header::CACHE_CONTROL, "no-store")],
-                format!("no layer {raw:?}: this stream has {has}\n"),
-            )
-                .into_response())
+            Err(format!("no layer {raw:?}: this stream has {has}"))
         }
     }
+}
+
+/// `400` with the reason [`parse_layer`] gave.
+pub fn bad_layer(reason: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CACHE_CONTROL, "no-store")],
+        format!("{reason}\n"),
+    )
+        .into_response()
 }
 
 /// A viewer of `entry`: on layer `pinned`, or (`None`) on layer 0 moving

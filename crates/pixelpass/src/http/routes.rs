@@ -65,7 +65,7 @@ async fn stream_ts(
         Some(entry) if entry.http_ts => {
             match http_ts::parse_layer(q.layer.as_deref(), entry.supervisor.hub().layer_count()) {
                 Ok(layer) => http_ts::get(entry, layer).await,
-                Err(resp) => resp,
+                Err(why) => http_ts::bad_layer(why),
             }
         }
         Some(_) => http_ts::disabled(),
@@ -82,7 +82,7 @@ async fn stream_ts_head(
         Some(entry) if entry.http_ts => {
             match http_ts::parse_layer(q.layer.as_deref(), entry.supervisor.hub().layer_count()) {
                 Ok(_) => http_ts::head(),
-                Err(resp) => resp,
+                Err(why) => http_ts::bad_layer(why),
             }
         }
         Some(_) => http_ts::disabled(),
