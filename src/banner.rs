@@ -14,6 +14,8 @@ pub struct Info<'a> {
     pub source: &'a str,
     pub encoder: String,
     pub encoder_element: &'a str,
+    /// The layers, e.g. "1280×720 4000k, 640×360 1000k".
+    pub layers: &'a str,
     pub max_viewers: u32,
     pub linger: f64,
     /// The WebRTC UDP socket (firewalls must let it through).
@@ -60,6 +62,7 @@ struct JsonBanner<'a> {
     webrtc_udp: String,
     max_viewers: u32,
     encoder: &'a str,
+    layers: &'a str,
     source: &'a str,
     /// Per `--publish` URL: its state and the relay's page for viewers.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -85,6 +88,7 @@ pub fn print_json(info: &Info<'_>) -> anyhow::Result<()> {
         webrtc_udp: info.webrtc_udp.to_string(),
         max_viewers: info.max_viewers,
         encoder: info.encoder_element,
+        layers: info.layers,
         source: info.source,
         publish: info.publish,
         watch_url: info.publish.iter().find_map(|p| p.player_page.as_deref()),
@@ -105,8 +109,8 @@ pub fn print_human(info: &Info<'_>) {
     };
     let mut s = String::new();
     s.push_str(&format!(
-        "\npixelpass is sharing: {} · encoder {}\n\n",
-        info.source, info.encoder
+        "\npixelpass is sharing: {} · encoder {}\nlayers: {}\n\n",
+        info.source, info.encoder, info.layers
     ));
     s.push_str("Open in a browser (private: anyone with the link can watch):\n");
     for u in info.player_urls() {

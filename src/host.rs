@@ -61,7 +61,9 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         height: args.height,
         audio,
         audio_source,
+        layers: args.layers,
     };
+    let layers = capture::layers::describe(&pipeline);
     let host = Host::start(HostOptions {
         pipeline,
         listen: args.listen,
@@ -84,6 +86,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         source: source_label(source),
         encoder: host.encoder.to_string(),
         encoder_element: host.encoder.element,
+        layers: &layers,
         max_viewers: args.max_viewers,
         linger: args.linger,
         webrtc_udp: host.webrtc_udp(),

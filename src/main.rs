@@ -91,6 +91,11 @@ pub struct HostArgs {
     /// Scale the picture to this height (keeps the source size when absent).
     #[arg(long, value_parser = clap::value_parser!(u32).range(16..=4320))]
     pub height: Option<u32>,
+    /// Encodes of the picture (1–3), so viewers on thin links get a lower one:
+    /// 1 = the stream as configured; 2 adds half the size at a quarter of the
+    /// bitrate; 3 adds a very low one (about 150 kbit/s, a quarter of the size, 10 fps).
+    #[arg(long, default_value_t = 2, value_parser = parse_layers, value_name = "1-3")]
+    pub layers: usize,
     /// How many viewers may watch at once; one more gets "host is full".
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_viewers: u32,
@@ -154,6 +159,17 @@ fn main() -> ExitCode {
             eprintln!("pixelpass: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--layers`: 1, 2 or 3.
+fn parse_layers(s: &str) -> Result<usize, String> {
+    let max = pixelpass::hub::MAX_LAYERS;
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a layer count: give 1 (one encode) up to {max} (full, half size, very low)"
+        )),
     }
 }
 

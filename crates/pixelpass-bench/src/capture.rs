@@ -10,6 +10,10 @@
 //! it also reads the CPU of the session's processes: the compositor, portal
 //! and PipeWire side of screen capture, and the animated client apart.
 //!
+//! `--layers 1,2,3` measures each source and size at each layer count
+//! (`host --layers`: a tee, then one scale + encode + mux per layer) and
+//! says what each step's extra layer cost over the one before.
+//!
 //! `--headless` runs each size in a fresh headless session of that size
 //! (`crates/pixelpass-testkit/session/headless-session.sh`) so the portal captures a screen of
 //! exactly that size (no scaling), showing by default the test source's
@@ -44,6 +48,10 @@ pub struct CaptureArgs {
     /// Video bitrate, kbit/s.
     #[arg(long, default_value_t = 4000)]
     pub bitrate: u32,
+    /// Layer counts to measure each source and size at (`host --layers`),
+    /// e.g. `1,2,3`: each step's row says what its extra layer cost.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub layers: Vec<usize>,
     /// The H.264 encoder: x264enc, openh264enc, … or `auto` (host's choice).
     #[arg(long, default_value = "x264enc")]
     pub encoder: String,
@@ -78,9 +86,16 @@ pub struct Row {
     pub size: String,
     pub fps: u32,
     pub encoder: String,
+    /// Encodes of the picture (`host --layers`).
+    #[serde(default = "one")]
+    pub layers: usize,
     pub seconds: f64,
     /// CPU cores used by this process (capture + convert + encode + mux).
     pub host_cores: f64,
+    /// What this step's layers cost over the previous step of the same
+    /// source and size (fewer layers), in cores.
+    #[serde(default)]
+    pub extra_cores: Option<f64>,
     /// Compositor, portal, PipeWire (the session's side of screen capture).
     pub session_cores: Option<f64>,
     /// The animated client drawing the screen.
@@ -95,6 +110,10 @@ pub struct Row {
     /// Frames videorate dropped (source faster than the rate).
     pub rate_dropped: u64,
     pub error: Option<String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -112,6 +131,16 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     }
     if !(args.seconds > 0.0 && args.seconds <= 600.0) {
         bail!("--seconds must be in (0, 600]");
+    }
+    if let Some(n) = args
+        .layers
+        .iter()
+        .find(|n| !(1..=pixelpass::hub::MAX_LAYERS).contains(*n))
+    {
+        bail!(
+            "--layers takes counts from 1 to {}, not {n}",
+            pixelpass::hub::MAX_LAYERS
+        );
     }
     let rows = if args.headless {
         run_in_sessions(&args)?
@@ -132,12 +161,14 @@ fn print_rows(rows: &[Row], json: bool) {
         return;
     }
     println!(
-        "{:<7} {:<10} {:>4} {:<12} {:>10} {:>13} {:>12} {:>9} {:>8} {:>8} {:>10} {:>9}",
+        "{:<7} {:<10} {:>4} {:<12} {:>6} {:>10} {:>11} {:>13} {:>12} {:>9} {:>8} {:>8} {:>10} {:>9}",
         "source",
         "size",
         "fps",
         "encoder",
+        "layers",
         "host cores",
+        "+this layer",
         "session cores",
         "client cores",
         "expected",
@@ -153,12 +184,14 @@ fn print_rows(rows: &[Row], json: bool) {
         }
         let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
         println!(
-            "{:<7} {:<10} {:>4} {:<12} {:>10.2} {:>13} {:>12} {:>9} {:>8} {:>8} {:>10} {:>9}",
+            "{:<7} {:<10} {:>4} {:<12} {:>6} {:>10.2} {:>11} {:>13} {:>12} {:>9} {:>8} {:>8} {:>10} {:>9}",
             r.source,
             r.size,
             r.fps,
             r.encoder,
+            r.layers,
             r.host_cores,
+            opt(r.extra_cores),
             opt(r.session_cores),
             opt(r.client_cores),
             r.expected_frames,
@@ -197,6 +230,15 @@ fn run_in_sessions(args: &CaptureArgs) -> anyhow::Result<Vec<Row>> {
             .arg(&exe)
             .args(["capture", "--rows-only", "--json", "--sizes", size])
             .args(["--sources", &sources.join(",")])
+            .args([
+                "--layers",
+                &args
+                    .layers
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ])
             .args([
                 "--framerate",
                 &args.framerate.to_string(),
@@ -249,12 +291,19 @@ fn run_here(args: &CaptureArgs) -> anyhow::Result<Vec<Row>> {
     for size in &args.sizes {
         let (w, h) = parse_size(size)?;
         for &source in &args.sources {
-            let row = rt.block_on(measure(args, source, w, h, choice));
-            if args.rows_only {
-                // Streamed to the parent as they come.
-                println!("{}", serde_json::to_string(&row).unwrap_or_default());
+            let mut before: Option<f64> = None;
+            for &layers in &args.layers {
+                let mut row = rt.block_on(measure(args, source, w, h, choice, layers));
+                if row.error.is_none() {
+                    row.extra_cores = before.map(|b| row.host_cores - b);
+                    before = Some(row.host_cores);
+                }
+                if args.rows_only {
+                    // Streamed to the parent as they come.
+                    println!("{}", serde_json::to_string(&row).unwrap_or_default());
+                }
+                rows.push(row);
             }
-            rows.push(row);
         }
     }
     Ok(rows)
@@ -307,14 +356,17 @@ async fn measure(
     w: u32,
     h: u32,
     choice: EncoderChoice,
+    layers: usize,
 ) -> Row {
     let mut row = Row {
         source: source.label().to_owned(),
         size: format!("{w}x{h}"),
         fps: args.framerate,
         encoder: choice.element.to_owned(),
+        layers,
         seconds: args.seconds,
         host_cores: 0.0,
+        extra_cores: None,
         session_cores: None,
         client_cores: None,
         expected_frames: 0,
@@ -332,10 +384,11 @@ async fn measure(
         width: Some(w),
         height: Some(h),
         audio: false,
+        layers,
         ..PipelineConfig::default()
     };
     let producer = GstProducer::new(cfg, choice);
-    let hub = Hub::new(HubConfig::default());
+    let hub = Hub::with_layers(HubConfig::default(), layers);
     let (run, probe) = match tokio::time::timeout(
         Duration::from_secs(30),
         producer.start_run(hub.clone()),
@@ -432,8 +485,10 @@ mod tests {
             size: "1920x1080".into(),
             fps: 30,
             encoder: "x264enc".into(),
+            layers: 2,
             seconds: 10.0,
             host_cores: 0.61,
+            extra_cores: Some(0.1),
             session_cores: Some(0.2),
             client_cores: None,
             expected_frames: 300,
@@ -447,5 +502,9 @@ mod tests {
         let back: Row = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.encoded_frames, 299);
         assert_eq!(back.session_cores, Some(0.2));
+        assert_eq!((back.layers, back.extra_cores), (2, Some(0.1)));
+        // A row from before layers reads as one layer.
+        let old = r#"{"source":"test","size":"1x1","fps":30,"encoder":"x","seconds":1.0,"host_cores":0.1,"session_cores":null,"client_cores":null,"expected_frames":1,"encoded_frames":1,"dropped_frames":0,"source_frames":1,"repeated_frames":0,"rate_dropped":0,"error":null}"#;
+        assert_eq!(serde_json::from_str::<Row>(old).unwrap().layers, 1);
     }
 }

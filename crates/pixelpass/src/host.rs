@@ -55,6 +55,8 @@ impl Host {
         capture::init()?;
         let encoder = capture::preflight(&opts.pipeline)?;
         tracing::info!("encoder: {encoder}");
+        let layers = opts.pipeline.layers;
+        tracing::info!("layers: {}", capture::layers::describe(&opts.pipeline));
         let producer = GstProducer::new(opts.pipeline, encoder).with_rtp(RtpOutput {
             video_pt: opts.webrtc.video_pt,
             audio_pt: opts.webrtc.audio_pt,
@@ -69,8 +71,11 @@ impl Host {
             // The relay does not say who watches: capture runs while publishing.
             policy.on_demand = false;
         }
-        let supervisor =
-            Supervisor::spawn(policy, Hub::new(HubConfig::default()), Arc::new(producer));
+        let supervisor = Supervisor::spawn(
+            policy,
+            Hub::with_layers(HubConfig::default(), layers),
+            Arc::new(producer),
+        );
         let registry = Registry::new();
         registry.insert(StreamEntry::new(
             "host",

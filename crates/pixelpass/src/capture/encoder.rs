@@ -156,12 +156,21 @@ pub fn make_encoder(
     choice: EncoderChoice,
     s: EncoderSettings,
 ) -> Result<gst::Element, PipelineError> {
+    make_encoder_named(choice, s, choice.element)
+}
+
+/// [`make_encoder`] with an element name of its own (one encoder per layer).
+pub fn make_encoder_named(
+    choice: EncoderChoice,
+    s: EncoderSettings,
+    name: &str,
+) -> Result<gst::Element, PipelineError> {
     if s.bitrate_kbps == 0 {
         return Err(PipelineError::Config(
             "the bitrate must be at least 1 kbit/s".into(),
         ));
     }
-    let enc = make(choice.element, choice.element)?;
+    let enc = make(choice.element, name)?;
     let kbps = u64::from(s.bitrate_kbps);
     let gop = s.keyframe_interval();
     match choice.kind {

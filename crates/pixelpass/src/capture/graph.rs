@@ -2,26 +2,25 @@
 //!
 //! ```text
 //! source ─► videorate ─► videoconvert ─► [videoscale] ─► capsfilter(I420, fps, size)
+//!        ─► [tee: one branch per layer, see `layers`]
 //!        ─► queue(leaky) ─► ENCODER ─► capsfilter(constrained-baseline)
-//!        ─► h264parse(config-interval=-1) ─► capsfilter(byte-stream, au)   ◄── `video_encoded`
-//!        ─► queue ─► mpegtsmux ─► appsink
+//!        ─► h264parse(config-interval=-1) ─► capsfilter(byte-stream, au)   ◄── a layer's H.264
+//!        ─► [tee ─► RTP branch] ─► queue ─► mpegtsmux ─► appsink            (one per layer)
 //! audio  ─► audioconvert ─► audioresample ─► capsfilter(48 kHz stereo)     ◄── `audio_raw`
-//!        ─► AAC encoder ─► aacparse ─► queue ─► mpegtsmux
+//!        ─► [tee ─► Opus branch] ─► AAC encoder ─► aacparse ─► [tee] ─► queue ─► every mpegtsmux
 //! ```
 //!
-//! `video_encoded` and `audio_raw` are the two points a later WebRTC branch
-//! taps (a `tee` after the first feeding an RTP payloader, a `tee` after the
-//! second feeding Opus): [`Graph`] keeps them, and the TS branch is linked
-//! from them by [`link_ts_branch`], so adding a branch means inserting a
-//! `tee` there rather than rebuilding the graph.
+//! Every muxer puts video on PID [`VIDEO_PID`] and audio on [`AUDIO_PID`]
+//! so the layers' streams differ only in their video.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::element::{build, builder, caps_int, link_chain, make};
-use super::encoder::{self, EncoderChoice, EncoderSettings};
+use super::encoder::{self, EncoderChoice};
 use super::error::PipelineError;
+use super::layers;
 use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
 use crate::capture::source::portal::PortalStream;
@@ -44,16 +43,14 @@ const AUDIO: &[&str] = &["audioconvert", "audioresample", "aacparse"];
 
 pub(crate) struct Graph {
     pub pipeline: gst::Pipeline,
-    pub encoder: gst::Element,
-    /// Encoded H.264 (byte-stream, AU-aligned, SPS/PPS at every keyframe).
-    #[allow(dead_code)] // the tap point of the WebRTC branch (later issue)
-    pub video_encoded: gst::Element,
-    /// Raw audio, 48 kHz stereo; `None` when video-only.
-    #[allow(dead_code)] // the tap point of the Opus branch (later issue)
-    pub audio_raw: Option<gst::Element>,
-    pub appsink: gst_app::AppSink,
+    /// One encoder per layer, 0 first.
+    pub encoders: Vec<gst::Element>,
+    /// The TS appsink of each layer, 0 first.
+    pub appsinks: Vec<gst_app::AppSink>,
     /// The WebRTC branch's appsinks, when asked for.
     pub rtp: Option<RtpSinks>,
+    /// Each layer's encode chain (for the layer-info probes).
+    pub chains: Vec<layers::EncodeChain>,
 }
 
 /// Every element `cfg` needs, for the preflight check (the encoders are
@@ -64,9 +61,14 @@ pub(crate) fn required_elements(cfg: &PipelineConfig) -> Vec<&'static str> {
     if cfg.width.is_some() || cfg.height.is_some() {
         v.push("videoscale");
     }
+    if cfg.layers > 1 {
+        v.extend_from_slice(&["tee", "videoscale"]);
+    }
     if cfg.audio {
         v.extend_from_slice(AUDIO);
     }
+    v.sort_unstable();
+    v.dedup();
     v
 }
 
@@ -101,39 +103,28 @@ pub(crate) fn build_graph(
     add_and_link(&pipeline, &raw)?;
     let raw_out = last(&raw)?;
 
-    // Video: encode.
-    let settings = EncoderSettings {
-        bitrate_kbps: cfg.bitrate_kbps,
-        framerate: cfg.framerate,
-        screen: !matches!(
-            cfg.source,
-            SourceKind::Test | SourceKind::Auto | SourceKind::Clock
-        ),
-    };
-    let enc_queue = build(
-        builder("queue", "encoder-queue")?
-            .property_from_str("leaky", "downstream")
-            .property("max-size-buffers", 3u32)
-            .property("max-size-bytes", 0u32)
-            .property("max-size-time", 0u64),
-        "queue",
-    )?;
-    let encoder = encoder::make_encoder(choice, settings)?;
-    let enc_caps = build(
-        builder("capsfilter", "encoder-caps")?.property("caps", encoder::output_caps()),
-        "capsfilter",
-    )?;
-    let parse = h264parse()?;
-    let video_encoded = h264_au_filter("h264-caps")?;
-    let encode = [
-        enc_queue,
-        encoder.clone(),
-        enc_caps,
-        parse,
-        video_encoded.clone(),
-    ];
-    add_and_link(&pipeline, &encode)?;
-    link_chain(&[&raw_out, &encode[0]])?;
+    // Video: one encode per layer; with several, a tee hands each the raw picture.
+    let screen = !matches!(
+        cfg.source,
+        SourceKind::Test | SourceKind::Auto | SourceKind::Clock
+    );
+    let chains = layers::plan(cfg)
+        .into_iter()
+        .map(|plan| layers::encode_chain(&pipeline, plan, choice, screen))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let [only] = chains.as_slice() {
+        link_chain(&[&raw_out, &only.input])?;
+    } else {
+        let tee = make("tee", "raw-tee")?;
+        add_and_link(&pipeline, std::slice::from_ref(&tee))?;
+        link_chain(&[&raw_out, &tee])?;
+        for c in &chains {
+            link_chain(&[&tee, &c.input])?;
+        }
+        if let Some(sink) = tee.static_pad("sink") {
+            layers::size_layers_from_raw_caps(&sink, &chains);
+        }
+    }
 
     // Audio: raw, then AAC.
     let audio_raw = if cfg.audio {
@@ -150,22 +141,54 @@ pub(crate) fn build_graph(
         None
     };
 
-    // The WebRTC branch tees off both tap points; the TS branch then hangs off the tees.
-    let (video_tap, audio_tap, rtp) = match rtp {
-        Some(out) => {
-            let taps = rtp::link_branch(&pipeline, &video_encoded, audio_raw.as_ref(), out)?;
-            (taps.video, taps.audio, Some(taps.sinks))
+    // The WebRTC branch tees off the tap points (each layer's H.264, the raw
+    // audio for Opus); the TS branches then hang off the tees.
+    let (audio_tap, rtp_audio) = match (rtp, &audio_raw) {
+        (Some(out), Some(raw)) => {
+            let (tap, sink) = rtp::link_audio(&pipeline, raw, out)?;
+            (Some(tap), Some(sink))
         }
-        None => (video_encoded.clone(), audio_raw.clone(), None),
+        _ => (audio_raw.clone(), None),
     };
-    let appsink = link_ts_branch(&pipeline, &video_tap, audio_tap.as_ref())?;
+    let aac = match &audio_tap {
+        Some(tap) => Some(aac_chain(&pipeline, tap)?),
+        None => None,
+    };
+    // Several muxers take the one AAC encode through a tee.
+    let aac_out = match (&aac, chains.len()) {
+        (Some(aac), n) if n > 1 => {
+            let tee = make("tee", "aac-tee")?;
+            add_and_link(&pipeline, std::slice::from_ref(&tee))?;
+            link_chain(&[aac, &tee])?;
+            Some(tee)
+        }
+        (aac, _) => aac.clone(),
+    };
+    let ts_offset = rtp::shared_timestamp_offset();
+    let mut appsinks = Vec::with_capacity(chains.len());
+    let mut rtp_video = Vec::new();
+    for c in &chains {
+        let sfx = c.plan.suffix();
+        let video_tap = match rtp {
+            Some(out) => {
+                let (tee, sink) = rtp::link_video(&pipeline, &c.output, out, &sfx, ts_offset)?;
+                rtp_video.push(sink);
+                tee
+            }
+            None => c.output.clone(),
+        };
+        appsinks.push(link_mux(&pipeline, &video_tap, aac_out.as_ref(), &sfx)?);
+    }
+    let rtp = rtp.map(|_| RtpSinks {
+        video: rtp_video,
+        audio: rtp_audio,
+    });
     Ok(Graph {
         pipeline,
-        encoder,
-        video_encoded,
-        audio_raw,
-        appsink,
+        encoders: chains.iter().map(|c| c.encoder.clone()).collect(),
+        appsinks,
         rtp,
+        chains,
     })
 }
 
@@ -205,8 +228,13 @@ fn raw_video_tail(cfg: &PipelineConfig) -> Result<Vec<gst::Element>, PipelineErr
 
 /// h264parse with SPS/PPS before every IDR (a viewer can start at any keyframe).
 pub(crate) fn h264parse() -> Result<gst::Element, PipelineError> {
+    h264parse_named("h264parse")
+}
+
+/// [`h264parse`] with a name of its own (one per layer).
+pub(crate) fn h264parse_named(name: &str) -> Result<gst::Element, PipelineError> {
     build(
-        builder("h264parse", "h264parse")?.property("config-interval", -1i32),
+        builder("h264parse", name)?.property("config-interval", -1i32),
         "h264parse",
     )
 }
@@ -241,17 +269,49 @@ pub(crate) fn raw_audio_tail() -> Result<Vec<gst::Element>, PipelineError> {
 }
 
 /// The MPEG-TS branch: `video` (encoded H.264) and `audio_raw` (48 kHz
-/// stereo) into mpegtsmux, out through the appsink it returns. Also the
-/// tail of the WHIP remux ([`super::remux`]).
+/// stereo) into mpegtsmux, out through the appsink it returns. The tail of
+/// the WHIP remux ([`super::remux`]).
 pub(crate) fn link_ts_branch(
     pipeline: &gst::Pipeline,
     video: &gst::Element,
     audio_raw: Option<&gst::Element>,
 ) -> Result<gst_app::AppSink, PipelineError> {
+    let aac = match audio_raw {
+        Some(raw) => Some(aac_chain(pipeline, raw)?),
+        None => None,
+    };
+    link_mux(pipeline, video, aac.as_ref(), "")
+}
+
+/// raw audio → AAC encoder → aacparse (returned: the AAC every muxer takes).
+fn aac_chain(
+    pipeline: &gst::Pipeline,
+    audio_raw: &gst::Element,
+) -> Result<gst::Element, PipelineError> {
+    let aac = encoder::make_aac(encoder::aac_encoder()?, AAC_BITRATE)?;
+    let chain = [aac, make("aacparse", "aacparse")?];
+    add_and_link(pipeline, &chain)?;
+    link_chain(&[audio_raw, &chain[0]])?;
+    Ok(chain[1].clone())
+}
+
+/// The video and audio PIDs of every muxer: the same in every layer, so a
+/// viewer that moves between layers keeps its PIDs (and its PMT).
+pub const VIDEO_PID: u16 = 65;
+pub const AUDIO_PID: u16 = 66;
+
+/// `video` and `aac` (when there is audio) through a queue each into an
+/// mpegtsmux, out through the appsink it returns. `sfx` names the layer.
+fn link_mux(
+    pipeline: &gst::Pipeline,
+    video: &gst::Element,
+    aac: Option<&gst::Element>,
+    sfx: &str,
+) -> Result<gst_app::AppSink, PipelineError> {
     // Default alignment: one 188-byte packet per buffer, each pushed as soon as it is muxed.
-    let mux = make("mpegtsmux", "mpegtsmux")?;
+    let mux = make("mpegtsmux", &format!("mpegtsmux{sfx}"))?;
     let sink_el = build(
-        builder("appsink", "appsink")?
+        builder("appsink", &format!("appsink{sfx}"))?
             .property("sync", false)
             .property("max-buffers", 256u32)
             .property("drop", false)
@@ -274,22 +334,34 @@ pub(crate) fn link_ts_branch(
         })?;
     link_chain(&[&mux, &sink_el])?;
 
-    let vq = make("queue", "video-mux-queue")?;
+    let vq = make("queue", &format!("video-mux-queue{sfx}"))?;
     add_and_link(pipeline, std::slice::from_ref(&vq))?;
-    link_chain(&[video, &vq, &mux])?;
+    link_chain(&[video, &vq])?;
+    link_to_pid(&vq, &mux, VIDEO_PID)?;
 
-    if let Some(audio_raw) = audio_raw {
-        let aac = encoder::make_aac(encoder::aac_encoder()?, AAC_BITRATE)?;
-        let chain = [
-            aac,
-            make("aacparse", "aacparse")?,
-            make("queue", "audio-mux-queue")?,
-        ];
-        add_and_link(pipeline, &chain)?;
-        link_chain(&[audio_raw, &chain[0]])?;
-        link_chain(&[&chain[2], &mux])?;
+    if let Some(aac) = aac {
+        let aq = make("queue", &format!("audio-mux-queue{sfx}"))?;
+        add_and_link(pipeline, std::slice::from_ref(&aq))?;
+        link_chain(&[aac, &aq])?;
+        link_to_pid(&aq, &mux, AUDIO_PID)?;
     }
     Ok(appsink)
+}
+
+/// Link `from`'s src pad to the muxer's sink pad for `pid`.
+fn link_to_pid(from: &gst::Element, mux: &gst::Element, pid: u16) -> Result<(), PipelineError> {
+    let err = |message: String| PipelineError::Link {
+        from: from.name().to_string(),
+        to: mux.name().to_string(),
+        message,
+    };
+    let sink = mux
+        .request_pad_simple(&format!("sink_{pid}"))
+        .ok_or_else(|| err(format!("mpegtsmux gave no sink pad for PID {pid}")))?;
+    let src = from
+        .static_pad("src")
+        .ok_or_else(|| err("no src pad".into()))?;
+    src.link(&sink).map(drop).map_err(|e| err(format!("{e:?}")))
 }
 
 pub(crate) fn add_and_link(

@@ -4,6 +4,7 @@
 //! - [`encoder`]: H.264 encoder choice (VA-API → NVENC → x264 → openh264) and
 //!   tuning, the AAC encoder, keyframes on demand;
 //! - [`graph`]: the element graph (source → encoder → MPEG-TS → appsink);
+//! - [`layers`]: one encode per layer (sizes, bitrates, the per-layer chain);
 //! - [`source`]: what to capture (portal, X11, test pattern, clock) and audio;
 //! - [`appsink`]: where bytes leave GStreamer (TS to the ingest thread, RTP to the hub);
 //! - [`bus`]: the bus watch turning every ERROR into a typed failure;
@@ -18,6 +19,7 @@ pub mod element;
 pub mod encoder;
 pub(crate) mod error;
 pub(crate) mod graph;
+pub mod layers;
 pub(crate) mod producer;
 pub mod remux;
 pub mod rtp;
@@ -50,6 +52,9 @@ pub struct PipelineConfig {
     pub audio: bool,
     /// Where audio comes from when `audio` is on.
     pub audio_source: AudioSource,
+    /// Encodes of the picture, 1..=3 (see [`layers`]): layer 0 as above,
+    /// then half the size at a quarter of the bitrate, then a very low one.
+    pub layers: usize,
 }
 
 impl Default for PipelineConfig {
@@ -64,6 +69,7 @@ impl Default for PipelineConfig {
             height: None,
             audio: true,
             audio_source: AudioSource::System,
+            layers: 1,
         }
     }
 }
@@ -113,5 +119,7 @@ pub fn preflight(cfg: &PipelineConfig) -> Result<EncoderChoice, PipelineError> {
     encoder::choose()
 }
 
+#[cfg(test)]
+mod layer_tests;
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,7 @@ use super::bus::BusWatch;
 use super::encoder::{EncoderChoice, EncoderKeyframes};
 use super::error::PipelineError;
 use super::graph;
+use super::layers;
 use super::rtp::{self, RtpOutput, RtpSinks};
 use super::PipelineConfig;
 use crate::capture::source::portal::{PortalCapture, PortalError, Target, TokenStore};
@@ -231,10 +232,13 @@ async fn shutdown_blocking(mut running: Running) {
 /// Everything one run holds.
 struct Running {
     pipeline: gst::Pipeline,
-    appsink: gst_app::AppSink,
+    /// The TS appsink of each layer, 0 first.
+    appsinks: Vec<gst_app::AppSink>,
     rtp: Option<RtpSinks>,
-    ingest: Option<JoinHandle<IngestStats>>,
+    /// One ingest thread per layer (each feeds its layer hub).
+    ingest: Vec<JoinHandle<IngestStats>>,
     bus: Option<BusWatch>,
+    /// What layer 0's appsink saw.
     counters: Arc<SinkCounters>,
     started: Instant,
 }
@@ -249,31 +253,61 @@ impl Running {
         portal: Option<crate::capture::source::portal::PortalStream>,
     ) -> Result<Self, PipelineError> {
         let graph = graph::build_graph(cfg, choice, rtp_out, portal)?;
-        let keyframes = EncoderKeyframes::new(&graph.encoder)?;
-        let (tx, rx) = std_mpsc::sync_channel(ingest::CHANNEL_CAPACITY);
-        let ingest = ingest::spawn(rx, hub.clone(), "pixelpass-ingest").map_err(|e| {
-            PipelineError::Thread {
-                what: "ingest",
-                message: e.to_string(),
-            }
-        })?;
+        let keyframes = graph
+            .encoders
+            .iter()
+            .map(EncoderKeyframes::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let counters = Arc::new(SinkCounters::default());
-        appsink::attach(&graph.appsink, tx, counters.clone());
-        if let Some(sinks) = &graph.rtp {
-            rtp::attach(sinks, &hub);
-        }
         // From here on, `running` owns every thread: an early return tears it all down.
         let mut running = Running {
             pipeline: graph.pipeline,
-            appsink: graph.appsink,
-            rtp: graph.rtp,
-            ingest: Some(ingest),
+            appsinks: Vec::new(),
+            rtp: None,
+            ingest: Vec::new(),
             bus: None,
-            counters,
+            counters: counters.clone(),
             started: Instant::now(),
         };
+        for (i, sink) in graph.appsinks.into_iter().enumerate() {
+            let layer = hub.layer(i).ok_or_else(|| {
+                PipelineError::Config(format!(
+                    "the graph has layer {i} but the stream's hub has {} layer(s)",
+                    hub.layer_count()
+                ))
+            })?;
+            let (tx, rx) = std_mpsc::sync_channel(ingest::CHANNEL_CAPACITY);
+            let name = match i {
+                0 => "pixelpass-ingest".to_owned(),
+                i => format!("pixelpass-ingest-l{i}"),
+            };
+            let thread = ingest::spawn(rx, layer, &name).map_err(|e| PipelineError::Thread {
+                what: "ingest",
+                message: e.to_string(),
+            })?;
+            running.ingest.push(thread);
+            let sink_counters = if i == 0 {
+                counters.clone()
+            } else {
+                Arc::new(SinkCounters::default())
+            };
+            appsink::attach(&sink, tx, sink_counters);
+            running.appsinks.push(sink);
+        }
+        if let Some(sinks) = &graph.rtp {
+            rtp::attach(sinks, &hub);
+        }
+        running.rtp = graph.rtp;
+        layers::report_layer_info(&graph.chains, &hub);
         running.bus = Some(BusWatch::spawn(&running.pipeline, failures)?);
-        hub.begin_run(Some(keyframes.into_source()));
+        // Layer 0 begins the run for every layer; layers 1.. then get their own encoder.
+        let mut keyframes = keyframes.into_iter();
+        hub.begin_run(keyframes.next().map(EncoderKeyframes::into_source));
+        for (i, kf) in keyframes.enumerate() {
+            if let Some(layer) = hub.layer(i + 1) {
+                layer.set_keyframe_source(Some(kf.into_source()));
+            }
+        }
         if let Err(e) = running.pipeline.set_state(gst::State::Playing) {
             running.shutdown();
             return Err(PipelineError::StateChange {
@@ -284,22 +318,24 @@ impl Running {
         Ok(running)
     }
 
-    /// Idempotent: NULL, close the ingest channel, end both threads.
+    /// Idempotent: NULL, close the ingest channels, end the threads.
     fn shutdown(&mut self) {
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::error!("pipeline did not go to NULL: {e}");
         }
         // The pipeline is stopped: no streaming thread is in the callback.
-        appsink::detach(&self.appsink);
+        for sink in &self.appsinks {
+            appsink::detach(sink);
+        }
         if let Some(sinks) = &self.rtp {
             rtp::detach(sinks);
         }
         if let Some(mut bus) = self.bus.take() {
             bus.stop();
         }
-        if let Some(ingest) = self.ingest.take() {
+        for (i, ingest) in self.ingest.drain(..).enumerate() {
             match ingest.join() {
-                Ok(stats) => {
+                Ok(stats) if i == 0 => {
                     let c = &self.counters;
                     tracing::debug!(
                         secs = self.started.elapsed().as_secs_f32(),
@@ -311,7 +347,8 @@ impl Running {
                         "pipeline run ended"
                     );
                 }
-                Err(_) => tracing::error!("the ingest thread panicked"),
+                Ok(stats) => tracing::debug!(layer = i, bytes = stats.bytes, "layer ended"),
+                Err(_) => tracing::error!(layer = i, "an ingest thread panicked"),
             }
         }
     }
@@ -319,7 +356,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.ingest.is_some() || self.bus.is_some() {
+        if !self.ingest.is_empty() || self.bus.is_some() {
             self.shutdown();
         }
     }

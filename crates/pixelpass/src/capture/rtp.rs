@@ -53,29 +53,34 @@ impl Default for RtpOutput {
 
 /// The branch's appsinks.
 pub(crate) struct RtpSinks {
-    pub video: gst_app::AppSink,
+    /// One per layer, 0 first.
+    pub video: Vec<gst_app::AppSink>,
     pub audio: Option<gst_app::AppSink>,
 }
 
-/// Where the TS branch attaches instead of the raw tap points.
-pub(crate) struct Taps {
-    pub video: gst::Element,
-    pub audio: Option<gst::Element>,
-    pub sinks: RtpSinks,
+/// One RTP timestamp offset for every layer's payloader of a run: with the
+/// same clock (the pipeline's running time), the layers' RTP timestamps
+/// are then directly comparable (a WebRTC viewer switching layers keeps
+/// its timeline). Random per run, as RFC 3550 asks.
+pub(crate) fn shared_timestamp_offset() -> u32 {
+    // u32::MAX is the payloader's "pick a random one of your own".
+    getrandom::u32().unwrap_or(0x5eed_0001).min(u32::MAX - 1)
 }
 
-/// Tee `video` (encoded H.264) and `audio_raw` into the RTP branch; the TS
-/// branch then links from the returned taps.
-pub(crate) fn link_branch(
+/// Tee `video` (a layer's encoded H.264) into an RTP payloader and appsink;
+/// the TS branch then links from the returned tee. `sfx` names the layer.
+pub(crate) fn link_video(
     pipeline: &gst::Pipeline,
     video: &gst::Element,
-    audio_raw: Option<&gst::Element>,
     out: RtpOutput,
-) -> Result<Taps, PipelineError> {
-    let vtee = make("tee", "video-tee")?;
-    let pay = make("rtph264pay", "rtph264pay")?;
+    sfx: &str,
+    timestamp_offset: u32,
+) -> Result<(gst::Element, gst_app::AppSink), PipelineError> {
+    let vtee = make("tee", &format!("video-tee{sfx}"))?;
+    let pay = make("rtph264pay", &format!("rtph264pay{sfx}"))?;
     set_num(&pay, "pt", u64::from(out.video_pt))?;
     set_num(&pay, "mtu", u64::from(MTU))?;
+    set_num(&pay, "timestamp-offset", u64::from(timestamp_offset))?;
     // The stream already carries SPS/PPS before every IDR (h264parse,
     // config-interval=-1). The payloader's own -1 would insert them again
     // before EACH IDR slice: with x264's sliced threads that put an SPS
@@ -84,61 +89,62 @@ pub(crate) fn link_branch(
     // decodes half a keyframe and conceals the rest until the next one.
     set_str(&pay, "config-interval", "0")?;
     soft(set_str(&pay, "aggregate-mode", "zero-latency"));
-    let vsink = appsink("rtp-video-sink")?;
+    let vsink = appsink(&format!("rtp-video-sink{sfx}"))?;
     let vchain = [
         vtee.clone(),
-        branch_queue("rtp-video-queue")?,
+        branch_queue(&format!("rtp-video-queue{sfx}"))?,
         pay,
         vsink.clone(),
     ];
     add(pipeline, &vchain)?;
     link_chain(&[video, &vtee])?;
     link_chain(&vchain.iter().collect::<Vec<_>>())?;
+    Ok((vtee, downcast(vsink)?))
+}
 
-    let (audio_tap, audio_sink) = match audio_raw {
-        Some(raw) => {
-            let atee = make("tee", "audio-tee")?;
-            // The TS side of the audio tee gets its own queue: each tee branch needs one.
-            let ts_queue = make("queue", "audio-ts-queue")?;
-            let enc = make("opusenc", "opusenc")?;
-            soft(set_num(&enc, "bitrate", OPUS_BITRATE));
-            let pay = make("rtpopuspay", "rtpopuspay")?;
-            set_num(&pay, "pt", u64::from(out.audio_pt))?;
-            set_num(&pay, "mtu", u64::from(MTU))?;
-            let asink = appsink("rtp-audio-sink")?;
-            // The tee carries the AAC encoder's sample format: convert for Opus.
-            let conv = make("audioconvert", "opus-audioconvert")?;
-            let achain = [
-                atee.clone(),
-                branch_queue("rtp-audio-queue")?,
-                conv,
-                enc,
-                pay,
-                asink.clone(),
-            ];
-            add(pipeline, &achain)?;
-            add(pipeline, std::slice::from_ref(&ts_queue))?;
-            link_chain(&[raw, &atee])?;
-            link_chain(&achain.iter().collect::<Vec<_>>())?;
-            link_chain(&[&atee, &ts_queue])?;
-            (Some(ts_queue), Some(downcast(asink)?))
-        }
-        None => (None, None),
-    };
-    Ok(Taps {
-        video: vtee,
-        audio: audio_tap,
-        sinks: RtpSinks {
-            video: downcast(vsink)?,
-            audio: audio_sink,
-        },
-    })
+/// Tee `raw` (48 kHz stereo) into Opus → RTP → appsink; the TS side's AAC
+/// then links from the returned queue.
+pub(crate) fn link_audio(
+    pipeline: &gst::Pipeline,
+    raw: &gst::Element,
+    out: RtpOutput,
+) -> Result<(gst::Element, gst_app::AppSink), PipelineError> {
+    let atee = make("tee", "audio-tee")?;
+    // The TS side of the audio tee gets its own queue: each tee branch needs one.
+    let ts_queue = make("queue", "audio-ts-queue")?;
+    let enc = make("opusenc", "opusenc")?;
+    soft(set_num(&enc, "bitrate", OPUS_BITRATE));
+    let pay = make("rtpopuspay", "rtpopuspay")?;
+    set_num(&pay, "pt", u64::from(out.audio_pt))?;
+    set_num(&pay, "mtu", u64::from(MTU))?;
+    let asink = appsink("rtp-audio-sink")?;
+    // The tee carries the AAC encoder's sample format: convert for Opus.
+    let conv = make("audioconvert", "opus-audioconvert")?;
+    let achain = [
+        atee.clone(),
+        branch_queue("rtp-audio-queue")?,
+        conv,
+        enc,
+        pay,
+        asink.clone(),
+    ];
+    add(pipeline, &achain)?;
+    add(pipeline, std::slice::from_ref(&ts_queue))?;
+    link_chain(&[raw, &atee])?;
+    link_chain(&achain.iter().collect::<Vec<_>>())?;
+    link_chain(&[&atee, &ts_queue])?;
+    Ok((ts_queue, downcast(asink)?))
 }
 
 /// Publish what reaches the appsinks to the hub. Runs on GStreamer's
 /// streaming threads: `publish_rtp` never waits.
+/// Layer `i`'s video goes to `hub.layer(i)`; audio to layer 0 only.
 pub(crate) fn attach(sinks: &RtpSinks, hub: &Hub) {
-    attach_one(&sinks.video, hub.clone(), Track::Video);
+    for (i, video) in sinks.video.iter().enumerate() {
+        if let Some(layer) = hub.layer(i) {
+            attach_one(video, layer, Track::Video);
+        }
+    }
     if let Some(a) = &sinks.audio {
         attach_one(a, hub.clone(), Track::Audio);
     }
@@ -146,9 +152,9 @@ pub(crate) fn attach(sinks: &RtpSinks, hub: &Hub) {
 
 /// Stop publishing (call with the pipeline stopped).
 pub(crate) fn detach(sinks: &RtpSinks) {
-    sinks
-        .video
-        .set_callbacks(gst_app::AppSinkCallbacks::builder().build());
+    for video in &sinks.video {
+        video.set_callbacks(gst_app::AppSinkCallbacks::builder().build());
+    }
     if let Some(a) = &sinks.audio {
         a.set_callbacks(gst_app::AppSinkCallbacks::builder().build());
     }

@@ -19,10 +19,12 @@ pub(super) fn elements_row() -> Row {
         "rtph264pay",
         "rtpopuspay",
         "tee",
+        // `--layers` 2 and 3 (2 is the default) scale the picture down.
+        "videoscale",
     ];
     elements_check(
         "elements",
-        "muxing + WebRTC elements",
+        "muxing + WebRTC + layer elements",
         &needed,
         "mpegtsmux, h264parse, rtph264pay, rtpopuspay, …",
     )

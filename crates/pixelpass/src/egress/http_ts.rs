@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::time::Instant as TokioInstant;
 
-use crate::hub::Subscriber;
+use super::http_fit::Fit;
+use crate::hub::{Hub, Subscriber};
 use crate::registry::StreamEntry;
 use crate::supervisor::NotReady;
 
@@ -81,7 +82,41 @@ pub fn head() -> Response {
     resp
 }
 
-pub async fn get(entry: StreamEntry) -> Response {
+/// `?layer=`: which layer a viewer asked for. `Ok(None)`: none (automatic:
+/// layer 0, moving down when it cannot keep up); an unknown layer is the
+/// one-line reason for a `400` ([`bad_layer`]) naming the layers there are.
+pub fn parse_layer(raw: Option<&str>, layer_count: usize) -> Result<Option<usize>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    match raw.trim().parse::<usize>() {
+        Ok(i) if i < layer_count => Ok(Some(i)),
+        _ => {
+            let has = match layer_count {
+                0 | 1 => "one layer: layer=0".to_owned(),
+                n => format!(
+                    "layers {}",
+                    (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            Err(format!("no layer {raw:?}: this stream has {has}"))
+        }
+    }
+}
+
+/// `400` with the reason [`parse_layer`] gave.
+pub fn bad_layer(reason: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CACHE_CONTROL, "no-store")],
+        format!("{reason}\n"),
+    )
+        .into_response()
+}
+
+/// A viewer of `entry`: on layer `pinned`, or (`None`) on layer 0 moving
+/// down when it cannot keep up (see [`super::http_fit`]).
+pub async fn get(entry: StreamEntry, pinned: Option<usize>) -> Response {
     let lease = match entry.supervisor.acquire() {
         Ok(lease) => lease,
         Err(full) => return unavailable(full.to_string()),
@@ -96,7 +131,15 @@ pub async fn get(entry: StreamEntry) -> Response {
         };
     }
     // The lease lives as long as the body: a closed or timed-out connection frees the slot.
-    let viewer = Viewer::new(entry.supervisor.hub().subscribe(Instant::now()), lease);
+    let stream = entry.supervisor.hub().clone();
+    let layer = pinned.unwrap_or(0);
+    let Some(hub) = stream.layer(layer) else {
+        return unavailable(format!("layer {layer} is gone"));
+    };
+    let mut viewer = Viewer::new(hub.subscribe(Instant::now()), lease);
+    if pinned.is_none() && stream.layer_count() > 1 {
+        viewer = viewer.auto_layers(stream, entry.id.to_string());
+    }
     // The body ends when the stream is ordered to stop (or fails for good);
     // a crash-restart keeps it: the viewer resumes on the new run's keyframe.
     let status = entry.supervisor.watch_status();
@@ -146,6 +189,19 @@ struct Viewer<G> {
     last_gap: Duration,
     /// Coalesce only while at least this many viewers share the stream.
     coalesce_from: usize,
+    /// Automatic layers: where it is and when to move down.
+    auto: Option<AutoLayer>,
+}
+
+/// A viewer on automatic layers.
+struct AutoLayer {
+    /// The stream (layer 0), for its other layers.
+    stream: Hub,
+    /// The layer it reads now.
+    layer: usize,
+    fit: Fit,
+    /// The stream's name, for the log.
+    id: String,
 }
 
 impl<G> Viewer<G> {
@@ -159,7 +215,49 @@ impl<G> Viewer<G> {
             last_arrival: None,
             last_gap: Duration::MAX,
             coalesce_from: COALESCE_MIN_VIEWERS,
+            auto: None,
         }
+    }
+
+    /// Start on layer 0 of `stream` and move down when it cannot keep up.
+    fn auto_layers(mut self, stream: Hub, id: String) -> Self {
+        self.auto = Some(AutoLayer {
+            stream,
+            layer: 0,
+            fit: Fit::new(),
+            id,
+        });
+        self
+    }
+
+    /// After a batch: is this viewer keeping up? If not, move it to the next
+    /// lower layer, where it starts on that layer's next keyframe (its PSI
+    /// first): the chunks already taken go out, the next come from there.
+    fn check_fit(&mut self, now: Instant) {
+        let Some(auto) = &mut self.auto else {
+            return;
+        };
+        let Some(why) = auto
+            .fit
+            .observe(now, self.sub.behind(), self.sub.stats().lag_skips)
+        else {
+            return;
+        };
+        let Some(lower) = auto.stream.layer(auto.layer + 1) else {
+            // The lowest layer: it skips GOPs from here on, as any slow viewer.
+            tracing::info!(stream = %auto.id, layer = auto.layer, "HTTP viewer cannot keep up with the lowest layer ({why}): it skips to keyframes");
+            self.auto = None;
+            return;
+        };
+        auto.layer += 1;
+        auto.fit.moved(now);
+        let what = lower
+            .layer_info()
+            .map(|i| format!(" ({}×{}, {} kbit/s)", i.width, i.height, i.bitrate_kbps))
+            .unwrap_or_default();
+        tracing::info!(stream = %auto.id, "HTTP viewer moved to layer {}{what}: {why}", auto.layer);
+        let after = self.sub.last_pts();
+        self.sub = lower.subscribe_next_keyframe(now, after);
     }
 
     #[cfg(test)]
@@ -221,6 +319,7 @@ impl<G> Viewer<G> {
         }
         self.batch.extend(held.drain(..));
         self.held = held;
+        self.check_fit(TokioInstant::now().into_std());
     }
 }
 

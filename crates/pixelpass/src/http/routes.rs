@@ -1,7 +1,7 @@
 //! URL layout. Every stream URL starts with the stream's token; a wrong
 //! token is the same plain 404 as any unknown path.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -50,17 +50,41 @@ async fn player_page(State(registry): State<Registry>, Path(token): Path<String>
     }
 }
 
-async fn stream_ts(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
+/// `?layer=N` of `stream.ts`.
+#[derive(serde::Deserialize)]
+struct StreamQuery {
+    layer: Option<String>,
+}
+
+async fn stream_ts(
+    State(registry): State<Registry>,
+    Path(token): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> Response {
     match registry.by_token(&token) {
-        Some(entry) if entry.http_ts => http_ts::get(entry).await,
+        Some(entry) if entry.http_ts => {
+            match http_ts::parse_layer(q.layer.as_deref(), entry.supervisor.hub().layer_count()) {
+                Ok(layer) => http_ts::get(entry, layer).await,
+                Err(why) => http_ts::bad_layer(why),
+            }
+        }
         Some(_) => http_ts::disabled(),
         None => not_found().await,
     }
 }
 
-async fn stream_ts_head(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
+async fn stream_ts_head(
+    State(registry): State<Registry>,
+    Path(token): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> Response {
     match registry.by_token(&token) {
-        Some(entry) if entry.http_ts => http_ts::head(),
+        Some(entry) if entry.http_ts => {
+            match http_ts::parse_layer(q.layer.as_deref(), entry.supervisor.hub().layer_count()) {
+                Ok(_) => http_ts::head(),
+                Err(why) => http_ts::bad_layer(why),
+            }
+        }
         Some(_) => http_ts::disabled(),
         None => not_found().await,
     }
@@ -70,9 +94,34 @@ async fn status(State(registry): State<Registry>, Path(token): Path<String>) -> 
     match registry.by_token(&token) {
         Some(entry) => (
             [(header::CACHE_CONTROL, "no-store")],
-            axum::Json(entry.supervisor.status()),
+            axum::Json(with_layers(&entry)),
         )
             .into_response(),
         None => not_found().await,
     }
+}
+
+/// The supervisor's status plus `layers`: what each layer is (once its
+/// producer said) and how many HTTP-TS viewers read it now.
+fn with_layers(entry: &crate::registry::StreamEntry) -> serde_json::Value {
+    let mut v = serde_json::to_value(entry.supervisor.status()).unwrap_or_default();
+    let layers: Vec<serde_json::Value> = entry
+        .supervisor
+        .hub()
+        .layers()
+        .enumerate()
+        .map(|(i, hub)| {
+            let mut l = serde_json::json!({ "layer": i, "http_viewers": hub.receivers() });
+            if let (Some(info), Some(obj)) = (hub.layer_info(), l.as_object_mut()) {
+                if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(info) {
+                    obj.extend(fields);
+                }
+            }
+            l
+        })
+        .collect();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("layers".into(), serde_json::Value::Array(layers));
+    }
+    v
 }

@@ -46,6 +46,9 @@ pub struct Chunk {
     pub at: Instant,
     /// Producer run this chunk belongs to; a new run restarts continuity.
     pub epoch: u64,
+    /// The PTS (90 kHz) of the video frame the chunk carries, when the hub
+    /// cut the chunk itself (a viewer moving between layers starts after it).
+    pub pts: Option<u64>,
 }
 
 /// Something that can be asked for a keyframe (the encoder).
@@ -290,12 +293,13 @@ impl Hub {
         for o in out {
             match o {
                 ts::Output::Psi(psi) => st.psi = Some(psi),
-                ts::Output::Chunk { data, key } => {
+                ts::Output::Chunk { data, key, pts } => {
                     let chunk = Chunk {
                         data,
                         key,
                         at: now,
                         epoch: st.epoch,
+                        pts,
                     };
                     self.publish_chunk(st, chunk);
                 }
@@ -311,6 +315,7 @@ impl Hub {
             key,
             at: now,
             epoch: st.epoch,
+            pts: None,
         };
         self.publish_chunk(&mut st, chunk);
     }
@@ -388,6 +393,21 @@ impl Hub {
             st.stats.gop_joins += 1;
         }
         Subscriber::new(self.clone(), rx, backlog, st.psi.clone(), st.epoch)
+    }
+
+    /// A viewer that starts on this hub's NEXT keyframe (PSI first), never
+    /// on the cached GOP, and only on one whose video is later than `after`
+    /// (a PTS): for a viewer moving here from another layer, whose timeline
+    /// must go on forward. Asks the encoder for that keyframe now, or as soon
+    /// as the rate limit lets the request out (and again if the one that
+    /// comes is not later: another layer's encoder may be a frame behind).
+    pub fn subscribe_next_keyframe(&self, now: Instant, after: Option<u64>) -> Subscriber {
+        let (rx, epoch) = {
+            let st = self.lock();
+            (self.inner.tx.subscribe(), st.epoch)
+        };
+        self.request_keyframe(now);
+        Subscriber::new(self.clone(), rx, Vec::new(), None, epoch).starting_after(after)
     }
 
     pub(crate) fn psi(&self) -> Option<Bytes> {

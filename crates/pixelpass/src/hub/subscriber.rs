@@ -8,12 +8,13 @@
 //! - a new producer run (epoch) means a fresh resync on its first keyframe.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::{Chunk, Hub};
+use crate::media::ts;
 
 /// The result of a non-blocking poll.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,7 +42,19 @@ pub struct Subscriber {
     synced: bool,
     epoch: u64,
     stats: SubscriberStats,
+    /// How old the last live chunk handed on was when it was taken (how far
+    /// behind the stream this viewer's sending is).
+    behind: Duration,
+    /// The PTS of the last video frame handed on.
+    last_pts: Option<u64>,
+    /// Sync only on a keyframe later than this PTS (a viewer moved here).
+    start_after: Option<u64>,
 }
+
+/// A viewer moving between layers starts on a keyframe at least this much
+/// later (90 kHz ticks: half a frame at 30 fps) than the last frame it got,
+/// so never on another encode of the same picture.
+pub const MOVE_MIN_PTS_STEP: u64 = 1500;
 
 impl Subscriber {
     pub(super) fn new(
@@ -64,7 +77,23 @@ impl Subscriber {
             synced,
             epoch,
             stats: SubscriberStats::default(),
+            behind: Duration::ZERO,
+            last_pts: None,
+            start_after: None,
         }
+    }
+
+    /// Sync only on a keyframe whose PTS is later than `pts` (see
+    /// [`MOVE_MIN_PTS_STEP`]).
+    pub(super) fn starting_after(mut self, pts: Option<u64>) -> Self {
+        self.start_after = pts;
+        self
+    }
+
+    /// The PTS of the last video frame this viewer was handed (when the hub
+    /// cut its chunks).
+    pub fn last_pts(&self) -> Option<u64> {
+        self.last_pts
     }
 
     /// How many viewers (this one included) share the stream right now.
@@ -74,6 +103,18 @@ impl Subscriber {
 
     pub fn stats(&self) -> SubscriberStats {
         self.stats
+    }
+
+    /// How far behind the stream this viewer was at its last live chunk:
+    /// that chunk's age when it was taken (a viewer whose writes back up
+    /// takes its chunks late).
+    pub fn behind(&self) -> Duration {
+        self.behind
+    }
+
+    /// The hub (layer) this viewer reads.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// Is this viewer receiving (joined on a keyframe and not lagging)?
@@ -143,7 +184,8 @@ impl Subscriber {
             self.epoch = chunk.epoch;
             self.synced = false;
         }
-        let too_old = now.saturating_duration_since(chunk.at) > self.hub.config().max_lag;
+        let age = now.saturating_duration_since(chunk.at);
+        let too_old = age > self.hub.config().max_lag;
         if self.synced && too_old {
             self.stats.lag_skips += 1;
             self.synced = false;
@@ -153,11 +195,29 @@ impl Subscriber {
                 self.stats.chunks_skipped += 1;
                 return None;
             }
+            if let (Some(after), Some(pts)) = (self.start_after, chunk.pts) {
+                if !ts::packet::pts_later(pts, after, MOVE_MIN_PTS_STEP) {
+                    // Another encode of a picture this viewer already has:
+                    // wait for the next keyframe, and ask for it.
+                    self.stats.chunks_skipped += 1;
+                    self.hub.request_keyframe(now);
+                    return None;
+                }
+            }
+            self.start_after = None;
             self.synced = true;
+            self.behind = age;
+            if chunk.pts.is_some() {
+                self.last_pts = chunk.pts;
+            }
             if let Some(psi) = self.hub.psi() {
                 self.pending.push_back(chunk.data);
                 return Some(psi);
             }
+        }
+        self.behind = age;
+        if chunk.pts.is_some() {
+            self.last_pts = chunk.pts;
         }
         Some(chunk.data)
     }

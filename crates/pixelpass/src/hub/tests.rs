@@ -254,6 +254,65 @@ fn ts_bytes_pushed_in_pieces_become_keyed_chunks() {
     assert_eq!(got, vec![376, 3 * 188, 188]);
 }
 
+/// A video TS packet starting a PES with this PTS (keyframe: RAI set).
+fn video_pes(pts: u64, key: bool) -> Vec<u8> {
+    let b = [
+        0x21 | ((pts >> 29) & 0x0e) as u8,
+        (pts >> 22) as u8,
+        ((pts >> 14) as u8) | 1,
+        (pts >> 7) as u8,
+        ((pts << 1) as u8) | 1,
+    ];
+    let mut pes = vec![0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5];
+    pes.extend_from_slice(&b);
+    crate::media::ts::chunker::tests_support::ts_packet(0x41, true, key, &pes)
+}
+
+#[test]
+fn a_viewer_moving_here_starts_on_a_keyframe_later_than_what_it_has() {
+    use crate::media::ts::chunker::tests_support::{pat, pmt};
+    let hub = Hub::new(HubConfig::default());
+    let enc = Arc::new(FakeEncoder::default());
+    hub.begin_run(Some(enc.clone()));
+    let t0 = Instant::now();
+    let mut psi = pat(0x1000);
+    psi.extend(pmt(0x1000, 0x41, 0x42));
+    hub.push_ts(&psi, t0);
+    hub.push_ts(&video_pes(3000, true), t0);
+    hub.push_ts(&video_pes(6000, false), t0);
+    hub.flush_ts(t0);
+    // The viewer had the picture at PTS 9000 from another layer: this
+    // layer's encode of that same picture is not where it starts…
+    let mut sub = hub.subscribe_next_keyframe(t0 + ms(600), Some(9000));
+    assert_eq!(
+        enc.requests.load(Ordering::SeqCst),
+        1,
+        "a keyframe is asked for"
+    );
+    assert!(drain(&mut sub, t0 + ms(600)).is_empty(), "no cached GOP");
+    hub.push_ts(&video_pes(9000, true), t0 + ms(610));
+    hub.push_ts(&video_pes(12000, false), t0 + ms(640));
+    hub.flush_ts(t0 + ms(640));
+    assert!(
+        drain(&mut sub, t0 + ms(640)).is_empty(),
+        "{:?}",
+        sub.stats()
+    );
+    assert_eq!(sub.last_pts(), None);
+    // …the next keyframe after it is (PSI first), and another was asked for
+    // (the rate limit lets it out 500 ms after the last keyframe).
+    hub.push_ts(&video_pes(15000, true), t0 + ms(1200));
+    hub.flush_ts(t0 + ms(1200));
+    let got: Vec<usize> = std::iter::from_fn(|| match sub.try_next(t0 + ms(1200)) {
+        Next::Data(b) => Some(b.len()),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(got, vec![376, 188]);
+    assert_eq!(sub.last_pts(), Some(15000));
+    assert_eq!(enc.requests.load(Ordering::SeqCst), 2);
+}
+
 fn rtp(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![
         0x80,

@@ -19,7 +19,12 @@ pub enum Output {
     /// The latest PAT + PMT packets, sent first to every joining viewer.
     Psi(Bytes),
     /// A run of whole TS packets.
-    Chunk { data: Bytes, key: bool },
+    Chunk {
+        data: Bytes,
+        key: bool,
+        /// The PTS of the chunk's video frame (90 kHz), when it has one.
+        pts: Option<u64>,
+    },
 }
 
 #[derive(Default)]
@@ -28,6 +33,7 @@ pub struct Chunker {
     current: BytesMut,
     current_has_video: bool,
     current_key: bool,
+    current_pts: Option<u64>,
     pmt_pid: Option<u16>,
     video_pid: Option<u16>,
     pat: Option<Bytes>,
@@ -64,6 +70,7 @@ impl Chunker {
         out.push(Output::Chunk {
             data: self.current.split().freeze(),
             key: self.current_key,
+            pts: self.current_pts.take(),
         });
         self.current_has_video = false;
         self.current_key = false;
@@ -90,6 +97,7 @@ impl Chunker {
             if !self.current_has_video {
                 self.current_key =
                     pkt.random_access() || packet::pes_starts_h264_keyframe(pkt.payload());
+                self.current_pts = packet::pes_pts(pkt.payload());
             }
         }
         if is_video {
@@ -234,7 +242,7 @@ mod tests {
     fn chunks(out: &[Output]) -> Vec<(usize, bool)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Chunk { data, key } => Some((data.len() / PACKET_LEN, *key)),
+                Output::Chunk { data, key, .. } => Some((data.len() / PACKET_LEN, *key)),
                 Output::Psi(_) => None,
             })
             .collect()

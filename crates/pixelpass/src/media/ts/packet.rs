@@ -111,6 +111,28 @@ pub fn pmt_streams(section: &[u8]) -> Vec<(u8, u16)> {
     out
 }
 
+/// The PTS (90 kHz, 33 bits) of a PES whose header starts `payload`.
+pub fn pes_pts(payload: &[u8]) -> Option<u64> {
+    // 00 00 01 stream_id len(2) flags(2) header_len(1) PTS(5)…
+    if payload.len() < 14 || payload[..3] != [0, 0, 1] || payload[7] & 0x80 == 0 {
+        return None;
+    }
+    let b = &payload[9..14];
+    Some(
+        (u64::from(b[0] >> 1) & 0x07) << 30
+            | u64::from(b[1]) << 22
+            | u64::from(b[2] >> 1) << 15
+            | u64::from(b[3]) << 7
+            | u64::from(b[4] >> 1),
+    )
+}
+
+/// Is PTS `a` later than `b` by at least `min` ticks (33-bit wrap-around)?
+pub fn pts_later(a: u64, b: u64, min: u64) -> bool {
+    let d = a.wrapping_sub(b) & ((1 << 33) - 1);
+    d >= min && d < (1 << 32)
+}
+
 /// H.264 stream types in a PMT.
 pub const STREAM_TYPE_H264: u8 = 0x1b;
 
