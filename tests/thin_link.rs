@@ -31,7 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 use pixelpass_testkit::netlab::impair::Direction;
 use pixelpass_testkit::thin_link::sample::{fps_list, heights, seconds, window, Sample, Second};
 use pixelpass_testkit::thin_link::script::{self, between, Phase, Run};
-use pixelpass_testkit::thin_link::{preflight, LinkState, Seat, ThinLab, DEFAULT_HOST_ARGS};
+use pixelpass_testkit::thin_link::{host_args, preflight, LinkState, Seat, ThinLab};
 
 const MIN_FPS: f64 = 24.0;
 const MAX_FROZEN: f64 = 0.02;
@@ -62,32 +62,12 @@ fn ready(test: &str) -> bool {
     }
 }
 
-fn host_args() -> Vec<String> {
-    let mut args: Vec<String> = match std::env::var("PIXELPASS_THIN_HOST_ARGS") {
-        Ok(a) if !a.trim().is_empty() => a.split_whitespace().map(str::to_string).collect(),
-        _ => DEFAULT_HOST_ARGS.iter().map(|s| s.to_string()).collect(),
-    };
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_pixelpass"))
-        .args(["host", "--help"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    if help.contains("--layers") && !args.iter().any(|a| a == "--layers") {
-        args.extend(["--layers".to_string(), "2".to_string()]);
-    }
-    args
-}
-
 /// Start the lab and run `phases`, printing each second as it comes.
 fn scenario(phases: &[Phase], with_clean: bool) -> Run {
-    let args = host_args();
+    let pixelpass = std::path::Path::new(env!("CARGO_BIN_EXE_pixelpass"));
+    let args = host_args(pixelpass);
     eprintln!("host arguments: {}", args.join(" "));
-    let lab = ThinLab::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_pixelpass")),
-        &args,
-        phases[0].state,
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let lab = ThinLab::start(pixelpass, &args, phases[0].state).unwrap_or_else(|e| panic!("{e:#}"));
     let full = lab.layer0_height();
     let mut prev: Option<Sample> = None;
     let run = script::run(&lab, phases, with_clean, |s, clean, state| {

@@ -112,6 +112,29 @@ impl LinkState {
     }
 }
 
+/// The host's arguments for the lab: `PIXELPASS_THIN_HOST_ARGS`
+/// (whitespace-separated) or [`DEFAULT_HOST_ARGS`], plus `--layers 2` when
+/// `pixelpass host --help` knows that option and they do not say it.
+pub fn host_args(pixelpass: &std::path::Path) -> Vec<String> {
+    let mut args: Vec<String> = match std::env::var("PIXELPASS_THIN_HOST_ARGS") {
+        Ok(a) if !a.trim().is_empty() => a.split_whitespace().map(str::to_string).collect(),
+        _ => DEFAULT_HOST_ARGS.iter().map(|s| s.to_string()).collect(),
+    };
+    if host_has_layers(pixelpass) && !args.iter().any(|a| a == "--layers") {
+        args.extend(["--layers".to_string(), "2".to_string()]);
+    }
+    args
+}
+
+/// Whether this `pixelpass host` takes `--layers`.
+pub fn host_has_layers(pixelpass: &std::path::Path) -> bool {
+    std::process::Command::new(pixelpass)
+        .args(["host", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--layers"))
+        .unwrap_or(false)
+}
+
 /// Whether this machine can run the thin-link lab: root (network
 /// namespaces), Chromium, node and playwright-core. The error says what is
 /// missing and how to get it.

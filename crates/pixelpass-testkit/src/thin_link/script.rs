@@ -166,8 +166,12 @@ fn collect(
             }
         }
         if let Some(c) = clean.as_deref_mut() {
-            while let Some(cs) = c.try_sample()? {
-                got_clean.push(cs);
+            // Until it has printed them all (then it exits, maybe before this one).
+            while got_clean.len() < count as usize {
+                match c.try_sample()? {
+                    Some(cs) => got_clean.push(cs),
+                    None => break,
+                }
             }
         }
         if let Some(status) = lab.host_exited()? {
