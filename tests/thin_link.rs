@@ -122,13 +122,14 @@ fn scenario(phases: &[Phase], with_clean: bool) -> Run {
 fn describe(who: &str, secs: &[Second]) -> String {
     let w = window(secs);
     format!(
-        "{who}: {:.1} fps decoded over {:.1} s, frozen {:.2} s ({:.1} %) in {} freezes, {} packets lost, {} reconnects; \
-         heights per second [{}]; fps per second [{}]",
+        "{who}: {:.1} fps decoded over {:.1} s, frozen {:.1} % ({:.2} s in {} ended freezes, {:.0} s without a frame), \
+         {} packets lost, {} reconnects; heights per second [{}]; fps per second [{}]",
         w.fps,
         w.secs,
-        w.freeze_s,
         w.freeze_fraction * 100.0,
+        w.freeze_s,
         w.freezes,
+        w.stalled_s,
         w.lost,
         w.reconnects,
         heights(secs),
@@ -147,10 +148,11 @@ fn smooth(who: &str, secs: &[Second], min_fps: f64, failures: &mut Vec<String>) 
     }
     if w.freeze_fraction >= MAX_FROZEN {
         failures.push(format!(
-            "{who}: frozen {:.2} s of {:.1} s ({:.1} %), the bar is < {:.0} %",
-            w.freeze_s,
-            w.secs,
+            "{who}: frozen {:.1} % of {:.1} s ({:.2} s in ended freezes, {:.0} s without a frame), the bar is < {:.0} %",
             w.freeze_fraction * 100.0,
+            w.secs,
+            w.freeze_s,
+            w.stalled_s,
             MAX_FROZEN * 100.0
         ));
     }

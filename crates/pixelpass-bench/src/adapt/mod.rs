@@ -16,7 +16,9 @@
 //! layer is inferred from the picture's height, marked `~`), frames decoded
 //! per second, the picture's height, video packets lost (after NACKs),
 //! NACKs sent, freezes that ended in that second, audio packets, and the
-//! clean viewer's layer, fps and height. A summary per phase follows.
+//! clean viewer's layer, fps and height. A summary per phase follows (fps,
+//! frozen time in freezes that ended, seconds without a decoded frame,
+//! packets lost, the heights seen).
 //! Needs root, Chromium, node and playwright-core (like the tests).
 
 mod table;

@@ -9,7 +9,7 @@ use crate::output;
 
 pub const HEADER: &str = "   t  link    estimate  layer   fps  height  lost  nack  freezes  audio | clean: layer   fps  height";
 pub const SUMMARY_HEADER: &str =
-    "viewer       phase         seconds    fps  frozen  freezes  lost  heights seen";
+    "viewer       phase         seconds    fps  frozen  freezes  no-frame  lost  heights seen";
 
 fn layer(s: &Second) -> String {
     match s.layer {
@@ -90,13 +90,14 @@ pub fn summary_row(seat: Seat, i: usize, state: LinkState, from: u32, w: &Window
         Seat::Clean => "clean",
     };
     let line = format!(
-        "{who:<12} {i} {:<10} {:>3}-{:<4} {:>6.1} {:>6.2}s {:>8} {:>5}  {}",
+        "{who:<12} {i} {:<10} {:>3}-{:<4} {:>6.1} {:>6.2}s {:>8} {:>8.0}s {:>5}  {}",
         state.name(),
         from + 1,
         from + secs.len() as u32,
         w.fps,
         w.freeze_s,
         w.freezes,
+        w.stalled_s,
         w.lost,
         seen.iter()
             .map(u32::to_string)
@@ -115,6 +116,7 @@ pub fn summary_row(seat: Seat, i: usize, state: LinkState, from: u32, w: &Window
             "fps": w.fps,
             "freeze_s": w.freeze_s,
             "freezes": w.freezes,
+            "stalled_s": w.stalled_s,
             "lost": w.lost,
             "reconnects": w.reconnects,
             "heights": seen,

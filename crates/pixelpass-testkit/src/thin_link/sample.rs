@@ -209,8 +209,13 @@ pub struct Window {
     /// Frames decoded per second of the window.
     pub fps: f64,
     pub freezes: u64,
+    /// Freezes that ended in the window (Chromium's totalFreezesDuration).
     pub freeze_s: f64,
-    /// Frozen time as a fraction of the window.
+    /// Seconds without a decoded frame: a freeze that has not ended (the
+    /// picture never came back, or not yet) is in these, not in `freeze_s`.
+    pub stalled_s: f64,
+    /// Frozen time as a fraction of the window: the larger of `freeze_s`
+    /// and `stalled_s` (the two overlap, so they are not added).
     pub freeze_fraction: f64,
     pub lost: i64,
     pub audio_packets: u64,
@@ -220,7 +225,8 @@ pub struct Window {
 pub fn window(secs: &[Second]) -> Window {
     let total: f64 = secs.iter().map(|s| s.secs).sum();
     let frames = secs.iter().map(|s| s.frames).sum();
-    let freeze_s = secs.iter().map(|s| s.freeze_s).sum();
+    let freeze_s: f64 = secs.iter().map(|s| s.freeze_s).sum();
+    let stalled_s: f64 = secs.iter().filter(|s| s.frames == 0).map(|s| s.secs).sum();
     let t = total.max(1e-3);
     Window {
         secs: total,
@@ -228,7 +234,8 @@ pub fn window(secs: &[Second]) -> Window {
         fps: frames as f64 / t,
         freezes: secs.iter().map(|s| s.freezes).sum(),
         freeze_s,
-        freeze_fraction: freeze_s / t,
+        stalled_s,
+        freeze_fraction: freeze_s.max(stalled_s) / t,
         lost: secs.iter().map(|s| s.lost).sum(),
         audio_packets: secs.iter().map(|s| s.audio_packets).sum(),
         reconnects: secs.iter().filter(|s| s.reconnected).count(),
@@ -312,6 +319,17 @@ mod tests {
         let w = window(&secs);
         assert_eq!(w.frames, 56);
         assert!((w.freeze_fraction - 1.5 / 3.0).abs() < 1e-9);
+        // A picture that stopped and never came back has no freeze yet.
+        let stuck = [
+            sample(0, 30, 540, 0, 0.0),
+            sample(1, 30, 540, 0, 0.0),
+            sample(2, 30, 540, 0, 0.0),
+        ];
+        let w = window(&seconds(&stuck, 540));
+        assert_eq!(
+            (w.freeze_s, w.stalled_s, w.freeze_fraction),
+            (0.0, 2.0, 1.0)
+        );
         assert_eq!(heights(&secs), "1:540 2:270 3:100");
     }
 
