@@ -223,10 +223,14 @@ pub struct Window {
 }
 
 pub fn window(secs: &[Second]) -> Window {
-    let total: f64 = secs.iter().map(|s| s.secs).sum();
+    let total = secs.iter().fold(0.0, |a, s| a + s.secs);
     let frames = secs.iter().map(|s| s.frames).sum();
-    let freeze_s: f64 = secs.iter().map(|s| s.freeze_s).sum();
-    let stalled_s: f64 = secs.iter().filter(|s| s.frames == 0).map(|s| s.secs).sum();
+    // fold from +0.0: an empty f64 `sum` is -0.0, printed "-0".
+    let freeze_s = secs.iter().fold(0.0, |a, s| a + s.freeze_s);
+    let stalled_s = secs
+        .iter()
+        .filter(|s| s.frames == 0)
+        .fold(0.0, |a, s| a + s.secs);
     let t = total.max(1e-3);
     Window {
         secs: total,
