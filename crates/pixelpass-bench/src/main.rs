@@ -17,10 +17,14 @@
 //! - `bench serve`: `pixelpass serve` as a child with N FFmpeg streams × M
 //!   WHEP peers: time from `command start` to the first WHEP keyframe,
 //!   server CPU (FFmpeg excluded) per Gbit/s, RSS per peer ([`serve`]).
+//! - `bench adapt`: a WebRTC viewer (headless Chromium) on a link that turns
+//!   thin, lossy and clean again in network namespaces; one row per second:
+//!   link, estimate, layer, fps, height, loss, freezes ([`adapt`]).
 
 #[macro_use]
 mod output;
 
+mod adapt;
 mod capture;
 mod fanout;
 mod host;
@@ -72,6 +76,10 @@ pub enum BenchCommand {
     /// `pixelpass serve` with N FFmpeg streams × M WHEP peers: command start
     /// → first WHEP keyframe, server CPU (FFmpeg excluded) per Gbit/s, RSS.
     Serve(serve::ServeBenchArgs),
+    /// A browser viewer on a link that turns thin (80 ms RTT, 2 % loss,
+    /// 1.2 Mbit/s), is lifted, and takes 3 s of 10 % loss: one row per
+    /// second of estimate, layer, fps, height, loss and freezes.
+    Adapt(adapt::AdaptArgs),
 }
 
 /// This very binary, to start a benchmark's load child: `/proc/self/exe`
@@ -204,5 +212,6 @@ fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::WhepFanout(a) => whep_fanout::run(a),
         BenchCommand::WhepFanoutClient(a) => whep_fanout::run_client(a),
         BenchCommand::Serve(a) => serve::run(a),
+        BenchCommand::Adapt(a) => adapt::run(a),
     }
 }

@@ -43,7 +43,8 @@ fn the_product_binary_has_no_benchmarks_and_the_bench_binary_has_them_all() {
             "join",
             "capture",
             "whep-fanout",
-            "serve"
+            "serve",
+            "adapt"
         ]
     );
 }

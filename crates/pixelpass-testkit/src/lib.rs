@@ -16,6 +16,9 @@
 //!   relay, a viewer) and running processes and the test's own code in it;
 //!   [`netlab::impair`]: delay, jitter, loss and a rate cap between two of
 //!   its namespaces, in user space (the kernel here has no netem);
+//! - [`thin_link`]: issue 16's lab: a host, a viewer reaching it only through
+//!   an impaired link and a clean one, headless Chromium sampling getStats in
+//!   each, and scripted link phases;
 //! - [`package`]: the .deb, a throw-away root to install it into, `systemd-analyze verify`;
 //! - [`tls`]: a throw-away CA and server certificate for the HTTPS tests;
 //! - [`summary`]: p50 / p95 / max of a set of measurements;
@@ -37,6 +40,7 @@ pub mod package;
 pub mod prelude;
 pub mod serve;
 pub mod summary;
+pub mod thin_link;
 pub mod tls;
 pub mod tools;
 pub mod ts_scan;

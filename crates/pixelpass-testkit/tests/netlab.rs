@@ -238,10 +238,15 @@ fn the_viewer_reaches_public_and_nobody_has_a_way_out() {
             addrs.contains(" lo "),
             "{node}: lo is not up with an address: {addrs}"
         );
-        assert!(
-            addrs.contains(&format!("inet {}/24", node.addr())),
-            "{node}: {addrs}"
-        );
+        if node == Node::Thin {
+            // No wire until a test builds an impaired link to it: loopback only.
+            assert_eq!(addrs.lines().count(), 1, "{node}: {addrs}");
+        } else {
+            assert!(
+                addrs.contains(&format!("inet {}/24", node.addr())),
+                "{node}: {addrs}"
+            );
+        }
     }
     // A lab address outside of it (the host's own namespace) is unreachable from inside.
     let err = lab

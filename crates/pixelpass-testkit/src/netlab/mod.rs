@@ -3,6 +3,7 @@
 //! ```text
 //!  home 192.0.2.2 ── nat (192.0.2.1 | 203.0.113.1, masquerade) ── wan switch ─┬─ public 203.0.113.10
 //!                                                                             └─ viewer 203.0.113.20
+//!  thin (only loopback: reached only through an impaired link a test builds)
 //! ```
 //!
 //! [`Lab::new`] builds it with `ip` and `nft` (root needed: it says so
@@ -34,8 +35,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub use children::{Spawned, TERM_GRACE};
+pub use run::find_program;
 pub use snmp::udp_counter;
-pub use topology::{Node, HOME, LAN, NAT_LAN, NAT_WAN, PUBLIC, VIEWER, WAN};
+pub use topology::{Node, HOME, LAN, NAT_LAN, NAT_WAN, PUBLIC, THIN, VIEWER, WAN};
 
 use children::Children;
 use topology::{Names, Step};

@@ -7,6 +7,9 @@
 //!                          (forward + masquerade)       │  br0 in the "wan" namespace
 //!                              public 203.0.113.10 ─────┤  (a switch, no address)
 //!                              viewer 203.0.113.20 ─────┘
+//!
+//!  thin (only lo: no wire at all until a test joins it to another node
+//!        with an impaired link, e.g. 198.51.100.2 ↔ public 198.51.100.1)
 //! ```
 //!
 //! Only documentation ranges are used (RFC 5737). Nobody has a route out of
@@ -28,10 +31,22 @@ pub enum Node {
     Public,
     /// On the WAN: a viewer somewhere on the internet.
     Viewer,
+    /// A viewer with no wire of its own: its only way anywhere is an
+    /// impaired link a test builds to it (`Lab::impaired_link(Node::Public,
+    /// Node::Thin, …)`), so everything it receives crossed that link. (The
+    /// `viewer` node reaches `public` over the clean WAN switch too, and
+    /// ICE would find that way.)
+    Thin,
 }
 
 impl Node {
-    pub const ALL: [Node; 4] = [Node::Home, Node::Nat, Node::Public, Node::Viewer];
+    pub const ALL: [Node; 5] = [
+        Node::Home,
+        Node::Nat,
+        Node::Public,
+        Node::Viewer,
+        Node::Thin,
+    ];
 
     /// The short name, also the namespace name's suffix.
     pub fn name(self) -> &'static str {
@@ -40,17 +55,20 @@ impl Node {
             Node::Nat => "nat",
             Node::Public => "public",
             Node::Viewer => "viewer",
+            Node::Thin => "thin",
         }
     }
 
     /// The address others on its network reach it at (nat: its WAN side,
-    /// the address home's traffic leaves with).
+    /// the address home's traffic leaves with; thin: its end of an impaired
+    /// link built with `LinkConfig::default()`'s addresses, B side).
     pub fn addr(self) -> Ipv4Addr {
         match self {
             Node::Home => HOME,
             Node::Nat => NAT_WAN,
             Node::Public => PUBLIC,
             Node::Viewer => VIEWER,
+            Node::Thin => THIN,
         }
     }
 
@@ -70,6 +88,9 @@ pub const NAT_LAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const NAT_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const VIEWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+/// thin's end of an impaired link with the default addresses (TEST-NET-2);
+/// it has no address before such a link is built.
+pub const THIN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 /// The home LAN (TEST-NET-1).
 pub const LAN: &str = "192.0.2.0/24";
 /// The "internet" segment (TEST-NET-3).
@@ -226,7 +247,7 @@ mod tests {
                 (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
             )
         };
-        for a in [HOME, NAT_LAN, NAT_WAN, PUBLIC, VIEWER] {
+        for a in [HOME, NAT_LAN, NAT_WAN, PUBLIC, VIEWER, THIN] {
             assert!(doc(a), "{a}");
         }
         for step in plan(&names()) {

@@ -62,7 +62,7 @@ impl Default for LinkConfig {
         LinkConfig {
             dev: "imp0".into(),
             a_addr: Ipv4Addr::new(198, 51, 100, 1),
-            b_addr: Ipv4Addr::new(198, 51, 100, 2),
+            b_addr: crate::netlab::THIN,
             seed: 16,
             a_to_b: Impairment::NONE,
             b_to_a: Impairment::NONE,
