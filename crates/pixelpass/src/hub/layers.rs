@@ -76,7 +76,20 @@ mod tests {
     use crate::hub::Track;
 
     fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x80, 102, (seq >> 8) as u8, seq as u8, 0, 0, 0, 1, 0, 0, 0, 7];
+        let mut p = vec![
+            0x80,
+            102,
+            (seq >> 8) as u8,
+            seq as u8,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            7,
+        ];
         p.extend_from_slice(payload);
         p
     }
@@ -86,7 +99,10 @@ mod tests {
         let hub = Hub::with_layers(HubConfig::default(), 3);
         assert_eq!(hub.layer_count(), 3);
         assert!(hub.layer(3).is_none());
-        assert_eq!(Hub::with_layers(HubConfig::default(), 9).layer_count(), MAX_LAYERS);
+        assert_eq!(
+            Hub::with_layers(HubConfig::default(), 9).layer_count(),
+            MAX_LAYERS
+        );
         assert_eq!(Hub::with_layers(HubConfig::default(), 0).layer_count(), 1);
         let (Some(l1), Some(l2)) = (hub.layer(1), hub.layer(2)) else {
             panic!("three layers were asked for");
@@ -98,7 +114,10 @@ mod tests {
         // An IDR (NAL type 5) on layer 1 reaches layer 1's receivers only.
         l1.publish_rtp(Track::Video, &rtp(1, &[0x65, 1, 2]), now)
             .unwrap_or_else(|e| panic!("a valid packet: {e}"));
-        let got = sub1.video.try_recv().unwrap_or_else(|e| panic!("layer 1 packet: {e}"));
+        let got = sub1
+            .video
+            .try_recv()
+            .unwrap_or_else(|e| panic!("layer 1 packet: {e}"));
         assert!(got.key);
         assert_eq!(got.epoch, 1, "layer 1 began the run with layer 0");
         assert!(sub0.video.try_recv().is_err(), "layer 0 got nothing");
@@ -110,11 +129,21 @@ mod tests {
             .unwrap_or_else(|e| panic!("a valid packet: {e}"));
         l1.publish_rtp(Track::Video, &rtp(2, &[0x41, 1]), now)
             .unwrap_or_else(|e| panic!("a valid packet: {e}"));
-        let got = sub1.video.try_recv().unwrap_or_else(|e| panic!("layer 1 packet: {e}"));
+        let got = sub1
+            .video
+            .try_recv()
+            .unwrap_or_else(|e| panic!("layer 1 packet: {e}"));
         assert_eq!(got.epoch, 2);
         // Counters are shared: the stream's bytes are counted once, in any layer.
-        l2.out().whep_bytes.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(hub.out().whep_bytes.load(std::sync::atomic::Ordering::Relaxed), 5);
+        l2.out()
+            .whep_bytes
+            .fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            hub.out()
+                .whep_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            5
+        );
         let info = LayerInfo {
             width: 640,
             height: 360,

@@ -124,7 +124,10 @@ impl PeerLayer {
         };
         let want = (minimum, desired);
         // Small changes of the measured rates are not worth a word.
-        if self.probe_set.is_some_and(|(m, d)| close(m, minimum) && close(d, desired)) {
+        if self
+            .probe_set
+            .is_some_and(|(m, d)| close(m, minimum) && close(d, desired))
+        {
             return None;
         }
         self.probe_set = Some(want);
@@ -148,7 +151,9 @@ impl PeerLayer {
             },
             switches: self.switches,
             estimate_bps: link.estimate,
-            estimate_from: link.estimate.map(|_| if link.remb { "remb" } else { "twcc" }),
+            estimate_from: link
+                .estimate
+                .map(|_| if link.remb { "remb" } else { "twcc" }),
             loss: link.loss,
             rtt_ms: link.rtt.map(|d: Duration| d.as_millis() as u64),
         }
@@ -219,7 +224,10 @@ mod tests {
         assert_eq!(l.route(0, true), Route::Skip);
         assert_eq!(l.route(1, false), Route::Write);
         let v = l.view(&Link::default());
-        assert_eq!((v.layer, v.switching_to, v.paused, v.mode, v.switches), (Some(1), None, false, "pinned", 1));
+        assert_eq!(
+            (v.layer, v.switching_to, v.paused, v.mode, v.switches),
+            (Some(1), None, false, "pinned", 1)
+        );
     }
 
     #[test]

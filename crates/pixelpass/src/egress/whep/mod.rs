@@ -21,10 +21,10 @@ mod engine;
 pub(crate) mod forward;
 pub(crate) mod http;
 pub(crate) mod index;
+pub(crate) mod layer;
 pub(crate) mod pacer;
 pub(crate) mod peer;
 pub(crate) mod select;
-pub(crate) mod layer;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -35,8 +35,8 @@ use tokio::task::JoinHandle;
 
 pub use config::{Bwe, IceServer, OnOff, Pacing, WebRtcArgs};
 pub use layer::{PeerReport, PeerView};
-pub use select::{Choice, Mode};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
+pub use select::{Choice, Mode};
 
 use self::core::{EngineConfig, NewPeer};
 use crate::net::udp::{self, Udp};

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime, Mid};
 use str0m::rtp::{Extension, ExtensionValues};
-use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 
 use super::config::Bwe;
@@ -533,7 +533,9 @@ mod playout_delay_tests {
             .contains(URI));
 
         let (mut c, offer, pending) = client(client_addr, true, now);
-        let (rtc, answer) = factory.answer(&offer, now, H264_PROFILE_LEVEL_ID, 1).unwrap();
+        let (rtc, answer) = factory
+            .answer(&offer, now, H264_PROFILE_LEVEL_ID, 1)
+            .unwrap();
         assert!(answer.contains(&format!("a=extmap:6 {URI}")), "{answer}");
         c.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())

@@ -251,12 +251,27 @@ mod tests {
     #[test]
     fn starts_on_the_highest_layer_that_fits() {
         let r = Rules::default();
-        assert_eq!(Selector::new(r.clone(), None, &RATES).current(), Choice::Layer(0));
-        assert_eq!(Selector::new(r.clone(), Some(10_000_000), &RATES).current(), Choice::Layer(0));
-        assert_eq!(Selector::new(r.clone(), Some(1_500_000), &RATES).current(), Choice::Layer(1));
-        assert_eq!(Selector::new(r.clone(), Some(300_000), &RATES).current(), Choice::Layer(2));
+        assert_eq!(
+            Selector::new(r.clone(), None, &RATES).current(),
+            Choice::Layer(0)
+        );
+        assert_eq!(
+            Selector::new(r.clone(), Some(10_000_000), &RATES).current(),
+            Choice::Layer(0)
+        );
+        assert_eq!(
+            Selector::new(r.clone(), Some(1_500_000), &RATES).current(),
+            Choice::Layer(1)
+        );
+        assert_eq!(
+            Selector::new(r.clone(), Some(300_000), &RATES).current(),
+            Choice::Layer(2)
+        );
         // Even a hopeless link starts with a picture.
-        assert_eq!(Selector::new(r, Some(50_000), &RATES).current(), Choice::Layer(2));
+        assert_eq!(
+            Selector::new(r, Some(50_000), &RATES).current(),
+            Choice::Layer(2)
+        );
     }
 
     #[test]
@@ -280,7 +295,10 @@ mod tests {
         let mut t = Instant::now();
         let mut s = Selector::new(Rules::default(), Some(8_000_000), &RATES);
         let moves = run(&mut s, &mut t, 1.5, 8_000_000, 0.2);
-        assert_eq!(moves.iter().map(|m| m.1).collect::<Vec<_>>(), [Choice::Layer(1)]);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(1)]
+        );
     }
 
     #[test]
@@ -289,7 +307,10 @@ mod tests {
         let mut s = Selector::new(Rules::default(), Some(300_000), &RATES);
         assert_eq!(s.current(), Choice::Layer(2));
         let moves = run(&mut s, &mut t, 2.0, 100_000, 0.0);
-        assert_eq!(moves.iter().map(|m| m.1).collect::<Vec<_>>(), [Choice::Paused]);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Paused]
+        );
         // Back above: after the up delay, the lowest layer first, then up one by one.
         let moves = run(&mut s, &mut t, 20.0, 10_000_000, 0.0);
         assert_eq!(
@@ -313,7 +334,10 @@ mod tests {
             assert!(run(&mut s, &mut t, 0.2, 2_000_000, 0.0).is_empty());
         }
         let moves = run(&mut s, &mut t, 5.0, 6_000_000, 0.0);
-        assert_eq!(moves.iter().map(|m| m.1).collect::<Vec<_>>(), [Choice::Layer(0)]);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(0)]
+        );
         // It probes for the next layer up, with headroom; at the top, for its own.
         assert_eq!(s.probe(&RATES), Some((4_000_000.0 * 1.1 * 1.3) as u64));
     }

@@ -49,10 +49,17 @@ pub(super) async fn get_layer(
     let Some(view) = st.whep.peer_view(&resource, &entry.id) else {
         return error(StatusCode::NOT_FOUND, "no such WHEP session");
     };
-    let layers = entry.supervisor.hub().layers().map(|h| h.layer_info()).collect();
+    let layers = entry
+        .supervisor
+        .hub()
+        .layers()
+        .map(|h| h.layer_info())
+        .collect();
     let mut resp = axum::Json(LayerState { view, layers }).into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     with_cors(resp)
 }
 
@@ -75,7 +82,10 @@ pub(super) async fn post_layer(
         );
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 1 KiB");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is larger than 1 KiB",
+        );
     };
     let count = entry.supervisor.hub().layer_count();
     let order: LayerOrder = match serde_json::from_slice(&bytes) {

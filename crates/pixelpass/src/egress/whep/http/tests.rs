@@ -523,8 +523,16 @@ async fn a_viewer_reads_and_chooses_its_layer_at_the_url_the_answer_links() {
     for (order, want, says) in [
         (r#"{"layer": 1}"#, StatusCode::NO_CONTENT, ""),
         (r#"{"layer": "auto"}"#, StatusCode::NO_CONTENT, ""),
-        (r#"{"layer": 5}"#, StatusCode::BAD_REQUEST, "layers 0..1, not 5"),
-        (r#"{"layer": "best"}"#, StatusCode::BAD_REQUEST, "\"auto\" or a number"),
+        (
+            r#"{"layer": 5}"#,
+            StatusCode::BAD_REQUEST,
+            "layers 0..1, not 5",
+        ),
+        (
+            r#"{"layer": "best"}"#,
+            StatusCode::BAD_REQUEST,
+            "\"auto\" or a number",
+        ),
         (r#"{"quality": 1}"#, StatusCode::BAD_REQUEST, "expected"),
     ] {
         let (status, _, body) = send(&s.app, Method::POST, &layer_url, &[json], order).await;
@@ -535,7 +543,14 @@ async fn a_viewer_reads_and_chooses_its_layer_at_the_url_the_answer_links() {
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (status, _, _) = send(&s.app, Method::GET, "/t0ken/whep/nope/layer", &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _, _) = send(&s.app, Method::GET, &layer_url.replace("t0ken", "wrong"), &[], "").await;
+    let (status, _, _) = send(
+        &s.app,
+        Method::GET,
+        &layer_url.replace("t0ken", "wrong"),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A one-layer stream has nothing to choose.

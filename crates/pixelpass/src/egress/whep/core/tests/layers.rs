@@ -39,7 +39,9 @@ fn a_chosen_layer_starts_at_its_keyframe_with_no_sequence_gap() {
     net.advance(600 * MS);
     let before = encoders[0].0.load(Ordering::SeqCst);
     let now = net.now;
-    assert!(net.core.set_layer(now, "r0", Mode::Pinned(Choice::Layer(1))));
+    assert!(net
+        .core
+        .set_layer(now, "r0", Mode::Pinned(Choice::Layer(1))));
     assert_eq!(
         encoders[0].0.load(Ordering::SeqCst),
         before + 1,
@@ -63,7 +65,11 @@ fn a_chosen_layer_starts_at_its_keyframe_with_no_sequence_gap() {
     let got = video(&net, c);
     let tags: Vec<u8> = got.iter().map(|g| g.0).collect();
     assert_eq!(tags, [1, 2, 3, 4, 104, 105]);
-    let audio = net.clients[c].rx.iter().filter(|p| p.payload.len() == 80).count();
+    let audio = net.clients[c]
+        .rx
+        .iter()
+        .filter(|p| p.payload.len() == 80)
+        .count();
     assert_eq!(audio, 1, "audio goes on, from layer 0");
     assert!(
         got.windows(2).all(|w| w[1].1 == w[0].1 + 1),
@@ -108,7 +114,10 @@ fn a_link_that_cannot_carry_layer_0_moves_the_viewer_down_by_itself() {
     let view = net.core.index_view("r0");
     assert_eq!(view.layer, Some(1), "{view:?} after {tags:?}");
     assert_eq!(view.estimate_from, Some("twcc"), "{view:?}");
-    assert!(view.estimate_bps.is_some_and(|e| e < 50_000_000), "{view:?}");
+    assert!(
+        view.estimate_bps.is_some_and(|e| e < 50_000_000),
+        "{view:?}"
+    );
     let first_on_1 = tags.iter().position(|t| *t >= 100).unwrap_or(usize::MAX);
     assert!(
         first_on_1 <= 95,
