@@ -75,9 +75,10 @@ fn scenario(phases: &[Phase], with_clean: bool) -> Run {
             let sec = &seconds(&[p, s.clone()], full)[0];
             let clean_h = clean.and_then(|c| c.height()).map_or("-".into(), |h| h.to_string());
             eprintln!(
-                "t={:>2} {:<6} fps {:>5.1} h {:>4} layer {} frozen {}/{:.2}s lost {:>3} nack {:>3} audio {:>2} | clean h {clean_h}",
+                "t={:>2} {:<6} est {:>6} fps {:>5.1} h {:>4} layer {} frozen {}/{:.2}s lost {:>3} nack {:>3} audio {:>2} | clean h {clean_h}",
                 sec.t,
                 state.name(),
+                sec.estimate_bps.map_or("-".into(), |e| format!("{:.0}k", e / 1000.0)),
                 sec.fps,
                 sec.height.map_or("-".into(), |h| h.to_string()),
                 sec.layer.map_or("-".into(), |l| format!("{l}{}", if sec.layer_inferred { "~" } else { "" })),

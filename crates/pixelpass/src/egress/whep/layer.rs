@@ -39,7 +39,26 @@ pub struct PeerLayer {
     switches: u64,
     /// What str0m's estimator was last told to aim for (minimum, desired).
     pub probe_set: Option<(u64, u64)>,
+    /// When the desired rate was last lowered and raised again to make
+    /// str0m probe (see [`probe`](Self::probe)), and whether it is lowered now.
+    reprobed_at: Option<Instant>,
+    lowered: bool,
+    /// Since when the estimate has been below what the next layer up needs,
+    /// and when the estimator was last restarted (see
+    /// [`restart_estimator`](Self::restart_estimator)).
+    below_since: Option<Instant>,
+    restarted_at: Option<Instant>,
 }
+
+/// An estimate below what the next layer up needs for this long is stuck
+/// (see [`PeerLayer::restart_estimator`])…
+const STUCK_AFTER: Duration = Duration::from_secs(4);
+/// …and the estimator is restarted at most this often.
+const RESTART_EVERY: Duration = Duration::from_secs(8);
+
+/// How often a viewer whose estimate is below what the next layer up needs
+/// makes str0m probe for it.
+const REPROBE_EVERY: Duration = Duration::from_secs(2);
 
 impl PeerLayer {
     /// The peer starts: on the layer `estimate` allows of `rates` (layer 0
@@ -115,14 +134,41 @@ impl PeerLayer {
 
     /// What str0m's estimator should aim for now: (minimum, desired) bit/s,
     /// when it changed since last told.
-    pub fn probe(&mut self, rates: &[u64]) -> Option<(u64, u64)> {
+    ///
+    /// str0m probes for the desired rate when it RISES above its estimate
+    /// (an allocation probe); a desired rate that stays put is probed for
+    /// again only after 15 s of a stagnant estimate. So while the estimate
+    /// is below it, every [`REPROBE_EVERY`] the desired rate is lowered to
+    /// the estimate for one round and raised again: a link that got better
+    /// is found within seconds.
+    pub fn probe(
+        &mut self,
+        now: Instant,
+        estimate: Option<u64>,
+        rates: &[u64],
+    ) -> Option<(u64, u64)> {
         let sel = self.selector.as_ref()?;
         let desired = sel.probe(rates)?;
         let minimum = match self.on {
             Some(l) => rates.get(usize::from(l)).copied().unwrap_or(0),
             None => 0,
         };
-        let want = (minimum, desired);
+        if self.lowered {
+            self.lowered = false;
+            self.probe_set = Some((minimum, desired));
+            return self.probe_set;
+        }
+        if let Some(e) = estimate.filter(|e| *e < desired) {
+            if self
+                .reprobed_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= REPROBE_EVERY)
+            {
+                self.reprobed_at = Some(now);
+                self.lowered = true;
+                self.probe_set = Some((minimum.min(e), e));
+                return self.probe_set;
+            }
+        }
         // Small changes of the measured rates are not worth a word.
         if self
             .probe_set
@@ -130,8 +176,44 @@ impl PeerLayer {
         {
             return None;
         }
-        self.probe_set = Some(want);
-        Some(want)
+        self.probe_set = Some((minimum, desired));
+        self.probe_set
+    }
+
+    /// Whether str0m's estimator should start over from the current
+    /// estimate now (the rate to start from).
+    ///
+    /// While a viewer is sent a lower layer, GCC may only raise its estimate
+    /// to about 1.5× what it acknowledges, and str0m's probes are held back
+    /// while its loss-based controller holds (a link with steady random
+    /// loss): the estimate stays put, or creeps up a few % a second, long
+    /// after the link got better. Starting over from the same rate begins
+    /// with probes at 3× and 6× of it: on a link that cannot carry more they
+    /// come back at about the same rate (a short burst, every
+    /// [`RESTART_EVERY`] at most), on a better one the estimate is there at
+    /// once.
+    pub fn restart_estimator(
+        &mut self,
+        now: Instant,
+        estimate: Option<u64>,
+        rates: &[u64],
+    ) -> Option<u64> {
+        let e = estimate?;
+        let desired = self.selector.as_ref()?.probe(rates)?;
+        if e >= desired {
+            self.below_since = None;
+            return None;
+        }
+        let since = *self.below_since.get_or_insert(now);
+        let due = self
+            .restarted_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_EVERY);
+        if now.saturating_duration_since(since) < STUCK_AFTER || !due {
+            return None;
+        }
+        self.restarted_at = Some(now);
+        self.below_since = None;
+        Some(e)
     }
 
     /// The layer the peer's video is on (`None`: paused).
@@ -243,12 +325,72 @@ mod tests {
     }
 
     #[test]
+    fn below_the_next_layer_the_desired_rate_dips_and_rises_every_few_seconds() {
+        let t = Instant::now();
+        let mut l = PeerLayer::default();
+        assert_eq!(l.start(Some(1_500_000), &RATES), 1);
+        let want = (4_000_000.0 * 1.05 * 1.15) as u64;
+        // Below it: lowered to the estimate, then raised (str0m probes on the rise).
+        assert_eq!(
+            l.probe(t, Some(1_500_000), &RATES),
+            Some((1_000_000, 1_500_000))
+        );
+        assert_eq!(l.probe(t, Some(1_500_000), &RATES), Some((1_000_000, want)));
+        assert_eq!(
+            l.probe(t + Duration::from_secs(1), Some(1_500_000), &RATES),
+            None
+        );
+        assert_eq!(
+            l.probe(t + Duration::from_secs(2), Some(1_600_000), &RATES),
+            Some((1_000_000, 1_600_000))
+        );
+        assert_eq!(
+            l.probe(t + Duration::from_secs(2), Some(1_600_000), &RATES),
+            Some((1_000_000, want))
+        );
+        // Once the estimate is above it, nothing more to say.
+        assert_eq!(
+            l.probe(t + Duration::from_secs(9), Some(9_000_000), &RATES),
+            None
+        );
+    }
+
+    #[test]
+    fn an_estimate_held_below_the_next_layer_restarts_the_estimator_now_and_then() {
+        let t = Instant::now();
+        let s = |secs: u64| t + Duration::from_secs(secs);
+        let mut l = PeerLayer::default();
+        l.start(Some(1_500_000), &RATES);
+        assert_eq!(l.restart_estimator(t, Some(1_080_000), &RATES), None);
+        assert_eq!(l.restart_estimator(s(3), Some(1_200_000), &RATES), None);
+        assert_eq!(
+            l.restart_estimator(s(4), Some(1_300_000), &RATES),
+            Some(1_300_000)
+        );
+        // Not again before RESTART_EVERY, even if it stays below.
+        assert_eq!(l.restart_estimator(s(7), Some(1_080_000), &RATES), None);
+        assert_eq!(l.restart_estimator(s(11), Some(1_080_000), &RATES), None);
+        assert_eq!(
+            l.restart_estimator(s(12), Some(1_080_000), &RATES),
+            Some(1_080_000)
+        );
+        // An estimate that reaches the next layer's need starts the count over.
+        assert_eq!(l.restart_estimator(s(14), Some(9_000_000), &RATES), None);
+        assert_eq!(l.restart_estimator(s(20), Some(1_000_000), &RATES), None);
+        assert_eq!(l.restart_estimator(s(23), Some(1_000_000), &RATES), None);
+        assert_eq!(
+            l.restart_estimator(s(24), Some(1_000_000), &RATES),
+            Some(1_000_000)
+        );
+    }
+
+    #[test]
     fn a_one_layer_stream_has_nothing_to_choose() {
         let mut l = PeerLayer::default();
         assert_eq!(l.start(Some(100_000), &[4_000_000]), 0);
         assert_eq!(l.set_mode(Mode::Auto), None);
         assert_eq!(l.route(0, false), Route::Write);
         assert_eq!(l.view(&Link::default()).mode, "single");
-        assert_eq!(l.probe(&[4_000_000]), None);
+        assert_eq!(l.probe(Instant::now(), Some(100_000), &[4_000_000]), None);
     }
 }

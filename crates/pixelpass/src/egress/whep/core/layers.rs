@@ -142,7 +142,15 @@ impl Core {
                 h.request_keyframe(now);
             }
         }
-        if let Some((minimum, desired)) = peer.layer.probe(&rates) {
+        if let Some(from) = peer
+            .layer
+            .restart_estimator(now, peer.link.estimate, &rates)
+        {
+            tracing::debug!(resource = %peer.resource, from, "bandwidth estimate stuck below the next layer: estimating anew");
+            peer.rtc.bwe().reset(Bitrate::bps(from));
+            peer.layer.probe_set = None;
+        }
+        if let Some((minimum, desired)) = peer.layer.probe(now, peer.link.estimate, &rates) {
             peer.rtc
                 .bwe()
                 .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
