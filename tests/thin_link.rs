@@ -338,3 +338,69 @@ fn a_3_s_burst_of_10_percent_loss_leaves_no_freeze_over_1_s_after_it() {
         &failures,
     );
 }
+
+#[test]
+fn below_the_lowest_layer_the_picture_pauses_the_sound_goes_on_and_both_come_back() {
+    let _serial = serial();
+    if !ready("thin link (d)") {
+        return;
+    }
+    let phases = [
+        Phase::new(LinkState::Thin, 8),
+        Phase::new(LinkState::Starved, 14),
+        Phase::new(LinkState::Lifted, 16),
+    ];
+    let run = scenario(&phases, false);
+    let (starve, lift) = (run.phase_start(1), run.phase_start(2));
+    let secs = run.seconds(Seat::Constrained);
+    // The estimate takes a few seconds to fall under the lowest layer.
+    let starved = between(&secs, starve + 6, lift);
+    let after = between(&secs, lift, lift + 16);
+    let mut failures = Vec::new();
+    let paused: Vec<u32> = starved
+        .iter()
+        .filter(|s| s.paused == Some(true))
+        .map(|s| s.t)
+        .collect();
+    if paused.len() < 3 {
+        failures.push(format!(
+            "the page said \"paused\" in only {} of the last {} starved seconds {paused:?} (200 kbit/s cannot carry layer 1)",
+            paused.len(),
+            starved.len()
+        ));
+    }
+    let quiet: Vec<String> = starved
+        .iter()
+        .filter(|s| s.audio_packets < MIN_AUDIO_PACKETS)
+        .map(|s| format!("{}:{}", s.t, s.audio_packets))
+        .collect();
+    if !quiet.is_empty() {
+        failures.push(format!(
+            "the sound stalled while the picture was paused (t:packets) [{}]",
+            quiet.join(" ")
+        ));
+    }
+    let resumed = after
+        .iter()
+        .position(|s| s.paused == Some(false) && s.fps >= MIN_FPS);
+    match resumed {
+        Some(_) => {}
+        None => failures.push(format!(
+            "the picture did not come back within {} s of the cap lifted; fps per second [{}], paused per second [{}]",
+            after.len(),
+            fps_list(&after),
+            after
+                .iter()
+                .map(|s| format!("{}:{:?}", s.t, s.paused))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+    }
+    verdict(
+        &[
+            describe("starved (200 kbit/s)", &starved),
+            describe("lifted", &after),
+        ],
+        &failures,
+    );
+}

@@ -78,10 +78,14 @@ pub enum LinkState {
     Lifted,
     /// 80 ms RTT and 10 % loss downstream, no cap.
     Burst,
+    /// [`LinkState::Thin`] with a cap of [`LinkState::STARVED_RATE_BPS`]:
+    /// room for the sound, not for the lowest layer's picture.
+    Starved,
 }
 
 impl LinkState {
     pub const THIN_RATE_BPS: u64 = 1_200_000;
+    pub const STARVED_RATE_BPS: u64 = 200_000;
     pub const THIN_QUEUE_PACKETS: usize = 50;
     const ONE_WAY: Duration = Duration::from_millis(40);
 
@@ -91,6 +95,7 @@ impl LinkState {
             LinkState::Thin => "thin",
             LinkState::Lifted => "lifted",
             LinkState::Burst => "burst",
+            LinkState::Starved => "starved",
         }
     }
 
@@ -105,6 +110,10 @@ impl LinkState {
                 .with_queue_limit(Self::THIN_QUEUE_PACKETS),
             LinkState::Lifted => delayed.with_loss(0.02),
             LinkState::Burst => delayed.with_loss(0.10),
+            LinkState::Starved => delayed
+                .with_loss(0.02)
+                .with_rate(Rate::bits_per_sec(Self::STARVED_RATE_BPS))
+                .with_queue_limit(Self::THIN_QUEUE_PACKETS),
         }
     }
 

@@ -177,7 +177,22 @@ pub(crate) fn encode_chain(
             chain.push(make("videorate", &format!("videorate{sfx}"))?);
         }
         chain.push(make("videoscale", &format!("videoscale{sfx}"))?);
-        // The size comes with the raw caps (see `size_layers_from_raw_caps`).
+        // The size comes with the raw caps (see `size_layers_from_raw_caps`);
+        // the branch keeps its renegotiation to itself: a reconfigure
+        // reaching the portal's PipeWire source froze the picture on its
+        // first frame.
+        if let Some(pad) = chain[0].static_pad("sink") {
+            pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(ev))
+                        if ev.type_() == gst::EventType::Reconfigure =>
+                    {
+                        gst::PadProbeReturn::Drop
+                    }
+                    _ => gst::PadProbeReturn::Ok,
+                }
+            });
+        }
         let caps = gst::Caps::builder("video/x-raw")
             .field(
                 "framerate",
@@ -227,6 +242,11 @@ pub(crate) fn size_layers_from_raw_caps(tee_sink: &gst::Pad, chains: &[EncodeCha
     if targets.is_empty() {
         return;
     }
+    // The portal's source sends the same caps again and again (PipeWire
+    // renegotiates on its own); setting a capsfilter's caps makes it ask
+    // upstream to reconfigure, which renegotiates PipeWire again: the
+    // picture froze on its first frame. So only a new size is set.
+    let last: std::sync::Mutex<Option<(i32, i32, gst::Fraction)>> = std::sync::Mutex::new(None);
     tee_sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
         let Some(gst::PadProbeData::Event(ev)) = &info.data else {
             return gst::PadProbeReturn::Ok;
@@ -243,6 +263,13 @@ pub(crate) fn size_layers_from_raw_caps(tee_sink: &gst::Pad, chains: &[EncodeCha
         let par = s
             .get::<gst::Fraction>("pixel-aspect-ratio")
             .unwrap_or_else(|_| gst::Fraction::new(1, 1));
+        {
+            let mut seen = last.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == Some((w, h, par)) {
+                return gst::PadProbeReturn::Ok;
+            }
+            *seen = Some((w, h, par));
+        }
         for (plan, filter) in &targets {
             let (lw, lh) = plan.size(w.unsigned_abs(), h.unsigned_abs());
             let caps = gst::Caps::builder("video/x-raw")

@@ -54,7 +54,7 @@ pub struct PeerLayer {
 /// (see [`PeerLayer::restart_estimator`])…
 const STUCK_AFTER: Duration = Duration::from_secs(4);
 /// …and the estimator is restarted at most this often.
-const RESTART_EVERY: Duration = Duration::from_secs(8);
+const RESTART_EVERY: Duration = Duration::from_secs(12);
 
 /// How often a viewer whose estimate is below what the next layer up needs
 /// makes str0m probe for it.
@@ -99,10 +99,10 @@ impl PeerLayer {
     /// New word on the link: the layer to ask a keyframe of, when the
     /// choice moved to one now (`Some(None)`: paused).
     pub fn on_link(&mut self, now: Instant, link: &Link, rates: &[u64]) -> Option<Option<u8>> {
-        let choice = self
-            .selector
-            .as_mut()?
-            .update(now, link.estimate, link.loss, rates)?;
+        let choice =
+            self.selector
+                .as_mut()?
+                .update(now, link.estimate, link.fresh_loss(now), rates)?;
         Some(self.apply(choice))
     }
 
@@ -369,17 +369,17 @@ mod tests {
         );
         // Not again before RESTART_EVERY, even if it stays below.
         assert_eq!(l.restart_estimator(s(7), Some(1_080_000), &RATES), None);
-        assert_eq!(l.restart_estimator(s(11), Some(1_080_000), &RATES), None);
+        assert_eq!(l.restart_estimator(s(15), Some(1_080_000), &RATES), None);
         assert_eq!(
-            l.restart_estimator(s(12), Some(1_080_000), &RATES),
+            l.restart_estimator(s(16), Some(1_080_000), &RATES),
             Some(1_080_000)
         );
         // An estimate that reaches the next layer's need starts the count over.
-        assert_eq!(l.restart_estimator(s(14), Some(9_000_000), &RATES), None);
-        assert_eq!(l.restart_estimator(s(20), Some(1_000_000), &RATES), None);
-        assert_eq!(l.restart_estimator(s(23), Some(1_000_000), &RATES), None);
+        assert_eq!(l.restart_estimator(s(18), Some(9_000_000), &RATES), None);
+        assert_eq!(l.restart_estimator(s(30), Some(1_000_000), &RATES), None);
+        assert_eq!(l.restart_estimator(s(33), Some(1_000_000), &RATES), None);
         assert_eq!(
-            l.restart_estimator(s(24), Some(1_000_000), &RATES),
+            l.restart_estimator(s(34), Some(1_000_000), &RATES),
             Some(1_000_000)
         );
     }

@@ -37,9 +37,14 @@ pub const BURST_CHUNK: usize = 32;
 const PLAYOUT_DELAY_EXT_ID: u8 = 12;
 /// Our id for transport-wide sequence numbers (TWCC), likewise.
 const TWCC_EXT_ID: u8 = 3;
-/// Where a viewer's bandwidth estimate starts: enough for a second layer of
-/// a 4 Mbit/s stream (the estimator probes upward from here at once).
-pub const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1500);
+/// Where a viewer's bandwidth estimate starts: a viewer starts on the
+/// highest layer this allows, so it is above layer 0 of the default
+/// 4 Mbit/s stream — a viewer on a good link gets the full picture from its
+/// first frame, one on a thin link is moved down within about 2 s (GCC
+/// drops its estimate as soon as the queue on the path grows). Started
+/// lower (1.5 Mbit/s), a LAN viewer watched half the picture for 5–20 s
+/// while GCC, sending only the lower layer, climbed.
+pub const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(5000);
 /// How often str0m reports a peer's RTT, loss and estimate.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -177,7 +182,21 @@ pub struct Link {
     pub remb: bool,
     /// Fraction of video packets lost (the browser's receiver reports).
     pub loss: Option<f32>,
+    /// When `loss` was reported (a paused viewer is sent no video, so its
+    /// reports stop: the last one must not count for ever).
+    pub loss_at: Option<Instant>,
     pub rtt: Option<Duration>,
+}
+
+/// A loss report older than this is no word on the link any more.
+const LOSS_FRESH: Duration = Duration::from_secs(3);
+
+impl Link {
+    /// The loss, if reported recently.
+    pub fn fresh_loss(&self, now: Instant) -> Option<f32> {
+        let at = self.loss_at?;
+        (now.saturating_duration_since(at) <= LOSS_FRESH).then_some(self.loss?)
+    }
 }
 
 pub struct Peer {
@@ -298,6 +317,7 @@ impl Peer {
             Event::MediaEgressStats(m) if self.video.as_ref().is_some_and(|v| v.mid == m.mid) => {
                 if m.loss.is_some() {
                     self.link.loss = m.loss;
+                    self.link.loss_at = Some(now);
                 }
                 if m.rtt.is_some() {
                     self.link.rtt = m.rtt;

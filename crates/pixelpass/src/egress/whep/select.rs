@@ -190,6 +190,8 @@ impl Selector {
             Choice::Paused => (1.0, self.rules.resume_after),
             Choice::Layer(_) => (self.rules.headroom, self.rules.up_after),
         };
+        // A paused viewer is sent no video: there is no loss of it to weigh.
+        let lossy = lossy && self.current != Choice::Paused;
         if lossy || !fits(&self.rules, estimate, up_rate, extra) {
             self.headroom_since = None;
             return None;
@@ -353,6 +355,12 @@ mod tests {
         );
         assert!(moves[0].0 >= Duration::from_secs(2), "{moves:?}");
         assert!(moves[2].0 <= Duration::from_secs(9), "{moves:?}");
+        // Paused, the loss last reported (of the video it no longer gets)
+        // does not hold it back.
+        let _ = run(&mut s, &mut t, 5.0, 50_000, 0.0);
+        assert_eq!(s.current(), Choice::Paused);
+        let moves = run(&mut s, &mut t, 3.0, 400_000, 0.5);
+        assert_eq!(moves.iter().map(|m| m.1).collect::<Vec<_>>(), [Choice::Layer(2)]);
     }
 
     #[test]
