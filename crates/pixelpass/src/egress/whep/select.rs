@@ -360,7 +360,10 @@ mod tests {
         let _ = run(&mut s, &mut t, 5.0, 50_000, 0.0);
         assert_eq!(s.current(), Choice::Paused);
         let moves = run(&mut s, &mut t, 3.0, 400_000, 0.5);
-        assert_eq!(moves.iter().map(|m| m.1).collect::<Vec<_>>(), [Choice::Layer(2)]);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(2)]
+        );
     }
 
     #[test]
