@@ -11,7 +11,30 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn chromium_plays_the_player_page_over_whep() {
-    play("host", &[]);
+    play("host", &[], &[]);
+}
+
+/// The page's quality menu lists the host's two layers; choosing layer 1
+/// moves the picture to it (half the size) and the page says so.
+#[test]
+fn the_quality_menu_moves_the_picture_to_the_chosen_layer() {
+    let r = play("host-layer", &[], &["--choose-layer", "1"]);
+    assert_eq!(r["menu"]["hidden"], false, "the menu is shown: {r}");
+    let options = r["menu"]["options"].to_string();
+    assert!(
+        options.contains("auto=Auto") && options.contains("0=360p") && options.contains("1=180p"),
+        "auto and both layers: {r}"
+    );
+    assert_eq!(r["before"]["height"], 360, "{r}");
+    assert_eq!(r["after"]["height"], 180, "layer 1 is half the size: {r}");
+    assert_eq!(r["after"]["pp"]["layer"], 1, "{r}");
+    assert_eq!(r["after"]["pp"]["mode"], "pinned", "{r}");
+    assert!(
+        r["after"]["info"]
+            .as_str()
+            .is_some_and(|i| i.contains("layer 1 (chosen)")),
+        "the page says which layer it shows: {r}"
+    );
 }
 
 #[test]
@@ -28,13 +51,14 @@ fn chromium_plays_a_serve_streams_page_over_whep() {
     play(
         "serve",
         &["--serve", config.to_str().expect("a UTF-8 temp path")],
+        &[],
     );
     let _ = std::fs::remove_file(&config);
 }
 
 /// Run the player page against `what` (`in-netns.sh` arguments before the
-/// player's own) and check it played.
-fn play(what: &str, server_args: &[&str]) {
+/// player's own, then `player_args`) and check it played; its result.
+fn play(what: &str, server_args: &[&str], player_args: &[&str]) -> serde_json::Value {
     let browser_dir = pixelpass_testkit::bin::kit_dir().join("browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").is_dir(),
@@ -56,6 +80,7 @@ fn play(what: &str, server_args: &[&str]) {
         .args(server_args)
         .args(["--seconds", "10", "--frames", "30", "--screenshot"])
         .arg(&shot)
+        .args(player_args)
         .output()
         .expect("cannot run unshare/timeout");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -103,4 +128,5 @@ fn play(what: &str, server_args: &[&str]) {
         started.elapsed()
     );
     assert!(started.elapsed() < Duration::from_secs(60));
+    r
 }

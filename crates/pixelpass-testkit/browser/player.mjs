@@ -26,6 +26,11 @@ const wantFrames = Number(arg("frames", "30"));
 const screenshot = arg("screenshot");
 const ignoreCert = process.argv.includes("--ignore-cert");
 const reconnect = process.argv.includes("--reconnect");
+// --choose-layer N: once --frames played, pick layer N in the page's
+// quality menu (as a viewer would) and wait, within --seconds, for the
+// picture to change size and --frames more to play; the result says the
+// sizes before and after, the menu's entries and what the page showed.
+const chooseLayer = arg("choose-layer");
 if (!url) {
   console.error("usage: node player.mjs --url URL [--seconds N] [--frames N] [--screenshot FILE]");
   process.exit(2);
@@ -96,7 +101,31 @@ try {
     state.reconnected = again;
     if (!again) state.frames = 0; // not ok
   }
+  // How long the page took to play (what a choice of layer takes is not in it).
   const elapsedMs = Date.now() - t0;
+  if (chooseLayer !== undefined && state.frames >= wantFrames) {
+    const before = { width: state.width, height: state.height };
+    state.menu = await page.evaluate(() => {
+      const q = document.getElementById("quality");
+      return { hidden: q.hidden, options: [...q.options].map((o) => o.value + "=" + o.textContent) };
+    });
+    await page.selectOption("#quality", String(chooseLayer));
+    const until = Date.now() + seconds * 1000;
+    let after = null;
+    while (Date.now() < until) {
+      const s = await page.evaluate(() => {
+        const v = document.getElementById("video");
+        return { frames: window.__frames, width: v.videoWidth, height: v.videoHeight,
+                 info: document.getElementById("info").textContent, pp: window.pixelpassState };
+      });
+      if (!after && s.height && s.height !== before.height) after = { ...s };
+      if (after && s.frames >= after.frames + wantFrames) { after.info = s.info; after.pp = s.pp; break; }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    state.before = before;
+    state.after = after;
+    if (!after) state.frames = 0; // not ok: the picture never changed
+  }
   // Sample the current frame: mean and spread of luma.
   const sample = await page.evaluate(() => {
     const v = document.getElementById("video");

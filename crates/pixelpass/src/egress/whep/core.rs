@@ -426,8 +426,13 @@ impl Core {
                     }
                 }
                 let (was, had_key) = (peer.dirty, peer.first_key_at.is_some());
+                let mut switched = false;
                 for m in batch.iter().filter(|m| m.feed == fid) {
-                    layers::deliver(peer, layer, m, now);
+                    switched |= layers::deliver(peer, layer, m, now);
+                }
+                if switched {
+                    self.index
+                        .set_view(&peer.resource, peer.layer.view(&peer.link));
                 }
                 if !had_key && peer.first_key_at.is_some() {
                     tracing::debug!(

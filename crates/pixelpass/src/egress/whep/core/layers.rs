@@ -17,8 +17,10 @@ use crate::hub::{Hub, Track};
 
 /// Write one hub packet of `layer`'s feed to `peer`, as its layer says:
 /// audio from layer 0 only; video from the layer it is on, or from the
-/// layer it switches to once that layer's keyframe comes.
-pub(super) fn deliver(peer: &mut Peer, layer: u8, m: &MediaMsg, now: Instant) {
+/// layer it switches to once that layer's keyframe comes. True when the
+/// peer switched layer on this packet.
+pub(super) fn deliver(peer: &mut Peer, layer: u8, m: &MediaMsg, now: Instant) -> bool {
+    let mut switched = false;
     match (m.track, &m.pkt) {
         (Track::Audio, Some(pkt)) if layer == 0 => peer.write(Track::Audio, pkt, now),
         (Track::Audio, _) => {}
@@ -29,11 +31,13 @@ pub(super) fn deliver(peer: &mut Peer, layer: u8, m: &MediaMsg, now: Instant) {
                 tracing::info!(resource = %peer.resource, layer, "WebRTC viewer switched layer");
                 peer.switch_video();
                 peer.write(Track::Video, pkt, now);
+                switched = true;
             }
         },
         (Track::Video, None) if peer.layer.on() == Some(layer) => peer.lagged(Track::Video),
         (Track::Video, None) => {}
     }
+    switched
 }
 
 impl Core {
