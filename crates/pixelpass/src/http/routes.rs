@@ -21,9 +21,15 @@ pub fn router_with(registry: Registry, whep: Option<Whep>) -> Router {
         .route("/healthz", get(healthz))
         .route("/{token}/", get(player_page))
         .route("/{token}/stream.ts", get(stream_ts).head(stream_ts_head))
-        .route("/{token}/status", get(status))
         .fallback(not_found)
-        .with_state(registry.clone());
+        .with_state(registry.clone())
+        .route(
+            "/{token}/status",
+            get(status).with_state(StatusState {
+                registry: registry.clone(),
+                whep: whep.clone(),
+            }),
+        );
     match whep {
         Some(whep) => base.merge(whep::http::routes(registry, whep)),
         None => base,
@@ -90,13 +96,24 @@ async fn stream_ts_head(
     }
 }
 
-async fn status(State(registry): State<Registry>, Path(token): Path<String>) -> Response {
-    match registry.by_token(&token) {
-        Some(entry) => (
-            [(header::CACHE_CONTROL, "no-store")],
-            axum::Json(with_layers(&entry)),
-        )
-            .into_response(),
+#[derive(Clone)]
+struct StatusState {
+    registry: Registry,
+    whep: Option<Whep>,
+}
+
+/// The stream's status, its layers and (with WebRTC) each WebRTC viewer's
+/// layer, estimate, loss and RTT.
+async fn status(State(st): State<StatusState>, Path(token): Path<String>) -> Response {
+    match st.registry.by_token(&token) {
+        Some(entry) => {
+            let mut v = with_layers(&entry);
+            if let (Some(whep), Some(obj)) = (&st.whep, v.as_object_mut()) {
+                let peers = serde_json::to_value(whep.peer_reports(&entry.id)).unwrap_or_default();
+                obj.insert("webrtc_peers".into(), peers);
+            }
+            ([(header::CACHE_CONTROL, "no-store")], axum::Json(v)).into_response()
+        }
         None => not_found().await,
     }
 }

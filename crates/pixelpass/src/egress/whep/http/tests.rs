@@ -519,6 +519,13 @@ async fn a_viewer_reads_and_chooses_its_layer_at_the_url_the_answer_links() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["mode"], "connecting", "{body}");
     assert_eq!(v["layers"].as_array().map(Vec::len), Some(2), "{body}");
+    // The stream's status lists each WebRTC viewer (id shortened).
+    let (_, _, status) = send(&s.app, Method::GET, "/t0ken/status", &[], "").await;
+    let st: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let peers = st["webrtc_peers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(peers.len(), 1, "{status}");
+    assert_eq!(peers[0]["peer"].as_str().map(str::len), Some(8), "{status}");
+    assert_eq!(peers[0]["mode"], "connecting", "{status}");
     let json = ("content-type", "application/json");
     for (order, want, says) in [
         (r#"{"layer": 1}"#, StatusCode::NO_CONTENT, ""),
