@@ -160,3 +160,42 @@ pub fn caps_int(v: u32, what: &str) -> Result<i32, PipelineError> {
         ))),
     }
 }
+
+/// h264parse with SPS/PPS before every IDR (a viewer can start at any keyframe).
+pub(crate) fn h264parse() -> Result<gst::Element, PipelineError> {
+    h264parse_named("h264parse")
+}
+
+/// [`h264parse`] with a name of its own (one per layer).
+pub(crate) fn h264parse_named(name: &str) -> Result<gst::Element, PipelineError> {
+    build(
+        builder("h264parse", name)?.property("config-interval", -1i32),
+        "h264parse",
+    )
+}
+
+/// A capsfilter for H.264 byte-stream in whole access units.
+pub(crate) fn h264_au_filter(name: &str) -> Result<gst::Element, PipelineError> {
+    let caps = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build();
+    build(
+        builder("capsfilter", name)?.property("caps", caps),
+        "capsfilter",
+    )
+}
+
+pub(crate) fn add_and_link(
+    pipeline: &gst::Pipeline,
+    chain: &[gst::Element],
+) -> Result<(), PipelineError> {
+    for el in chain {
+        pipeline.add(el).map_err(|e| PipelineError::Create {
+            element: el.name().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    let refs: Vec<&gst::Element> = chain.iter().collect();
+    link_chain(&refs)
+}

@@ -17,7 +17,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::element::{build, builder, caps_int, link_chain, make};
+use super::element::{add_and_link, build, builder, caps_int, link_chain, make};
 use super::encoder::{self, EncoderChoice};
 use super::error::PipelineError;
 use super::layers;
@@ -226,31 +226,6 @@ fn raw_video_tail(cfg: &PipelineConfig) -> Result<Vec<gst::Element>, PipelineErr
     Ok(v)
 }
 
-/// h264parse with SPS/PPS before every IDR (a viewer can start at any keyframe).
-pub(crate) fn h264parse() -> Result<gst::Element, PipelineError> {
-    h264parse_named("h264parse")
-}
-
-/// [`h264parse`] with a name of its own (one per layer).
-pub(crate) fn h264parse_named(name: &str) -> Result<gst::Element, PipelineError> {
-    build(
-        builder("h264parse", name)?.property("config-interval", -1i32),
-        "h264parse",
-    )
-}
-
-/// A capsfilter for H.264 byte-stream in whole access units.
-pub(crate) fn h264_au_filter(name: &str) -> Result<gst::Element, PipelineError> {
-    let caps = gst::Caps::builder("video/x-h264")
-        .field("stream-format", "byte-stream")
-        .field("alignment", "au")
-        .build();
-    build(
-        builder("capsfilter", name)?.property("caps", caps),
-        "capsfilter",
-    )
-}
-
 /// audioconvert → audioresample → capsfilter(48 kHz stereo): raw audio as
 /// the TS branch's AAC encoder (and the Opus branch) take it.
 pub(crate) fn raw_audio_tail() -> Result<Vec<gst::Element>, PipelineError> {
@@ -362,20 +337,6 @@ fn link_to_pid(from: &gst::Element, mux: &gst::Element, pid: u16) -> Result<(), 
         .static_pad("src")
         .ok_or_else(|| err("no src pad".into()))?;
     src.link(&sink).map(drop).map_err(|e| err(format!("{e:?}")))
-}
-
-pub(crate) fn add_and_link(
-    pipeline: &gst::Pipeline,
-    chain: &[gst::Element],
-) -> Result<(), PipelineError> {
-    for el in chain {
-        pipeline.add(el).map_err(|e| PipelineError::Create {
-            element: el.name().to_string(),
-            message: e.to_string(),
-        })?;
-    }
-    let refs: Vec<&gst::Element> = chain.iter().collect();
-    link_chain(&refs)
 }
 
 fn last(chain: &[gst::Element]) -> Result<gst::Element, PipelineError> {

@@ -19,10 +19,10 @@
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use super::element::{add_and_link, h264_au_filter, h264parse_named};
 use super::element::{build, builder, caps_int, make};
 use super::encoder::{self, EncoderChoice, EncoderSettings};
 use super::error::PipelineError;
-use super::graph::{add_and_link, h264_au_filter, h264parse_named};
 use super::PipelineConfig;
 use crate::hub::{Hub, LayerInfo, MAX_LAYERS};
 

@@ -11,7 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 
 use super::child::spawn;
-use super::command::{ffmpeg_args, Legs, RTP_PACKET_SIZE};
+use super::command::{ffmpeg_args, Legs};
+use super::legs::RTP_PACKET_SIZE;
 use super::ports::bind_pair;
 use super::progress::{Progress, ProgressParser};
 use crate::config::StreamConfig;

@@ -18,6 +18,7 @@
 pub(crate) mod child;
 pub(crate) mod command;
 pub(crate) mod layers;
+pub(crate) mod legs;
 pub(crate) mod log;
 pub(crate) mod ports;
 pub(crate) mod probe;

@@ -18,11 +18,11 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::super::element::{build, builder, make, set_bool, set_num, set_str, soft};
-use super::super::error::PipelineError;
-use super::super::graph::{
-    add_and_link, h264_au_filter, h264parse, link_ts_branch, raw_audio_tail,
+use super::super::element::{
+    add_and_link, build, builder, h264_au_filter, h264parse, make, set_bool, set_num, set_str, soft,
 };
+use super::super::error::PipelineError;
+use super::super::graph::{link_ts_branch, raw_audio_tail};
 
 /// What the jitter buffers hold back to reorder packets and smooth arrival
 /// jitter (added to the HTTP-TS latency of a published stream).

@@ -13,8 +13,34 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::peer::Link;
 use super::select::{Choice, Mode, Rules, Selector};
+
+/// What is known of a viewer's link.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Link {
+    /// Bit/s this peer can be sent: str0m's TWCC estimate, else the
+    /// browser's REMB.
+    pub estimate: Option<u64>,
+    /// Whether the estimate is the browser's REMB.
+    pub remb: bool,
+    /// Fraction of video packets lost (the browser's receiver reports).
+    pub loss: Option<f32>,
+    /// When `loss` was reported (a paused viewer is sent no video, so its
+    /// reports stop: the last one must not count for ever).
+    pub loss_at: Option<Instant>,
+    pub rtt: Option<Duration>,
+}
+
+/// A loss report older than this is no word on the link any more.
+const LOSS_FRESH: Duration = Duration::from_secs(3);
+
+impl Link {
+    /// The loss, if reported recently.
+    pub fn fresh_loss(&self, now: Instant) -> Option<f32> {
+        let at = self.loss_at?;
+        (now.saturating_duration_since(at) <= LOSS_FRESH).then_some(self.loss?)
+    }
+}
 
 /// What to do with a video packet of some layer, for one peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,6 +14,8 @@ use str0m::{Event, IceConnectionState, Rtc, RtcConfig};
 
 use super::config::Bwe;
 use super::forward::Out;
+use super::layer::Link;
+use super::layer::PeerLayer;
 use super::pacer::Pacer;
 use crate::hub::{RtpPkt, Track};
 use crate::net::rtc::{add_opus, negotiated_pt, parse_offer, sdp as offer, Identity};
@@ -172,33 +174,6 @@ pub enum Action {
     Remove(String),
 }
 
-/// What is known of a viewer's link.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Link {
-    /// Bit/s this peer can be sent: str0m's TWCC estimate, else the
-    /// browser's REMB.
-    pub estimate: Option<u64>,
-    /// Whether the estimate is the browser's REMB.
-    pub remb: bool,
-    /// Fraction of video packets lost (the browser's receiver reports).
-    pub loss: Option<f32>,
-    /// When `loss` was reported (a paused viewer is sent no video, so its
-    /// reports stop: the last one must not count for ever).
-    pub loss_at: Option<Instant>,
-    pub rtt: Option<Duration>,
-}
-
-/// A loss report older than this is no word on the link any more.
-const LOSS_FRESH: Duration = Duration::from_secs(3);
-
-impl Link {
-    /// The loss, if reported recently.
-    pub fn fresh_loss(&self, now: Instant) -> Option<f32> {
-        let at = self.loss_at?;
-        (now.saturating_duration_since(at) <= LOSS_FRESH).then_some(self.loss?)
-    }
-}
-
 pub struct Peer {
     pub rtc: Rtc,
     pub resource: Arc<str>,
@@ -232,7 +207,7 @@ pub struct Peer {
     out: Option<Arc<crate::hub::OutCounters>>,
     pub link: Link,
     /// Which layer's video this peer gets, and which it waits to switch to.
-    pub layer: super::layer::PeerLayer,
+    pub layer: PeerLayer,
 }
 
 impl Peer {
@@ -263,7 +238,7 @@ impl Peer {
             producer_pts,
             out: None,
             link: Link::default(),
-            layer: super::layer::PeerLayer::default(),
+            layer: PeerLayer::default(),
         }
     }
 
