@@ -109,8 +109,14 @@ async fn run(cfg: StreamConfig) -> (Vec<Got>, Hub, Arc<ProcessState>) {
 
 /// (codec, width, height, frame rate) of each stream ffprobe finds in `ts`.
 fn probe(ts: &[u8], name: &str) -> Vec<(String, u64, u64, String)> {
-    let path =
-        std::env::temp_dir().join(format!("pixelpass-layers-{}-{name}.ts", std::process::id()));
+    // The tests run at once in one process: each file a name of its own (a
+    // shared one let one test probe, or delete, the other's).
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "pixelpass-layers-{}-{n}-{name}.ts",
+        std::process::id()
+    ));
     std::fs::write(&path, ts).unwrap();
     let out = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-show_entries"])
