@@ -46,6 +46,11 @@ pub fn measure(args: &LatencyArgs) -> anyhow::Result<Report> {
         args.bitrate.to_string(),
         "--audio".to_owned(),
         if args.no_audio { "none" } else { "system" }.to_owned(),
+        // One encode: the clock is read at full size (a lower layer is too
+        // small to read), and glass-to-glass is the encode's, not a layer
+        // choice's (on a starved machine GCC reads CPU delay as a queue).
+        "--layers".to_owned(),
+        "1".to_owned(),
     ];
     let out = Command::new("timeout")
         .args(["-k", "5", &budget.to_string(), "unshare", "--net", "--"])

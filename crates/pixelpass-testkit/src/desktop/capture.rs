@@ -15,6 +15,11 @@ pub fn portal_host(session: &Session, state: &Path, extra: &[&str]) -> Host {
         b = b.env(k, v);
     }
     b = b.env("XDG_STATE_HOME", state.to_str().unwrap());
+    // The portal's picture once froze behind the layers' tee (a reconfigure
+    // reaching PipeWire): portal captures run with the host's default two.
+    if !extra.contains(&"--layers") {
+        b = b.arg("--layers").arg("2");
+    }
     for a in extra {
         b = b.arg(a);
     }
