@@ -84,14 +84,9 @@ pub enum Bwe {
 }
 
 impl Bwe {
+    /// What [`BWE_ENV`] asks for (see [`from_env`]).
     pub fn from_env() -> Self {
-        match std::env::var(BWE_ENV) {
-            Ok(v) => v.parse().unwrap_or_else(|e| {
-                tracing::warn!("{BWE_ENV}: {e}; estimating where streams have layers");
-                Bwe::Layers
-            }),
-            Err(_) => Bwe::Layers,
-        }
+        from_env(BWE_ENV)
     }
 
     /// Whether a viewer of a stream with `layers` layers is estimated.
@@ -117,44 +112,42 @@ impl std::str::FromStr for Bwe {
     }
 }
 
-/// A feature of the engine that is on unless switched off (to measure it).
+/// Whether each viewer's video is paced (see [`super::pacer`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum OnOff {
+pub enum Pacing {
     #[default]
     On,
     Off,
 }
 
-/// Whether each viewer's video is paced (see [`super::pacer`]).
-pub type Pacing = OnOff;
-
-impl OnOff {
-    /// What the environment variable `var` asks for (on unless it says
-    /// `off`; a value that is neither is said once and ignored).
-    pub fn from_env_var(var: &str) -> Self {
-        match std::env::var(var) {
-            Ok(v) => v.parse().unwrap_or_else(|e| {
-                tracing::warn!("{var}: {e}; it stays on");
-                OnOff::On
-            }),
-            Err(_) => OnOff::On,
-        }
-    }
-
-    /// Pacing as [`PACING_ENV`] says.
+impl Pacing {
+    /// What [`PACING_ENV`] asks for (see [`from_env`]).
     pub fn from_env() -> Self {
-        Self::from_env_var(PACING_ENV)
+        from_env(PACING_ENV)
     }
 }
 
-impl std::str::FromStr for OnOff {
+/// What the environment variable `var` asks for: the default when unset; a
+/// value that does not parse is said once and the default kept.
+fn from_env<T: std::str::FromStr<Err = String> + Default + std::fmt::Debug>(var: &str) -> T {
+    match std::env::var(var) {
+        Ok(v) => v.parse().unwrap_or_else(|e| {
+            let kept = T::default();
+            tracing::warn!("{var}: {e}; keeping {kept:?}");
+            kept
+        }),
+        Err(_) => T::default(),
+    }
+}
+
+impl std::str::FromStr for Pacing {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "on" | "1" | "true" => Ok(OnOff::On),
-            "off" | "0" | "false" => Ok(OnOff::Off),
-            other => Err(format!("`on` or `off`, not {other:?}")),
+            "on" | "1" | "true" => Ok(Pacing::On),
+            "off" | "0" | "false" => Ok(Pacing::Off),
+            other => Err(format!("pacing is `on` or `off`, not {other:?}")),
         }
     }
 }

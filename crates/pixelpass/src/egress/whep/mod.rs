@@ -33,7 +33,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{Bwe, IceServer, OnOff, Pacing, WebRtcArgs};
+pub use config::{Bwe, IceServer, Pacing, WebRtcArgs};
 pub use layer::{PeerReport, PeerView};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
 pub use select::{Choice, Mode};
