@@ -247,6 +247,12 @@ impl PeerLayer {
         self.on
     }
 
+    /// The layer a keyframe request of this peer's is for: the one it
+    /// moves to, else the one it is on (`None`: paused, nothing to ask).
+    pub fn wanted(&self) -> Option<u8> {
+        self.pending.or(self.on)
+    }
+
     pub fn view(&self, link: &Link) -> PeerView {
         PeerView {
             layer: self.on,

@@ -114,8 +114,7 @@ impl Core {
         let (Some(peer), Some(hub)) = (self.peers.get(&id), self.hubs.get(&id)) else {
             return;
         };
-        let layer = peer.layer.view(&peer.link);
-        let l = layer.switching_to.or(layer.layer).unwrap_or(0);
+        let l = peer.layer.wanted().unwrap_or(0);
         if let Some(h) = hub.layer(usize::from(l)) {
             h.request_keyframe(now);
         }
