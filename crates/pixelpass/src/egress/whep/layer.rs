@@ -64,7 +64,7 @@ pub struct PeerLayer {
     /// Switches made (the API shows them).
     switches: u64,
     /// What str0m's estimator was last told to aim for (minimum, desired).
-    pub probe_set: Option<(u64, u64)>,
+    probe_set: Option<(u64, u64)>,
     /// When the desired rate was last lowered and raised again to make
     /// str0m probe (see [`probe`](Self::probe)), and whether it is lowered now.
     reprobed_at: Option<Instant>,
@@ -239,6 +239,8 @@ impl PeerLayer {
         }
         self.restarted_at = Some(now);
         self.below_since = None;
+        // A fresh estimator knows no desired rate: say it again.
+        self.probe_set = None;
         Some(e)
     }
 

@@ -151,7 +151,6 @@ impl Core {
         {
             tracing::debug!(resource = %peer.resource, from, "bandwidth estimate stuck below the next layer: estimating anew");
             peer.rtc.bwe().reset(Bitrate::bps(from));
-            peer.layer.probe_set = None;
         }
         if let Some((minimum, desired)) = peer.layer.probe(now, peer.link.estimate, &rates) {
             peer.rtc
