@@ -25,6 +25,7 @@
 mod output;
 
 mod adapt;
+mod callgrind;
 mod capture;
 mod fanout;
 mod host;

@@ -101,6 +101,10 @@ fn measure(
         bail!("expected the window line");
     };
     server.late_us.store(0, Ordering::Relaxed);
+    let counted = args
+        .callgrind
+        .then(crate::callgrind::Window::start)
+        .transpose()?;
     let s0 = Snap::take()?;
     let ClientLine::Result {
         window_s,
@@ -115,6 +119,7 @@ fn measure(
         bail!("expected the result line");
     };
     let s1 = Snap::take()?;
+    let instructions = counted.map(|w| w.instructions()).transpose()?;
     let wall = s1.at.duration_since(s0.at).as_secs_f64();
     let cpu = s1.cpu.since(&s0.cpu);
     let udp: u64 = peers.iter().map(|p| p.udp_bytes).sum();
@@ -137,6 +142,7 @@ fn measure(
         gaps: peers.iter().map(|p| p.gaps).sum(),
         frames_min,
         frames_median,
+        instructions,
     };
     let hz = procstat::clock_ticks_per_sec() as f64;
     let mut threads: Vec<(String, f64)> = s1
@@ -154,10 +160,12 @@ fn measure(
     let threads: Vec<String> = threads.iter().map(|(n, v)| format!("{n} {v:.2}")).collect();
     let audio: u64 = peers.iter().map(|p| p.audio).sum();
     let detail = format!(
-        "      pacing {}; bwe {:?}; server CPU {} µs per packet-to-peer; connect {connect_s:.1} s; server threads s/s: {}; peers' cpu {:.2} s/s; audio pkts/peer/s {:.1}; replay late max {:.1} ms{}",
+        "      pacing {}; bwe {:?}; server CPU {} µs per packet-to-peer{}; connect {connect_s:.1} s; server threads s/s: {}; peers' cpu {:.2} s/s; audio pkts/peer/s {:.1}; replay late max {:.1} ms{}",
         if args.pacing == Pacing::On { "on" } else { "off" },
         args.bwe,
         row.us_per_packet().map_or_else(|| "-".to_owned(), |u| format!("{u:.2}")),
+        row.instructions_per_packet()
+            .map_or_else(String::new, |i| format!(" ({i:.0} instructions)")),
         threads.join(", "),
         client_cpu_s / window_s.max(1e-9),
         audio as f64 / peers.len().max(1) as f64 / window_s.max(1e-9),

@@ -111,6 +111,12 @@ pub struct WhepFanoutArgs {
     /// valgrind, where /proc/self/exe is valgrind itself.
     #[arg(long, value_name = "PATH")]
     pub client_exe: Option<std::path::PathBuf>,
+    /// Count the server's instructions over each window (this process must
+    /// run under `valgrind --tool=callgrind`; use `--synthetic` and
+    /// `--client-exe`): instructions per packet-to-peer, stable on a noisy
+    /// machine, where CPU seconds are not.
+    #[arg(long)]
+    pub callgrind: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -22,6 +22,8 @@ pub struct Row {
     pub gaps: u64,
     pub frames_min: u64,
     pub frames_median: u64,
+    /// Instructions this process executed in the window (`--callgrind`).
+    pub instructions: Option<u64>,
 }
 
 impl Row {
@@ -37,6 +39,12 @@ impl Row {
     pub fn us_per_packet(&self) -> Option<f64> {
         (self.udp_datagrams > 0)
             .then(|| (self.cpu_user_s + self.cpu_sys_s) * 1e6 / self.udp_datagrams as f64)
+    }
+
+    /// Instructions per datagram received by a peer (`--callgrind`).
+    pub fn instructions_per_packet(&self) -> Option<f64> {
+        let i = self.instructions?;
+        (self.udp_datagrams > 0).then(|| i as f64 / self.udp_datagrams as f64)
     }
 
     pub fn core_per_gbps(&self) -> Option<f64> {
@@ -59,6 +67,7 @@ impl Row {
             "core_per_gbps": self.core_per_gbps(),
             "udp_datagrams": self.udp_datagrams,
             "us_per_packet": self.us_per_packet(),
+            "instructions_per_packet": self.instructions_per_packet(),
             "rss_per_peer_kib": self.rss_per_peer() / 1024.0,
             "lost": self.lost,
             "nacks": self.nacks,
@@ -161,6 +170,7 @@ mod tests {
             gaps: 0,
             frames_min: 299,
             frames_median: 300,
+            instructions: None,
         }
     }
 
