@@ -143,7 +143,7 @@ pub struct Core {
     timers: BTreeSet<(Instant, PeerId)>,
     /// When each peer with paced datagrams waiting may send the next group.
     pace_timers: BTreeSet<(Instant, PeerId)>,
-    /// The origin of the pacing grid (the first time a pacer was filed).
+    /// The origin of the pacing grid (when the first peer came).
     epoch: Option<Instant>,
     next_id: u64,
     /// Datagrams and events waiting for [`poll_output`](Self::poll_output).
@@ -207,7 +207,7 @@ impl Core {
         )
         .count_into(new.hub.out().clone());
         let peer = if self.cfg.pacing {
-            peer.paced(Pacer::default())
+            peer.paced(Pacer::on_grid_of(*self.epoch.get_or_insert(now)))
         } else {
             peer
         };

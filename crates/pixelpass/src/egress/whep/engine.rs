@@ -8,8 +8,9 @@
 //!   [`Event::FeedOpened`], stopped on [`Event::FeedClosed`]) → batches of up
 //!   to [`MEDIA_BATCH`] into [`Core::handle_media`];
 //! - [`Core::poll_timeout`] → a sleep → [`Core::handle_timeout`] (which
-//!   pauses at each send batch: what it queued is sent, and the next turn of
-//!   the loop finds the rest due at once);
+//!   pauses at each send batch: what it queued is sent, and it is called
+//!   again while work is due, up to [`DUE_ROUNDS`] times before the socket
+//!   and the commands get a turn);
 //! - commands from the HTTP side → add / remove / close;
 //! - [`Core::poll_output`] datagrams → [`SendBatch`]: up to 64 per
 //!   `sendmmsg`, across peers, a video frame's packets to one peer as one UDP
@@ -30,6 +31,11 @@ use crate::net::udp::{SendBatch, Udp};
 
 /// Datagrams handled per wake-up before other work gets a turn.
 const RECV_BATCH: usize = 64;
+/// Rounds of due work (each ends with a send batch) per wake-up. Going back
+/// to the loop's `select!` after each batch cost a poll of every branch, a
+/// new sleep in tokio's timer and an `epoll_wait` per 64 datagrams: with
+/// pacing, two or three per 1 ms step.
+const DUE_ROUNDS: usize = 16;
 /// Packets in flight from the per-stream forwarders to the engine.
 const MEDIA_QUEUE: usize = 1024;
 
@@ -115,7 +121,7 @@ impl Engine {
                     }
                 },
                 Some(m) = media.recv() => self.on_media(m, &mut media),
-                _ = sleep => self.core.handle_timeout(Instant::now()),
+                _ = sleep => self.on_due().await,
             }
             self.flush().await;
         }
@@ -172,6 +178,19 @@ impl Engine {
         self.core.handle_media(Instant::now(), &batch);
         batch.clear();
         self.media_batch = batch;
+    }
+
+    /// Time is due: the core works (pausing at each full send batch, which
+    /// goes out here) until nothing more is due, or [`DUE_ROUNDS`] times.
+    async fn on_due(&mut self) {
+        for _ in 0..DUE_ROUNDS {
+            let now = Instant::now();
+            self.core.handle_timeout(now);
+            self.flush().await;
+            if self.core.poll_timeout().is_none_or(|t| t > now) {
+                break;
+            }
+        }
     }
 
     /// Take the core's output: datagrams into the send batch (sent whenever

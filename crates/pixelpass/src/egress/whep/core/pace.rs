@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use str0m::Input;
 
 use super::{Core, Output, PeerId, MAX_DRAIN, OUT_BATCH};
-use crate::egress::whep::pacer::{lane, on_grid, Lane, BURST_BYTES};
+use crate::egress::whep::pacer::{lane, Lane, BURST_BYTES};
 use crate::egress::whep::peer::{Action, Peer, BURST_CHUNK};
 use crate::net::rtc::{self, Polled};
 
@@ -115,14 +115,13 @@ impl Core {
         true
     }
 
-    /// File a peer's pacer under its next due time, on the grid (so peers
-    /// due about together are served by one wake-up), or take it out.
+    /// File a peer's pacer under its next due time (on the grid: peers due
+    /// about together are served by one wake-up), or take it out.
     pub(super) fn file_pace(&mut self, id: PeerId) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
         let due = peer.pacer.as_ref().and_then(|p| p.next_due());
-        let due = due.map(|t| on_grid(*self.epoch.get_or_insert(t), t));
         if due == peer.pace_filed {
             return;
         }

@@ -200,14 +200,44 @@ fn the_media_rate_is_measured_over_whole_windows() {
 }
 
 #[test]
-fn due_times_round_up_to_the_grid() {
+fn due_times_round_up_to_the_grid_and_now_rounds_down() {
     let e = Instant::now();
+    let us = Duration::from_micros;
     assert_eq!(on_grid(e, e), e);
-    assert_eq!(on_grid(e, e + Duration::from_micros(1)), e + MS);
-    assert_eq!(on_grid(e, e + Duration::from_micros(1000)), e + MS);
-    assert_eq!(on_grid(e, e + Duration::from_micros(2400)), e + 3 * MS);
-    let before = e.checked_sub(MS);
-    if let Some(b) = before {
+    assert_eq!(on_grid(e, e + us(1)), e + GRID);
+    assert_eq!(on_grid(e, e + GRID), e + GRID);
+    assert_eq!(on_grid(e, e + GRID + us(400)), e + 2 * GRID);
+    assert_eq!(grid_floor(e, e + GRID - us(1)), e);
+    assert_eq!(grid_floor(e, e + 2 * GRID + us(400)), e + 2 * GRID);
+    if let Some(b) = e.checked_sub(MS) {
         assert_eq!(on_grid(e, b), b);
+        assert_eq!(grid_floor(e, b), b);
     }
+}
+
+#[test]
+fn peers_fed_apart_within_one_step_fall_due_together() {
+    // The core serves peers one after another: the same frame reaches the
+    // second peer's pacer some hundreds of µs after the first's.
+    let epoch = Instant::now();
+    let t = epoch + 10 * GRID + Duration::from_micros(100);
+    let later = t + Duration::from_micros(700);
+    let (mut a, mut b) = (Pacer::on_grid_of(epoch), Pacer::on_grid_of(epoch));
+    for (p, now) in [(&mut a, t), (&mut b, later)] {
+        p.set_media_rate(now, 4_000_000);
+        for i in 0..13 {
+            p.push(now, DGRAM, i);
+        }
+        while p.pop(now).is_some() {}
+    }
+    assert_eq!(a.next_due(), b.next_due(), "one wake-up for both");
+    let due = a.next_due().expect("queued");
+    assert_eq!(on_grid(epoch, due), due, "on the grid");
+    // Served at that step, both send the same group.
+    let (na, nb) = (
+        std::iter::from_fn(|| a.pop(due)).count(),
+        std::iter::from_fn(|| b.pop(due + Duration::from_micros(300))).count(),
+    );
+    assert_eq!(na, nb);
+    assert!(na >= BURST_BYTES / DGRAM, "a whole group: {na}");
 }
