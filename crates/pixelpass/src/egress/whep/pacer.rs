@@ -57,7 +57,8 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// driver wakes late (see [`Pacer::pop`]'s refill): at most ~2 more
 /// datagrams at 4 Mbit/s, and only after a late wake-up.
 pub const LATE_SLACK: Duration = Duration::from_millis(2);
-/// Due times are rounded up to this grid (see [`on_grid`]).
+/// Due times are rounded up to this grid, and the time a pacer is told down
+/// to it (see the module doc).
 pub const GRID: Duration = Duration::from_millis(2);
 /// Bytes a datagram carries besides the RTP payload (RTP header, header
 /// extensions, SRTP tag), for the media bitrate measured from hub packets.
@@ -95,32 +96,6 @@ pub fn lane(datagram: &[u8], audio_pt: Option<u8>) -> Lane {
     }
 }
 
-/// `t` rounded up to the next multiple of [`GRID`] after `epoch` (`t` itself
-/// when it is before `epoch`).
-pub fn on_grid(epoch: Instant, t: Instant) -> Instant {
-    grid_step(epoch, t, true)
-}
-
-/// `t` rounded down to a multiple of [`GRID`] after `epoch` (`t` itself
-/// when it is before `epoch`).
-pub fn grid_floor(epoch: Instant, t: Instant) -> Instant {
-    grid_step(epoch, t, false)
-}
-
-fn grid_step(epoch: Instant, t: Instant, up: bool) -> Instant {
-    let Some(d) = t.checked_duration_since(epoch) else {
-        return t;
-    };
-    let grid = GRID.as_nanos() as u64;
-    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    let ticks = if up {
-        nanos.div_ceil(grid)
-    } else {
-        nanos / grid
-    };
-    epoch + Duration::from_nanos(ticks.saturating_mul(grid))
-}
-
 /// The media bitrate of a stream, from the bytes it publishes.
 #[derive(Debug, Default)]
 pub struct RateMeter {
@@ -151,6 +126,10 @@ impl RateMeter {
 /// One peer's token bucket and queue of paced items (datagrams here; the
 /// item type is the caller's, so a later send path may queue something
 /// cheaper than a sealed datagram).
+///
+/// Time inside is whole nanoseconds since the grid's epoch, on the grid:
+/// one conversion per call, no `Instant`/`Duration` arithmetic per item
+/// (which cost as much as the bucket itself, per datagram).
 #[derive(Debug)]
 pub struct Pacer<T> {
     queue: VecDeque<(usize, T)>,
@@ -158,7 +137,8 @@ pub struct Pacer<T> {
     queued: usize,
     /// Bytes that may leave now (at most [`BURST_BYTES`]), as of `at`.
     tokens: f64,
-    at: Option<Instant>,
+    /// When `tokens` was last brought up to date (ns since `epoch`).
+    at: Option<u64>,
     /// Pacing rate from the media bitrate, bit/s.
     rate: u64,
     /// Bytes per second that empty the queue within [`MAX_QUEUE_TIME`]
@@ -182,6 +162,9 @@ impl<T> Default for Pacer<T> {
     }
 }
 
+/// [`GRID`] in nanoseconds.
+const GRID_NS: u64 = GRID.as_nanos() as u64;
+
 impl<T> Pacer<T> {
     /// A pacer on the grid that starts at `epoch` (the core's: every pacer
     /// of a core shares one, so peers fall due together).
@@ -192,16 +175,20 @@ impl<T> Pacer<T> {
         }
     }
 
-    /// `now` rounded down to the grid.
-    fn step(&mut self, now: Instant) -> Instant {
-        grid_floor(*self.epoch.get_or_insert(now), now)
+    /// `now` rounded down to the grid, in ns since the epoch (0 before it).
+    fn step(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        let ns = now
+            .checked_duration_since(epoch)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        ns - ns % GRID_NS
     }
 
     /// The stream's measured media bitrate (bit/s; 0: not known yet).
     pub fn set_media_rate(&mut self, now: Instant, media_bps: u64) {
-        let now = self.step(now);
         let rate = ((media_bps as f64 * PACING_FACTOR) as u64).max(MIN_RATE);
         if rate != self.rate {
+            let now = self.step(now);
             self.refill(now); // the time before this at the old rate
             self.rate = rate;
         }
@@ -218,42 +205,64 @@ impl<T> Pacer<T> {
         (self.bytes_per_s() * 8.0) as u64
     }
 
-    fn refill(&mut self, now: Instant) {
-        if let Some(at) = self.at {
-            let per_s = self.bytes_per_s();
-            let dt = now.saturating_duration_since(at).as_secs_f64();
-            // Idle, the bucket holds at most BURST_BYTES. With datagrams
-            // waiting, a driver that woke late (busy with other peers) may
-            // also send what [`LATE_SLACK`] more of the rate allows: without
-            // it a late wake-up loses tokens, and a peer served late again
-            // and again falls behind its stream for good.
-            let cap = if self.queue.is_empty() {
-                BURST_BYTES as f64
-            } else {
-                BURST_BYTES as f64 + per_s * LATE_SLACK.as_secs_f64()
-            };
-            self.tokens = (self.tokens + dt * per_s).min(cap);
-        }
-        if self.at.is_none_or(|at| now > at) {
+    fn refill(&mut self, now: u64) {
+        let Some(at) = self.at else {
             self.at = Some(now);
-        }
+            return;
+        };
+        let per_s = self.bytes_per_s();
+        let dt = now.saturating_sub(at) as f64 * 1e-9;
+        // Idle, the bucket holds at most BURST_BYTES. With datagrams
+        // waiting, a driver that woke late (busy with other peers) may
+        // also send what [`LATE_SLACK`] more of the rate allows: without
+        // it a late wake-up loses tokens, and a peer served late again
+        // and again falls behind its stream for good.
+        let cap = if self.queue.is_empty() {
+            BURST_BYTES as f64
+        } else {
+            BURST_BYTES as f64 + per_s * LATE_SLACK.as_secs_f64()
+        };
+        self.tokens = (self.tokens + dt * per_s).min(cap);
+        self.at = Some(now.max(at));
     }
 
-    /// Queue an item of `bytes` (it leaves through [`pop`](Self::pop)).
+    /// Queue an item of `bytes` (it leaves through [`release`](Self::release)).
     pub fn push(&mut self, now: Instant, bytes: usize, item: T) {
-        let now = self.step(now);
-        self.refill(now);
+        if self.queue.is_empty() {
+            // The idle time until now counts at the idle cap; from here on
+            // the queued one applies (the next refill).
+            let now = self.step(now);
+            self.refill(now);
+        }
         self.queue.push_back((bytes, item));
         self.queued += bytes;
         self.drain = self
             .drain
-            .max(self.queued as f64 / MAX_QUEUE_TIME.as_secs_f64());
+            .max(self.queued as f64 * (1.0 / MAX_QUEUE_TIME.as_secs_f64()));
+    }
+
+    /// Hand every item the bucket lets go at `now` to `send`, in order.
+    pub fn release(&mut self, now: Instant, mut send: impl FnMut(T)) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let now = self.step(now);
+        self.refill(now);
+        while let Some(item) = self.take() {
+            send(item);
+        }
     }
 
     /// The next item, if the bucket lets it go at `now`.
+    #[cfg(test)]
     pub fn pop(&mut self, now: Instant) -> Option<T> {
         let now = self.step(now);
         self.refill(now);
+        self.take()
+    }
+
+    /// The front item, if the bucket (brought up to date) lets it go.
+    fn take(&mut self) -> Option<T> {
         let &(bytes, _) = self.queue.front()?;
         // (An item larger than the bucket leaves when the bucket is full.)
         if self.tokens + SLACK < bytes.min(BURST_BYTES) as f64 {
@@ -270,26 +279,19 @@ impl<T> Pacer<T> {
     /// When the next group can leave, on the grid: once the bucket is full
     /// ([`BURST_BYTES`]), or holds all that is queued if less, but at least
     /// the next item. Rounding up to the grid loses no tokens: with items
-    /// queued the bucket holds up to [`LATE_SLACK`] of the rate more, which
-    /// is more than one [`GRID`] step. `None`: nothing queued.
+    /// queued the bucket holds up to [`LATE_SLACK`] of the rate more, at
+    /// least one [`GRID`] step. `None`: nothing queued.
     pub fn next_due(&self) -> Option<Instant> {
-        let t = self.next_due_exact()?;
-        Some(self.epoch.map_or(t, |e| on_grid(e, t)))
-    }
-
-    fn next_due_exact(&self) -> Option<Instant> {
-        let at = self.at?;
+        let (epoch, at) = (self.epoch?, self.at?);
         let &(front, _) = self.queue.front()?;
         let per_s = self.bytes_per_s();
-        let group = BURST_BYTES as f64;
-        let need = (self.queued as f64)
-            .min(group)
-            .max(front.min(BURST_BYTES) as f64);
-        if self.tokens + SLACK >= need {
-            return Some(at);
-        }
-        let wait = (need - self.tokens) / per_s;
-        Some(at + Duration::from_secs_f64(wait))
+        let need = (self.queued.min(BURST_BYTES) as f64).max(front.min(BURST_BYTES) as f64);
+        let due = if self.tokens + SLACK >= need {
+            at
+        } else {
+            at + ((need - self.tokens) / per_s * 1e9).ceil() as u64
+        };
+        Some(epoch + Duration::from_nanos(due.div_ceil(GRID_NS) * GRID_NS))
     }
 
     /// Bytes waiting.

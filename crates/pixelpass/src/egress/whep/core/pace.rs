@@ -63,12 +63,12 @@ pub(super) fn drain(
 /// What `peer`'s pacer lets go at `now`, into `out`.
 fn release(out: &mut VecDeque<Output>, peer: &mut Peer, now: Instant) {
     if let Some(p) = &mut peer.pacer {
-        while let Some((destination, contents)) = p.pop(now) {
+        p.release(now, |(destination, contents)| {
             out.push_back(Output::Transmit {
                 destination,
                 contents,
             });
-        }
+        });
     }
 }
 
