@@ -3,3 +3,5 @@
 
 pub mod mp4;
 pub mod segmenter;
+pub mod playlist;
+pub mod window;
