@@ -149,7 +149,9 @@ mod tests {
                     part: true,
                     segment: part == 0,
                     key: part == 0,
+                    media_ms: (seg * 600 + part * 200) as f64,
                     wall_ms: 1_796_323_582_000 + seg * 600,
+                    timeline: 0,
                     duration_ms: 200.0,
                 });
                 if seg == 0 || part < 2 {

@@ -62,8 +62,12 @@ pub enum Output {
         segment: bool,
         /// The chunk's video frame is a keyframe.
         key: bool,
-        /// Wall time (ms since the Unix epoch) its frame arrived.
+        /// Its frame's media time (ms) and wall time (ms since the Unix
+        /// epoch, as known when the chunk was written: see [`Output::Rebase`]).
+        media_ms: f64,
         wall_ms: u64,
+        /// Media time maps to wall time one way per timeline; a jump starts another.
+        timeline: u32,
         /// The chunk's video duration, in ms.
         duration_ms: f64,
     },
@@ -71,6 +75,10 @@ pub enum Output {
     PartEnd { segment: bool },
     /// The segment is long: a keyframe now would let the next one start.
     WantKeyframe,
+    /// Frames of `timeline` came earlier than any before (the first came
+    /// in a burst): wall time is media time plus `offset_ms` (at least 20 ms
+    /// less than said before).
+    Rebase { timeline: u32, offset_ms: f64 },
 }
 
 /// One frame waiting to learn its duration.
@@ -79,7 +87,7 @@ struct Frame {
     cts: i32,
     key: bool,
     avcc: Vec<u8>,
-    wall_ms: u64,
+    media_ms: f64,
 }
 
 pub struct Segmenter {
@@ -106,6 +114,11 @@ pub struct Segmenter {
     /// A jump or a new init: the next keyframe must start a segment.
     cut_at_key: bool,
     wanted_key: bool,
+    /// Wall time minus media time (ms), the least seen (see [`Segmenter::wall_ms`]).
+    wall_offset: Option<f64>,
+    /// The offset last said in a chunk or a rebase.
+    said_offset: f64,
+    timeline: u32,
 }
 
 impl Segmenter {
@@ -128,6 +141,9 @@ impl Segmenter {
             segment_start: 0,
             cut_at_key: false,
             wanted_key: false,
+            wall_offset: None,
+            said_offset: 0.0,
+            timeline: 0,
         }
     }
 
@@ -185,6 +201,8 @@ impl Segmenter {
                 let step = unit.dts.wrapping_sub(last) % WRAP;
                 if step == 0 || step > MAX_STEP {
                     self.cut_at_key = true;
+                    self.wall_offset = None;
+                    self.timeline += 1;
                     self.last_time + self.last_step
                 } else {
                     self.last_step = step;
@@ -196,12 +214,33 @@ impl Segmenter {
         self.last_time = time;
         let cts = (unit.pts.wrapping_sub(unit.dts) % WRAP) as i64;
         let cts = if cts > (WRAP / 2) as i64 { cts - WRAP as i64 } else { cts };
-        let frame = Frame { dts: time, cts: cts as i32, key, avcc, wall_ms };
+        self.observe_arrival(time, wall_ms, out);
+        let frame = Frame { dts: time, cts: cts as i32, key, avcc, media_ms: time as f64 / 90.0 };
         if !self.inited {
             self.before_init(frame, out);
             return;
         }
         self.finish_frame(Some(frame), out);
+    }
+
+    /// Wall time is media time plus the least (arrival − media) seen, so
+    /// frames that arrive in a burst or late get the time the steady ones
+    /// say, not the time they happened to come. The least creeps up 1 ms per
+    /// second, for a media clock slower than the wall clock; a jump starts it afresh.
+    fn observe_arrival(&mut self, time: u64, arrival_ms: u64, out: &mut Vec<Output>) {
+        let now = arrival_ms as f64 - time as f64 / 90.0;
+        let off = match self.wall_offset {
+            Some(o) => (o + self.last_step as f64 / 90_000.0).min(now),
+            None => {
+                self.said_offset = now;
+                now
+            }
+        };
+        self.wall_offset = Some(off);
+        if off < self.said_offset - 20.0 {
+            self.said_offset = off;
+            out.push(Output::Rebase { timeline: self.timeline, offset_ms: off });
+        }
     }
 
     /// Before the init segment: from the first keyframe on, hold frames until
@@ -295,7 +334,9 @@ impl Segmenter {
             part: new_part,
             segment: new_segment,
             key: f.key,
-            wall_ms: f.wall_ms,
+            media_ms: f.media_ms,
+            wall_ms: (f.media_ms + self.wall_offset.unwrap_or(self.said_offset)).max(0.0).round() as u64,
+            timeline: self.timeline,
             duration_ms: dur as f64 / 90.0,
         });
     }

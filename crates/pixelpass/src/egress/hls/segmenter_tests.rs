@@ -31,6 +31,7 @@ struct Seen {
     segment_parts: Vec<usize>,
     key_requests: usize,
     closed_parts: usize,
+    rebased: Option<f64>,
 }
 
 fn tally(out: &[Output]) -> Seen {
@@ -41,7 +42,7 @@ fn tally(out: &[Output]) -> Seen {
                 assert_eq!(&b[4..8], b"ftyp");
                 s.inits += 1;
             }
-            Output::Chunk { bytes, part, segment, key, wall_ms, duration_ms } => {
+            Output::Chunk { bytes, part, segment, key, wall_ms, duration_ms, .. } => {
                 assert_eq!(&bytes[4..8], b"moof");
                 if *segment {
                     assert!(*key, "a segment starts at a keyframe");
@@ -60,6 +61,7 @@ fn tally(out: &[Output]) -> Seen {
             }
             Output::PartEnd { .. } => s.closed_parts += 1,
             Output::WantKeyframe => s.key_requests += 1,
+            Output::Rebase { offset_ms, .. } => s.rebased = Some(*offset_ms),
         }
     }
     s
@@ -90,7 +92,10 @@ fn parts_of_200_ms_and_segments_at_keyframes() {
     let s = tally(&out);
     assert_eq!(s.inits, 1);
     // 10 s of 2 s GOPs: segments at 0, 2, 4, 6, 8 s; the last frame still waits.
-    assert_eq!(s.segments, [1_000_000, 1_002_000, 1_004_000, 1_006_000, 1_008_000]);
+    // (the fake clock truncates to whole ms: within 1 ms)
+    let want = [1_000_000, 1_002_000, 1_004_000, 1_006_000, 1_008_000u64];
+    assert_eq!(s.segments.len(), want.len());
+    assert!(s.segments.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 1), "{:?}", s.segments);
     assert_eq!(&s.segment_parts[..4], [10, 10, 10, 10]);
     for (frames, ms) in &s.parts[..s.parts.len() - 1] {
         assert_eq!(*frames, 6);
@@ -157,11 +162,31 @@ fn frames_before_the_first_keyframe_are_dropped() {
     let mut seg = Segmenter::new(Config::default());
     let mut out = Vec::new();
     for i in 0..5 {
-        seg.push(au(i * 3000, false), 0, &mut out);
+        seg.push(au(i * 3000, false), i * 100 / 3, &mut out);
     }
     assert!(out.is_empty());
-    seg.push(au(15_000, true), 0, &mut out);
-    seg.push(au(18_000, false), 0, &mut out);
+    seg.push(au(15_000, true), 166, &mut out);
+    seg.push(au(18_000, false), 200, &mut out);
     let s = tally(&out);
     assert_eq!((s.inits, s.segments.len()), (1, 1));
+}
+
+#[test]
+fn frames_that_arrive_in_a_burst_get_the_wall_time_the_steady_ones_say() {
+    let mut seg = Segmenter::new(Config::default());
+    let mut out = Vec::new();
+    // 60 frames (2 s) all arrive at once at wall 10_000, then steadily 40 ms late.
+    for i in 0..60u64 {
+        seg.push(au(i * 3000, i == 0), 10_000, &mut out);
+    }
+    for i in 60..130u64 {
+        seg.push(au(i * 3000, i % 60 == 0), 8_040 + i * 100 / 3, &mut out);
+    }
+    let s = tally(&out);
+    // The burst said frame 0 came at 10 000 − 2 s; the steady frames say 8 040
+    // (less than 10 ms of creep), and the window is told to rebase.
+    assert_eq!(s.segments[0], 9_967);
+    let off = s.rebased.expect("a rebase");
+    assert!((off - 8_040.0).abs() <= 10.0, "rebased to {off}");
+    assert!(s.segments[1].abs_diff(10_040) <= 10, "second at {}", s.segments[1]);
 }

@@ -37,6 +37,9 @@ pub struct Segment {
     pub discontinuity: bool,
     /// Wall time (ms since the epoch) of its first frame.
     pub pdt_ms: u64,
+    /// Its first frame's media time (ms) and timeline (for a rebase).
+    media_ms: f64,
+    timeline: u32,
     pub parts: Vec<Part>,
     pub complete: bool,
     pub served: u32,
@@ -103,9 +106,9 @@ impl Window {
                 self.inits.push((n, bytes));
                 self.new_init = true;
             }
-            Output::Chunk { bytes, part, segment, key, wall_ms, duration_ms } => {
+            Output::Chunk { bytes, part, segment, key, media_ms, wall_ms, timeline, duration_ms } => {
                 if segment || self.segments.is_empty() {
-                    self.open_segment(wall_ms);
+                    self.open_segment(wall_ms, media_ms, timeline);
                 }
                 let Some(seg) = self.segments.back_mut() else {
                     return;
@@ -127,10 +130,15 @@ impl Window {
                 }
             }
             Output::WantKeyframe => {}
+            Output::Rebase { timeline, offset_ms } => {
+                for seg in self.segments.iter_mut().rev().take_while(|s| s.timeline == timeline) {
+                    seg.pdt_ms = (seg.media_ms + offset_ms).max(0.0).round() as u64;
+                }
+            }
         }
     }
 
-    fn open_segment(&mut self, wall_ms: u64) {
+    fn open_segment(&mut self, wall_ms: u64, media_ms: f64, timeline: u32) {
         if let Some(last) = self.segments.back_mut() {
             // A segment cut without its PartEnd (cannot happen from the segmenter; be safe).
             last.complete = true;
@@ -146,6 +154,8 @@ impl Window {
             init,
             discontinuity,
             pdt_ms: wall_ms,
+            media_ms,
+            timeline,
             parts: Vec::new(),
             complete: false,
             served: 0,
@@ -234,7 +244,9 @@ mod tests {
             part,
             segment,
             key: segment,
+            media_ms: 0.0,
             wall_ms: 1000,
+            timeline: 0,
             duration_ms: 100.0,
         }
     }

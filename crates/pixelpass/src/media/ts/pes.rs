@@ -72,6 +72,11 @@ impl Demux {
         }
     }
 
+    /// The program has an AAC stream (its PMT said so).
+    pub fn has_audio(&self) -> bool {
+        self.audio.pid.is_some()
+    }
+
     /// A new producer run: forget half-gathered units and the program.
     pub fn reset(&mut self) {
         *self = Self {
