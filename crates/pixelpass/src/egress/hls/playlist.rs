@@ -20,7 +20,7 @@ impl Timing {
     }
 }
 
-pub fn init_uri(n: u32) -> String {
+pub fn init_uri(n: u64) -> String {
     format!("init-{n}.mp4")
 }
 pub fn segment_uri(msn: u64) -> String {
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_playlist_lists_whole_parts_segments_and_the_next_part() {
-        let mut w = Window::new(6);
+        let mut w = Window::new(6, 0);
         w.apply(Output::Init(Bytes::from_static(b"i")));
         for seg in 0..2 {
             for part in 0..3 {

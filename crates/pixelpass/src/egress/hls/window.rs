@@ -32,7 +32,7 @@ impl Part {
 pub struct Segment {
     pub msn: u64,
     /// Which init segment it needs.
-    pub init: u32,
+    pub init: u64,
     /// Timestamps or parameter sets changed before it.
     pub discontinuity: bool,
     /// Wall time (ms since the epoch) of its first frame.
@@ -77,8 +77,8 @@ pub struct Served {
 pub struct Window {
     pub max_segments: usize,
     pub segments: VecDeque<Segment>,
-    /// Init segments by number; those no segment in the window needs are dropped.
-    pub inits: Vec<(u32, Bytes)>,
+    /// Init segments by number (the first segment that needs it); those no segment in the window needs are dropped.
+    pub inits: Vec<(u64, Bytes)>,
     next_msn: u64,
     /// Discontinuities that left the window (EXT-X-DISCONTINUITY-SEQUENCE).
     pub discontinuity_sequence: u64,
@@ -87,12 +87,13 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn new(max_segments: usize) -> Self {
+    /// A window whose first segment will be `first_msn`.
+    pub fn new(max_segments: usize, first_msn: u64) -> Self {
         Self {
             max_segments: max_segments.max(2),
             segments: VecDeque::new(),
             inits: Vec::new(),
-            next_msn: 0,
+            next_msn: first_msn,
             discontinuity_sequence: 0,
             new_init: false,
             dropped: Served::default(),
@@ -102,7 +103,9 @@ impl Window {
     pub fn apply(&mut self, out: Output) {
         match out {
             Output::Init(bytes) => {
-                let n = self.inits.last().map_or(0, |(n, _)| n + 1);
+                // Numbered by the segment that will need it first: never reused.
+                let n = self.next_msn;
+                self.inits.retain(|(k, _)| *k != n);
                 self.inits.push((n, bytes));
                 self.new_init = true;
             }
@@ -174,6 +177,15 @@ impl Window {
         if let Some(first) = self.segments.front().map(|s| s.init) {
             self.inits.retain(|(n, _)| *n >= first);
         }
+    }
+
+    /// The sequence number the next segment gets.
+    pub fn next_msn(&self) -> u64 {
+        self.next_msn
+    }
+
+    pub fn init(&self, n: u64) -> Option<&Bytes> {
+        self.inits.iter().find(|(k, _)| *k == n).map(|(_, b)| b)
     }
 
     pub fn segment(&self, msn: u64) -> Option<&Segment> {
@@ -253,7 +265,7 @@ mod tests {
 
     #[test]
     fn parts_are_listed_once_whole_and_the_window_slides() {
-        let mut w = Window::new(3);
+        let mut w = Window::new(3, 0);
         w.apply(Output::Init(Bytes::from_static(b"init")));
         w.apply(chunk(true, true));
         assert_eq!((w.last_part(), w.next_part()), (None, Some((0, 0))));
@@ -279,13 +291,13 @@ mod tests {
 
     #[test]
     fn a_new_init_is_a_discontinuity_and_old_inits_leave_with_their_segments() {
-        let mut w = Window::new(2);
+        let mut w = Window::new(2, 0);
         w.apply(Output::Init(Bytes::from_static(b"a")));
         w.apply(chunk(true, true));
         w.apply(Output::Init(Bytes::from_static(b"b")));
         w.apply(chunk(true, true));
         assert!(w.segments[1].discontinuity);
-        assert_eq!(w.segments[1].init, 1);
+        assert_eq!(w.segments[1].init, 1, "named after the segment that needs it first");
         w.apply(chunk(true, true));
         w.apply(chunk(true, true));
         assert_eq!(w.inits.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1]);
