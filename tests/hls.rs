@@ -26,7 +26,9 @@ fn ffmpeg_reads(addr: SocketAddr, token: &str) -> (usize, usize, String) {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-hide_banner", "-v", "error", "-i"])
         .arg(format!("http://{addr}{}index.m3u8", hls_base(token)))
-        .args(["-t", "6", "-map", "0:v", "-map", "0:a", "-f", "framecrc", "-"]);
+        .args([
+            "-t", "6", "-map", "0:v", "-map", "0:a", "-f", "framecrc", "-",
+        ]);
     let out = run_tool(cmd, Duration::from_secs(90));
     let frames = |stream: &str| {
         out.stdout
@@ -45,7 +47,11 @@ fn ffmpeg_reads(addr: SocketAddr, token: &str) -> (usize, usize, String) {
 fn ffmpeg_decodes_six_seconds_of_the_hosts_ll_hls_with_no_errors() {
     let host = Host::spawn_default();
     let (video, audio, errors) = ffmpeg_reads(host.addr, &host.token);
-    assert!(errors.is_empty(), "ffmpeg: {errors}\nhost:\n{}", host.stderr_text());
+    assert!(
+        errors.is_empty(),
+        "ffmpeg: {errors}\nhost:\n{}",
+        host.stderr_text()
+    );
     // 6 s at 30 frames/s; at least 5 s of it.
     assert!(video >= 150, "{video} video frames decoded");
     // 48 kHz AAC: 46.9 frames/s.
@@ -61,7 +67,11 @@ fn ffmpeg_decodes_a_serve_ffmpeg_streams_ll_hls() {
     let serve = Serve::start("hls-serve", &streams);
     serve.wait_live("lobby");
     let (video, audio, errors) = ffmpeg_reads(serve.addr, "watch-lobby-hls");
-    assert!(errors.is_empty(), "ffmpeg: {errors}\nserve:\n{}", serve.stderr_text());
+    assert!(
+        errors.is_empty(),
+        "ffmpeg: {errors}\nserve:\n{}",
+        serve.stderr_text()
+    );
     assert!(video >= 150, "{video} video frames decoded");
     assert!(audio >= 150, "{audio} audio frames decoded");
 }
@@ -72,20 +82,40 @@ fn a_blocking_reload_is_held_until_its_part_and_too_far_ahead_is_a_400() {
     let base = hls_base(&host.token);
     let bare = host.get(&format!("{base}index.m3u8"));
     assert_eq!(bare.status, 200, "{}", bare.text());
-    assert_eq!(bare.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(
+        bare.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
     assert_eq!(bare.header("cache-control"), Some("public, max-age=1"));
     let pl = Playlist::parse(&bare.text());
-    assert!(pl.text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK="), "{}", pl.text);
-    assert!(!pl.segments.is_empty() && !pl.parts.is_empty(), "{}", pl.text);
+    assert!(
+        pl.text
+            .contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK="),
+        "{}",
+        pl.text
+    );
+    assert!(
+        !pl.segments.is_empty() && !pl.parts.is_empty(),
+        "{}",
+        pl.text
+    );
 
     // The program date-time is the wall clock of the newest segment: seconds old at most.
     let newest = pl.program_date_times.last().expect("a program date-time");
-    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let now_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
     let pdt_s = Command::new("date")
         .args(["-u", "-d", newest, "+%s"])
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("date cannot read {newest:?}"));
     assert!(now_s.abs_diff(pdt_s) < 30, "PDT {newest} vs now {now_s}");
 
@@ -95,7 +125,11 @@ fn a_blocking_reload_is_held_until_its_part_and_too_far_ahead_is_a_400() {
     assert_eq!(held.status, 200, "{}", held.text());
     assert_eq!(held.header("cache-control"), Some("public, max-age=6"));
     let after = Playlist::parse(&held.text());
-    assert!(after.parts.iter().any(|p| p.2 == uri), "{uri} not listed in\n{}", after.text);
+    assert!(
+        after.parts.iter().any(|p| p.2 == uri),
+        "{uri} not listed in\n{}",
+        after.text
+    );
 
     // The next hinted part, asked at once: it is being written and comes chunked.
     let (_, _, next) = after.hint.clone().expect("a preload hint");
@@ -103,21 +137,36 @@ fn a_blocking_reload_is_held_until_its_part_and_too_far_ahead_is_a_400() {
     assert_eq!(p.status, 200);
     assert_eq!(p.body.get(4..8), Some(&b"moof"[..]));
     assert_eq!(p.header("content-type"), Some("video/mp4"));
-    assert_eq!(p.header("cache-control"), Some("public, max-age=86400, immutable"));
+    assert_eq!(
+        p.header("cache-control"),
+        Some("public, max-age=86400, immutable")
+    );
     // A whole part again: its ETag gets a 304.
     let whole = host.get(&format!("{base}{uri}"));
     let etag = whole.header("etag").expect("an ETag").to_owned();
     assert!(whole.header("last-modified").is_some());
-    let again = request_with(host.addr, "GET", &format!("{base}{uri}"), &[("If-None-Match", &etag)], b"");
+    let again = request_with(
+        host.addr,
+        "GET",
+        &format!("{base}{uri}"),
+        &[("If-None-Match", &etag)],
+        b"",
+    );
     assert_eq!(again.status, 304, "{:?}", again.headers);
 
     // Too far ahead: three segments past the last, or a part far past it.
     let last = after.hint.as_ref().map_or(msn, |h| h.0);
-    for q in [format!("_HLS_msn={}", last + 3), format!("_HLS_msn={last}&_HLS_part=40")] {
+    for q in [
+        format!("_HLS_msn={}", last + 3),
+        format!("_HLS_msn={last}&_HLS_part=40"),
+    ] {
         let r = host.get(&format!("{base}index.m3u8?{q}"));
         assert_eq!(r.status, 400, "{q}: {}", r.text());
     }
-    assert_eq!(host.get(&format!("{base}index.m3u8?_HLS_part=1")).status, 400);
+    assert_eq!(
+        host.get(&format!("{base}index.m3u8?_HLS_part=1")).status,
+        400
+    );
     // A part that left the window (or never was) is a 404.
     assert_eq!(host.get(&format!("{base}part-1-0.m4s")).status, 404);
 
@@ -150,14 +199,25 @@ fn hls_js_plays_it_in_headless_chromium() {
     let mut cmd = Command::new("node");
     cmd.arg(browser_dir.join("hls-play.mjs")).arg(&url).arg("8");
     let out = run_tool(cmd, Duration::from_secs(90));
-    let line = out.stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-        panic!("no result from hls-play.mjs ({:?})\n{}\n{}", out.status, out.stdout, out.stderr)
-    });
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from hls-play.mjs ({:?})\n{}\n{}",
+                out.status, out.stdout, out.stderr
+            )
+        });
     let r: serde_json::Value = serde_json::from_str(line).expect("hls-play.mjs prints JSON");
     assert!(r["ok"] == true, "hls.js did not play: {r}\n{}", out.stderr);
     // About 8 s less the start: at 30 frames/s well over 60 frames.
     assert!(r["frames"].as_u64().unwrap_or(0) >= 60, "{r}");
-    assert!(r["luma"].as_f64().unwrap_or(0.0) > 16.0, "black picture: {r}");
+    assert!(
+        r["luma"].as_f64().unwrap_or(0.0) > 16.0,
+        "black picture: {r}"
+    );
     eprintln!("hls.js: {r}");
 }
 
@@ -168,7 +228,13 @@ fn nginx_carries_fifty_clients_with_at_most_two_origin_requests_per_object() {
     let base = hls_base(&host.token);
     // Warm up through the proxy: capture starts and the first segment exists.
     let first = request(nginx.addr, "GET", &format!("{base}index.m3u8"));
-    assert_eq!(first.status, 200, "{}\nnginx: {}", first.text(), nginx.errors());
+    assert_eq!(
+        first.status,
+        200,
+        "{}\nnginx: {}",
+        first.text(),
+        nginx.errors()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let clients: Vec<_> = (0..50)
         .map(|i| {
@@ -177,7 +243,10 @@ fn nginx_carries_fifty_clients_with_at_most_two_origin_requests_per_object() {
             std::thread::spawn(move || follow(addr, &base, i % 5 != 0, deadline))
         })
         .collect();
-    let seen: Vec<Followed> = clients.into_iter().map(|c| c.join().expect("a client thread")).collect();
+    let seen: Vec<Followed> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client thread"))
+        .collect();
     let parts: usize = seen.iter().map(|f| f.parts).sum();
     let segments: usize = seen.iter().map(|f| f.segments).sum();
     let failures: Vec<_> = seen.iter().flat_map(|f| f.failures.clone()).collect();
@@ -189,19 +258,42 @@ fn nginx_carries_fifty_clients_with_at_most_two_origin_requests_per_object() {
         seen.iter().map(|f| f.playlists).sum::<usize>(),
         hls
     );
-    assert!(failures.is_empty(), "{} failed requests, e.g. {:?}\nnginx: {}", failures.len(), &failures[..failures.len().min(5)], nginx.errors());
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}\nnginx: {}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        nginx.errors()
+    );
     assert_eq!(seen.iter().map(|f| f.not_fmp4).sum::<usize>(), 0);
     // Every client got media; the part followers many parts each.
     assert!(seen.iter().all(|f| f.parts + f.segments > 0), "{seen:?}");
     assert!(parts >= 40 * 10, "{parts} parts");
     // The origin's own count: no part or segment was asked more than twice.
-    assert!(hls["served"]["max_per_part"].as_u64().is_some_and(|n| (1..=2).contains(&n)), "{hls}");
-    assert!(hls["served"]["max_per_segment"].as_u64().is_some_and(|n| (1..=2).contains(&n)), "{hls}");
+    assert!(
+        hls["served"]["max_per_part"]
+            .as_u64()
+            .is_some_and(|n| (1..=2).contains(&n)),
+        "{hls}"
+    );
+    assert!(
+        hls["served"]["max_per_segment"]
+            .as_u64()
+            .is_some_and(|n| (1..=2).contains(&n)),
+        "{hls}"
+    );
     // The cache is one client (it comes from 127.0.0.2): one viewer slot for
     // fifty people; a direct client (the test, from 127.0.0.1) is another.
     assert_eq!(hls["clients"], 1, "{hls}");
     assert_eq!(st["viewers"], 1, "{st}");
-    assert_eq!(request(host.addr, "GET", &format!("{base}index.m3u8")).status, 200);
+    assert_eq!(
+        request(host.addr, "GET", &format!("{base}index.m3u8")).status,
+        200
+    );
     let st = host.status();
-    assert_eq!((&st["hls"]["clients"], &st["viewers"]), (&2.into(), &2.into()), "{st}");
+    assert_eq!(
+        (&st["hls"]["clients"], &st["viewers"]),
+        (&2.into(), &2.into()),
+        "{st}"
+    );
 }

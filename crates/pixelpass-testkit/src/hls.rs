@@ -37,7 +37,10 @@ fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 
 impl Playlist {
     pub fn parse(text: &str) -> Self {
-        let mut p = Playlist { text: text.to_owned(), ..Default::default() };
+        let mut p = Playlist {
+            text: text.to_owned(),
+            ..Default::default()
+        };
         let mut msn = 0u64;
         let mut part = 0usize;
         let mut after_extinf = false;
@@ -102,7 +105,10 @@ pub fn follow(addr: SocketAddr, base: &str, parts: bool, deadline: Instant) -> F
             let Some((msn, part, uri)) = pl.hint.clone() else {
                 break;
             };
-            let r = get(&format!("index.m3u8?_HLS_msn={msn}&_HLS_part={part}"), &mut f);
+            let r = get(
+                &format!("index.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+                &mut f,
+            );
             f.playlists += 1;
             if r.status != 200 {
                 std::thread::sleep(Duration::from_millis(200));
@@ -144,7 +150,12 @@ pub struct Nginx {
 /// The config the README documents, with this test's paths and ports; it
 /// reaches the origin from `bind` (another loopback address than the test's
 /// own, so the origin can tell the cache from a direct client).
-pub fn nginx_config(dir: &std::path::Path, listen: SocketAddr, origin: SocketAddr, bind: &str) -> String {
+pub fn nginx_config(
+    dir: &std::path::Path,
+    listen: SocketAddr,
+    origin: SocketAddr,
+    bind: &str,
+) -> String {
     let d = dir.display();
     format!(
         r#"daemon off;
@@ -193,10 +204,16 @@ fn free_port() -> SocketAddr {
 impl Nginx {
     pub fn spawn(origin: SocketAddr) -> Nginx {
         let bin = PathBuf::from("/usr/sbin/nginx");
-        assert!(bin.exists(), "nginx is missing: run scripts/setup.sh (it installs nginx-light)");
+        assert!(
+            bin.exists(),
+            "nginx is missing: run scripts/setup.sh (it installs nginx-light)"
+        );
         let dir = TempDir::new("nginx");
         let addr = free_port();
-        let conf = dir.write("nginx.conf", nginx_config(&dir.0, addr, origin, "127.0.0.2").as_bytes());
+        let conf = dir.write(
+            "nginx.conf",
+            nginx_config(&dir.0, addr, origin, "127.0.0.2").as_bytes(),
+        );
         let child = Command::new(bin)
             .arg("-p")
             .arg(&dir.0)
@@ -210,7 +227,12 @@ impl Nginx {
         let n = Nginx { child, addr, dir };
         let until = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(n.addr).is_err() {
-            assert!(Instant::now() < until, "nginx did not listen on {} within 10 s: {}", n.addr, n.errors());
+            assert!(
+                Instant::now() < until,
+                "nginx did not listen on {} within 10 s: {}",
+                n.addr,
+                n.errors()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         n

@@ -147,7 +147,10 @@ async fn status(State(st): State<StatusState>, Path(token): Path<String>) -> Res
                 obj.insert("webrtc_peers".into(), peers);
             }
             if let (Some(report), Some(obj)) = (st.hls.report(&entry.id), v.as_object_mut()) {
-                obj.insert("hls".into(), serde_json::to_value(report).unwrap_or_default());
+                obj.insert(
+                    "hls".into(),
+                    serde_json::to_value(report).unwrap_or_default(),
+                );
             }
             ([(header::CACHE_CONTROL, "no-store")], axum::Json(v)).into_response()
         }

@@ -51,7 +51,8 @@ pub fn frames(mut data: &[u8]) -> impl Iterator<Item = (AacConfig, &[u8])> + '_ 
             sample_rate,
             channels: ((h[2] & 1) << 2) | (h[3] >> 6),
         };
-        let len = (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        let len =
+            (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
         let header = if protection_absent { 7 } else { 9 };
         if len < header || len > data.len() {
             return None;
@@ -87,7 +88,12 @@ mod tests {
         let data = [adts(b"one"), adts(b"three"), vec![0xff]].concat();
         let got: Vec<_> = frames(&data).collect();
         assert_eq!(got.len(), 2);
-        let cfg = AacConfig { object_type: 2, freq_index: 3, sample_rate: 48_000, channels: 2 };
+        let cfg = AacConfig {
+            object_type: 2,
+            freq_index: 3,
+            sample_rate: 48_000,
+            channels: 2,
+        };
         assert_eq!(got[0], (cfg, &b"one"[..]));
         assert_eq!(got[1].1, b"three");
         assert_eq!(cfg.audio_specific_config(), [0x11, 0x90]);

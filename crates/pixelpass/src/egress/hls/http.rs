@@ -56,10 +56,16 @@ pub fn parse_file(name: &str) -> Option<File> {
     if name == "index.m3u8" {
         return Some(File::Playlist);
     }
-    if let Some(n) = name.strip_prefix("init-").and_then(|r| r.strip_suffix(".mp4")) {
+    if let Some(n) = name
+        .strip_prefix("init-")
+        .and_then(|r| r.strip_suffix(".mp4"))
+    {
         return n.parse().ok().map(File::Init);
     }
-    if let Some(n) = name.strip_prefix("seg-").and_then(|r| r.strip_suffix(".m4s")) {
+    if let Some(n) = name
+        .strip_prefix("seg-")
+        .and_then(|r| r.strip_suffix(".m4s"))
+    {
         return n.parse().ok().map(File::Segment);
     }
     let rest = name.strip_prefix("part-")?.strip_suffix(".m4s")?;
@@ -71,13 +77,21 @@ fn plain(status: StatusCode, cache: &'static str, body: String) -> Response {
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     r
 }
 
 fn unavailable(why: String) -> Response {
-    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "no-store", format!("{why}\n"));
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let mut r = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no-store",
+        format!("{why}\n"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
@@ -119,10 +133,15 @@ pub async fn get(
         }
         File::Segment(msn) => {
             s.requests.segment.fetch_add(1, Ordering::Relaxed);
-            let found = s.lock().window.segment_mut(msn).filter(|seg| seg.complete).map(|seg| {
-                seg.served += 1;
-                (seg.bytes(), seg.pdt_ms / 1000)
-            });
+            let found = s
+                .lock()
+                .window
+                .segment_mut(msn)
+                .filter(|seg| seg.complete)
+                .map(|seg| {
+                    seg.served += 1;
+                    (seg.bytes(), seg.pdt_ms / 1000)
+                });
             match found {
                 Some((b, at)) => media(b, format!("s{msn}"), at, headers),
                 None => gone("this segment"),
@@ -143,7 +162,10 @@ fn media(bytes: Bytes, tag: String, modified_secs: u64, headers: &HeaderMap) -> 
 fn media_headers(h: &mut HeaderMap, etag: &str, modified_secs: u64) {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(MEDIA_CACHE));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
@@ -162,9 +184,16 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> Option<Response> {
 async fn playlist(s: &Arc<HlsStream>, q: Query, headers: &HeaderMap) -> Response {
     let timing = s.cfg.timing();
     let blocking = q.msn.is_some();
-    let (msn, part) = match (q.msn.as_deref().map(str::parse::<u64>), q.part.as_deref().map(str::parse::<usize>)) {
+    let (msn, part) = match (
+        q.msn.as_deref().map(str::parse::<u64>),
+        q.part.as_deref().map(str::parse::<usize>),
+    ) {
         (None, Some(_)) => {
-            return plain(StatusCode::BAD_REQUEST, "no-store", "_HLS_part needs _HLS_msn\n".into())
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "no-store",
+                "_HLS_part needs _HLS_msn\n".into(),
+            )
         }
         (Some(Err(_)), _) | (_, Some(Err(_))) => {
             return plain(
@@ -187,11 +216,15 @@ async fn playlist(s: &Arc<HlsStream>, q: Query, headers: &HeaderMap) -> Response
     } else {
         s.requests.playlist.fetch_add(1, Ordering::Relaxed);
         // A player needs one whole segment to start; the first request also waits for capture.
-        s.wait_for(START_WAIT, |w| w.segments.iter().any(|seg| seg.complete)).await
+        s.wait_for(START_WAIT, |w| w.segments.iter().any(|seg| seg.complete))
+            .await
     };
     if !ready {
         return unavailable(match msn {
-            Some(m) => format!("part {} of segment {m} did not come in time", part.unwrap_or(0)),
+            Some(m) => format!(
+                "part {} of segment {m} did not come in time",
+                part.unwrap_or(0)
+            ),
             None => "the stream has no segment yet (capture did not start in time)".into(),
         });
     }
@@ -199,12 +232,22 @@ async fn playlist(s: &Arc<HlsStream>, q: Query, headers: &HeaderMap) -> Response
     let etag = format!("\"p{:016x}\"", fnv(text.as_bytes()));
     let mut r = if_none_match(headers, &etag).unwrap_or_else(|| text.into_response());
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static(if blocking { BLOCKING_CACHE } else { PLAYLIST_CACHE }),
+        HeaderValue::from_static(if blocking {
+            BLOCKING_CACHE
+        } else {
+            PLAYLIST_CACHE
+        }),
     );
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
@@ -246,17 +289,26 @@ async fn part(s: Arc<HlsStream>, msn: u64, k: usize, headers: &HeaderMap) -> Res
     let limit = Duration::from_secs(3 * s.cfg.timing().target_duration);
     // Wait until it begins, or cannot any more (its segment ended before it).
     let exists = |w: &super::window::Window| {
-        w.segment(msn).is_some_and(|seg| seg.parts.len() > k || seg.complete)
+        w.segment(msn)
+            .is_some_and(|seg| seg.parts.len() > k || seg.complete)
             || w.segments.front().is_some_and(|f| f.msn > msn)
             || w.segments.back().is_some_and(|l| l.msn > msn + 1)
     };
-    let near = s.lock().window.next_part().is_some_and(|(m, p)| (msn, k) >= (m, p) && msn <= m + 1);
+    let near = s
+        .lock()
+        .window
+        .next_part()
+        .is_some_and(|(m, p)| (msn, k) >= (m, p) && msn <= m + 1);
     if near && !s.wait_for(limit, exists).await {
         return unavailable(format!("part {k} of segment {msn} did not come in time"));
     }
     let whole = {
         let mut st = s.lock();
-        match st.window.segment_mut(msn).and_then(|seg| seg.parts.get_mut(k)) {
+        match st
+            .window
+            .segment_mut(msn)
+            .and_then(|seg| seg.parts.get_mut(k))
+        {
             None => return gone("this part"),
             Some(p) => {
                 p.served += 1;
@@ -271,31 +323,37 @@ async fn part(s: Arc<HlsStream>, msn: u64, k: usize, headers: &HeaderMap) -> Res
     }
     // Still being written: what is there now, then each chunk as it comes.
     let rx = s.changes();
-    let body = futures_util::stream::unfold((s, rx, 0usize, false), move |(s, mut rx, sent, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            let (fresh, complete) = {
-                let st = s.lock();
-                match st.window.segment(msn).and_then(|seg| seg.parts.get(k)) {
-                    None => (Vec::new(), true), // left the window: end the body
-                    Some(p) => (p.chunks[sent.min(p.chunks.len())..].to_vec(), p.complete),
+    let body = futures_util::stream::unfold(
+        (s, rx, 0usize, false),
+        move |(s, mut rx, sent, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let (fresh, complete) = {
+                    let st = s.lock();
+                    match st.window.segment(msn).and_then(|seg| seg.parts.get(k)) {
+                        None => (Vec::new(), true), // left the window: end the body
+                        Some(p) => (p.chunks[sent.min(p.chunks.len())..].to_vec(), p.complete),
+                    }
+                };
+                if !fresh.is_empty() {
+                    let n = fresh.len();
+                    let bytes = Bytes::from(fresh.concat());
+                    return Some((Ok::<_, Infallible>(bytes), (s, rx, sent + n, complete)));
                 }
-            };
-            if !fresh.is_empty() {
-                let n = fresh.len();
-                let bytes = Bytes::from(fresh.concat());
-                return Some((Ok::<_, Infallible>(bytes), (s, rx, sent + n, complete)));
+                if complete {
+                    return None;
+                }
+                if tokio::time::timeout(limit, rx.changed())
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    return None;
+                }
             }
-            if complete {
-                return None;
-            }
-            if tokio::time::timeout(limit, rx.changed()).await.map_or(true, |r| r.is_err()) {
-                return None;
-            }
-        }
-    });
+        },
+    );
     let mut r = Response::new(Body::from_stream(body));
     media_headers(r.headers_mut(), &etag, modified);
     r
@@ -303,7 +361,9 @@ async fn part(s: Arc<HlsStream>, msn: u64, k: usize, headers: &HeaderMap) -> Res
 
 /// FNV-1a: a playlist's ETag.
 fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -316,7 +376,13 @@ mod tests {
         assert_eq!(parse_file("init-17.mp4"), Some(File::Init(17)));
         assert_eq!(parse_file("seg-9.m4s"), Some(File::Segment(9)));
         assert_eq!(parse_file("part-9-3.m4s"), Some(File::Part(9, 3)));
-        for bad in ["seg-x.m4s", "part-1.m4s", "part-1-2-3.m4s", "index.m3u", "../etc"] {
+        for bad in [
+            "seg-x.m4s",
+            "part-1.m4s",
+            "part-1-2-3.m4s",
+            "index.m3u",
+            "../etc",
+        ] {
             assert_eq!(parse_file(bad), None, "{bad}");
         }
     }

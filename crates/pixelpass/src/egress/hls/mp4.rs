@@ -332,7 +332,11 @@ mod tests {
         let mut i = 0;
         while i + 8 <= b.len() {
             let size = u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as usize;
-            out.push((String::from_utf8_lossy(&b[i + 4..i + 8]).into_owned(), i, size));
+            out.push((
+                String::from_utf8_lossy(&b[i + 4..i + 8]).into_owned(),
+                i,
+                size,
+            ));
             assert!(size >= 8, "box at {i} has size {size}");
             i += size;
         }
@@ -342,17 +346,40 @@ mod tests {
 
     #[test]
     fn a_fragment_points_each_run_at_its_bytes_in_mdat() {
-        let v = [Sample { duration: 3000, size: 3, key: true, cts_offset: 0 }];
-        let a = [Sample { duration: 1024, size: 2, key: true, cts_offset: 0 }; 2];
+        let v = [Sample {
+            duration: 3000,
+            size: 3,
+            key: true,
+            cts_offset: 0,
+        }];
+        let a = [Sample {
+            duration: 1024,
+            size: 2,
+            key: true,
+            cts_offset: 0,
+        }; 2];
         let f = fragment(
             7,
             &[
-                Run { track: VIDEO_TRACK, base_time: 90_000, samples: &v, data: b"VVV" },
-                Run { track: AUDIO_TRACK, base_time: 48_000, samples: &a, data: b"AAaa" },
+                Run {
+                    track: VIDEO_TRACK,
+                    base_time: 90_000,
+                    samples: &v,
+                    data: b"VVV",
+                },
+                Run {
+                    track: AUDIO_TRACK,
+                    base_time: 48_000,
+                    samples: &a,
+                    data: b"AAaa",
+                },
             ],
         );
         let top = boxes(&f);
-        assert_eq!(top.iter().map(|b| b.0.as_str()).collect::<Vec<_>>(), ["moof", "mdat"]);
+        assert_eq!(
+            top.iter().map(|b| b.0.as_str()).collect::<Vec<_>>(),
+            ["moof", "mdat"]
+        );
         let mdat = top[1].1 + 8;
         assert_eq!(&f[mdat..], b"VVVAAaa");
         // Each trun's data_offset (from the moof's start) finds its run.
@@ -373,12 +400,28 @@ mod tests {
             width: 1280,
             height: 720,
         };
-        let a = AudioConfig { object_type: 2, freq_index: 3, sample_rate: 48_000, channels: 2 };
+        let a = AudioConfig {
+            object_type: 2,
+            freq_index: 3,
+            sample_rate: 48_000,
+            channels: 2,
+        };
         let init = init_segment(&v, Some(&a));
         let top = boxes(&init);
-        assert_eq!(top.iter().map(|b| b.0.as_str()).collect::<Vec<_>>(), ["ftyp", "moov"]);
+        assert_eq!(
+            top.iter().map(|b| b.0.as_str()).collect::<Vec<_>>(),
+            ["ftyp", "moov"]
+        );
         let count = |kind: &[u8]| init.windows(4).filter(|w| *w == kind).count();
-        assert_eq!((count(b"trak"), count(b"trex"), count(b"avcC"), count(b"esds")), (2, 2, 1, 1));
+        assert_eq!(
+            (
+                count(b"trak"),
+                count(b"trex"),
+                count(b"avcC"),
+                count(b"esds")
+            ),
+            (2, 2, 1, 1)
+        );
         assert_eq!(v.codec(), "avc1.64001f");
     }
 }

@@ -43,11 +43,19 @@ pub fn render(w: &Window, t: Timing) -> String {
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
         t.part_hold_back()
     );
-    let _ = writeln!(s, "#EXT-X-PART-INF:PART-TARGET={:.3}", t.part_target_ms as f64 / 1000.0);
+    let _ = writeln!(
+        s,
+        "#EXT-X-PART-INF:PART-TARGET={:.3}",
+        t.part_target_ms as f64 / 1000.0
+    );
     let first = w.segments.front().map_or(0, |seg| seg.msn);
     let _ = writeln!(s, "#EXT-X-MEDIA-SEQUENCE:{first}");
     if w.discontinuity_sequence > 0 {
-        let _ = writeln!(s, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", w.discontinuity_sequence);
+        let _ = writeln!(
+            s,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            w.discontinuity_sequence
+        );
     }
     let with_parts = w.segments.len().saturating_sub(SEGMENTS_WITH_PARTS);
     for (i, seg) in w.segments.iter().enumerate() {
@@ -65,16 +73,29 @@ pub fn render(w: &Window, t: Timing) -> String {
                     "#EXT-X-PART:DURATION={:.5},URI=\"{}\"{}",
                     p.duration_ms / 1000.0,
                     part_uri(seg.msn, k),
-                    if p.independent { ",INDEPENDENT=YES" } else { "" }
+                    if p.independent {
+                        ",INDEPENDENT=YES"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
         if seg.complete {
-            let _ = writeln!(s, "#EXTINF:{:.5},\n{}", seg.duration_ms() / 1000.0, segment_uri(seg.msn));
+            let _ = writeln!(
+                s,
+                "#EXTINF:{:.5},\n{}",
+                seg.duration_ms() / 1000.0,
+                segment_uri(seg.msn)
+            );
         }
     }
     if let Some((msn, part)) = w.next_part() {
-        let _ = writeln!(s, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", part_uri(msn, part));
+        let _ = writeln!(
+            s,
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
+            part_uri(msn, part)
+        );
     }
     s
 }
@@ -109,8 +130,9 @@ pub fn rfc3339_ms(ms: u64) -> String {
 /// `Thu, 03 Dec 2026 18:46:22 GMT` (RFC 9110 § 5.6.7).
 pub fn http_date(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = (secs / 86_400) as i64;
     let (y, mo, d) = civil(days);
     let t = secs % 86_400;
@@ -159,7 +181,13 @@ mod tests {
                 }
             }
         }
-        let p = render(&w, Timing { target_duration: 4, part_target_ms: 200 });
+        let p = render(
+            &w,
+            Timing {
+                target_duration: 4,
+                part_target_ms: 200,
+            },
+        );
         let expected = "#EXTM3U
 #EXT-X-VERSION:9
 #EXT-X-TARGETDURATION:4

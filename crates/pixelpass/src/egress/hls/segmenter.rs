@@ -213,9 +213,19 @@ impl Segmenter {
         self.last_raw = Some(unit.dts);
         self.last_time = time;
         let cts = (unit.pts.wrapping_sub(unit.dts) % WRAP) as i64;
-        let cts = if cts > (WRAP / 2) as i64 { cts - WRAP as i64 } else { cts };
+        let cts = if cts > (WRAP / 2) as i64 {
+            cts - WRAP as i64
+        } else {
+            cts
+        };
         self.observe_arrival(time, wall_ms, out);
-        let frame = Frame { dts: time, cts: cts as i32, key, avcc, media_ms: time as f64 / 90.0 };
+        let frame = Frame {
+            dts: time,
+            cts: cts as i32,
+            key,
+            avcc,
+            media_ms: time as f64 / 90.0,
+        };
         if !self.inited {
             self.before_init(frame, out);
             return;
@@ -239,7 +249,10 @@ impl Segmenter {
         self.wall_offset = Some(off);
         if off < self.said_offset - 20.0 {
             self.said_offset = off;
-            out.push(Output::Rebase { timeline: self.timeline, offset_ms: off });
+            out.push(Output::Rebase {
+                timeline: self.timeline,
+                offset_ms: off,
+            });
         }
     }
 
@@ -258,7 +271,10 @@ impl Segmenter {
         if self.expect_audio && self.audio.is_none() && waited < AUDIO_WAIT {
             return;
         }
-        out.push(Output::Init(Bytes::from(mp4::init_segment(&video, self.audio.as_ref()))));
+        out.push(Output::Init(Bytes::from(mp4::init_segment(
+            &video,
+            self.audio.as_ref(),
+        ))));
         self.inited = true;
         self.cut_at_key = true;
         // Audio from before the first held frame cannot be placed: drop it.
@@ -276,7 +292,9 @@ impl Segmenter {
     fn finish_frame(&mut self, next: Option<Frame>, out: &mut Vec<Output>) {
         let next_dts = next.as_ref().map(|n| n.dts);
         if let Some(f) = self.frame.take() {
-            let dur = next_dts.map_or(self.last_step, |d| d.saturating_sub(f.dts)).max(1);
+            let dur = next_dts
+                .map_or(self.last_step, |d| d.saturating_sub(f.dts))
+                .max(1);
             self.chunk(f, dur, out);
         }
         let Some(n) = next else {
@@ -295,9 +313,13 @@ impl Segmenter {
             || (f.key && (self.cut_at_key || seg_len * 2 >= self.cfg.segment_target_ms * 90))
             || seg_len >= self.cfg.segment_max_ms * 90;
         let new_part = new_segment
-            || self.part_start.is_some_and(|p| f.dts + dur > p + self.cfg.part_target_ms * 90);
+            || self
+                .part_start
+                .is_some_and(|p| f.dts + dur > p + self.cfg.part_target_ms * 90);
         if new_part && self.part_start.is_some() {
-            out.push(Output::PartEnd { segment: new_segment });
+            out.push(Output::PartEnd {
+                segment: new_segment,
+            });
         }
         if new_segment {
             self.segment_start = f.dts;
@@ -311,19 +333,43 @@ impl Segmenter {
             self.wanted_key = true;
             out.push(Output::WantKeyframe);
         }
-        let video = [Sample { duration: dur as u32, size: f.avcc.len() as u32, key: f.key, cts_offset: f.cts }];
-        let mut runs = vec![Run { track: VIDEO_TRACK, base_time: f.dts, samples: &video, data: &f.avcc }];
+        let video = [Sample {
+            duration: dur as u32,
+            size: f.avcc.len() as u32,
+            key: f.key,
+            cts_offset: f.cts,
+        }];
+        let mut runs = vec![Run {
+            track: VIDEO_TRACK,
+            base_time: f.dts,
+            samples: &video,
+            data: &f.avcc,
+        }];
         let (audio_samples, audio_data, audio_base);
         if let Some(first) = self.audio_frames.first() {
             audio_base = first.0;
             audio_samples = self
                 .audio_frames
                 .iter()
-                .map(|(_, d)| Sample { duration: SAMPLES_PER_FRAME, size: d.len() as u32, key: true, cts_offset: 0 })
+                .map(|(_, d)| Sample {
+                    duration: SAMPLES_PER_FRAME,
+                    size: d.len() as u32,
+                    key: true,
+                    cts_offset: 0,
+                })
                 .collect::<Vec<_>>();
-            audio_data = self.audio_frames.iter().flat_map(|(_, d)| d.iter().copied()).collect::<Vec<_>>();
+            audio_data = self
+                .audio_frames
+                .iter()
+                .flat_map(|(_, d)| d.iter().copied())
+                .collect::<Vec<_>>();
             if self.audio.is_some() {
-                runs.push(Run { track: AUDIO_TRACK, base_time: audio_base, samples: &audio_samples, data: &audio_data });
+                runs.push(Run {
+                    track: AUDIO_TRACK,
+                    base_time: audio_base,
+                    samples: &audio_samples,
+                    data: &audio_data,
+                });
             }
         }
         self.sequence = self.sequence.wrapping_add(1);
@@ -335,7 +381,9 @@ impl Segmenter {
             segment: new_segment,
             key: f.key,
             media_ms: f.media_ms,
-            wall_ms: (f.media_ms + self.wall_offset.unwrap_or(self.said_offset)).max(0.0).round() as u64,
+            wall_ms: (f.media_ms + self.wall_offset.unwrap_or(self.said_offset))
+                .max(0.0)
+                .round() as u64,
             timeline: self.timeline,
             duration_ms: dur as f64 / 90.0,
         });
@@ -347,7 +395,11 @@ impl Segmenter {
             return;
         };
         let d = unit.pts.wrapping_sub(last_raw) % WRAP;
-        let d = if d > WRAP / 2 { d as i64 - WRAP as i64 } else { d as i64 };
+        let d = if d > WRAP / 2 {
+            d as i64 - WRAP as i64
+        } else {
+            d as i64
+        };
         let Some(at) = (self.last_time as i64).checked_add(d).filter(|t| *t >= 0) else {
             return;
         };

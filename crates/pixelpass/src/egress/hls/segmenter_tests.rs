@@ -13,13 +13,25 @@ fn au(dts: u64, key: bool) -> EsUnit {
     } else {
         data.extend_from_slice(&[0, 0, 0, 1, 0x41, 0x9a, 0x02]);
     }
-    EsUnit { kind: EsKind::H264, pts: dts % WRAP, dts: dts % WRAP, random_access: key, data }
+    EsUnit {
+        kind: EsKind::H264,
+        pts: dts % WRAP,
+        dts: dts % WRAP,
+        random_access: key,
+        data,
+    }
 }
 
 fn aac(pts: u64) -> EsUnit {
     // One ADTS frame: AAC-LC, 48 kHz, stereo, 3 payload bytes.
     let data = vec![0xff, 0xf1, 0x4c, 0x80, 0x01, 0x5f, 0xfc, 1, 2, 3];
-    EsUnit { kind: EsKind::Aac, pts: pts % WRAP, dts: pts % WRAP, random_access: false, data }
+    EsUnit {
+        kind: EsKind::Aac,
+        pts: pts % WRAP,
+        dts: pts % WRAP,
+        random_access: false,
+        data,
+    }
 }
 
 /// What a run of outputs says: (parts, each part's frames and ms; segments' first wall_ms).
@@ -42,7 +54,15 @@ fn tally(out: &[Output]) -> Seen {
                 assert_eq!(&b[4..8], b"ftyp");
                 s.inits += 1;
             }
-            Output::Chunk { bytes, part, segment, key, wall_ms, duration_ms, .. } => {
+            Output::Chunk {
+                bytes,
+                part,
+                segment,
+                key,
+                wall_ms,
+                duration_ms,
+                ..
+            } => {
                 assert_eq!(&bytes[4..8], b"moof");
                 if *segment {
                     assert!(*key, "a segment starts at a keyframe");
@@ -76,7 +96,11 @@ fn run(seg: &mut Segmenter, start: u64, secs: u64, gop: u64) -> Vec<Output> {
     for i in 0..frames {
         let t = i * 3000;
         while audio_t * 90_000 / 48_000 <= t + 3000 {
-            seg.push(aac(start + audio_t * 90_000 / 48_000), 1_000_000 + t / 90, &mut out);
+            seg.push(
+                aac(start + audio_t * 90_000 / 48_000),
+                1_000_000 + t / 90,
+                &mut out,
+            );
             audio_t += 1024;
         }
         seg.push(au(start + t, i % gop == 0), 1_000_000 + t / 90, &mut out);
@@ -95,7 +119,11 @@ fn parts_of_200_ms_and_segments_at_keyframes() {
     // (the fake clock truncates to whole ms: within 1 ms)
     let want = [1_000_000, 1_002_000, 1_004_000, 1_006_000, 1_008_000u64];
     assert_eq!(s.segments.len(), want.len());
-    assert!(s.segments.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 1), "{:?}", s.segments);
+    assert!(
+        s.segments.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 1),
+        "{:?}",
+        s.segments
+    );
     assert_eq!(&s.segment_parts[..4], [10, 10, 10, 10]);
     for (frames, ms) in &s.parts[..s.parts.len() - 1] {
         assert_eq!(*frames, 6);
@@ -127,8 +155,14 @@ fn a_long_gop_is_cut_at_the_segment_limit_and_keyframes_are_asked_for() {
 /// (inits, segments, keyframe requests) without asserting segments start at keyframes.
 fn tally_unchecked(out: &[Output]) -> (usize, usize, usize) {
     let inits = out.iter().filter(|o| matches!(o, Output::Init(_))).count();
-    let segs = out.iter().filter(|o| matches!(o, Output::Chunk { segment: true, .. })).count();
-    let keys = out.iter().filter(|o| matches!(o, Output::WantKeyframe)).count();
+    let segs = out
+        .iter()
+        .filter(|o| matches!(o, Output::Chunk { segment: true, .. }))
+        .count();
+    let keys = out
+        .iter()
+        .filter(|o| matches!(o, Output::WantKeyframe))
+        .count();
     (inits, segs, keys)
 }
 
@@ -188,5 +222,9 @@ fn frames_that_arrive_in_a_burst_get_the_wall_time_the_steady_ones_say() {
     assert_eq!(s.segments[0], 9_967);
     let off = s.rebased.expect("a rebase");
     assert!((off - 8_040.0).abs() <= 10.0, "rebased to {off}");
-    assert!(s.segments[1].abs_diff(10_040) <= 10, "second at {}", s.segments[1]);
+    assert!(
+        s.segments[1].abs_diff(10_040) <= 10,
+        "second at {}",
+        s.segments[1]
+    );
 }

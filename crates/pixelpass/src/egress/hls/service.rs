@@ -62,7 +62,10 @@ pub struct Hls {
 
 impl Hls {
     pub fn new(cfg: HlsConfig) -> Self {
-        Self { cfg, streams: Arc::default() }
+        Self {
+            cfg,
+            streams: Arc::default(),
+        }
     }
 
     pub fn stream(&self, entry: &StreamEntry) -> Arc<HlsStream> {
@@ -117,7 +120,9 @@ pub struct HlsStream {
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl HlsStream {
@@ -212,7 +217,8 @@ impl HlsStream {
         let now = Instant::now();
         let mut st = self.lock();
         let quiet = self.cfg.quiet;
-        st.clients.retain(|_, (_, seen)| now.duration_since(*seen) < quiet);
+        st.clients
+            .retain(|_, (_, seen)| now.duration_since(*seen) < quiet);
         if st.clients.is_empty() {
             st.feeding = false;
             st.next_msn = st.window.next_msn();

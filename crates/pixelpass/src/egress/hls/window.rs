@@ -109,7 +109,16 @@ impl Window {
                 self.inits.push((n, bytes));
                 self.new_init = true;
             }
-            Output::Chunk { bytes, part, segment, key, media_ms, wall_ms, timeline, duration_ms } => {
+            Output::Chunk {
+                bytes,
+                part,
+                segment,
+                key,
+                media_ms,
+                wall_ms,
+                timeline,
+                duration_ms,
+            } => {
                 if segment || self.segments.is_empty() {
                     self.open_segment(wall_ms, media_ms, timeline);
                 }
@@ -117,7 +126,10 @@ impl Window {
                     return;
                 };
                 if part || seg.parts.is_empty() {
-                    seg.parts.push(Part { independent: key, ..Part::default() });
+                    seg.parts.push(Part {
+                        independent: key,
+                        ..Part::default()
+                    });
                 }
                 if let Some(p) = seg.parts.last_mut() {
                     p.chunks.push(bytes);
@@ -133,8 +145,16 @@ impl Window {
                 }
             }
             Output::WantKeyframe => {}
-            Output::Rebase { timeline, offset_ms } => {
-                for seg in self.segments.iter_mut().rev().take_while(|s| s.timeline == timeline) {
+            Output::Rebase {
+                timeline,
+                offset_ms,
+            } => {
+                for seg in self
+                    .segments
+                    .iter_mut()
+                    .rev()
+                    .take_while(|s| s.timeline == timeline)
+                {
                     seg.pdt_ms = (seg.media_ms + offset_ms).max(0.0).round() as u64;
                 }
             }
@@ -190,31 +210,41 @@ impl Window {
 
     pub fn segment(&self, msn: u64) -> Option<&Segment> {
         let first = self.segments.front()?.msn;
-        self.segments.get(usize::try_from(msn.checked_sub(first)?).ok()?)
+        self.segments
+            .get(usize::try_from(msn.checked_sub(first)?).ok()?)
     }
 
     pub fn segment_mut(&mut self, msn: u64) -> Option<&mut Segment> {
         let first = self.segments.front()?.msn;
-        self.segments.get_mut(usize::try_from(msn.checked_sub(first)?).ok()?)
+        self.segments
+            .get_mut(usize::try_from(msn.checked_sub(first)?).ok()?)
     }
 
     /// The last listed part: (msn, index), or `None` before the first.
     pub fn last_part(&self) -> Option<(u64, usize)> {
-        self.segments.iter().rev().find_map(|s| {
-            s.complete_parts().checked_sub(1).map(|i| (s.msn, i))
-        })
+        self.segments
+            .iter()
+            .rev()
+            .find_map(|s| s.complete_parts().checked_sub(1).map(|i| (s.msn, i)))
     }
 
     /// The part the playlist's preload hint names: the first one not yet whole.
     pub fn next_part(&self) -> Option<(u64, usize)> {
         let last = self.segments.back()?;
-        Some(if last.complete { (last.msn + 1, 0) } else { (last.msn, last.complete_parts()) })
+        Some(if last.complete {
+            (last.msn + 1, 0)
+        } else {
+            (last.msn, last.complete_parts())
+        })
     }
 
     /// Does the playlist list part `part` of segment `msn` (or something after
     /// it)? `part: None` asks for the whole segment.
     pub fn has(&self, msn: u64, part: Option<usize>) -> bool {
-        let later = self.segments.iter().any(|s| s.msn > msn && s.complete_parts() > 0);
+        let later = self
+            .segments
+            .iter()
+            .any(|s| s.msn > msn && s.complete_parts() > 0);
         match (self.segment(msn), part) {
             (Some(s), None) => s.complete,
             (Some(s), Some(p)) => s.complete_parts() > p || later,
@@ -284,9 +314,16 @@ mod tests {
         }
         assert_eq!(w.segments.len(), 3);
         assert_eq!(w.segments.front().map(|s| s.msn), Some(2));
-        assert_eq!(w.segment(4).map(|s| s.bytes()), Some(Bytes::from_static(b"c")));
+        assert_eq!(
+            w.segment(4).map(|s| s.bytes()),
+            Some(Bytes::from_static(b"c"))
+        );
         assert!(w.segment(1).is_none());
-        assert_eq!(w.inits.len(), 1, "the init the window's segments need stays");
+        assert_eq!(
+            w.inits.len(),
+            1,
+            "the init the window's segments need stays"
+        );
     }
 
     #[test]
@@ -297,7 +334,10 @@ mod tests {
         w.apply(Output::Init(Bytes::from_static(b"b")));
         w.apply(chunk(true, true));
         assert!(w.segments[1].discontinuity);
-        assert_eq!(w.segments[1].init, 1, "named after the segment that needs it first");
+        assert_eq!(
+            w.segments[1].init, 1,
+            "named after the segment that needs it first"
+        );
         w.apply(chunk(true, true));
         w.apply(chunk(true, true));
         assert_eq!(w.inits.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1]);

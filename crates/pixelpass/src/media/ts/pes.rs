@@ -189,7 +189,11 @@ mod tests {
 
     fn ts_packet(pid: u16, pusi: bool, payload: &[u8]) -> Vec<u8> {
         assert!(payload.len() <= PACKET_LEN - 4);
-        let mut p = vec![SYNC_BYTE, (pid >> 8) as u8 | if pusi { 0x40 } else { 0 }, pid as u8];
+        let mut p = vec![
+            SYNC_BYTE,
+            (pid >> 8) as u8 | if pusi { 0x40 } else { 0 },
+            pid as u8,
+        ];
         let stuff = PACKET_LEN - 4 - payload.len();
         if stuff == 0 {
             p.push(0x10);
@@ -216,8 +220,8 @@ mod tests {
         // PAT: program 1 → PMT 0x1000. PMT: H.264 on 0x100, AAC on 0x101.
         let pat = psi(&[0x00, 0xb0, 13, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0x00]);
         let pmt = psi(&[
-            0x02, 0xb0, 23, 0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0, 0x1b, 0xe1, 0x00, 0xf0, 0,
-            0x0f, 0xe1, 0x01, 0xf0, 0,
+            0x02, 0xb0, 23, 0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0, 0x1b, 0xe1, 0x00, 0xf0, 0, 0x0f,
+            0xe1, 0x01, 0xf0, 0,
         ]);
         [ts_packet(0, true, &pat), ts_packet(0x1000, true, &pmt)].concat()
     }
@@ -267,7 +271,10 @@ mod tests {
             program(),
             packets(0x100, &pes(0xe0, 9000, Some(6000), &frame, false)),
             packets(0x101, &pes(0xc0, 7000, None, &[0xff, 0xf1, 1, 2], true)),
-            packets(0x100, &pes(0xe0, 12000, Some(9000), &[0, 0, 1, 0x41, 1], false)),
+            packets(
+                0x100,
+                &pes(0xe0, 12000, Some(9000), &[0, 0, 1, 0x41, 1], false),
+            ),
         ]
         .concat();
         let mut d = Demux::new();
@@ -277,9 +284,15 @@ mod tests {
         }
         // The bounded audio PES came whole at once; the first video when the second began.
         assert_eq!(out.len(), 2);
-        assert_eq!((out[0].kind, out[0].pts, out[0].dts), (EsKind::Aac, 7000, 7000));
+        assert_eq!(
+            (out[0].kind, out[0].pts, out[0].dts),
+            (EsKind::Aac, 7000, 7000)
+        );
         assert_eq!(out[0].data, [0xff, 0xf1, 1, 2]);
-        assert_eq!((out[1].kind, out[1].pts, out[1].dts), (EsKind::H264, 9000, 6000));
+        assert_eq!(
+            (out[1].kind, out[1].pts, out[1].dts),
+            (EsKind::H264, 9000, 6000)
+        );
         assert_eq!(out[1].data, frame);
         d.end_video(&mut out);
         assert_eq!((out[2].pts, out[2].dts), (12000, 9000));
