@@ -101,7 +101,13 @@ fn play_until(
         .arg(browser_dir.join("in-netns.sh"))
         .arg(env!("CARGO_BIN_EXE_pixelpass"))
         .args(server_args)
-        .args(["--seconds", &seconds.to_string(), "--frames", "30", "--screenshot"])
+        .args([
+            "--seconds",
+            &seconds.to_string(),
+            "--frames",
+            "30",
+            "--screenshot",
+        ])
         .arg(&shot)
         .args(player_args)
         .output()

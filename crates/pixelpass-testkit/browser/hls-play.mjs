@@ -30,7 +30,7 @@ try {
       // eslint-disable-next-line no-undef
       const H = Hls;
       if (!H.isSupported()) return { ok: false, why: "Hls.isSupported() is false (no MSE)" };
-      const hls = new H({ lowLatencyMode: true });
+      const hls = new H({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
       const errors = [];
       hls.on(H.Events.ERROR, (_e, d) => errors.push(`${d.type}/${d.details}${d.fatal ? " (fatal)" : ""}`));
       hls.loadSource(url);

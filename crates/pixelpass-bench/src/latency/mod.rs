@@ -15,7 +15,8 @@
 //! Paths: `http` (HTTP MPEG-TS: our TS demuxer + libav's H.264 decoder,
 //! [`http`]), `whep` (a str0m WebRTC peer + the same decoder, [`whep`]),
 //! `browser` (headless Chromium on the player page, reading each frame at
-//! render time; needs root for `unshare --net`, [`browser`]); `mpv` (mpv
+//! render time; needs root for `unshare --net`, [`browser`]; `browser-hls`:
+//! the same page playing LL-HLS in hls.js); `mpv` (mpv
 //! with `pixelpass view`'s options, frames written as shown, [`mpv`]); and
 //! `hub`, a diagnostic: the TS straight from the hub, before any egress.
 
@@ -52,6 +53,11 @@ pub enum LatencyPath {
     Whep,
     /// The player page in headless Chromium, read at render time (needs root).
     Browser,
+    /// LL-HLS in hls.js (npm) on the player page in headless Chromium, read
+    /// at render time (needs root).
+    #[value(name = "browser-hls")]
+    #[serde(rename = "browser-hls")]
+    BrowserHls,
     /// Diagnostic: the TS as the hub publishes it (no egress, no TCP): the
     /// producer's share of the HTTP-TS figure.
     Hub,
@@ -68,6 +74,7 @@ impl LatencyPath {
             LatencyPath::Http => "http",
             LatencyPath::Whep => "whep",
             LatencyPath::Browser => "browser",
+            LatencyPath::BrowserHls => "browser-hls",
             LatencyPath::Hub => "hub",
             LatencyPath::Mpv => "mpv",
             LatencyPath::Relay => "relay",
@@ -283,7 +290,7 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
         .path
         .iter()
         .copied()
-        .filter(|p| *p != LatencyPath::Browser)
+        .filter(|p| !matches!(p, LatencyPath::Browser | LatencyPath::BrowserHls))
         .collect();
     if !in_process.is_empty() {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -326,7 +333,9 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
                     },
                     LatencyPath::Hub => http::measure_hub(&host, args.seconds).await,
                     LatencyPath::Mpv => mpv::measure(&host, args.seconds, &args.mpv_arg).await,
-                    LatencyPath::Browser => unreachable!("filtered above"),
+                    LatencyPath::Browser | LatencyPath::BrowserHls => {
+                        unreachable!("filtered above")
+                    }
                 };
                 out.push(r.with_context(|| format!("{} viewer", path.label()))?);
             }
@@ -336,8 +345,10 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
         rt.shutdown_timeout(Duration::from_millis(500));
         reports.extend(got?);
     }
-    if args.path.contains(&LatencyPath::Browser) {
-        reports.push(browser::measure(&args)?);
+    for path in [LatencyPath::Browser, LatencyPath::BrowserHls] {
+        if args.path.contains(&path) {
+            reports.push(browser::measure(&args, path)?);
+        }
     }
     // Keep the order asked for.
     reports.sort_by_key(|r| args.path.iter().position(|p| *p == r.path));
