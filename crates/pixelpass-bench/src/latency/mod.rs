@@ -16,11 +16,13 @@
 //! [`http`]), `whep` (a str0m WebRTC peer + the same decoder, [`whep`]),
 //! `browser` (headless Chromium on the player page, reading each frame at
 //! render time; needs root for `unshare --net`, [`browser`]; `browser-hls`:
-//! the same page playing LL-HLS in hls.js); `mpv` (mpv
+//! the same page playing LL-HLS in hls.js); `ffmpeg-hls` (ffmpeg reading
+//! the LL-HLS playlist, [`ffmpeg_hls`]); `mpv` (mpv
 //! with `pixelpass view`'s options, frames written as shown, [`mpv`]); and
 //! `hub`, a diagnostic: the TS straight from the hub, before any egress.
 
 pub mod browser;
+pub mod ffmpeg_hls;
 pub mod http;
 pub mod mpv;
 pub mod relay;
@@ -58,6 +60,10 @@ pub enum LatencyPath {
     #[value(name = "browser-hls")]
     #[serde(rename = "browser-hls")]
     BrowserHls,
+    /// LL-HLS read by ffmpeg (whole segments: it knows no parts).
+    #[value(name = "ffmpeg-hls")]
+    #[serde(rename = "ffmpeg-hls")]
+    FfmpegHls,
     /// Diagnostic: the TS as the hub publishes it (no egress, no TCP): the
     /// producer's share of the HTTP-TS figure.
     Hub,
@@ -75,6 +81,7 @@ impl LatencyPath {
             LatencyPath::Whep => "whep",
             LatencyPath::Browser => "browser",
             LatencyPath::BrowserHls => "browser-hls",
+            LatencyPath::FfmpegHls => "ffmpeg-hls",
             LatencyPath::Hub => "hub",
             LatencyPath::Mpv => "mpv",
             LatencyPath::Relay => "relay",
@@ -172,7 +179,7 @@ impl Report {
 
 pub fn table_header() -> String {
     format!(
-        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "{:<11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
         "path", "frames", "unreadable", "p50 ms", "p95 ms", "max ms", "join ms"
     )
 }
@@ -180,7 +187,7 @@ pub fn table_header() -> String {
 pub fn table_row(r: &Report) -> String {
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     format!(
-        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "{:<11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
         r.path.label(),
         r.frames,
         r.unreadable,
@@ -333,6 +340,9 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
                     },
                     LatencyPath::Hub => http::measure_hub(&host, args.seconds).await,
                     LatencyPath::Mpv => mpv::measure(&host, args.seconds, &args.mpv_arg).await,
+                    LatencyPath::FfmpegHls => {
+                        ffmpeg_hls::measure(&host, args.resolution, args.seconds).await
+                    }
                     LatencyPath::Browser | LatencyPath::BrowserHls => {
                         unreachable!("filtered above")
                     }
