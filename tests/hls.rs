@@ -74,6 +74,22 @@ fn ffmpeg_decodes_a_serve_ffmpeg_streams_ll_hls() {
     );
     assert!(video >= 150, "{video} video frames decoded");
     assert!(audio >= 150, "{audio} audio frames decoded");
+    // The metrics count the HLS client (one address) and the bytes it got;
+    // the segmenter's own hub subscription is no HTTP-TS viewer.
+    let m = serve.api("GET", "/metrics", None).text();
+    for line in [
+        "pixelpass_stream_viewers{stream=\"lobby\",kind=\"hls\"} 1",
+        "pixelpass_stream_viewers{stream=\"lobby\",kind=\"http\"} 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "no {line:?} in\n{m}");
+    }
+    let hls_bytes = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("pixelpass_stream_bytes_out_total{stream=\"lobby\",kind=\"hls\"} ")
+        })
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(hls_bytes.is_some_and(|n| n > 100_000), "{m}");
 }
 
 #[test]
@@ -174,6 +190,10 @@ fn a_blocking_reload_is_held_until_its_part_and_too_far_ahead_is_a_400() {
     let st = host.status();
     assert_eq!(st["hls"]["clients"], 1, "{st}");
     assert_eq!(st["viewers"], 1, "{st}");
+    assert_eq!(
+        st["layers"][0]["http_viewers"], 0,
+        "the segmenter is no HTTP-TS viewer: {st}"
+    );
 }
 
 #[test]

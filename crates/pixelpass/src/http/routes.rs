@@ -168,7 +168,13 @@ fn with_layers(entry: &crate::registry::StreamEntry) -> serde_json::Value {
         .layers()
         .enumerate()
         .map(|(i, hub)| {
-            let mut l = serde_json::json!({ "layer": i, "http_viewers": hub.receivers() });
+            // The LL-HLS segmenter reads layer 0 as a receiver; it is no HTTP-TS viewer.
+            let feeders = hub
+                .out()
+                .hls_feeders
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let http = hub.receivers().saturating_sub(feeders);
+            let mut l = serde_json::json!({ "layer": i, "http_viewers": http });
             if let (Some(info), Some(obj)) = (hub.layer_info(), l.as_object_mut()) {
                 if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(info) {
                     obj.extend(fields);

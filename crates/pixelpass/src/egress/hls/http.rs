@@ -127,7 +127,10 @@ pub async fn get(
             s.requests.init.fetch_add(1, Ordering::Relaxed);
             let bytes = s.lock().window.init(n).cloned();
             match bytes {
-                Some(b) => media(b, format!("i{n}"), unix_ms() / 1000, headers),
+                Some(b) => {
+                    s.served_bytes(b.len());
+                    media(b, format!("i{n}"), unix_ms() / 1000, headers)
+                }
                 None => gone("this init segment"),
             }
         }
@@ -143,7 +146,10 @@ pub async fn get(
                     (seg.bytes(), seg.pdt_ms / 1000)
                 });
             match found {
-                Some((b, at)) => media(b, format!("s{msn}"), at, headers),
+                Some((b, at)) => {
+                    s.served_bytes(b.len());
+                    media(b, format!("s{msn}"), at, headers)
+                }
                 None => gone("this segment"),
             }
         }
@@ -319,6 +325,7 @@ async fn part(s: Arc<HlsStream>, msn: u64, k: usize, headers: &HeaderMap) -> Res
     let etag = format!("\"p{msn}-{k}\"");
     let modified = unix_ms() / 1000;
     if let Some((bytes, _)) = whole {
+        s.served_bytes(bytes.len());
         return media(bytes, format!("p{msn}-{k}"), modified, headers);
     }
     // Still being written: what is there now, then each chunk as it comes.
@@ -340,6 +347,7 @@ async fn part(s: Arc<HlsStream>, msn: u64, k: usize, headers: &HeaderMap) -> Res
                 if !fresh.is_empty() {
                     let n = fresh.len();
                     let bytes = Bytes::from(fresh.concat());
+                    s.served_bytes(bytes.len());
                     return Some((Ok::<_, Infallible>(bytes), (s, rx, sent + n, complete)));
                 }
                 if complete {

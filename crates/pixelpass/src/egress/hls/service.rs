@@ -119,6 +119,15 @@ pub struct HlsStream {
     pub requests: Requests,
 }
 
+/// While the feeder runs: its hub subscription is counted as no viewer.
+struct Feeding(crate::hub::Hub);
+
+impl Drop for Feeding {
+    fn drop(&mut self) {
+        self.0.out().hls_feeders.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,6 +164,7 @@ impl HlsStream {
         } else {
             let lease = self.supervisor.acquire().map_err(|full| full.to_string())?;
             st.clients.insert(client, (lease, now));
+            self.count_clients(st.clients.len());
         }
         if !st.feeding {
             st.feeding = true;
@@ -219,6 +229,7 @@ impl HlsStream {
         let quiet = self.cfg.quiet;
         st.clients
             .retain(|_, (_, seen)| now.duration_since(*seen) < quiet);
+        self.count_clients(st.clients.len());
         if st.clients.is_empty() {
             st.feeding = false;
             st.next_msn = st.window.next_msn();
@@ -229,8 +240,26 @@ impl HlsStream {
         }
     }
 
+    /// Status and metrics: client addresses holding a slot now.
+    fn count_clients(&self, n: usize) {
+        self.supervisor
+            .hub()
+            .out()
+            .hls_clients
+            .store(n, Ordering::Relaxed);
+    }
+
+    /// Media bytes served (metrics: `bytes_out{kind="hls"}`).
+    pub fn served_bytes(&self, n: usize) {
+        let out = self.supervisor.hub().out();
+        out.hls_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     async fn feed(self: Arc<Self>) {
         let hub = self.supervisor.hub().clone();
+        // Counted in the hub's receivers, but no HTTP-TS viewer.
+        hub.out().hls_feeders.fetch_add(1, Ordering::Relaxed);
+        let _feeding = Feeding(hub.clone());
         // From a fresh keyframe, not the cached GOP: frames that arrive in
         // real time give the program date-time its true wall clock.
         let mut sub = hub.subscribe_next_keyframe(Instant::now(), None);
@@ -266,6 +295,7 @@ impl HlsStream {
         let mut st = self.lock();
         st.feeding = false;
         st.clients.clear();
+        self.count_clients(0);
     }
 
     fn apply(&self, outs: &mut Vec<Output>, hub: &crate::hub::Hub) {
