@@ -317,3 +317,58 @@ fn nginx_carries_fifty_clients_with_at_most_two_origin_requests_per_object() {
         "{st}"
     );
 }
+
+/// `host --record DIR`: fragmented MP4 files, a new one every 0.25 min at a
+/// keyframe; the finished one and the one a `kill -9` cut short both decode.
+#[test]
+fn host_record_writes_files_that_decode_even_after_kill_9() {
+    let dir = TempDir::new("record");
+    let rec = dir.0.join("rec");
+    let mut host = Host::builder()
+        .arg("--record")
+        .arg(rec.to_str().expect("a UTF-8 temp path"))
+        .arg("--record-minutes")
+        .arg("0.25")
+        .spawn();
+    let files = |rec: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(rec)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // Wait (bounded) for the second file: the first is then complete.
+    let until = Instant::now() + Duration::from_secs(90);
+    while files(&rec).len() < 2 {
+        assert!(
+            Instant::now() < until,
+            "no second file in {rec:?}: {:?}\n{}",
+            files(&rec),
+            host.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: SIGKILL of the host this test started, by its PID.
+    assert_eq!(unsafe { libc::kill(host.pid(), libc::SIGKILL) }, 0);
+    let _ = host.terminate(Duration::from_secs(5));
+    let got = files(&rec);
+    assert!(got.len() >= 2, "{got:?}");
+    for (i, f) in got.iter().enumerate() {
+        let errors = decode_errors(f);
+        assert!(errors.is_empty(), "{f:?} does not decode cleanly: {errors}");
+        let frames = count_video_frames(f);
+        // The first file holds 15 s (at 30 frames/s); the cut one what came in ≥ 3 s.
+        let least = if i == 0 { 400 } else { 60 };
+        assert!(frames >= least, "{f:?}: {frames} frames");
+        let streams = ffprobe_streams(f);
+        assert!(
+            streams.iter().any(|(t, c)| t == "video" && c == "h264"),
+            "{streams:?}"
+        );
+        assert!(
+            streams.iter().any(|(t, c)| t == "audio" && c == "aac"),
+            "{streams:?}"
+        );
+    }
+}

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod mp4;
 pub mod playlist;
+pub mod record;
 pub mod segmenter;
 pub mod service;
 pub mod window;
