@@ -185,6 +185,12 @@ fn a_blocking_reload_is_held_until_its_part_and_too_far_ahead_is_a_400() {
     );
     // A part that left the window (or never was) is a 404.
     assert_eq!(host.get(&format!("{base}part-1-0.m4s")).status, 404);
+    // Numbers at their limits are answered, not a crash.
+    let max = format!("{}", u64::MAX);
+    assert_eq!(host.get(&format!("{base}part-{max}-{max}.m4s")).status, 404);
+    assert_eq!(host.get(&format!("{base}seg-{max}.m4s")).status, 404);
+    let r = host.get(&format!("{base}index.m3u8?_HLS_msn={max}&_HLS_part={max}"));
+    assert_eq!(r.status, 400, "{}", r.text());
 
     // One client address: one HLS client, one viewer slot.
     let st = host.status();

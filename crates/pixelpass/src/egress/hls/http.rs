@@ -275,7 +275,7 @@ pub fn too_far(w: &super::window::Window, msn: u64, part: Option<usize>) -> Opti
     } else if msn > last.msn {
         // Parts of a segment not yet begun: those still in the next three parts.
         let ahead = (msn - last.msn) as usize;
-        part.is_some_and(|p| p + ahead > 3)
+        part.is_some_and(|p| p.saturating_add(ahead) > 3)
     } else {
         false
     };
@@ -298,13 +298,15 @@ async fn part(s: Arc<HlsStream>, msn: u64, k: usize, headers: &HeaderMap) -> Res
         w.segment(msn)
             .is_some_and(|seg| seg.parts.len() > k || seg.complete)
             || w.segments.front().is_some_and(|f| f.msn > msn)
-            || w.segments.back().is_some_and(|l| l.msn > msn + 1)
+            || w.segments
+                .back()
+                .is_some_and(|l| l.msn > msn.saturating_add(1))
     };
     let near = s
         .lock()
         .window
         .next_part()
-        .is_some_and(|(m, p)| (msn, k) >= (m, p) && msn <= m + 1);
+        .is_some_and(|(m, p)| (msn, k) >= (m, p) && msn <= m.saturating_add(1));
     if near && !s.wait_for(limit, exists).await {
         return unavailable(format!("part {k} of segment {msn} did not come in time"));
     }
@@ -377,6 +379,42 @@ fn fnv(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_far_ahead_is_the_specs_distance_and_never_overflows() {
+        use crate::egress::hls::segmenter::Output;
+        let mut w = super::super::window::Window::new(6, 100);
+        assert_eq!(
+            too_far(&w, u64::MAX, Some(usize::MAX)),
+            None,
+            "nothing to compare with yet"
+        );
+        for part in 0..3 {
+            w.apply(Output::Chunk {
+                bytes: Bytes::from_static(b"c"),
+                part: true,
+                segment: part == 0,
+                key: part == 0,
+                media_ms: 0.0,
+                wall_ms: 0,
+                timeline: 0,
+                duration_ms: 200.0,
+            });
+            w.apply(Output::PartEnd { segment: false });
+        }
+        // Last segment 100 with 3 whole parts (0, 1, 2).
+        assert!(too_far(&w, 100, Some(4)).is_none());
+        assert!(too_far(&w, 100, Some(6)).is_some());
+        assert!(too_far(&w, 101, Some(0)).is_none());
+        assert!(too_far(&w, 102, None).is_none());
+        assert!(too_far(&w, 103, None).is_some());
+        assert!(too_far(&w, u64::MAX, Some(usize::MAX)).is_some());
+        assert!(too_far(&w, 101, Some(usize::MAX)).is_some());
+        assert!(
+            too_far(&w, 0, Some(usize::MAX)).is_none(),
+            "old: answered at once"
+        );
+    }
 
     #[test]
     fn file_names() {
