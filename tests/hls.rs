@@ -1,8 +1,9 @@
-//! LL-HLS (CMAF) against real clients: ffmpeg decodes the playlist of a host
-//! and of a `serve` FFmpeg stream; blocking playlist reload holds and
-//! refuses as the spec says; hls.js plays it in headless Chromium; nginx
-//! (Debian's, as a caching proxy with request collapsing) carries 50
-//! following clients with at most two origin requests per part or segment.
+//! LL-HLS (CMAF) against real clients: ffmpeg decodes the playlist of a
+//! host, of a `serve` FFmpeg stream and of a stream published over WHIP;
+//! blocking playlist reload holds and refuses as the spec says; hls.js plays
+//! it in headless Chromium; nginx (Debian's, as a caching proxy with request
+//! collapsing) carries 50 following clients with at most two origin requests
+//! per part or segment; `host --record` files decode, even after `kill -9`.
 //!
 //! Every server, proxy and browser is a child started here on loopback and
 //! killed by PID when the test ends.
@@ -377,4 +378,36 @@ fn host_record_writes_files_that_decode_even_after_kill_9() {
             "{streams:?}"
         );
     }
+}
+
+/// A stream published over WHIP (`host --publish` into `serve`): its remux
+/// (H.264 + AAC in TS) becomes LL-HLS like any other stream.
+#[test]
+fn ffmpeg_decodes_the_ll_hls_of_a_published_stream() {
+    const VIEWER: &str = "desk-hls-viewer-token-0123456789";
+    const SECRET: &str = "desk-hls-publish-secret-0123456789";
+    let serve = Serve::start(
+        "hls-whip",
+        &format!("[[stream]]\nid = \"desk\"\ntoken = \"{VIEWER}\"\npublish_token = \"{SECRET}\"\n"),
+    );
+    let mut host = Host::builder()
+        .arg("--publish")
+        .arg(&format!("http://{}/whip/desk", serve.addr))
+        .env("PIXELPASS_PUBLISH_TOKEN", SECRET)
+        .spawn();
+    // (`wait_live` waits for FFmpeg's progress, which a published stream has not.)
+    let until = Instant::now() + Duration::from_secs(30);
+    while serve.report("desk")["state"] != "live" {
+        assert!(Instant::now() < until, "not live: {}", serve.report("desk"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (video, audio, errors) = ffmpeg_reads(serve.addr, VIEWER);
+    assert!(
+        errors.is_empty(),
+        "ffmpeg: {errors}\nserve:\n{}",
+        serve.stderr_text()
+    );
+    assert!(video >= 150, "{video} video frames decoded");
+    assert!(audio >= 150, "{audio} audio frames decoded");
+    host.terminate(Duration::from_secs(10));
 }
