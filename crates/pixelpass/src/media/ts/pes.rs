@@ -40,6 +40,8 @@ struct Gather {
     buf: Vec<u8>,
     total: Option<usize>,
     random_access: bool,
+    /// The last continuity_counter seen on the PID.
+    cc: Option<u8>,
 }
 
 /// Demultiplexes the first H.264 and the first AAC stream of the first program.
@@ -65,8 +67,13 @@ impl Demux {
         self.framer = framer;
     }
 
-    /// The video access unit being gathered is whole: hand it on now.
+    /// The video access unit being gathered is whole: hand it on now. (One
+    /// whose PES says its length waits for that many bytes: a chunk cut
+    /// early, when the muxer paused mid-frame, does not truncate it.)
     pub fn end_video(&mut self, out: &mut Vec<EsUnit>) {
+        if self.video.total.is_some() {
+            return;
+        }
         if let Some(u) = take(&mut self.video, EsKind::H264, &mut self.malformed) {
             out.push(u);
         }
@@ -117,6 +124,19 @@ impl Demux {
         } else {
             return;
         };
+        // A gap in the continuity counter (packets lost, or a viewer that
+        // skipped ahead): the PES being gathered is missing bytes; drop it.
+        if p.has_payload() {
+            let cc = p.continuity_counter();
+            let gap =
+                g.cc.is_some_and(|last| cc != (last + 1) & 0x0f && cc != last);
+            g.cc = Some(cc);
+            if gap && !g.buf.is_empty() {
+                g.buf.clear();
+                g.total = None;
+                self.malformed += 1;
+            }
+        }
         if p.pusi() {
             if let Some(u) = take(g, kind, &mut self.malformed) {
                 out.push(u);
@@ -188,6 +208,23 @@ mod tests {
     use crate::media::ts::packet::{PACKET_LEN, SYNC_BYTE};
 
     fn ts_packet(pid: u16, pusi: bool, payload: &[u8]) -> Vec<u8> {
+        ts_packet_cc(pid, pusi, payload, next_cc(pid))
+    }
+
+    /// Continuity counters per PID, as a muxer keeps them (per test thread).
+    fn next_cc(pid: u16) -> u8 {
+        thread_local! {
+            static CC: std::cell::RefCell<std::collections::HashMap<u16, u8>> = Default::default();
+        }
+        CC.with(|m| {
+            let mut m = m.borrow_mut();
+            let c = m.entry(pid).or_insert(15);
+            *c = (*c + 1) & 0x0f;
+            *c
+        })
+    }
+
+    fn ts_packet_cc(pid: u16, pusi: bool, payload: &[u8], cc: u8) -> Vec<u8> {
         assert!(payload.len() <= PACKET_LEN - 4);
         let mut p = vec![
             SYNC_BYTE,
@@ -196,9 +233,9 @@ mod tests {
         ];
         let stuff = PACKET_LEN - 4 - payload.len();
         if stuff == 0 {
-            p.push(0x10);
+            p.push(0x10 | cc);
         } else {
-            p.push(0x30);
+            p.push(0x30 | cc);
             p.push((stuff - 1) as u8);
             if stuff > 1 {
                 p.push(0);
@@ -298,6 +335,28 @@ mod tests {
         assert_eq!((out[2].pts, out[2].dts), (12000, 9000));
         assert_eq!(out[2].data, [0, 0, 1, 0x41, 1]);
         assert_eq!(d.malformed, 0);
+    }
+
+    #[test]
+    fn a_pes_with_a_continuity_gap_is_dropped_not_handed_on_corrupt() {
+        let frame: Vec<u8> = [&[0, 0, 0, 1, 0x65][..], &[7u8; 600]].concat();
+        let pes_bytes = pes(0xe0, 9000, None, &frame, false);
+        let mut pkts: Vec<Vec<u8>> = pes_bytes
+            .chunks(184)
+            .enumerate()
+            .map(|(i, c)| ts_packet(0x100, i == 0, c))
+            .collect();
+        pkts.remove(1); // one packet lost mid-PES
+        let next = packets(0x100, &pes(0xe0, 12000, None, &[0, 0, 1, 0x41, 1], false));
+        let stream = [program(), pkts.concat(), next].concat();
+        let mut d = Demux::new();
+        let mut out = Vec::new();
+        d.push(&stream, &mut out);
+        d.end_video(&mut out);
+        // Only the whole second frame comes out.
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].pts, 12000);
+        assert_eq!(d.malformed, 1);
     }
 
     #[test]
