@@ -24,8 +24,9 @@ PKGS_SERVE=(ffmpeg)
 # The integration tests decode what viewers receive with ffprobe/ffmpeg, and
 # run the browser test in a private network namespace (ip, unshare); the
 # network lab (crates/pixelpass-testkit/src/netlab) routes through a NAT
-# router made with nftables.
-PKGS_TEST=(ffmpeg iproute2 util-linux openssl curl nftables)
+# router made with nftables. The LL-HLS test (tests/hls.rs) puts nginx in
+# front of the origin as a caching proxy.
+PKGS_TEST=(ffmpeg iproute2 util-linux openssl curl nftables nginx-light)
 # The Debian package (scripts/package.sh, tests/package.rs): dpkg-shlibdeps for
 # its library dependencies, systemd-analyze and systemd-sysusers for the units
 # and the postinst, man and groff to render the man pages, readelf (binutils,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{banner, HostArgs};
 use pixelpass::capture::{self, source, PipelineConfig};
+use pixelpass::egress::hls::record::RecordOptions;
 use pixelpass::egress::publish::PublishOptions;
 use pixelpass::host::{Host, HostOptions};
 use pixelpass::supervisor::Policy;
@@ -76,6 +77,11 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         token: token.clone(),
         tls,
         publish: publish_options(&args),
+        record: args.record.clone().map(|dir| RecordOptions {
+            dir,
+            file_length: Duration::from_secs_f64(args.record_minutes * 60.0),
+            name: "host".into(),
+        }),
     })
     .await?;
     let published = host.publish_status(PUBLISH_BANNER_WAIT).await;

@@ -117,6 +117,21 @@ pub struct HostArgs {
     pub tls: pixelpass::http::TlsArgs,
     #[command(flatten)]
     pub publish: PublishArgs,
+    /// Record the stream to DIR as fragmented MP4 files (playable while
+    /// written; a crash loses at most a frame). Capture then runs whoever watches.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<std::path::PathBuf>,
+    /// Minutes per recording file (a new file starts at the next keyframe).
+    #[arg(long, value_name = "MIN", default_value_t = 10.0, requires = "record",
+          value_parser = parse_minutes)]
+    pub record_minutes: f64,
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(m) if (0.05..=1440.0).contains(&m) => Ok(m),
+        _ => Err(format!("{s:?}: minutes from 0.05 to 1440")),
+    }
 }
 
 /// `--publish`: send the stream to a WHIP relay (RFC 9725) too, the way past NAT.

@@ -28,6 +28,7 @@ mod adapt;
 mod callgrind;
 mod capture;
 mod fanout;
+mod hls_cache;
 mod host;
 mod http_load;
 mod join;
@@ -60,6 +61,9 @@ pub enum BenchCommand {
     /// (HTTP-TS, WHEP or headless Chromium) reading the time drawn into each
     /// frame; prints p50/p95/max latency, join time and unreadable frames.
     Latency(latency::LatencyArgs),
+    /// LL-HLS behind nginx (caching, request collapsing): origin requests/s
+    /// against 10, 100, 500 following clients.
+    HlsCache(hls_cache::HlsCacheArgs),
     /// The load generator of `fanout` (started by it as a child process).
     #[command(hide = true)]
     FanoutClient(http_load::ClientArgs),
@@ -207,6 +211,7 @@ fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Fanout(a) => fanout::run(a),
         BenchCommand::Latency(a) => latency::run(a),
+        BenchCommand::HlsCache(a) => hls_cache::run(a),
         BenchCommand::FanoutClient(a) => http_load::run(a),
         BenchCommand::Join(a) => join::run(a),
         BenchCommand::Capture(a) => capture::run(a),

@@ -16,12 +16,16 @@
 // page navigation start → first frame presented. jitterBufferMs / decodeMs:
 // Chromium's own averages for the video track (getStats, inbound-rtp).
 //
-//   node latency.mjs --url http://127.0.0.1:PORT/TOKEN/ [--seconds 10]
+//   node latency.mjs --url http://127.0.0.1:PORT/TOKEN/ [--seconds 10] [--hls]
+//
+// --hls: the page's WebRTC is closed and hls.js (from npm, node_modules)
+// plays the stream's LL-HLS playlist in the same <video> instead.
 //
 // Exit status 0 when frames came and all could be read; 1 otherwise; 2 on
 // a usage or launch error. Meant to run inside a network namespace that has
 // only loopback (in-netns.sh --script latency.mjs).
 
+import { readFileSync } from "node:fs";
 import { launchChromium } from "./launch.mjs";
 
 function arg(name, fallback) {
@@ -31,6 +35,7 @@ function arg(name, fallback) {
 
 const url = arg("url");
 const seconds = Number(arg("seconds", "10"));
+const hls = process.argv.includes("--hls");
 if (!url || !(seconds > 0)) {
   console.error("usage: node latency.mjs --url URL [--seconds N]");
   process.exit(2);
@@ -99,12 +104,34 @@ let browser;
 let result = { ok: false };
 try {
   browser = await launchChromium();
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  // hls.js runs as an inline script and may start a worker from a blob.
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 }, bypassCSP: hls });
   const logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
   const t0 = Date.now();
   await page.goto(url, { waitUntil: "domcontentloaded", timeout: 10000 });
+  if (hls) {
+    const src = readFileSync(new URL("./node_modules/hls.js/dist/hls.js", import.meta.url), "utf8");
+    await page.addScriptTag({ content: src });
+    await page.evaluate(async () => {
+      // The player page's own globals: stop its WebRTC, then hand the video to hls.js.
+      generation++;
+      clearTimeout(retryTimer);
+      await release();
+      const v = document.getElementById("video");
+      v.srcObject = null;
+      // eslint-disable-next-line no-undef
+      // Catch up (play up to 1.5× fast) when behind the target latency (PART-HOLD-BACK).
+      const h = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
+      window.__hlsErrors = [];
+      h.on(Hls.Events.ERROR, (_e, d) => window.__hlsErrors.push(`${d.type}/${d.details}${d.fatal ? " (fatal)" : ""}`));
+      h.loadSource(new URL("hls/index.m3u8", location.href).href);
+      h.attachMedia(v);
+      h.on(Hls.Events.MANIFEST_PARSED, () => v.play().catch(() => {}));
+      window.__hls = h;
+    });
+  }
   await page.evaluate(install);
   // Wait for the first frame (at most 15 s), then watch for `seconds`.
   const firstBy = Date.now() + 15000;
@@ -130,7 +157,9 @@ try {
         }
       }
     } catch (_) {}
-    return { ...s, dropped: q.droppedVideoFrames, decoded: q.totalVideoFrames, jitterBufferMs, decodeMs };
+    const hlsLatency = window.__hls ? window.__hls.latency : null;
+    const hlsErrors = window.__hlsErrors || null;
+    return { ...s, dropped: q.droppedVideoFrames, decoded: q.totalVideoFrames, jitterBufferMs, decodeMs, hlsLatency, hlsErrors };
   });
   result = {
     ok: st.shown.length > 0 && st.unreadable === 0,
@@ -144,6 +173,8 @@ try {
     dropped: st.dropped,
     jitterBufferMs: st.jitterBufferMs,
     decodeMs: st.decodeMs,
+    hlsLatency: st.hlsLatency,
+    hlsErrors: st.hlsErrors,
     logs: logs.slice(-10),
   };
 } catch (e) {

@@ -5,6 +5,7 @@
 //! - [`client`]: a WHEP viewer (str0m, full ICE/DTLS/SRTP) and its session
 //!   helper; the HTTP client (hyper's) and the HTTP-TS stream viewer;
 //! - [`host`]: a `pixelpass host` child process;
+//! - [`hls`]: an LL-HLS client (blocking reloads, parts or segments) and nginx as a caching proxy;
 //! - [`serve`]: a `pixelpass serve` child process and its API;
 //! - [`whep_harness`]: an in-process host with a crashable producer, for the WHEP tests;
 //! - [`whip_standin`]: a stand-in WHIP relay that counts and keeps what `host --publish` sends;
@@ -34,6 +35,7 @@ pub mod client;
 pub mod clock;
 pub mod crc;
 pub mod desktop;
+pub mod hls;
 pub mod host;
 pub mod netlab;
 pub mod package;

@@ -32,6 +32,9 @@ pub struct HostOptions {
     /// `--publish`: send the stream to WHIP relays too (capture then runs
     /// whoever watches locally).
     pub publish: Option<PublishOptions>,
+    /// `--record DIR`: write the stream to fragmented MP4 files too
+    /// (capture then runs whoever watches).
+    pub record: Option<crate::egress::hls::record::RecordOptions>,
 }
 
 /// A running host: serving, capture started by the first viewer.
@@ -46,6 +49,7 @@ pub struct Host {
     /// The listener speaks HTTPS.
     pub https: bool,
     publisher: Option<Publisher>,
+    recorder: Option<crate::egress::hls::record::Recorder>,
 }
 
 impl Host {
@@ -67,7 +71,7 @@ impl Host {
             .context("cannot read the listening address")?;
         let whep = Whep::start(&opts.webrtc).await?;
         let mut policy = opts.policy;
-        if opts.publish.is_some() {
+        if opts.publish.is_some() || opts.record.is_some() {
             // The relay does not say who watches: capture runs while publishing.
             policy.on_demand = false;
         }
@@ -96,6 +100,22 @@ impl Host {
             }
             None => None,
         };
+        let recorder = match opts.record {
+            Some(r) => {
+                match crate::egress::hls::record::Recorder::start(r, supervisor.hub().clone()) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        if let Some(p) = publisher {
+                            p.stop().await;
+                        }
+                        whep.shutdown().await;
+                        supervisor.shutdown().await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let https = opts.tls.is_some();
         let server = tokio::spawn(http::serve_tls(
@@ -115,6 +135,7 @@ impl Host {
             server,
             https,
             publisher,
+            recorder,
         })
     }
 
@@ -154,6 +175,9 @@ impl Host {
         let stop_all = async {
             if let Some(p) = self.publisher {
                 p.stop().await;
+            }
+            if let Some(r) = self.recorder {
+                r.stop().await;
             }
             self.whep.shutdown().await;
             self.supervisor.shutdown().await;

@@ -25,10 +25,18 @@ pub fn browser_dir() -> PathBuf {
         .unwrap_or_else(|| pixelpass_testkit::bin::kit_dir().join("browser"))
 }
 
-pub fn measure(args: &LatencyArgs) -> anyhow::Result<Report> {
+/// `path`: [`LatencyPath::Browser`] (WebRTC) or [`LatencyPath::BrowserHls`] (hls.js).
+pub fn measure(args: &LatencyArgs, path: LatencyPath) -> anyhow::Result<Report> {
     let dir = browser_dir();
     if !dir.join("node_modules/playwright-core").is_dir() {
         bail!("{} has no node_modules/playwright-core: run scripts/setup.sh (or set PIXELPASS_BROWSER_DIR)", dir.display());
+    }
+    let hls = path == LatencyPath::BrowserHls;
+    if hls && !dir.join("node_modules/hls.js").is_dir() {
+        bail!(
+            "{} has no node_modules/hls.js: run scripts/setup.sh (or set PIXELPASS_BROWSER_DIR)",
+            dir.display()
+        );
     }
     let exe = pixelpass_testkit::pixelpass_bin()?;
     let (w, h) = args.resolution;
@@ -63,6 +71,7 @@ pub fn measure(args: &LatencyArgs) -> anyhow::Result<Report> {
             "--seconds",
             &args.seconds.to_string(),
         ])
+        .args(hls.then_some("--hls"))
         .output()
         .context("cannot run timeout/unshare")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -87,7 +96,9 @@ pub fn measure(args: &LatencyArgs) -> anyhow::Result<Report> {
     if let Some(e) = v["error"].as_str() {
         bail!("latency.mjs: {e}\nstderr: {stderr}");
     }
-    parse_result(&v)
+    let mut r = parse_result(&v)?;
+    r.path = path;
+    Ok(r)
 }
 
 /// latency.mjs's JSON → a report.
@@ -113,6 +124,13 @@ pub fn parse_result(v: &serde_json::Value) -> anyhow::Result<Report> {
             .as_f64()
             .map(|j| format!("jitter buffer {j:.1} ms")),
         v["decodeMs"].as_f64().map(|d| format!("decode {d:.1} ms")),
+        v["hlsLatency"]
+            .as_f64()
+            .map(|l| format!("hls.js: {l:.2} s behind the playlist's end")),
+        v["hlsErrors"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .map(|a| format!("hls.js errors: {a:?}")),
         v["dropped"]
             .as_u64()
             .map(|d| format!("{d} frames dropped by the browser")),

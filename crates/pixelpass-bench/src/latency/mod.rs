@@ -15,11 +15,14 @@
 //! Paths: `http` (HTTP MPEG-TS: our TS demuxer + libav's H.264 decoder,
 //! [`http`]), `whep` (a str0m WebRTC peer + the same decoder, [`whep`]),
 //! `browser` (headless Chromium on the player page, reading each frame at
-//! render time; needs root for `unshare --net`, [`browser`]); `mpv` (mpv
+//! render time; needs root for `unshare --net`, [`browser`]; `browser-hls`:
+//! the same page playing LL-HLS in hls.js); `ffmpeg-hls` (ffmpeg reading
+//! the LL-HLS playlist, [`ffmpeg_hls`]); `mpv` (mpv
 //! with `pixelpass view`'s options, frames written as shown, [`mpv`]); and
 //! `hub`, a diagnostic: the TS straight from the hub, before any egress.
 
 pub mod browser;
+pub mod ffmpeg_hls;
 pub mod http;
 pub mod mpv;
 pub mod relay;
@@ -52,6 +55,15 @@ pub enum LatencyPath {
     Whep,
     /// The player page in headless Chromium, read at render time (needs root).
     Browser,
+    /// LL-HLS in hls.js (npm) on the player page in headless Chromium, read
+    /// at render time (needs root).
+    #[value(name = "browser-hls")]
+    #[serde(rename = "browser-hls")]
+    BrowserHls,
+    /// LL-HLS read by ffmpeg (whole segments: it knows no parts).
+    #[value(name = "ffmpeg-hls")]
+    #[serde(rename = "ffmpeg-hls")]
+    FfmpegHls,
     /// Diagnostic: the TS as the hub publishes it (no egress, no TCP): the
     /// producer's share of the HTTP-TS figure.
     Hub,
@@ -68,6 +80,8 @@ impl LatencyPath {
             LatencyPath::Http => "http",
             LatencyPath::Whep => "whep",
             LatencyPath::Browser => "browser",
+            LatencyPath::BrowserHls => "browser-hls",
+            LatencyPath::FfmpegHls => "ffmpeg-hls",
             LatencyPath::Hub => "hub",
             LatencyPath::Mpv => "mpv",
             LatencyPath::Relay => "relay",
@@ -165,7 +179,7 @@ impl Report {
 
 pub fn table_header() -> String {
     format!(
-        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "{:<11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
         "path", "frames", "unreadable", "p50 ms", "p95 ms", "max ms", "join ms"
     )
 }
@@ -173,7 +187,7 @@ pub fn table_header() -> String {
 pub fn table_row(r: &Report) -> String {
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     format!(
-        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "{:<11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
         r.path.label(),
         r.frames,
         r.unreadable,
@@ -283,7 +297,7 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
         .path
         .iter()
         .copied()
-        .filter(|p| *p != LatencyPath::Browser)
+        .filter(|p| !matches!(p, LatencyPath::Browser | LatencyPath::BrowserHls))
         .collect();
     if !in_process.is_empty() {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -326,7 +340,12 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
                     },
                     LatencyPath::Hub => http::measure_hub(&host, args.seconds).await,
                     LatencyPath::Mpv => mpv::measure(&host, args.seconds, &args.mpv_arg).await,
-                    LatencyPath::Browser => unreachable!("filtered above"),
+                    LatencyPath::FfmpegHls => {
+                        ffmpeg_hls::measure(&host, args.resolution, args.seconds).await
+                    }
+                    LatencyPath::Browser | LatencyPath::BrowserHls => {
+                        unreachable!("filtered above")
+                    }
                 };
                 out.push(r.with_context(|| format!("{} viewer", path.label()))?);
             }
@@ -336,8 +355,10 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
         rt.shutdown_timeout(Duration::from_millis(500));
         reports.extend(got?);
     }
-    if args.path.contains(&LatencyPath::Browser) {
-        reports.push(browser::measure(&args)?);
+    for path in [LatencyPath::Browser, LatencyPath::BrowserHls] {
+        if args.path.contains(&path) {
+            reports.push(browser::measure(&args, path)?);
+        }
     }
     // Keep the order asked for.
     reports.sort_by_key(|r| args.path.iter().position(|p| *p == r.path));

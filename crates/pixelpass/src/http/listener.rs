@@ -129,6 +129,15 @@ async fn http1<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    // Handlers that count clients by address (HLS) find it in the request.
+    let client = crate::egress::hls::ClientAddr(peer.ip());
+    let router = tower::ServiceExt::map_request(
+        router,
+        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(client);
+            req
+        },
+    );
     let service = TowerToHyperService::new(router);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -58,10 +58,14 @@ pub fn render(samples: &[Sample]) -> String {
     f.head(
         "pixelpass_stream_viewers",
         "gauge",
-        "Viewers watching now, by kind (http = MPEG-TS, whep = WebRTC).",
+        "Viewers watching now, by kind (http = MPEG-TS, whep = WebRTC, hls = LL-HLS client addresses: a cache is one).",
     );
     for s in samples {
-        for (kind, n) in [("http", s.viewers.http), ("whep", s.viewers.whep)] {
+        for (kind, n) in [
+            ("http", s.viewers.http),
+            ("whep", s.viewers.whep),
+            ("hls", s.viewers.hls),
+        ] {
             f.line(
                 "pixelpass_stream_viewers",
                 &format!("stream=\"{}\",kind=\"{kind}\"", s.id),
@@ -72,10 +76,14 @@ pub fn render(samples: &[Sample]) -> String {
     f.head(
         "pixelpass_stream_bytes_out_total",
         "counter",
-        "Media bytes sent to viewers, by kind (TS bytes; RTP payload bytes).",
+        "Media bytes sent to viewers, by kind (TS bytes; RTP payload bytes; LL-HLS media served).",
     );
     for s in samples {
-        for (kind, n) in [("http", s.bytes_out.http), ("whep", s.bytes_out.whep)] {
+        for (kind, n) in [
+            ("http", s.bytes_out.http),
+            ("whep", s.bytes_out.whep),
+            ("hls", s.bytes_out.hls),
+        ] {
             f.line(
                 "pixelpass_stream_bytes_out_total",
                 &format!("stream=\"{}\",kind=\"{kind}\"", s.id),
@@ -268,9 +276,14 @@ mod tests {
             viewers: Viewers {
                 http: 0,
                 whep: 0,
+                hls: 0,
                 total: 0,
             },
-            bytes_out: BytesOut { http: 0, whep: 0 },
+            bytes_out: BytesOut {
+                http: 0,
+                whep: 0,
+                hls: 0,
+            },
             process: Arc::new(ProcessState::default()),
             published: false,
             publisher: None,

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::egress::hls::{self, ClientAddr, Hls};
 use crate::egress::http_ts;
 use crate::egress::whep::{self, Whep};
 use crate::registry::Registry;
@@ -17,6 +18,7 @@ pub fn router(registry: Registry) -> Router {
 
 /// The routes, plus the WHEP endpoints (`/{token}/whep…`) when `whep` is given.
 pub fn router_with(registry: Registry, whep: Option<Whep>) -> Router {
+    let hls = Hls::new(hls::HlsConfig::default());
     let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/{token}/", get(player_page))
@@ -24,10 +26,18 @@ pub fn router_with(registry: Registry, whep: Option<Whep>) -> Router {
         .fallback(not_found)
         .with_state(registry.clone())
         .route(
+            "/{token}/hls/{file}",
+            get(hls_get).with_state(HlsState {
+                registry: registry.clone(),
+                hls: hls.clone(),
+            }),
+        )
+        .route(
             "/{token}/status",
             get(status).with_state(StatusState {
                 registry: registry.clone(),
                 whep: whep.clone(),
+                hls,
             }),
         );
     match whep {
@@ -97,9 +107,33 @@ async fn stream_ts_head(
 }
 
 #[derive(Clone)]
+struct HlsState {
+    registry: Registry,
+    hls: Hls,
+}
+
+/// LL-HLS: the playlist, init segments, parts and segments (see `egress::hls::http`).
+async fn hls_get(
+    State(st): State<HlsState>,
+    Path((token, file)): Path<(String, String)>,
+    Query(q): Query<hls::http::Query>,
+    client: Option<axum::Extension<ClientAddr>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match st.registry.by_token(&token) {
+        Some(entry) => {
+            let client = client.map(|c| c.0 .0);
+            hls::http::get(st.hls, entry, &file, q, &headers, client).await
+        }
+        None => not_found().await,
+    }
+}
+
+#[derive(Clone)]
 struct StatusState {
     registry: Registry,
     whep: Option<Whep>,
+    hls: Hls,
 }
 
 /// The stream's status, its layers and (with WebRTC) each WebRTC viewer's
@@ -111,6 +145,12 @@ async fn status(State(st): State<StatusState>, Path(token): Path<String>) -> Res
             if let (Some(whep), Some(obj)) = (&st.whep, v.as_object_mut()) {
                 let peers = serde_json::to_value(whep.peer_reports(&entry.id)).unwrap_or_default();
                 obj.insert("webrtc_peers".into(), peers);
+            }
+            if let (Some(report), Some(obj)) = (st.hls.report(&entry.id), v.as_object_mut()) {
+                obj.insert(
+                    "hls".into(),
+                    serde_json::to_value(report).unwrap_or_default(),
+                );
             }
             ([(header::CACHE_CONTROL, "no-store")], axum::Json(v)).into_response()
         }
@@ -128,7 +168,13 @@ fn with_layers(entry: &crate::registry::StreamEntry) -> serde_json::Value {
         .layers()
         .enumerate()
         .map(|(i, hub)| {
-            let mut l = serde_json::json!({ "layer": i, "http_viewers": hub.receivers() });
+            // The LL-HLS segmenter reads layer 0 as a receiver; it is no HTTP-TS viewer.
+            let feeders = hub
+                .out()
+                .hls_feeders
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let http = hub.receivers().saturating_sub(feeders);
+            let mut l = serde_json::json!({ "layer": i, "http_viewers": http });
             if let (Some(info), Some(obj)) = (hub.layer_info(), l.as_object_mut()) {
                 if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(info) {
                     obj.extend(fields);

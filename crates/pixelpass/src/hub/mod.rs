@@ -120,6 +120,13 @@ pub struct HubStats {
 pub struct OutCounters {
     pub http_bytes: std::sync::atomic::AtomicU64,
     pub whep_bytes: std::sync::atomic::AtomicU64,
+    /// LL-HLS media bytes served (parts, segments, init segments).
+    pub hls_bytes: std::sync::atomic::AtomicU64,
+    /// LL-HLS client addresses holding a viewer slot now.
+    pub hls_clients: std::sync::atomic::AtomicUsize,
+    /// The LL-HLS segmenter's subscriptions to this hub (0 or 1): counted in
+    /// the hub's receivers, they are no HTTP-TS viewer.
+    pub hls_feeders: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Clone)]

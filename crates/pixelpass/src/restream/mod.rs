@@ -137,6 +137,8 @@ pub struct Urls {
 pub struct Viewers {
     pub http: usize,
     pub whep: usize,
+    /// LL-HLS client addresses (a cache in front is one).
+    pub hls: usize,
     pub total: usize,
 }
 
@@ -169,6 +171,7 @@ pub struct Report {
 pub struct BytesOut {
     pub http: u64,
     pub whep: u64,
+    pub hls: u64,
 }
 
 /// Everything the metrics need of one stream.
@@ -408,8 +411,14 @@ impl Streams {
     }
 
     fn viewers(&self, s: &Stream, status: &Status) -> Viewers {
+        let out = s.supervisor.hub().out();
         Viewers {
-            http: s.supervisor.hub().receivers(),
+            http: s
+                .supervisor
+                .hub()
+                .receivers()
+                .saturating_sub(out.hls_feeders.load(Ordering::Relaxed)),
+            hls: out.hls_clients.load(Ordering::Relaxed),
             whep: self.inner.whep.peers(Some(&s.config.id)),
             total: status.viewers,
         }
@@ -435,6 +444,7 @@ fn bytes_out(hub: &Hub) -> BytesOut {
     BytesOut {
         http: hub.out().http_bytes.load(Ordering::Relaxed),
         whep: hub.out().whep_bytes.load(Ordering::Relaxed),
+        hls: hub.out().hls_bytes.load(Ordering::Relaxed),
     }
 }
 

@@ -5,6 +5,7 @@
 pub(crate) mod chunker;
 pub(crate) mod framer;
 pub mod packet;
+pub mod pes;
 
 pub use chunker::{Chunker, Output};
 pub use framer::Framer;
