@@ -76,6 +76,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
         token: token.clone(),
         tls,
         publish: publish_options(&args),
+        limits: args.conn.limits(None),
     })
     .await?;
     let published = host.publish_status(PUBLISH_BANNER_WAIT).await;

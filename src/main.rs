@@ -116,6 +116,8 @@ pub struct HostArgs {
     #[command(flatten)]
     pub tls: pixelpass::http::TlsArgs,
     #[command(flatten)]
+    pub conn: pixelpass::http::ConnArgs,
+    #[command(flatten)]
     pub publish: PublishArgs,
 }
 
@@ -144,6 +146,10 @@ fn main() -> ExitCode {
     // Documentation goes out as it is, with no logging set up for it.
     if !matches!(cli.command, Command::Completions(_) | Command::Manpages(_)) {
         pixelpass::logging::init();
+    }
+    if matches!(cli.command, Command::Host(_) | Command::Serve(_)) {
+        // Every viewer is a socket: use all the descriptors the system allows.
+        pixelpass::http::fds::raise_nofile();
     }
     let result = match cli.command {
         Command::Host(args) => host::run(args),

@@ -34,6 +34,7 @@ pub async fn start_publishing(
         token: token.into(),
         tls: None,
         publish,
+        limits: pixelpass::http::Limits::default(),
     })
     .await
 }

@@ -32,6 +32,8 @@ pub struct HostOptions {
     /// `--publish`: send the stream to WHIP relays too (capture then runs
     /// whoever watches locally).
     pub publish: Option<PublishOptions>,
+    /// The HTTP listener's limits (`--max-connections`, header timeout).
+    pub limits: Limits,
 }
 
 /// A running host: serving, capture started by the first viewer.
@@ -101,7 +103,7 @@ impl Host {
         let server = tokio::spawn(http::serve_tls(
             listener,
             http::router_with(registry, Some(whep.clone())),
-            Limits::default(),
+            opts.limits,
             opts.tls,
             stop_rx,
         ));

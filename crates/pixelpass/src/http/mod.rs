@@ -2,13 +2,16 @@
 //! limits ([`listener`]), the routes, `serve`'s JSON API and metrics, and the
 //! player page ([`player`]).
 
+pub(crate) mod admission;
 pub mod api;
+pub mod fds;
 pub(crate) mod listener;
 mod metrics;
 pub(crate) mod player;
 mod routes;
+mod storm;
 pub mod tls;
 
-pub use listener::{bind, serve, serve_tls, Limits};
+pub use listener::{bind, serve, serve_tls, ConnArgs, Limits};
 pub use routes::{router, router_with};
 pub use tls::{Tls, TlsArgs};
