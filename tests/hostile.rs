@@ -210,3 +210,35 @@ fn a_connection_flood_leaves_viewers_playing_and_descriptors_bounded() {
         "only {closed_late}/{TRICKLE} slow senders lasted until the header timeout"
     );
 }
+
+#[test]
+fn over_max_connections_with_every_one_a_request_is_a_503() {
+    let host = HostBuilder::default()
+        .max_viewers(4)
+        .arg("--max-connections")
+        .arg("3")
+        .spawn();
+    // Three viewers hold all three connections, each a request.
+    let mut viewers: Vec<Viewer> = (0..3)
+        .map(|_| Viewer::open(host.addr, &host.stream_path()))
+        .collect();
+    for v in &mut viewers {
+        assert_eq!(v.status, 200);
+        v.read_for(Duration::from_millis(200));
+    }
+    let r = raw_request(host.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.text().contains("too many connections (3/3)"), "{:?}", r.text());
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    drop(viewers.pop());
+    // The slot is free again once a viewer leaves.
+    let mut ok = false;
+    for _ in 0..50 {
+        if host.get("/healthz").status == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "no connection admitted after a viewer left");
+}
