@@ -360,7 +360,7 @@ impl Core {
             return;
         };
         tracing::info!(
-            resource = %peer.resource,
+            resource = %crate::token::short(&peer.resource),
             stream = %peer.stream,
             connect_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
             "WebRTC viewer connected"
@@ -385,7 +385,7 @@ impl Core {
         }
         let join = hub.join_rtp(now);
         if let RtpJoin::Cached(gop) = join {
-            tracing::debug!(resource = %peer.resource, packets = gop.len(), layer = first, "WebRTC viewer starts on the cached GOP");
+            tracing::debug!(resource = %crate::token::short(&peer.resource), packets = gop.len(), layer = first, "WebRTC viewer starts on the cached GOP");
             peer.start_on_gop(gop);
         }
         self.after_link(id, now);
@@ -436,7 +436,7 @@ impl Core {
                 }
                 if !had_key && peer.first_key_at.is_some() {
                     tracing::debug!(
-                        resource = %peer.resource,
+                        resource = %crate::token::short(&peer.resource),
                         join_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
                         "first keyframe sent to a WebRTC viewer"
                     );
@@ -550,7 +550,7 @@ impl Core {
         // The lease goes with the index entry: the slot is free from here on.
         self.index.remove(&peer.resource);
         let (video, audio) = peer.sent();
-        tracing::info!(resource = %peer.resource, stream = %peer.stream, video, audio, "WebRTC viewer removed: {why}");
+        tracing::info!(resource = %crate::token::short(&peer.resource), stream = %peer.stream, video, audio, "WebRTC viewer removed: {why}");
         if close && rtc::close(&mut peer.rtc) {
             let _ = drain(&mut self.out, &mut peer, now, self.cfg.timeout);
         }
