@@ -20,6 +20,9 @@
 //! - `bench adapt`: a WebRTC viewer (headless Chromium) on a link that turns
 //!   thin, lossy and clean again in network namespaces; one row per second:
 //!   link, estimate, layer, fps, height, loss, freezes ([`adapt`]).
+//! - `bench soak`: HTTP-TS and WHEP viewers coming and going by the
+//!   thousand against `host` and `serve`; fds, RSS, threads and peers before,
+//!   during and after, and the slope ([`soak`]).
 
 #[macro_use]
 mod output;
@@ -35,6 +38,7 @@ mod procstat;
 mod rates;
 mod replay;
 mod serve;
+mod soak;
 mod whep_fanout;
 
 use std::process::ExitCode;
@@ -80,6 +84,10 @@ pub enum BenchCommand {
     /// 1.2 Mbit/s), is lifted, and takes 3 s of 10 % loss: one row per
     /// second of estimate, layer, fps, height, loss and freezes.
     Adapt(adapt::AdaptArgs),
+    /// Viewers by the thousand against host and serve (HTTP-TS connect/read/
+    /// close, WHEP join/leave with and without DELETE): fds, RSS, threads and
+    /// peers before, during and after; the slope; back to baseline or not.
+    Soak(soak::SoakArgs),
 }
 
 /// This very binary, to start a benchmark's load child: `/proc/self/exe`
@@ -213,5 +221,6 @@ fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::WhepFanoutClient(a) => whep_fanout::run_client(a),
         BenchCommand::Serve(a) => serve::run(a),
         BenchCommand::Adapt(a) => adapt::run(a),
+        BenchCommand::Soak(a) => soak::run(a),
     }
 }
