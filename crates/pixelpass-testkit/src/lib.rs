@@ -10,6 +10,7 @@
 //! - [`whip_standin`]: a stand-in WHIP relay that counts and keeps what `host --publish` sends;
 //! - [`desktop`]: the headless Wayland session, Xvfb, pictures and tones;
 //! - [`ts_scan`], [`access_units`]: frames and keyframes out of MPEG-TS;
+//! - [`faults`]: viewers that stay through faults and note every frame's arrival;
 //! - [`clock`]: decode H.264 and read the clock source's time code from each frame;
 //! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
 //! - [`netlab`]: an internet in network namespaces (home behind NAT, a public
@@ -34,6 +35,7 @@ pub mod client;
 pub mod clock;
 pub mod crc;
 pub mod desktop;
+pub mod faults;
 pub mod host;
 pub mod netlab;
 pub mod package;

@@ -98,6 +98,7 @@ impl Host {
             }
             None => None,
         };
+        capture::fault::arm_on_sigusr1();
         let (stop, stop_rx) = watch::channel(false);
         let https = opts.tls.is_some();
         let server = tokio::spawn(http::serve_tls(

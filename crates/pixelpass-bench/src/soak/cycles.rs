@@ -126,13 +126,23 @@ async fn http(addr: SocketAddr, path: &str) -> anyhow::Result<bool> {
 async fn whep(addr: SocketAddr, path: &str, delete: bool) -> anyhow::Result<bool> {
     let url = format!("http://{addr}{path}");
     let mut c = WhepClient::connect(&url, IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
-    let until = Instant::now() + CYCLE_DEADLINE;
+    // Shorter than the cycle's deadline, so a stuck join says how far it got.
+    let until = Instant::now() + CYCLE_DEADLINE * 2 / 3;
+    let (mut connected, mut frames) = (false, 0u64);
     loop {
         match c.next_event(until).await? {
             Some(WhepEvent::Video(f)) if f.keyframe => break,
+            Some(WhepEvent::Video(_)) => frames += 1,
+            Some(WhepEvent::Connected) => connected = true,
             Some(WhepEvent::Closed) => bail!("the server closed the peer before a keyframe"),
             Some(_) => {}
-            None => return Err(anyhow!("no keyframe before the deadline")),
+            None => {
+                return Err(anyhow!(
+                    "no keyframe within {:?} ({}; {frames} other frames)",
+                    CYCLE_DEADLINE * 2 / 3,
+                    if connected { "connected" } else { "ICE/DTLS never connected" }
+                ))
+            }
         }
     }
     if delete {

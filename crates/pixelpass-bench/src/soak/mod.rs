@@ -60,6 +60,9 @@ pub struct SoakArgs {
     /// is part of the baseline, not a leak.
     #[arg(long, default_value_t = 0.25)]
     pub warmup: f64,
+    /// An environment variable for the server (`MALLOC_ARENA_MAX=2`), repeatable.
+    #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub server_env: Vec<(String, String)>,
     /// How far RSS may end above where it began and still count as back.
     #[arg(long, default_value_t = 2048)]
     pub rss_tolerance_kib: u64,
@@ -96,7 +99,12 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
 
 fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Result<bool> {
     let max_viewers = 4000;
-    let target = Target::start(kind, max_viewers, args.webrtc_timeout, &[]);
+    let env: Vec<(&str, &str)> = args
+        .server_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let target = Target::start(kind, max_viewers, args.webrtc_timeout, &env);
     let t0 = Instant::now();
     say!(
         "soak {kind} (pid {}): {} HTTP-TS cycles ×{}, {} WHEP cycles ×{}",
@@ -258,6 +266,13 @@ fn print_row(kind: Kind, r: &Row) {
         ),
         json!({"target": kind, "phase": r.phase, "cycles": r.cycles, "secs": r.secs, "sample": r.s}),
     );
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 /// Least-squares slope of y over x (0 with fewer than two points).
