@@ -23,6 +23,8 @@
 //! - `bench soak`: HTTP-TS and WHEP viewers coming and going by the
 //!   thousand against `host` and `serve`; fds, RSS, threads and peers before,
 //!   during and after, and the slope ([`soak`]).
+//! - `bench faults`: encoder errors in host and kill -9 of serve's FFmpeg,
+//!   again and again, with viewers attached: each viewer's way back ([`faults`]).
 
 #[macro_use]
 mod output;
@@ -30,6 +32,7 @@ mod output;
 mod adapt;
 mod capture;
 mod fanout;
+mod faults;
 mod host;
 mod http_load;
 mod join;
@@ -88,6 +91,10 @@ pub enum BenchCommand {
     /// close, WHEP join/leave with and without DELETE): fds, RSS, threads and
     /// peers before, during and after; the slope; back to baseline or not.
     Soak(soak::SoakArgs),
+    /// Faults again and again with 5 HTTP-TS + 5 WHEP viewers: encoder
+    /// errors in host, kill -9 of serve's FFmpeg; restart → every viewer back
+    /// on a keyframe (ms), and no leaked fd, peer or child.
+    Faults(faults::FaultsArgs),
 }
 
 /// This very binary, to start a benchmark's load child: `/proc/self/exe`
@@ -222,5 +229,6 @@ fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Serve(a) => serve::run(a),
         BenchCommand::Adapt(a) => adapt::run(a),
         BenchCommand::Soak(a) => soak::run(a),
+        BenchCommand::Faults(a) => faults::run(a),
     }
 }

@@ -41,7 +41,6 @@ pub enum Child {
 
 /// A running server and how to reach its one stream.
 pub struct Target {
-    pub kind: Kind,
     pub child: Child,
     pub pid: u32,
     pub addr: SocketAddr,
@@ -78,7 +77,6 @@ impl Target {
                 }
                 let host = b.spawn();
                 Target {
-                    kind,
                     pid: host.pid() as u32,
                     addr: host.addr,
                     token: host.token.clone(),
@@ -94,7 +92,6 @@ impl Target {
                 let serve = Serve::start_env("bench-soak", &stream, &["--webrtc-timeout", &timeout], env);
                 serve.wait_live("soak");
                 Target {
-                    kind,
                     pid: serve.pid(),
                     addr: serve.addr,
                     token: SERVE_TOKEN.to_owned(),
@@ -109,6 +106,7 @@ impl Target {
     }
 
     pub fn whep_url(&self) -> String {
+        // (also for the fault bench's viewers)
         format!("http://{}/{}/whep", self.addr, self.token)
     }
 
@@ -123,6 +121,21 @@ impl Target {
     }
 
     /// Descriptors first: the status request's own connection is not yet open.
+    /// The stream's restart count (`/TOKEN/status`).
+    pub fn restarts(&self) -> u64 {
+        let r = request(self.addr, "GET", &format!("/{}/status", self.token));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        v["restarts"].as_u64().unwrap_or(0)
+    }
+
+    /// serve: the running FFmpeg's PID (waiting ≤ 30 s for the stream to be live).
+    pub fn ffmpeg_pid(&self) -> Option<u32> {
+        match &self.child {
+            Child::Serve(s) => s.wait_live("soak")["pid"].as_u64().map(|p| p as u32),
+            Child::Host(_) => None,
+        }
+    }
+
     pub fn sample(&self) -> Sample {
         let fds = pixelpass_testkit::tools::open_fds(self.pid).unwrap_or(0);
         let (viewers, peers) = self.viewers_and_peers();
@@ -169,6 +182,14 @@ impl Target {
             *out.entry(kind).or_insert(0) += 1;
         }
         out
+    }
+
+    /// The last lines the server wrote to stderr.
+    pub fn log(&self) -> String {
+        match &self.child {
+            Child::Host(h) => h.stderr_text(),
+            Child::Serve(s) => s.stderr_text(),
+        }
     }
 
     /// Is the server still running?
