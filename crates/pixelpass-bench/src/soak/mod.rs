@@ -9,7 +9,7 @@
 //! WHEP joins (ICE, DTLS, first keyframe) that leave half with DELETE and
 //! half by vanishing (freed by the consent timeout, `--webrtc-timeout`),
 //! sampled after each batch → **during**; every viewer and peer gone, 3 s of
-//! rest → **after**. Sampled: open descriptors (/proc/PID/fd), RSS, threads
+//! rest → **after** (each the median RSS of five samples a second apart). Sampled: open descriptors (/proc/PID/fd), RSS, threads
 //! (/proc/PID/task: tokio's tasks are not counted by the server), viewers and
 //! WebRTC peers (`/TOKEN/status`), FFmpeg children. Printed: the samples, the
 //! slope of RSS and descriptors over the cycles of each load (least squares,
@@ -126,7 +126,7 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
     report_failures("warm-up WHEP", &d, why);
     settle(&target, free_within, "warm-up");
     let kinds_before = target.fd_kinds();
-    let before = target.sample();
+    let before = steady(&target);
     let mut rows = vec![Row {
         phase: "before".into(),
         cycles: 0,
@@ -182,7 +182,7 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
 
     settle(&target, free_within, "the load");
     let kinds_after = target.fd_kinds();
-    let after = target.sample();
+    let after = steady(&target);
     if kinds_after != kinds_before {
         say!("{kind}: descriptors by kind before {kinds_before:?}, after {kinds_after:?}");
     }
@@ -238,6 +238,24 @@ fn settle(target: &Target, within: Duration, after: &str) {
         say!("after {after}: still {v} viewers and {p} peers after {within:?}");
     }
     std::thread::sleep(Duration::from_secs(3));
+}
+
+/// Five samples a second apart: the median RSS (an encoder's buffers move it
+/// by megabytes from one moment to the next), the most descriptors seen.
+fn steady(target: &Target) -> Sample {
+    let mut samples: Vec<Sample> = (0..5)
+        .map(|i| {
+            if i > 0 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            target.sample()
+        })
+        .collect();
+    let fds = samples.iter().map(|s| s.fds).max().unwrap_or(0);
+    samples.sort_by_key(|s| s.rss_kib);
+    let mut mid = samples.swap_remove(2);
+    mid.fds = fds;
+    mid
 }
 
 fn report_failures(what: &str, d: &Done, why: Option<String>) {
