@@ -70,7 +70,10 @@ fn encoder_errors_in_host_restart_the_pipeline_and_every_viewer_resumes_on_a_key
         .zip(&counts)
         .map(|((_, s), n)| s.snapshot().len() - n)
         .collect();
-    assert!(more.iter().all(|&n| n >= 10), "frames in the last second per viewer: {more:?}");
+    assert!(
+        more.iter().all(|&n| n >= 10),
+        "frames in the last second per viewer: {more:?}"
+    );
     let st = host.status();
     assert_eq!(st["restarts"].as_u64(), Some(ROUNDS as u64), "{st}");
     assert_eq!(
@@ -88,7 +91,12 @@ fn encoder_errors_in_host_restart_the_pipeline_and_every_viewer_resumes_on_a_key
         .iter()
         .filter(|l| l.contains("pipeline error") && l.contains(pixelpass::capture::fault::MESSAGE))
         .count();
-    assert_eq!(said, ROUNDS, "each fault logged once with its element:\n{}", log.join("\n"));
+    assert_eq!(
+        said,
+        ROUNDS,
+        "each fault logged once with its element:\n{}",
+        log.join("\n")
+    );
     w.stop();
 }
 
@@ -105,7 +113,13 @@ fn kill_9_of_serves_ffmpeg_restarts_it_and_every_viewer_resumes_on_a_keyframe() 
     );
     serve.wait_live("f");
     let whep_url = format!("http://{}/{token}/whep", serve.addr);
-    let w = Watchers::start(serve.addr, &format!("/{token}/stream.ts"), &whep_url, HTTP, WHEP);
+    let w = Watchers::start(
+        serve.addr,
+        &format!("/{token}/stream.ts"),
+        &whep_url,
+        HTTP,
+        WHEP,
+    );
     let t0 = std::time::Instant::now();
     assert!(
         w.wait_keyframe_after(t0, Duration::from_secs(30)),
@@ -132,14 +146,23 @@ fn kill_9_of_serves_ffmpeg_restarts_it_and_every_viewer_resumes_on_a_keyframe() 
     }
     let report = serve.wait_live("f");
     for pid in &killed {
-        assert!(wait_gone(*pid, Duration::from_secs(5)), "FFmpeg {pid} was not reaped");
+        assert!(
+            wait_gone(*pid, Duration::from_secs(5)),
+            "FFmpeg {pid} was not reaped"
+        );
     }
     let children = children_of(serve.pid());
-    assert_eq!(children.len(), 1, "serve's children after the faults: {children:?}");
+    assert_eq!(
+        children.len(),
+        1,
+        "serve's children after the faults: {children:?}"
+    );
     // The peers the viewers hold now, and no more (the killed runs' were closed).
     let mut peers = 0;
     for _ in 0..50 {
-        peers = serve.report("f")["webrtc_peers"].as_array().map_or(0, Vec::len);
+        peers = serve.report("f")["webrtc_peers"]
+            .as_array()
+            .map_or(0, Vec::len);
         if peers == WHEP {
             break;
         }

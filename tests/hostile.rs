@@ -21,7 +21,11 @@ const TRICKLE: usize = 40;
 const HEADER_TIMEOUT_S: u64 = 4;
 
 /// A viewer read on its own thread until told to stop.
-fn watch_in_background(addr: std::net::SocketAddr, path: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Viewer> {
+fn watch_in_background(
+    addr: std::net::SocketAddr,
+    path: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Viewer> {
     std::thread::spawn(move || {
         let mut v = Viewer::open(addr, &path);
         assert_eq!(v.status, 200, "the first viewer: {:?}", v.headers);
@@ -119,11 +123,18 @@ fn a_connection_flood_leaves_viewers_playing_and_descriptors_bounded() {
     assert_eq!(status.status, 200, "the API during the flood: {status:?}");
     let asked = Instant::now();
     let mut second = Viewer::open(addr, &host.stream_path());
-    assert_eq!(second.status, 200, "a new viewer during the flood: {:?}", second.headers);
+    assert_eq!(
+        second.status, 200,
+        "a new viewer during the flood: {:?}",
+        second.headers
+    );
     while second.body.is_empty() && !second.eof && asked.elapsed() < Duration::from_secs(30) {
         second.read_for(Duration::from_millis(50));
     }
-    assert!(!second.body.is_empty(), "the new viewer got no byte during the flood");
+    assert!(
+        !second.body.is_empty(),
+        "the new viewer got no byte during the flood"
+    );
     let first_byte = second.marks[1].0;
     for _ in 0..10 {
         max_fds = max_fds.max(open_fds(pid).unwrap_or(0));
@@ -171,7 +182,10 @@ fn a_connection_flood_leaves_viewers_playing_and_descriptors_bounded() {
     let waited = scan_a.frames_between(first.offset_at(asked), first.offset_at(first_byte));
     let scan_b = scan_ts(&second.body);
     let lines = host.stderr_lines();
-    let storm_lines = lines.iter().filter(|l| l.contains("closed idle connections")).count();
+    let storm_lines = lines
+        .iter()
+        .filter(|l| l.contains("closed idle connections"))
+        .count();
     let accept_failed = lines.iter().filter(|l| l.contains("accept failed")).count();
     eprintln!(
         "flood {:?}: fds {base_fds} before, max {max_fds}, {after_fds} after (limit {NOFILE}); \
@@ -185,21 +199,42 @@ fn a_connection_flood_leaves_viewers_playing_and_descriptors_bounded() {
         waited <= 60,
         "the new viewer waited {waited} frames of the first viewer for its first byte"
     );
-    assert!(scan_b.video.len() >= 10, "the new viewer got {} frames", scan_b.video.len());
-    assert!(scan_b.video[0].sps_or_idr, "the new viewer did not start on a keyframe");
+    assert!(
+        scan_b.video.len() >= 10,
+        "the new viewer got {} frames",
+        scan_b.video.len()
+    );
+    assert!(
+        scan_b.video[0].sps_or_idr,
+        "the new viewer did not start on a keyframe"
+    );
     let seconds = (flood_end - flood_start).as_secs_f64();
     assert!(
         during as f64 >= seconds * FPS * 0.5,
         "the first viewer got {during} frames in {seconds:.1} s of flood"
     );
-    assert!(jumps.is_empty(), "the first viewer's stream jumped at {jumps:?}");
+    assert!(
+        jumps.is_empty(),
+        "the first viewer's stream jumped at {jumps:?}"
+    );
     assert!(
         max_fds < NOFILE as usize - 16,
         "the host's descriptors reached {max_fds} of {NOFILE}"
     );
-    assert!(after_fds <= base_fds + 2, "descriptors {base_fds} before, {after_fds} after");
-    assert_eq!(accept_failed, 0, "the host ran out of descriptors:\n{}", lines.join("\n"));
-    assert!(storm_lines >= 1, "no line said idle connections were closed");
+    assert!(
+        after_fds <= base_fds + 2,
+        "descriptors {base_fds} before, {after_fds} after"
+    );
+    assert_eq!(
+        accept_failed,
+        0,
+        "the host ran out of descriptors:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        storm_lines >= 1,
+        "no line said idle connections were closed"
+    );
     let bound = 2 + (seconds / 10.0).ceil() as usize;
     assert!(
         storm_lines <= bound,
@@ -226,9 +261,17 @@ fn over_max_connections_with_every_one_a_request_is_a_503() {
         assert_eq!(v.status, 200);
         v.read_for(Duration::from_millis(200));
     }
-    let r = raw_request(host.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    let r = raw_request(
+        host.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        false,
+    );
     assert_eq!(r.status, 503, "{r:?}");
-    assert!(r.text().contains("too many connections (3/3)"), "{:?}", r.text());
+    assert!(
+        r.text().contains("too many connections (3/3)"),
+        "{:?}",
+        r.text()
+    );
     assert!(r.header("retry-after").is_some(), "{r:?}");
     drop(viewers.pop());
     // The slot is free again once a viewer leaves.

@@ -40,7 +40,10 @@ fn whip_post(serve: &Serve, bearer: &str, body: &str) -> Response {
         serve.addr,
         "POST",
         "/whip/desk",
-        &[("Content-Type", "application/sdp"), ("Authorization", &auth)],
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
         body.as_bytes(),
     )
 }
@@ -48,7 +51,12 @@ fn whip_post(serve: &Serve, bearer: &str, body: &str) -> Response {
 /// The lines of `text` that contain any of `secrets` (with which one).
 fn leaks<'a>(text: &'a str, secrets: &[&'a str]) -> Vec<(&'a str, &'a str)> {
     text.lines()
-        .flat_map(|l| secrets.iter().filter(move |s| l.contains(**s)).map(move |s| (*s, l)))
+        .flat_map(|l| {
+            secrets
+                .iter()
+                .filter(move |s| l.contains(**s))
+                .map(move |s| (*s, l))
+        })
         .collect()
 }
 
@@ -78,7 +86,10 @@ fn no_secret_reaches_the_logs() {
     assert_eq!(v.status, 200);
     v.read_for(Duration::from_secs(1));
     drop(v);
-    assert_eq!(request(serve.addr, "GET", &format!("/{WRONG_BEARER}/stream.ts")).status, 404);
+    assert_eq!(
+        request(serve.addr, "GET", &format!("/{WRONG_BEARER}/stream.ts")).status,
+        404
+    );
 
     // host --publish into it with the real publish token, and its own viewers.
     let mut host = Host::builder()
@@ -89,7 +100,9 @@ fn no_secret_reaches_the_logs() {
         .arg(&format!("http://{}/whip/desk", serve.addr))
         .keep_stderr()
         .spawn();
-    serve.wait_report("desk", Duration::from_secs(30), "published", |r| r["state"] == "live");
+    serve.wait_report("desk", Duration::from_secs(30), "published", |r| {
+        r["state"] == "live"
+    });
     let mut v = Viewer::open(serve.addr, &format!("/{VIEWER}/stream.ts"));
     assert_eq!(v.status, 200);
     v.read_for(Duration::from_secs(1));
@@ -110,14 +123,24 @@ fn no_secret_reaches_the_logs() {
     serve.terminate(Duration::from_secs(10));
 
     let secrets = [
-        API_TOKEN, VIEWER, LAV_VIEWER, PUBLISH, RTMP_PASS, RTMP_KEY, SRT_PASS, WRONG_BEARER,
+        API_TOKEN,
+        VIEWER,
+        LAV_VIEWER,
+        PUBLISH,
+        RTMP_PASS,
+        RTMP_KEY,
+        SRT_PASS,
+        WRONG_BEARER,
         HOST_TOKEN,
     ];
     let serve_log = serve.stderr_text();
     let host_log = host.stderr_lines().join("\n");
     // The logs did talk about what was exercised (else this test proves nothing).
     for (log, needles) in [
-        (&serve_log, &["spawning ffmpeg", "rtmp://alice:***@", "srt://", "ffmpeg:"][..]),
+        (
+            &serve_log,
+            &["spawning ffmpeg", "rtmp://alice:***@", "srt://", "ffmpeg:"][..],
+        ),
         (&host_log, &["publish"][..]),
     ] {
         for n in needles {
@@ -139,5 +162,9 @@ fn no_secret_reaches_the_logs() {
         host_log.lines().count(),
         secrets.len()
     );
-    assert!(found.is_empty(), "secrets in the logs:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "secrets in the logs:\n{}",
+        found.join("\n")
+    );
 }

@@ -49,7 +49,11 @@ pub fn run(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     for &kind in &args.targets {
         ok &= faults(kind, &args)?;
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn faults(kind: Kind, args: &FaultsArgs) -> anyhow::Result<bool> {
@@ -66,7 +70,10 @@ fn faults(kind: Kind, args: &FaultsArgs) -> anyhow::Result<bool> {
         args.viewers_whep,
     );
     if !w.wait_keyframe_after(Instant::now(), Duration::from_secs(30)) {
-        anyhow::bail!("{kind}: the viewers got no first keyframe within 30 s; its log:\n{}", target.log());
+        anyhow::bail!(
+            "{kind}: the viewers got no first keyframe within 30 s; its log:\n{}",
+            target.log()
+        );
     }
     std::thread::sleep(Duration::from_secs(2));
     let before = target.sample();
@@ -79,14 +86,20 @@ fn faults(kind: Kind, args: &FaultsArgs) -> anyhow::Result<bool> {
         args.spacing
     );
     if !output::json() {
-        say!("{kind}: round  restart after fault  worst viewer back  on keyframes  WHEP reconnects");
+        say!(
+            "{kind}: round  restart after fault  worst viewer back  on keyframes  WHEP reconnects"
+        );
     }
     let mut worst_all = Vec::new();
     let mut killed = Vec::new();
     let mut all_on_key = true;
     for i in 0..args.rounds {
         let started = Instant::now();
-        let reconnects0: u64 = w.whep.iter().map(|s| s.reconnects.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        let reconnects0: u64 = w
+            .whep
+            .iter()
+            .map(|s| s.reconnects.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
         let r = match kind {
             Kind::Host => round(
                 &w,
@@ -113,7 +126,12 @@ fn faults(kind: Kind, args: &FaultsArgs) -> anyhow::Result<bool> {
                 )
             }
         };
-        let reconnects: u64 = w.whep.iter().map(|s| s.reconnects.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>() - reconnects0;
+        let reconnects: u64 = w
+            .whep
+            .iter()
+            .map(|s| s.reconnects.load(std::sync::atomic::Ordering::Relaxed))
+            .sum::<u64>()
+            - reconnects0;
         let worst = r.worst();
         let on_key = r.all_back_on_keyframes();
         all_on_key &= on_key;
@@ -124,7 +142,10 @@ fn faults(kind: Kind, args: &FaultsArgs) -> anyhow::Result<bool> {
                 "{kind}: {:>5}  {:>17.0} ms  {:>14} ms  {:>12}  {:>15}",
                 i + 1,
                 r.restart_after.as_secs_f64() * 1000.0,
-                worst.map_or("never".into(), |d| format!("{:.0}", d.as_secs_f64() * 1000.0)),
+                worst.map_or("never".into(), |d| format!(
+                    "{:.0}",
+                    d.as_secs_f64() * 1000.0
+                )),
                 if on_key { "all" } else { "NOT all" },
                 reconnects
             ),
@@ -138,7 +159,9 @@ fn faults(kind: Kind, args: &FaultsArgs) -> anyhow::Result<bool> {
     }
     std::thread::sleep(Duration::from_secs(2));
     let after = target.sample();
-    let reaped = killed.iter().all(|&p| wait_gone(u64::from(p), Duration::from_secs(5)));
+    let reaped = killed
+        .iter()
+        .all(|&p| wait_gone(u64::from(p), Duration::from_secs(5)));
     let children = children_of(target.pid).len();
     let mut sorted = worst_all.clone();
     sorted.sort_by(f64::total_cmp);

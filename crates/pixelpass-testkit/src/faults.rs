@@ -44,7 +44,10 @@ impl Seen {
     }
 
     pub fn snapshot(&self) -> Vec<Frame> {
-        self.frames.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -98,7 +101,13 @@ pub struct Watchers {
 
 impl Watchers {
     /// `http` viewers of `http://addr{ts_path}` and `whep` of `whep_url`.
-    pub fn start(addr: SocketAddr, ts_path: &str, whep_url: &str, http: usize, whep: usize) -> Self {
+    pub fn start(
+        addr: SocketAddr,
+        ts_path: &str,
+        whep_url: &str,
+        http: usize,
+        whep: usize,
+    ) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -113,7 +122,12 @@ impl Watchers {
         };
         for _ in 0..http {
             let seen = Arc::new(Seen::default());
-            rt.spawn(watch_http(addr, ts_path.to_owned(), seen.clone(), stop.clone()));
+            rt.spawn(watch_http(
+                addr,
+                ts_path.to_owned(),
+                seen.clone(),
+                stop.clone(),
+            ));
             w.http.push(seen);
         }
         for _ in 0..whep {
@@ -127,8 +141,16 @@ impl Watchers {
 
     /// Every viewer, HTTP-TS first, with its name.
     pub fn all(&self) -> impl Iterator<Item = (String, &Arc<Seen>)> {
-        let h = self.http.iter().enumerate().map(|(i, s)| (format!("http-ts {i}"), s));
-        let w = self.whep.iter().enumerate().map(|(i, s)| (format!("whep {i}"), s));
+        let h = self
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("http-ts {i}"), s));
+        let w = self
+            .whep
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("whep {i}"), s));
         h.chain(w)
     }
 
@@ -136,7 +158,10 @@ impl Watchers {
     pub fn wait_keyframe_after(&self, t: Instant, within: Duration) -> bool {
         let until = Instant::now() + within;
         loop {
-            if self.all().all(|(_, s)| first_keyframe_after(&s.snapshot(), t).is_some()) {
+            if self
+                .all()
+                .all(|(_, s)| first_keyframe_after(&s.snapshot(), t).is_some())
+            {
                 return true;
             }
             if Instant::now() > until {
@@ -165,7 +190,10 @@ impl Drop for Watchers {
 
 /// When the first keyframe at or after `t` came.
 pub fn first_keyframe_after(frames: &[Frame], t: Instant) -> Option<Instant> {
-    frames.iter().find(|f| f.at >= t && f.keyframe).map(|f| f.at)
+    frames
+        .iter()
+        .find(|f| f.at >= t && f.keyframe)
+        .map(|f| f.at)
 }
 
 /// The longest pause between two frames after `t` (the last frame before

@@ -72,7 +72,11 @@ impl Registry {
     /// time, so the time taken says nothing about how close a guess was.
     pub fn by_token(&self, given: &str) -> Option<StreamEntry> {
         let streams = self.streams.read().unwrap_or_else(|e| e.into_inner());
-        let at = position_of(streams.iter().map(|s| s.token.as_str()), given, token::matches);
+        let at = position_of(
+            streams.iter().map(|s| s.token.as_str()),
+            given,
+            token::matches,
+        );
         at.map(|i| streams[i].clone())
     }
 
@@ -109,7 +113,12 @@ mod tests {
     #[test]
     fn a_token_lookup_compares_with_every_entry_whatever_it_finds() {
         let tokens = ["aaaa", "bbbb", "cccc", "dddd", "eeee"];
-        for (given, want) in [("aaaa", Some(0)), ("dddd", Some(3)), ("zzzz", None), ("a", None)] {
+        for (given, want) in [
+            ("aaaa", Some(0)),
+            ("dddd", Some(3)),
+            ("zzzz", None),
+            ("a", None),
+        ] {
             let mut asked = Vec::new();
             let at = position_of(tokens.iter().copied(), given, |t, g| {
                 asked.push(t.to_owned());

@@ -62,7 +62,12 @@ pub fn short_in_url(url: &str) -> String {
     let end = url[slash..]
         .find(['/', '?', '#'])
         .map_or(url.len(), |i| slash + i);
-    mask(&format!("{}{}{}", &url[..slash], short(&url[slash..end]), &url[end..]))
+    mask(&format!(
+        "{}{}{}",
+        &url[..slash],
+        short(&url[slash..end]),
+        &url[end..]
+    ))
 }
 
 /// Query keys whose values are secrets.

@@ -58,11 +58,10 @@ pub async fn run(
                     break;
                 }
                 let r = match kind {
-                    Cycle::Http => {
-                        tokio::time::timeout(CYCLE_DEADLINE, http(addr, &path)).await
-                    }
+                    Cycle::Http => tokio::time::timeout(CYCLE_DEADLINE, http(addr, &path)).await,
                     Cycle::Whep => {
-                        tokio::time::timeout(CYCLE_DEADLINE, whep(addr, &path, i % 2 == 0)).await
+                        tokio::time::timeout(CYCLE_DEADLINE, whep(addr, &path, i.is_multiple_of(2)))
+                            .await
                     }
                 };
                 match r {
@@ -140,7 +139,11 @@ async fn whep(addr: SocketAddr, path: &str, delete: bool) -> anyhow::Result<bool
                 return Err(anyhow!(
                     "no keyframe within {:?} ({}; {frames} other frames)",
                     CYCLE_DEADLINE * 2 / 3,
-                    if connected { "connected" } else { "ICE/DTLS never connected" }
+                    if connected {
+                        "connected"
+                    } else {
+                        "ICE/DTLS never connected"
+                    }
                 ))
             }
         }

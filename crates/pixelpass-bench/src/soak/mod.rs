@@ -119,10 +119,24 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
     // Warm-up, then the baseline.
     let warm_http = ((args.http_cycles as f64 * args.warmup) as u64).max(20);
     let warm_whep = ((args.whep_cycles as f64 * args.warmup) as u64).max(4);
-    let (d, why) = rt.block_on(cycles::run(Cycle::Http, target.addr, target.stream_path(), 0, warm_http, args.http_concurrency));
+    let (d, why) = rt.block_on(cycles::run(
+        Cycle::Http,
+        target.addr,
+        target.stream_path(),
+        0,
+        warm_http,
+        args.http_concurrency,
+    ));
     report_failures("warm-up HTTP-TS", &d, why);
     let whep_path = format!("/{}/whep", target.token);
-    let (d, why) = rt.block_on(cycles::run(Cycle::Whep, target.addr, whep_path.clone(), 0, warm_whep, args.whep_concurrency));
+    let (d, why) = rt.block_on(cycles::run(
+        Cycle::Whep,
+        target.addr,
+        whep_path.clone(),
+        0,
+        warm_whep,
+        args.whep_concurrency,
+    ));
     report_failures("warm-up WHEP", &d, why);
     settle(&target, free_within, "warm-up");
     let kinds_before = target.fd_kinds();
@@ -139,8 +153,20 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
     let mut slopes = Vec::new();
     let mut totals = Vec::new();
     for (cycle, count, concurrency, path, name) in [
-        (Cycle::Http, args.http_cycles, args.http_concurrency, target.stream_path(), "http"),
-        (Cycle::Whep, args.whep_cycles, args.whep_concurrency, whep_path.clone(), "whep"),
+        (
+            Cycle::Http,
+            args.http_cycles,
+            args.http_concurrency,
+            target.stream_path(),
+            "http",
+        ),
+        (
+            Cycle::Whep,
+            args.whep_cycles,
+            args.whep_concurrency,
+            whep_path.clone(),
+            "whep",
+        ),
     ] {
         let mut total = Done::default();
         let mut first_why = None;
@@ -150,7 +176,14 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
         let mut done_cycles = 0;
         while done_cycles < count {
             let n = batch.min(count - done_cycles);
-            let (d, why) = rt.block_on(cycles::run(cycle, target.addr, path.clone(), done_cycles, n, concurrency));
+            let (d, why) = rt.block_on(cycles::run(
+                cycle,
+                target.addr,
+                path.clone(),
+                done_cycles,
+                n,
+                concurrency,
+            ));
             done_cycles += n;
             total.ok += d.ok;
             total.failed += d.failed;
@@ -199,7 +232,11 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
     let max_peers = rows.iter().map(|r| r.s.peers).max().unwrap_or(0);
     let back = fd_delta == 0 && rss_delta <= args.rss_tolerance_kib as i64;
     for (name, rss_slope, fd_slope, rate) in &slopes {
-        let t = totals.iter().find(|t| t.0 == *name).map(|t| t.1).unwrap_or_default();
+        let t = totals
+            .iter()
+            .find(|t| t.0 == *name)
+            .map(|t| t.1)
+            .unwrap_or_default();
         step(
             "soak",
             &format!(
@@ -280,7 +317,15 @@ fn print_row(kind: Kind, r: &Row) {
         "soak",
         &format!(
             "{kind}: {:<7} {:>6} {:>6.0} {:>6} {:>8} {:>8} {:>7} {:>5} {:>6}",
-            r.phase, r.cycles, r.secs, r.s.fds, r.s.rss_kib, r.s.threads, r.s.viewers, r.s.peers, r.s.children
+            r.phase,
+            r.cycles,
+            r.secs,
+            r.s.fds,
+            r.s.rss_kib,
+            r.s.threads,
+            r.s.viewers,
+            r.s.peers,
+            r.s.children
         ),
         json!({"target": kind, "phase": r.phase, "cycles": r.cycles, "secs": r.secs, "sample": r.s}),
     );

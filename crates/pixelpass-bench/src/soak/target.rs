@@ -89,7 +89,8 @@ impl Target {
                     lavfi_input(440)
                 );
                 let timeout = webrtc_timeout.to_string();
-                let serve = Serve::start_env("bench-soak", &stream, &["--webrtc-timeout", &timeout], env);
+                let serve =
+                    Serve::start_env("bench-soak", &stream, &["--webrtc-timeout", &timeout], env);
                 serve.wait_live("soak");
                 Target {
                     pid: serve.pid(),
@@ -145,8 +146,7 @@ impl Target {
                 .ok()
                 .and_then(|s| procstat::parse_vm_rss(&s))
                 .map_or(0, |b| b / 1024),
-            threads: std::fs::read_dir(format!("/proc/{}/task", self.pid))
-                .map_or(0, |d| d.count()),
+            threads: std::fs::read_dir(format!("/proc/{}/task", self.pid)).map_or(0, |d| d.count()),
             viewers,
             peers,
             children: pixelpass_testkit::serve::children_of(self.pid).len(),

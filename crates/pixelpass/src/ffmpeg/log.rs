@@ -181,7 +181,6 @@ pub fn endpoint(url: &str) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

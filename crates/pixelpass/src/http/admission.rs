@@ -186,7 +186,10 @@ mod tests {
         for _ in 0..100 {
             let v = a.admit();
             shed += v.shed;
-            flood.push(v.ticket.expect("an idle one is always admitted by shedding another"));
+            flood.push(
+                v.ticket
+                    .expect("an idle one is always admitted by shedding another"),
+            );
             let (open, idle) = a.counts();
             assert!(idle <= 6 && open <= 8, "open {open}, idle {idle}");
         }

@@ -232,7 +232,10 @@ impl Storms {
         } else {
             String::new()
         };
-        if let Some(l) = self.accept.event(Instant::now(), format!("accept failed: {e}{hint}")) {
+        if let Some(l) = self
+            .accept
+            .event(Instant::now(), format!("accept failed: {e}{hint}"))
+        {
             tracing::warn!("{l}");
         }
     }

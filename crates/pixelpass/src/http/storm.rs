@@ -62,7 +62,9 @@ impl Storm {
         if self.pending == 0 {
             return None;
         }
-        let over = self.said_at.map_or(Duration::ZERO, |at| now.duration_since(at));
+        let over = self
+            .said_at
+            .map_or(Duration::ZERO, |at| now.duration_since(at));
         self.said_at = Some(now);
         let count = std::mem::take(&mut self.pending);
         Some(Line {
@@ -97,7 +99,9 @@ mod tests {
     fn a_storm_is_one_line_per_interval_with_its_count() {
         let t0 = Instant::now();
         let mut s = Storm::new(Duration::from_secs(10));
-        let first = s.event(t0, "accept failed: EMFILE").expect("the first is said");
+        let first = s
+            .event(t0, "accept failed: EMFILE")
+            .expect("the first is said");
         assert_eq!(first.count, 1);
         let mut lines = 0;
         // 200 events 50 ms apart: 10 s worth.
@@ -107,13 +111,18 @@ mod tests {
         }
         assert_eq!(lines, 0, "nothing more within the interval");
         assert!(s.flush(t0 + Duration::from_secs(9)).is_none());
-        let l = s.flush(t0 + Duration::from_secs(10)).expect("the count is said");
+        let l = s
+            .flush(t0 + Duration::from_secs(10))
+            .expect("the count is said");
         assert_eq!(l.count, 199);
         assert_eq!(
             l.to_string(),
             "accept failed: EMFILE (199 times in the last 10 s)"
         );
-        assert!(s.flush(t0 + Duration::from_secs(30)).is_none(), "nothing pending");
+        assert!(
+            s.flush(t0 + Duration::from_secs(30)).is_none(),
+            "nothing pending"
+        );
         // Quiet, then one more: said at once.
         assert!(s.event(t0 + Duration::from_secs(41), "x").is_some());
     }
