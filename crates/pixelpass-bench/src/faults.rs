@@ -3,9 +3,10 @@
 //! SIGUSR1, on which its H.264 encoder posts an ERROR on the bus; `serve`'s
 //! FFmpeg gets `kill -9`. `--viewers-http` HTTP-TS and `--viewers-whep`
 //! WHEP viewers (the testkit's, which POST again when a peer is closed, as
-//! the player page does) stay through `--rounds` faults, `--spacing`
-//! seconds apart (more than 10 s, so each restart comes after the
-//! supervisor's first back-off of 0.5 s / serve's reconnect delay of 1 s).
+//! the player page does) stay through `--rounds` faults, each `--spacing`
+//! seconds after the previous restart (more than 10 s, so each restart
+//! comes after the supervisor's first back-off of 0.5 s / serve's
+//! reconnect delay of 1 s).
 //! Per round: fault → restart (the stream's `restarts` went up), and per
 //! viewer restart → the frame that ended its outage, which must be a
 //! keyframe. At the end: descriptors before and after (the same viewers
@@ -35,7 +36,7 @@ pub struct FaultsArgs {
     pub viewers_http: usize,
     #[arg(long, default_value_t = 5)]
     pub viewers_whep: usize,
-    /// Seconds from one fault to the next.
+    /// Seconds from one restart to the next fault.
     #[arg(long, default_value_t = 11.0)]
     pub spacing: f64,
     /// A viewer back later than this after the restart counts as late.
@@ -154,7 +155,10 @@ fn faults(kind: Kind, args: &FaultsArgs) -> anyhow::Result<bool> {
                    "whep_reconnects": reconnects,
                    "viewers_back_ms": r.viewers.iter().map(|v| v.1.map(|d| d.as_secs_f64() * 1000.0)).collect::<Vec<_>>()}),
         );
-        let left = Duration::from_secs_f64(args.spacing).saturating_sub(started.elapsed());
+        // Spaced from the restart: a run that lives `spacing` (> 10 s) resets
+        // the restart back-off, so every round restarts after the first delay.
+        let left = Duration::from_secs_f64(args.spacing)
+            .saturating_sub(started.elapsed().saturating_sub(r.restart_after));
         std::thread::sleep(left);
     }
     std::thread::sleep(Duration::from_secs(2));
