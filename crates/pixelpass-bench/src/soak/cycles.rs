@@ -77,6 +77,7 @@ pub async fn run(
                     }
                     Ok(Err(e)) => {
                         done.failed += 1;
+                        tracing::warn!("cycle {i} failed: {e:#}");
                         why.get_or_insert(format!("{e:#}"));
                     }
                     Err(_) => {
@@ -107,6 +108,12 @@ pub async fn run(
     (total, first_why)
 }
 
+fn recent_ports() -> &'static std::sync::Mutex<std::collections::HashMap<u16, Instant>> {
+    static PORTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u16, Instant>>> =
+        std::sync::OnceLock::new();
+    PORTS.get_or_init(Default::default)
+}
+
 /// One HTTP-TS viewer: the first piece of body, then close.
 async fn http(addr: SocketAddr, path: &str) -> anyhow::Result<bool> {
     let tcp = connect(&addr.to_string()).await?;
@@ -125,6 +132,15 @@ async fn http(addr: SocketAddr, path: &str) -> anyhow::Result<bool> {
 async fn whep(addr: SocketAddr, path: &str, delete: bool) -> anyhow::Result<bool> {
     let url = format!("http://{addr}{path}");
     let mut c = WhepClient::connect(&url, IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    // A vanished viewer's peer lives on for the consent timeout: a new one
+    // whose UDP port the kernel hands out again comes from the same address.
+    let port = c.local_addr().port();
+    let reused = {
+        let mut ports = recent_ports().lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        ports.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+        ports.insert(port, now).map(|t| now.duration_since(t))
+    };
     // Shorter than the cycle's deadline, so a stuck join says how far it got.
     let until = Instant::now() + CYCLE_DEADLINE * 2 / 3;
     let (mut connected, mut frames) = (false, 0u64);
@@ -137,12 +153,16 @@ async fn whep(addr: SocketAddr, path: &str, delete: bool) -> anyhow::Result<bool
             Some(_) => {}
             None => {
                 return Err(anyhow!(
-                    "no keyframe within {:?} ({}; {frames} other frames)",
+                    "no keyframe within {:?} ({}; {frames} other frames; UDP port {port} {})",
                     CYCLE_DEADLINE * 2 / 3,
                     if connected {
                         "connected"
                     } else {
                         "ICE/DTLS never connected"
+                    },
+                    match reused {
+                        Some(d) => format!("last used by a viewer {:.1} s before", d.as_secs_f64()),
+                        None => "not used in the last minute".into(),
                     }
                 ))
             }

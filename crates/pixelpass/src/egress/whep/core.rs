@@ -139,6 +139,8 @@ pub struct Core {
     hubs: HashMap<PeerId, Hub>,
     by_resource: HashMap<Arc<str>, PeerId>,
     by_addr: HashMap<SocketAddr, PeerId>,
+    /// Each peer's local ICE ufrag: a STUN request names its peer by it.
+    by_ufrag: HashMap<String, PeerId>,
     feeds: HashMap<Arc<str>, StreamFeeds>,
     timers: BTreeSet<(Instant, PeerId)>,
     /// When each peer with paced datagrams waiting may send the next group.
@@ -165,6 +167,7 @@ impl Core {
             hubs: HashMap::new(),
             by_resource: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
             feeds: HashMap::new(),
             timers: BTreeSet::new(),
             pace_timers: BTreeSet::new(),
@@ -198,8 +201,11 @@ impl Core {
     pub fn add_peer(&mut self, now: Instant, new: NewPeer) {
         let id = self.next_id;
         self.next_id += 1;
+        let mut rtc = new.rtc;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.by_ufrag.insert(ufrag, id);
         let peer = Peer::new(
-            new.rtc,
+            rtc,
             new.resource.clone(),
             new.stream,
             new.producer_pts.unwrap_or(self.cfg.producer_pts),
@@ -258,33 +264,10 @@ impl Core {
         let Some(input) = rtc::receive(now, source, destination, contents) else {
             return; // not STUN/DTLS/RTP/RTCP
         };
-        let Some(id) = self.route(source, &input) else {
+        let Some(id) = self.route(source, &input, contents) else {
             return;
         };
         self.input(id, Some(input), now);
-    }
-
-    /// The peer this datagram belongs to (cached by source address).
-    fn route(&mut self, source: SocketAddr, input: &Input<'_>) -> Option<PeerId> {
-        if let Some(&id) = self.by_addr.get(&source) {
-            if self.peers.get(&id).is_some_and(|p| p.rtc.accepts(input)) {
-                return Some(id);
-            }
-        }
-        let id = self
-            .peers
-            .iter()
-            .find(|(_, p)| p.rtc.accepts(input))
-            .map(|(id, _)| *id)?;
-        if let Some(old) = self.by_addr.insert(source, id) {
-            if let Some(p) = self.peers.get_mut(&old) {
-                p.addrs.retain(|a| *a != source);
-            }
-        }
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.addrs.push(source);
-        }
-        Some(id)
     }
 
     /// Feed one input (or a timeout at `now`) to a peer, drain it, act on what it said.
@@ -542,6 +525,7 @@ impl Core {
         }
         self.hubs.remove(&id);
         self.by_resource.remove(&peer.resource);
+        self.by_ufrag.retain(|_, p| *p != id);
         for a in &peer.addrs {
             if self.by_addr.get(a) == Some(&id) {
                 self.by_addr.remove(a);
@@ -590,5 +574,6 @@ impl Core {
 
 mod layers;
 mod pace;
+mod route;
 #[cfg(test)]
 mod tests;
