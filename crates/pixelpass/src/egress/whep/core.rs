@@ -3,8 +3,9 @@
 //! the next timeout and events come out. It never reads a clock, opens a
 //! socket or spawns a task: [`super::engine`] (the socket driver) does that.
 //!
-//! - datagrams: each goes to the `Rtc` that `accepts` it (source address →
-//!   peer cached), then that `Rtc` is drained;
+//! - datagrams: a STUN request to the peer whose ufrag it names, anything
+//!   else to the `Rtc` that `accepts` it (source address → peer cached;
+//!   [`route`](self::route)), then that `Rtc` is drained;
 //! - timers: one ordered set of (deadline, peer), so a wake-up costs log N;
 //! - media: ONE hub subscription per stream (not per peer), opened when the
 //!   stream's first peer connects ([`Event::FeedOpened`]: the driver moves
