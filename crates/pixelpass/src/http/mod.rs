@@ -1,5 +1,7 @@
 //! The HTTP server shared by `host` and `serve`: the accept loop with its
-//! limits ([`listener`]), the routes, `serve`'s JSON API and metrics, and the
+//! limits ([`listener`]; the connection limit and idle shedding in
+//! `admission`, once-per-interval logging of storms in `storm`, the
+//! open-file limit in [`fds`]), the routes, `serve`'s JSON API and metrics, and the
 //! player page ([`player`]).
 
 pub(crate) mod admission;
