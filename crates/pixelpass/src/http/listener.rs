@@ -93,16 +93,33 @@ impl Default for Limits {
     }
 }
 
+/// Connections the kernel queues for `accept` (it caps this at
+/// `net.core.somaxconn`): a burst of connections (a flood, or many viewers
+/// at once) must not overflow a short queue, or the kernel drops their SYNs
+/// and every client waits a second to retry, viewers among them.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Bind `addr`, with an error that says what to do when the port is taken.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    match TcpListener::bind(addr).await {
-        Ok(l) => Ok(l),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
-            "cannot listen on {addr}: the port is taken (another pixelpass?); choose another with --listen {}:PORT",
-            addr.ip()
-        ),
-        Err(e) => anyhow::bail!("cannot listen on {addr}: {e}"),
-    }
+    use socket2::{Domain, Socket, Type};
+    let taken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
+    let fail = |e: std::io::Error| {
+        if taken(&e) {
+            anyhow::anyhow!(
+                "cannot listen on {addr}: the port is taken (another pixelpass?); choose another with --listen {}:PORT",
+                addr.ip()
+            )
+        } else {
+            anyhow::anyhow!("cannot listen on {addr}: {e}")
+        }
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(fail)?;
+    // As std's and tokio's bind do: a restarted server can take its port at once.
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)?;
+    TcpListener::from_std(socket.into()).map_err(fail)
 }
 
 /// Serve `router` on `listener` until `shutdown` turns true.
