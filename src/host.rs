@@ -82,6 +82,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
             file_length: Duration::from_secs_f64(args.record_minutes * 60.0),
             name: "host".into(),
         }),
+        limits: args.conn.limits(None),
     })
     .await?;
     let published = host.publish_status(PUBLISH_BANNER_WAIT).await;

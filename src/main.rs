@@ -116,6 +116,8 @@ pub struct HostArgs {
     #[command(flatten)]
     pub tls: pixelpass::http::TlsArgs,
     #[command(flatten)]
+    pub conn: pixelpass::http::ConnArgs,
+    #[command(flatten)]
     pub publish: PublishArgs,
     /// Record the stream to DIR as fragmented MP4 files (playable while
     /// written; a crash loses at most a frame). Capture then runs whoever watches.
@@ -159,6 +161,10 @@ fn main() -> ExitCode {
     // Documentation goes out as it is, with no logging set up for it.
     if !matches!(cli.command, Command::Completions(_) | Command::Manpages(_)) {
         pixelpass::logging::init();
+    }
+    if matches!(cli.command, Command::Host(_) | Command::Serve(_)) {
+        // Every viewer is a socket: use all the descriptors the system allows.
+        pixelpass::http::fds::raise_nofile();
     }
     let result = match cli.command {
         Command::Host(args) => host::run(args),

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use pixelpass::config::ServeConfig;
 use pixelpass::egress::whep::{IceServer, WebRtcArgs, Whep};
 use pixelpass::http::api::{self, Api};
-use pixelpass::http::{self as server, Limits};
+use pixelpass::http::{self as server};
 use pixelpass::registry::Registry;
 use pixelpass::restream::Streams;
 use pixelpass::whip::{self, Whip, WhipConfig};
@@ -70,6 +70,8 @@ pub struct ServeArgs {
     pub webrtc_timeout: u64,
     #[command(flatten)]
     pub tls: pixelpass::http::TlsArgs,
+    #[command(flatten)]
+    pub conn: pixelpass::http::ConnArgs,
     /// Print one JSON line with the addresses and stream URLs instead of the banner.
     #[arg(long)]
     pub json: bool,
@@ -169,7 +171,7 @@ async fn serve(
     let server = tokio::spawn(server::serve_tls(
         listener,
         router,
-        Limits::default(),
+        args.conn.limits(config.max_connections),
         tls,
         shutdown_rx,
     ));

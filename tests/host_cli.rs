@@ -22,6 +22,7 @@ fn help_lists_every_host_option() {
         "--width",
         "--height",
         "--max-viewers",
+        "--max-connections",
         "--listen",
         "--token",
         "--linger",

@@ -35,6 +35,7 @@ pub async fn start_publishing(
         tls: None,
         publish,
         record: None,
+        limits: pixelpass::http::Limits::default(),
     })
     .await
 }

@@ -20,6 +20,11 @@
 //! - `bench adapt`: a WebRTC viewer (headless Chromium) on a link that turns
 //!   thin, lossy and clean again in network namespaces; one row per second:
 //!   link, estimate, layer, fps, height, loss, freezes ([`adapt`]).
+//! - `bench soak`: HTTP-TS and WHEP viewers coming and going by the
+//!   thousand against `host` and `serve`; fds, RSS, threads and peers before,
+//!   during and after, and the slope ([`soak`]).
+//! - `bench faults`: encoder errors in host and kill -9 of serve's FFmpeg,
+//!   again and again, with viewers attached: each viewer's way back ([`faults`]).
 
 #[macro_use]
 mod output;
@@ -29,6 +34,7 @@ mod callgrind;
 mod capture;
 mod fanout;
 mod hls_cache;
+mod faults;
 mod host;
 mod http_load;
 mod join;
@@ -37,6 +43,7 @@ mod procstat;
 mod rates;
 mod replay;
 mod serve;
+mod soak;
 mod whep_fanout;
 
 use std::process::ExitCode;
@@ -85,6 +92,14 @@ pub enum BenchCommand {
     /// 1.2 Mbit/s), is lifted, and takes 3 s of 10 % loss: one row per
     /// second of estimate, layer, fps, height, loss and freezes.
     Adapt(adapt::AdaptArgs),
+    /// Viewers by the thousand against host and serve (HTTP-TS connect/read/
+    /// close, WHEP join/leave with and without DELETE): fds, RSS, threads and
+    /// peers before, during and after; the slope; back to baseline or not.
+    Soak(soak::SoakArgs),
+    /// Faults again and again with 5 HTTP-TS + 5 WHEP viewers: encoder
+    /// errors in host, kill -9 of serve's FFmpeg; restart → every viewer back
+    /// on a keyframe (ms), and no leaked fd, peer or child.
+    Faults(faults::FaultsArgs),
 }
 
 /// This very binary, to start a benchmark's load child: `/proc/self/exe`
@@ -219,5 +234,7 @@ fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::WhepFanoutClient(a) => whep_fanout::run_client(a),
         BenchCommand::Serve(a) => serve::run(a),
         BenchCommand::Adapt(a) => adapt::run(a),
+        BenchCommand::Soak(a) => soak::run(a),
+        BenchCommand::Faults(a) => faults::run(a),
     }
 }

@@ -188,22 +188,17 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Raise the soft open-file limit to the hard one (1000 viewers = 1000 sockets).
+/// Raise the soft open-file limit to the hard one (1000 viewers = 1000
+/// sockets): the server's own [`pixelpass::http::fds::raise_nofile`].
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    // SAFETY: plain get/setrlimit on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(lim.rlim_cur as u64)
+    let l = pixelpass::http::fds::raise_nofile();
+    if l.soft < l.hard {
+        return Err(io::Error::other(format!(
+            "the open-file limit stays at {} (hard limit {})",
+            l.soft, l.hard
+        )));
     }
+    Ok(l.soft)
 }
 
 /// RSS as a step's baseline: after the previous step's clients had 300 ms

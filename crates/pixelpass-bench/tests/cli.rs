@@ -44,7 +44,9 @@ fn the_product_binary_has_no_benchmarks_and_the_bench_binary_has_them_all() {
             "capture",
             "whep-fanout",
             "serve",
-            "adapt"
+            "adapt",
+            "soak",
+            "faults"
         ]
     );
 }

@@ -22,6 +22,8 @@ pub struct HostBuilder {
     extra: Vec<String>,
     source: String,
     clear_env: bool,
+    nofile: Option<u64>,
+    keep_stderr: bool,
 }
 
 impl Default for HostBuilder {
@@ -34,6 +36,8 @@ impl Default for HostBuilder {
             extra: Vec::new(),
             source: "test".into(),
             clear_env: false,
+            nofile: None,
+            keep_stderr: false,
         }
     }
 }
@@ -68,6 +72,20 @@ impl HostBuilder {
     /// headless session's environment).
     pub fn clear_env(mut self) -> Self {
         self.clear_env = true;
+        self
+    }
+
+    /// Start the host with this `RLIMIT_NOFILE` (soft and hard), so a
+    /// descriptor flood is cheap to make.
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
+
+    /// Keep every stderr line (not only the last few hundred): for tests
+    /// that count or grep the whole log.
+    pub fn keep_stderr(mut self) -> Self {
+        self.keep_stderr = true;
         self
     }
 
@@ -121,6 +139,10 @@ impl HostBuilder {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        if let Some(n) = self.nofile {
+            crate::tools::limit_nofile(&mut cmd, n);
+        }
+        let keep_all = self.keep_stderr;
         let mut child = cmd.spawn().expect("spawn pixelpass");
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
         let extra_stdout = Arc::new(Mutex::new(Vec::new()));
@@ -131,7 +153,7 @@ impl HostBuilder {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut v = sink.lock().unwrap();
                 v.push(line);
-                if v.len() > 400 {
+                if !keep_all && v.len() > 400 {
                     v.drain(..100);
                 }
             }
@@ -228,6 +250,11 @@ impl Host {
         let v = self.stderr_lines.lock().unwrap();
         let start = v.len().saturating_sub(60);
         v[start..].join("\n")
+    }
+
+    /// Every stderr line so far (all of them with `keep_stderr`, else the last few hundred).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr_lines.lock().unwrap().clone()
     }
 
     /// Lines printed on stdout after the banner (there should be none).

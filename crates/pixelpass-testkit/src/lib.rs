@@ -11,6 +11,7 @@
 //! - [`whip_standin`]: a stand-in WHIP relay that counts and keeps what `host --publish` sends;
 //! - [`desktop`]: the headless Wayland session, Xvfb, pictures and tones;
 //! - [`ts_scan`], [`access_units`]: frames and keyframes out of MPEG-TS;
+//! - [`faults`]: viewers that stay through faults and note every frame's arrival;
 //! - [`clock`]: decode H.264 and read the clock source's time code from each frame;
 //! - [`tools`]: ffprobe/ffmpeg runners, temporary directories;
 //! - [`netlab`]: an internet in network namespaces (home behind NAT, a public
@@ -36,6 +37,7 @@ pub mod clock;
 pub mod crc;
 pub mod desktop;
 pub mod hls;
+pub mod faults;
 pub mod host;
 pub mod netlab;
 pub mod package;

@@ -229,3 +229,29 @@ pub fn first_line<R: std::io::Read + Send + 'static>(out: R, within: Duration) -
     });
     rx.recv_timeout(within).ok()
 }
+
+/// Give the child `cmd` starts this `RLIMIT_NOFILE` (soft and hard).
+pub fn limit_nofile(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Open descriptors of process `pid` (`/proc/PID/fd`); `None` once it is gone.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}

@@ -35,6 +35,8 @@ pub struct HostOptions {
     /// `--record DIR`: write the stream to fragmented MP4 files too
     /// (capture then runs whoever watches).
     pub record: Option<crate::egress::hls::record::RecordOptions>,
+    /// The HTTP listener's limits (`--max-connections`, header timeout).
+    pub limits: Limits,
 }
 
 /// A running host: serving, capture started by the first viewer.
@@ -116,12 +118,13 @@ impl Host {
             }
             None => None,
         };
+        capture::fault::arm_on_sigusr1();
         let (stop, stop_rx) = watch::channel(false);
         let https = opts.tls.is_some();
         let server = tokio::spawn(http::serve_tls(
             listener,
             http::router_with(registry, Some(whep.clone())),
-            Limits::default(),
+            opts.limits,
             opts.tls,
             stop_rx,
         ));

@@ -72,13 +72,12 @@ impl Registry {
     /// time, so the time taken says nothing about how close a guess was.
     pub fn by_token(&self, given: &str) -> Option<StreamEntry> {
         let streams = self.streams.read().unwrap_or_else(|e| e.into_inner());
-        let mut found = None;
-        for s in streams.iter() {
-            if token::matches(&s.token, given) && found.is_none() {
-                found = Some(s.clone());
-            }
-        }
-        found
+        let at = position_of(
+            streams.iter().map(|s| s.token.as_str()),
+            given,
+            token::matches,
+        );
+        at.map(|i| streams[i].clone())
     }
 
     pub fn all(&self) -> Vec<StreamEntry> {
@@ -86,5 +85,47 @@ impl Registry {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// Which of `tokens` is `given`, by `same` (constant time per comparison),
+/// asked of EVERY token whatever the answer: no early exit says where (or
+/// whether) a match was.
+fn position_of<'a>(
+    tokens: impl Iterator<Item = &'a str>,
+    given: &str,
+    mut same: impl FnMut(&str, &str) -> bool,
+) -> Option<usize> {
+    let mut found = None;
+    for (i, t) in tokens.enumerate() {
+        let hit = same(t, given);
+        if hit && found.is_none() {
+            found = Some(i);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_lookup_compares_with_every_entry_whatever_it_finds() {
+        let tokens = ["aaaa", "bbbb", "cccc", "dddd", "eeee"];
+        for (given, want) in [
+            ("aaaa", Some(0)),
+            ("dddd", Some(3)),
+            ("zzzz", None),
+            ("a", None),
+        ] {
+            let mut asked = Vec::new();
+            let at = position_of(tokens.iter().copied(), given, |t, g| {
+                asked.push(t.to_owned());
+                token::matches(t, g)
+            });
+            assert_eq!(at, want, "{given}");
+            assert_eq!(asked, tokens, "{given}: every entry compared, in order");
+        }
     }
 }

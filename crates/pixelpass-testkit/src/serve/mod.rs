@@ -64,6 +64,12 @@ impl Serve {
 
     /// [`Serve::start`] with more command-line arguments (`--tls-cert …`).
     pub fn start_with(name: &str, streams: &str, extra: &[&str]) -> Serve {
+        Self::start_env(name, streams, extra, &[])
+    }
+
+    /// [`Serve::start_with`] with environment variables for the server
+    /// (`PIXELPASS_LOG=debug`).
+    pub fn start_env(name: &str, streams: &str, extra: &[&str], env: &[(&str, &str)]) -> Serve {
         let dir = TempDir::new(name);
         let config = dir.0.join("pixelpass.toml");
         let text = config_text(streams);
@@ -78,6 +84,7 @@ impl Serve {
             })
             .args(extra)
             .env_remove("PIXELPASS_API_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,6 +8,7 @@
 //! - [`source`]: what to capture (portal, X11, test pattern, clock) and audio;
 //! - [`appsink`]: where bytes leave GStreamer (TS to the ingest thread, RTP to the hub);
 //! - [`bus`]: the bus watch turning every ERROR into a typed failure;
+//! - [`fault`]: a hidden, test-only trigger that makes the encoder post an ERROR;
 //! - [`producer`]: [`GstProducer`], the supervisor's [`Producer`](crate::supervisor::Producer);
 //! - [`rtp`]: the WebRTC branch (RTP H.264 from the same encoder, Opus), on request;
 //! - [`remux`]: the other way round, for `serve`'s published (WHIP) streams:
@@ -18,6 +19,7 @@ pub(crate) mod bus;
 pub mod element;
 pub mod encoder;
 pub(crate) mod error;
+pub mod fault;
 pub(crate) mod graph;
 pub mod layers;
 pub(crate) mod producer;

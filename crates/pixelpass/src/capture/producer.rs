@@ -253,6 +253,9 @@ impl Running {
         portal: Option<crate::capture::source::portal::PortalStream>,
     ) -> Result<Self, PipelineError> {
         let graph = graph::build_graph(cfg, choice, rtp_out, portal)?;
+        if let Some(enc) = graph.encoders.first() {
+            super::fault::set_encoder(enc);
+        }
         let keyframes = graph
             .encoders
             .iter()

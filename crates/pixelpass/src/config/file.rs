@@ -22,6 +22,8 @@ pub struct ServeConfig {
     pub webrtc_udp: Option<SocketAddr>,
     pub api_token: Option<String>,
     pub public_host: Vec<String>,
+    /// Open HTTP connections at most (`--max-connections` overrides).
+    pub max_connections: Option<usize>,
     pub streams: Vec<StreamConfig>,
 }
 
@@ -60,6 +62,7 @@ struct RawFile {
     api_token: Option<Spanned<String>>,
     #[serde(default)]
     public_host: Option<Spanned<Vec<String>>>,
+    max_connections: Option<Spanned<i64>>,
     #[serde(default)]
     stream: Vec<Spanned<StreamConfig>>,
 }
@@ -153,12 +156,25 @@ impl ServeConfig {
                 hosts.into_inner()
             }
         };
+        let max_connections = match raw.max_connections {
+            None => None,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(v) if v >= 2 => Some(v),
+                _ => {
+                    return Err(at.error(
+                        n.span().start,
+                        "`max_connections`: must be a whole number of at least 2 (or remove it: the default follows the open-file limit)",
+                    ))
+                }
+            },
+        };
         let streams = check_streams(&at, raw.stream)?;
         Ok(ServeConfig {
             listen,
             webrtc_udp,
             api_token: raw.api_token.map(Spanned::into_inner),
             public_host,
+            max_connections,
             streams,
         })
     }
@@ -360,6 +376,15 @@ webrtc = { enabled = true, video_pt = 102, audio_pt = 111 }
         )
         .unwrap();
         assert_eq!(cfg.public_host, ["tv.example"]);
+        let cfg = ServeConfig::parse(
+            Path::new("x.toml"),
+            &format!("max_connections = 500\n{EXAMPLE}"),
+        )
+        .expect("valid");
+        assert_eq!(cfg.max_connections, Some(500));
+        let (line, msg) = parse_err(&format!("max_connections = 0\n{EXAMPLE}"));
+        assert_eq!(line, 1);
+        assert!(msg.contains("`max_connections`"), "{msg}");
     }
 
     #[test]

@@ -418,7 +418,7 @@ fn describe_exit(pid: u32, status: ExitStatus, why: Option<String>) -> String {
 async fn log_lines<R: AsyncRead + Unpin>(stderr: R, state: Arc<ProcessState>, id: String) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::debug!(stream = %id, "ffmpeg: {line}");
+        tracing::debug!(stream = %id, "ffmpeg: {}", mask(&line));
         state.log_line(&line);
     }
 }

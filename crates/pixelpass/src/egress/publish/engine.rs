@@ -46,7 +46,7 @@ enum Outcome {
 
 /// Publish until `stop` turns true; republish whenever the relay goes away.
 pub async fn run(t: Target, mut stop: watch::Receiver<bool>) {
-    let url = t.endpoint.to_string();
+    let url = crate::token::mask(&t.endpoint.to_string());
     let mut retry = Retry::new(t.retry, Instant::now());
     let mut attempts = 0u64;
     loop {
@@ -89,7 +89,7 @@ pub async fn run(t: Target, mut stop: watch::Receiver<bool>) {
 }
 
 async fn attempt(t: &Target, retry: &mut Retry, stop: &mut watch::Receiver<bool>) -> Outcome {
-    let url = t.endpoint.to_string();
+    let url = crate::token::mask(&t.endpoint.to_string());
     let udp = match Udp::bind(t.bind) {
         Ok(u) => u,
         Err(e) => return Outcome::Failed(format!("{url}: {e:#}")),
@@ -115,7 +115,7 @@ async fn attempt(t: &Target, retry: &mut Retry, stop: &mut watch::Receiver<bool>
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let answer_ms = posted.elapsed().as_millis() as u64;
-    tracing::debug!(resource = %answer.resource, answer_ms, "WHIP answer from {url}");
+    tracing::debug!(answer_ms, "WHIP answer from {url}");
     if !answer.ice_servers.is_empty() {
         tracing::debug!(
             servers = answer.ice_servers.len(),
@@ -206,7 +206,7 @@ impl Drive {
                 }
                 Output::Event(Event::Connected { sub }) => {
                     self.feed = Some(sub);
-                    let url = t.endpoint.to_string();
+                    let url = crate::token::mask(&t.endpoint.to_string());
                     let ms = posted.elapsed().as_millis() as u64;
                     let page = t.status.borrow().player_page.clone();
                     match retry.on_connected(Instant::now()) {
@@ -218,7 +218,7 @@ impl Drive {
                         _ => tracing::info!(
                             connect_ms = ms,
                             "publishing to {url}{}",
-                            page.map(|p| format!("; viewers watch at {p}")).unwrap_or_default()
+                            page.map(|p| format!("; viewers watch at {}", crate::token::short_in_url(&p))).unwrap_or_default()
                         ),
                     }
                     let publishes = retry.publishes();

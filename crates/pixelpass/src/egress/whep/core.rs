@@ -3,8 +3,9 @@
 //! the next timeout and events come out. It never reads a clock, opens a
 //! socket or spawns a task: [`super::engine`] (the socket driver) does that.
 //!
-//! - datagrams: each goes to the `Rtc` that `accepts` it (source address →
-//!   peer cached), then that `Rtc` is drained;
+//! - datagrams: a STUN request to the peer whose ufrag it names, anything
+//!   else to the `Rtc` that `accepts` it (source address → peer cached;
+//!   [`route`](self::route)), then that `Rtc` is drained;
 //! - timers: one ordered set of (deadline, peer), so a wake-up costs log N;
 //! - media: ONE hub subscription per stream (not per peer), opened when the
 //!   stream's first peer connects ([`Event::FeedOpened`]: the driver moves
@@ -139,6 +140,8 @@ pub struct Core {
     hubs: HashMap<PeerId, Hub>,
     by_resource: HashMap<Arc<str>, PeerId>,
     by_addr: HashMap<SocketAddr, PeerId>,
+    /// Each peer's local ICE ufrag: a STUN request names its peer by it.
+    by_ufrag: HashMap<String, PeerId>,
     feeds: HashMap<Arc<str>, StreamFeeds>,
     timers: BTreeSet<(Instant, PeerId)>,
     /// When each peer with paced datagrams waiting may send the next group.
@@ -165,6 +168,7 @@ impl Core {
             hubs: HashMap::new(),
             by_resource: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
             feeds: HashMap::new(),
             timers: BTreeSet::new(),
             pace_timers: BTreeSet::new(),
@@ -198,8 +202,11 @@ impl Core {
     pub fn add_peer(&mut self, now: Instant, new: NewPeer) {
         let id = self.next_id;
         self.next_id += 1;
+        let mut rtc = new.rtc;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.by_ufrag.insert(ufrag, id);
         let peer = Peer::new(
-            new.rtc,
+            rtc,
             new.resource.clone(),
             new.stream,
             new.producer_pts.unwrap_or(self.cfg.producer_pts),
@@ -258,33 +265,10 @@ impl Core {
         let Some(input) = rtc::receive(now, source, destination, contents) else {
             return; // not STUN/DTLS/RTP/RTCP
         };
-        let Some(id) = self.route(source, &input) else {
+        let Some(id) = self.route(source, &input, contents) else {
             return;
         };
         self.input(id, Some(input), now);
-    }
-
-    /// The peer this datagram belongs to (cached by source address).
-    fn route(&mut self, source: SocketAddr, input: &Input<'_>) -> Option<PeerId> {
-        if let Some(&id) = self.by_addr.get(&source) {
-            if self.peers.get(&id).is_some_and(|p| p.rtc.accepts(input)) {
-                return Some(id);
-            }
-        }
-        let id = self
-            .peers
-            .iter()
-            .find(|(_, p)| p.rtc.accepts(input))
-            .map(|(id, _)| *id)?;
-        if let Some(old) = self.by_addr.insert(source, id) {
-            if let Some(p) = self.peers.get_mut(&old) {
-                p.addrs.retain(|a| *a != source);
-            }
-        }
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.addrs.push(source);
-        }
-        Some(id)
     }
 
     /// Feed one input (or a timeout at `now`) to a peer, drain it, act on what it said.
@@ -360,7 +344,7 @@ impl Core {
             return;
         };
         tracing::info!(
-            resource = %peer.resource,
+            resource = %crate::token::short(&peer.resource),
             stream = %peer.stream,
             connect_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
             "WebRTC viewer connected"
@@ -385,7 +369,7 @@ impl Core {
         }
         let join = hub.join_rtp(now);
         if let RtpJoin::Cached(gop) = join {
-            tracing::debug!(resource = %peer.resource, packets = gop.len(), layer = first, "WebRTC viewer starts on the cached GOP");
+            tracing::debug!(resource = %crate::token::short(&peer.resource), packets = gop.len(), layer = first, "WebRTC viewer starts on the cached GOP");
             peer.start_on_gop(gop);
         }
         self.after_link(id, now);
@@ -436,7 +420,7 @@ impl Core {
                 }
                 if !had_key && peer.first_key_at.is_some() {
                     tracing::debug!(
-                        resource = %peer.resource,
+                        resource = %crate::token::short(&peer.resource),
                         join_ms = now.saturating_duration_since(peer.created).as_millis() as u64,
                         "first keyframe sent to a WebRTC viewer"
                     );
@@ -542,6 +526,7 @@ impl Core {
         }
         self.hubs.remove(&id);
         self.by_resource.remove(&peer.resource);
+        self.by_ufrag.retain(|_, p| *p != id);
         for a in &peer.addrs {
             if self.by_addr.get(a) == Some(&id) {
                 self.by_addr.remove(a);
@@ -550,7 +535,7 @@ impl Core {
         // The lease goes with the index entry: the slot is free from here on.
         self.index.remove(&peer.resource);
         let (video, audio) = peer.sent();
-        tracing::info!(resource = %peer.resource, stream = %peer.stream, video, audio, "WebRTC viewer removed: {why}");
+        tracing::info!(resource = %crate::token::short(&peer.resource), stream = %peer.stream, video, audio, "WebRTC viewer removed: {why}");
         if close && rtc::close(&mut peer.rtc) {
             let _ = drain(&mut self.out, &mut peer, now, self.cfg.timeout);
         }
@@ -590,5 +575,6 @@ impl Core {
 
 mod layers;
 mod pace;
+mod route;
 #[cfg(test)]
 mod tests;

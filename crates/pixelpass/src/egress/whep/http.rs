@@ -186,7 +186,7 @@ async fn post_offer(
             "the WebRTC engine is not running".into(),
         ));
     }
-    tracing::debug!(stream = %entry.id, %resource, answer_ms = posted.elapsed().as_millis() as u64, "WHEP offer answered");
+    tracing::debug!(stream = %entry.id, resource = %crate::token::short(&resource), answer_ms = posted.elapsed().as_millis() as u64, "WHEP offer answered");
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));

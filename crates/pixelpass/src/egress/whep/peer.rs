@@ -320,7 +320,7 @@ impl Peer {
             return; // a second m-line of the same kind gets nothing
         }
         let Some(pt) = negotiated_pt(&self.rtc, mid, codec) else {
-            tracing::debug!(resource = %self.resource, ?kind, "no common codec on this m-line");
+            tracing::debug!(resource = %crate::token::short(&self.resource), ?kind, "no common codec on this m-line");
             return;
         };
         let first_seq = (u64::from(now.saturating_duration_since(self.created).subsec_nanos())

@@ -105,6 +105,31 @@ pub(crate) fn receive<'a>(
     Some(str0m::Input::Receive(now, recv))
 }
 
+/// The ICE ufrag a STUN request is addressed to: the part before `:` of its
+/// USERNAME (RFC 8445 §7.2.2: "receiver's ufrag:sender's ufrag"); `None` for
+/// anything that is not a STUN message with a USERNAME.
+pub(crate) fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
+    const MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    const USERNAME: u16 = 0x0006;
+    if datagram.len() < 20 || datagram[0] > 3 || datagram[4..8] != MAGIC {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
+    let body = datagram.get(20..20 + len)?;
+    let mut at = 0;
+    while at + 4 <= body.len() {
+        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
+        let n = usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]]));
+        let value = body.get(at + 4..at + 4 + n)?;
+        if kind == USERNAME {
+            let name = std::str::from_utf8(value).ok()?;
+            return name.split(':').next();
+        }
+        at += 4 + n.div_ceil(4) * 4;
+    }
+    None
+}
+
 /// The next output of `rtc`; a str0m error or panic becomes [`Polled::Failed`]
 /// (one peer's bad state never takes the engine down).
 pub(crate) fn poll(rtc: &mut Rtc) -> Polled {
@@ -189,5 +214,27 @@ mod one_line_tests {
             m,
             "SDP parse: Parse error Unexpected `g` Expected `v` sdp line"
         );
+    }
+}
+
+#[cfg(test)]
+mod stun_tests {
+    use super::stun_local_ufrag;
+
+    #[test]
+    fn the_ufrag_a_stun_request_is_for() {
+        // A binding request: header, then USERNAME "srv1:cli2" (9 bytes, padded).
+        let mut m = vec![0x00, 0x01, 0x00, 16, 0x21, 0x12, 0xa4, 0x42];
+        m.extend([7u8; 12]); // transaction id
+        m.extend([0x00, 0x06, 0x00, 9]);
+        m.extend(b"srv1:cli2\0\0\0");
+        assert_eq!(stun_local_ufrag(&m), Some("srv1"));
+        // Cut short, not STUN (RTP, DTLS), no USERNAME: none.
+        assert_eq!(stun_local_ufrag(&m[..30]), None);
+        assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+        assert_eq!(stun_local_ufrag(&[22; 40]), None);
+        let mut bare = m[..20].to_vec();
+        bare[3] = 0;
+        assert_eq!(stun_local_ufrag(&bare), None);
     }
 }

@@ -28,7 +28,7 @@ pub(super) fn deliver(peer: &mut Peer, layer: u8, m: &MediaMsg, now: Instant) ->
             Route::Skip => {}
             Route::Write => peer.write(Track::Video, pkt, now),
             Route::SwitchAndWrite => {
-                tracing::info!(resource = %peer.resource, layer, "WebRTC viewer switched layer");
+                tracing::info!(resource = %crate::token::short(&peer.resource), layer, "WebRTC viewer switched layer");
                 peer.switch_video();
                 peer.write(Track::Video, pkt, now);
                 switched = true;
@@ -135,7 +135,7 @@ impl Core {
         };
         if let Some(target) = peer.layer.on_link(now, &peer.link, &rates) {
             tracing::info!(
-                resource = %peer.resource,
+                resource = %crate::token::short(&peer.resource),
                 target = ?target,
                 estimate_bps = ?peer.link.estimate,
                 loss = ?peer.link.loss,
@@ -149,7 +149,7 @@ impl Core {
             .layer
             .restart_estimator(now, peer.link.estimate, &rates)
         {
-            tracing::debug!(resource = %peer.resource, from, "bandwidth estimate stuck below the next layer: estimating anew");
+            tracing::debug!(resource = %crate::token::short(&peer.resource), from, "bandwidth estimate stuck below the next layer: estimating anew");
             peer.rtc.bwe().reset(Bitrate::bps(from));
         }
         if let Some((minimum, desired)) = peer.layer.probe(now, peer.link.estimate, &rates) {
@@ -175,7 +175,7 @@ impl Core {
                 h.request_keyframe(now);
             }
         }
-        tracing::info!(resource = %peer.resource, ?mode, "WebRTC viewer chose a layer");
+        tracing::info!(resource = %crate::token::short(&peer.resource), ?mode, "WebRTC viewer chose a layer");
         self.index
             .set_view(&peer.resource, peer.layer.view(&peer.link));
         true

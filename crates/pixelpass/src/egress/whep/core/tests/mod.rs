@@ -155,6 +155,29 @@ fn a_silent_peer_is_removed_at_the_consent_timeout() {
     assert!(net.core.poll_timeout().is_none(), "no timer left for it");
 }
 
+#[test]
+fn a_new_viewer_from_the_address_of_a_vanished_one_connects_before_its_timeout() {
+    // The kernel hands a closed UDP port out again (a reloaded page, a NAT
+    // keeping its mapping): the vanished viewer's peer still lives until its
+    // consent timeout, and str0m's `accepts` says yes to anything from that
+    // peer's address, the new viewer's STUN too.
+    let mut net = Net::new();
+    let old = net.connect();
+    net.publish_video(true, 1);
+    net.deliver_media();
+    net.advance(100 * MS);
+    net.clients[old].silent = true;
+    let addr = net.clients[old].addr;
+    let new = net.connect_at(addr);
+    assert!(net.clients[new].connected);
+    let resource = net.clients[old].resource.clone();
+    assert!(
+        net.core.has_peer(&resource),
+        "connected while the vanished viewer's peer still waited for its timeout"
+    );
+    assert_eq!(net.core.peer_count(), 2);
+}
+
 /// The goodbye datagrams of every client come before the feed is released.
 fn assert_peers_close_before_the_feed(net: &mut Net, why: &str) {
     let closed_at = net

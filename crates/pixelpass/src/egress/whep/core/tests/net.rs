@@ -148,6 +148,12 @@ impl Net {
     pub(super) fn add_client(&mut self) -> usize {
         let n = self.clients.len();
         let addr: SocketAddr = format!("10.0.0.{}:6000", n + 2).parse().unwrap();
+        self.add_client_at(addr)
+    }
+
+    /// A client on `addr` (which an earlier, vanished client may have had).
+    pub(super) fn add_client_at(&mut self, addr: SocketAddr) -> usize {
+        let n = self.clients.len();
         let mut rtc = RtcConfig::new().set_rtp_mode(true).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
@@ -195,6 +201,16 @@ impl Net {
     /// A viewer that is connected and joined its stream's feed.
     pub(super) fn connect(&mut self) -> usize {
         let c = self.add_client();
+        self.wait_connected(c)
+    }
+
+    /// [`connect`](Self::connect) from `addr`.
+    pub(super) fn connect_at(&mut self, addr: SocketAddr) -> usize {
+        let c = self.add_client_at(addr);
+        self.wait_connected(c)
+    }
+
+    fn wait_connected(&mut self, c: usize) -> usize {
         let start = self.now;
         while !self.clients[c].connected || !self.seen.contains(&Seen::FeedOpened(self.feed())) {
             assert!(
@@ -242,7 +258,8 @@ impl Net {
                         return;
                     }
                 }
-                let Some(i) = self.clients.iter().position(|c| c.addr == destination) else {
+                // The newest client at an address owns its socket now.
+                let Some(i) = self.clients.iter().rposition(|c| c.addr == destination) else {
                     return;
                 };
                 let c = &mut self.clients[i];
