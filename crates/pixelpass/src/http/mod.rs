@@ -10,5 +10,5 @@ mod routes;
 pub mod tls;
 
 pub use listener::{bind, serve, serve_tls, Limits};
-pub use routes::{router, router_with};
+pub use routes::{router, router_with, serve_router};
 pub use tls::{Tls, TlsArgs};
