@@ -27,7 +27,9 @@ pub fn install() {
             std::process::abort();
         }
         if new {
-            eprintln!("fuzz: str0m panic #{n} at {place} (new place; caught by the server): {info}");
+            eprintln!(
+                "fuzz: str0m panic #{n} at {place} (new place; caught by the server): {info}"
+            );
         }
     }));
 }

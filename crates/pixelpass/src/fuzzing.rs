@@ -50,7 +50,11 @@ pub fn ts(data: &[u8]) {
     for part in data.chunks(split) {
         framer.push(part, |p| {
             assert_eq!(p.len(), PACKET_LEN, "the framer hands on whole packets");
-            assert_eq!(p[0], packet::SYNC_BYTE, "the framer hands on synced packets");
+            assert_eq!(
+                p[0],
+                packet::SYNC_BYTE,
+                "the framer hands on synced packets"
+            );
             packet_fields(p);
         });
     }
@@ -244,9 +248,7 @@ impl Sdp {
     /// A WHEP viewer's offer for a 3-layer stream of constrained baseline 3.1:
     /// whether it was answered.
     pub fn whep(&self, offer: &str) -> bool {
-        self.whep
-            .answer(offer, Instant::now(), 0x42e01f, 3)
-            .is_ok()
+        self.whep.answer(offer, Instant::now(), 0x42e01f, 3).is_ok()
     }
 
     /// A WHIP publisher's offer: whether it was answered.
@@ -371,7 +373,10 @@ impl Http {
         });
         self.rt.block_on(async {
             for id in self.streams.ids() {
-                let keep = self.streams.get(&id).is_some_and(|v| self.fixed.iter().any(|f| *f == v.config));
+                let keep = self
+                    .streams
+                    .get(&id)
+                    .is_some_and(|v| self.fixed.contains(&v.config));
                 if !keep {
                     let _ = self.streams.delete(&id).await;
                 }
