@@ -144,6 +144,25 @@ install_cargo_deb() {
   log "cargo-deb: $(cargo deb --version)"
 }
 
+# cargo-fuzz runs the fuzz targets (scripts/fuzz.sh) on the nightly toolchain;
+# installed only where nightly is (rustup toolchain install nightly): without
+# it scripts/fuzz.sh skips, saying so.
+CARGO_FUZZ_VERSION=0.13.2
+install_cargo_fuzz() {
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    log "cargo-fuzz: not installed (no nightly toolchain; scripts/fuzz.sh will skip)"
+    return
+  fi
+  if cargo +nightly fuzz --version >/dev/null 2>&1; then
+    log "cargo-fuzz: $(cargo +nightly fuzz --version)"
+    return
+  fi
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION (cargo install --locked)"
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" --quiet \
+    || die "cargo install cargo-fuzz failed"
+  log "cargo-fuzz: $(cargo +nightly fuzz --version)"
+}
+
 check_gstreamer() {
   # The elements the host pipeline (and serve's WHIP → HTTP-TS remux) needs, with the package that has each.
   local el pkg missing=()
@@ -255,6 +274,7 @@ add_deb_src() {
 install_packages
 install_rust
 install_cargo_deb
+install_cargo_fuzz
 install_node
 check_gstreamer
 build_xdpw

@@ -15,11 +15,11 @@ use tokio::sync::watch;
 
 use pixelpass::config::ServeConfig;
 use pixelpass::egress::whep::{IceServer, WebRtcArgs, Whep};
-use pixelpass::http::api::{self, Api};
+use pixelpass::http::api::Api;
 use pixelpass::http::{self as server};
 use pixelpass::registry::Registry;
 use pixelpass::restream::Streams;
-use pixelpass::whip::{self, Whip, WhipConfig};
+use pixelpass::whip::{Whip, WhipConfig};
 use pixelpass::{net, token};
 
 /// Default HTTP address of `serve`.
@@ -161,12 +161,15 @@ async fn serve(
             .create(s)
             .map_err(|e| anyhow::anyhow!("stream {id:?}: {e}"))?;
     }
-    let router = server::router_with(registry, Some(whep.clone()))
-        .merge(api::routes(Api {
+    let router = server::serve_router(
+        registry,
+        whep.clone(),
+        Api {
             streams: streams.clone(),
             token: api_token.clone(),
-        }))
-        .merge(whip::http::routes(whip.clone()));
+        },
+        whip.clone(),
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve_tls(
         listener,

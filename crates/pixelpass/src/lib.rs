@@ -24,6 +24,10 @@ pub mod config;
 pub mod doctor;
 pub mod egress;
 pub(crate) mod ffmpeg;
+/// The fuzz targets' way in (`fuzz/`); built only with the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod http;
 pub mod hub;

@@ -135,7 +135,12 @@ async fn read_json(body: Body) -> Result<Value, Response> {
             None,
         )
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    parse_json(&bytes)
+}
+
+/// A request body as JSON, or the `400` saying why not.
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, Response> {
+    serde_json::from_slice(bytes).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             &format!("malformed JSON: {e}"),
@@ -145,7 +150,7 @@ async fn read_json(body: Body) -> Result<Value, Response> {
 }
 
 /// Deserialize with the path of the offending field in the error.
-fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Response> {
+pub(crate) fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Response> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();

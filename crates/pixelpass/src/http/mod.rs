@@ -15,5 +15,5 @@ mod storm;
 pub mod tls;
 
 pub use listener::{bind, serve, serve_tls, ConnArgs, Limits};
-pub use routes::{router, router_with};
+pub use routes::{router, router_with, serve_router};
 pub use tls::{Tls, TlsArgs};

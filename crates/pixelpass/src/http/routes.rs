@@ -10,7 +10,9 @@ use axum::Router;
 use crate::egress::hls::{self, ClientAddr, Hls};
 use crate::egress::http_ts;
 use crate::egress::whep::{self, Whep};
+use crate::http::api::{self, Api};
 use crate::registry::Registry;
+use crate::whip::Whip;
 
 pub fn router(registry: Registry) -> Router {
     router_with(registry, None)
@@ -44,6 +46,14 @@ pub fn router_with(registry: Registry, whep: Option<Whep>) -> Router {
         Some(whep) => base.merge(whep::http::routes(registry, whep)),
         None => base,
     }
+}
+
+/// `serve`'s whole app: the stream routes with WHEP, the API and metrics
+/// (`api`), and WHIP ingest (`whip`).
+pub fn serve_router(registry: Registry, whep: Whep, api: Api, whip: Whip) -> Router {
+    router_with(registry, Some(whep))
+        .merge(api::routes(api))
+        .merge(crate::whip::http::routes(whip))
 }
 
 pub(crate) async fn not_found() -> Response {

@@ -95,11 +95,83 @@ impl Gate {
     }
 }
 
-/// Drain `sock` into `hub` until the task is aborted. `seen` is told the
-/// time of every published packet (media flows; the stale watchdog reads it).
-/// Video: each new SPS's profile goes to the counters (and to the hub when
-/// `learn_profile`: copied H.264), its size and rate to the hub's layer info
-/// once the producer has said what the layer is ([`learn_layer`]).
+/// One leg's state between datagrams: its [`Gate`] and the last SPS seen.
+#[derive(Debug)]
+pub struct Leg {
+    track: Track,
+    learn_profile: bool,
+    gate: Gate,
+    last_sps: Vec<u8>,
+}
+
+impl Leg {
+    pub fn new(track: Track, learn_profile: bool) -> Self {
+        Self {
+            track,
+            learn_profile,
+            gate: Gate::default(),
+            last_sps: Vec::new(),
+        }
+    }
+
+    /// One datagram from `from` (sans-IO: what [`run`] does with each one it
+    /// receives): judged, published to `hub` and counted in `c`. Video: each
+    /// new SPS's profile goes to the counters (and to the hub when
+    /// `learn_profile`: copied H.264), its size and rate to the hub's layer
+    /// info once the producer has said what the layer is ([`learn_layer`]).
+    /// True when it was published.
+    pub fn datagram(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        hub: &Hub,
+        c: &TrackCounters,
+    ) -> bool {
+        let (track, learn_profile) = (self.track, self.learn_profile);
+        let mut lost = 0;
+        match self.gate.judge(from, datagram, &mut lost) {
+            Verdict::Publish => {
+                if hub.publish_rtp(track, datagram, now).is_err() {
+                    c.refused.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                c.packets.fetch_add(1, Ordering::Relaxed);
+                c.bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+                if lost > 0 {
+                    c.lost.fetch_add(lost, Ordering::Relaxed);
+                }
+                if track == Track::Video {
+                    let packet = RtpPacket::parse(datagram).ok();
+                    let sps = packet.and_then(|p| h264_sps(p.payload));
+                    if let Some(sps) = sps.filter(|s| **s != self.last_sps[..]) {
+                        self.last_sps = sps.to_vec();
+                        if let Some(p) = crate::media::h264::sps_profile_level_id(sps) {
+                            c.profile_level_id.store(p, Ordering::Relaxed);
+                            if learn_profile {
+                                hub.set_h264_profile(Some(p));
+                            }
+                        }
+                        learn_layer(hub, sps);
+                    }
+                }
+                true
+            }
+            Verdict::Rtcp => {
+                c.rtcp.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Verdict::Refuse => {
+                c.refused.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// Drain `sock` into `hub` until the task is aborted, one [`Leg::datagram`]
+/// each. `seen` is told the time of every published packet (media flows;
+/// the stale watchdog reads it).
 pub async fn run(
     sock: UdpSocket,
     track: Track,
@@ -108,8 +180,7 @@ pub async fn run(
     seen: watch::Sender<Option<Instant>>,
     learn_profile: bool,
 ) {
-    let mut gate = Gate::default();
-    let mut last_sps = Vec::new();
+    let mut leg = Leg::new(track, learn_profile);
     let mut buf = vec![0u8; 2048];
     let c = counters.track(track);
     loop {
@@ -122,41 +193,9 @@ pub async fn run(
                 continue;
             }
         };
-        let mut lost = 0;
-        match gate.judge(from, &buf[..n], &mut lost) {
-            Verdict::Publish => {
-                let now = Instant::now();
-                if hub.publish_rtp(track, &buf[..n], now).is_err() {
-                    c.refused.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                c.packets.fetch_add(1, Ordering::Relaxed);
-                c.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                if lost > 0 {
-                    c.lost.fetch_add(lost, Ordering::Relaxed);
-                }
-                seen.send_replace(Some(now));
-                if track == Track::Video {
-                    let packet = RtpPacket::parse(&buf[..n]).ok();
-                    let sps = packet.and_then(|p| h264_sps(p.payload));
-                    if let Some(sps) = sps.filter(|s| **s != last_sps[..]) {
-                        last_sps = sps.to_vec();
-                        if let Some(p) = crate::media::h264::sps_profile_level_id(sps) {
-                            c.profile_level_id.store(p, Ordering::Relaxed);
-                            if learn_profile {
-                                hub.set_h264_profile(Some(p));
-                            }
-                        }
-                        learn_layer(&hub, sps);
-                    }
-                }
-            }
-            Verdict::Rtcp => {
-                c.rtcp.fetch_add(1, Ordering::Relaxed);
-            }
-            Verdict::Refuse => {
-                c.refused.fetch_add(1, Ordering::Relaxed);
-            }
+        let now = Instant::now();
+        if leg.datagram(from, &buf[..n], now, &hub, c) {
+            seen.send_replace(Some(now));
         }
     }
 }

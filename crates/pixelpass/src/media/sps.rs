@@ -90,8 +90,11 @@ pub fn sps_info(nal: &[u8]) -> Option<SpsInfo> {
         cx = b.ue()?.checked_add(b.ue()?)?;
         cy = b.ue()?.checked_add(b.ue()?)?;
     }
-    let width = (width_mbs.checked_mul(16)?).checked_sub(crop_x * cx)?;
-    let height = (height_units.checked_mul(16 * (2 - frame_mbs_only))?).checked_sub(crop_y * cy)?;
+    // Untrusted numbers (a WHIP publisher's SPS): a crop too large for the
+    // picture, or for u32, is a broken SPS, not an overflow.
+    let width = (width_mbs.checked_mul(16)?).checked_sub(cx.checked_mul(crop_x)?)?;
+    let height = (height_units.checked_mul(16 * (2 - frame_mbs_only))?)
+        .checked_sub(cy.checked_mul(crop_y)?)?;
     let fps = if b.bit()? == 1 { vui_fps(&mut b) } else { None };
     Some(SpsInfo { width, height, fps })
 }
@@ -170,6 +173,16 @@ mod tests {
         assert_eq!(sps_info(&BASELINE_320X180_15), info(320, 180, 15));
         assert_eq!(sps_info(&HIGH_1280X720_30), info(1280, 720, 30));
         assert_eq!(sps_info(&MAIN_642X362_25), info(642, 362, 25));
+    }
+
+    /// Found by the `h264` fuzz target: a frame crop of 2 × 0x8000_0000 wrapped.
+    #[test]
+    fn a_crop_beyond_u32_is_none_not_an_overflow() {
+        const HUGE_CROP: [u8; 23] = [
+            0x67, 0x0a, 0x08, 0x40, 0x4d, 0xf6, 0xf2, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00, 0x20,
+            0x00, 0x00, 0x03, 0x02, 0x81, 0xe2, 0x44, 0xa2, 0x40,
+        ];
+        assert_eq!(sps_info(&HUGE_CROP), None);
     }
 
     #[test]
