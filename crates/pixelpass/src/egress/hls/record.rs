@@ -17,10 +17,9 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use super::playlist::rfc3339_ms;
-use super::segmenter::{Config, Output, Segmenter};
+use super::segmenter::{Config, Output, Segmenter, TsInput};
 use super::service::unix_ms;
 use crate::hub::Hub;
-use crate::media::ts::pes::Demux;
 
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
@@ -74,13 +73,13 @@ pub fn file_name(dir: &Path, name: &str, wall_ms: u64) -> PathBuf {
 
 async fn record(opts: RecordOptions, hub: Hub, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut sub = hub.subscribe(Instant::now());
-    let mut demux = Demux::new();
+    let mut input = TsInput::default();
     let mut seg = Segmenter::new(Config {
         // Only the segment cut matters here: it follows the encoder's keyframes.
         part_target_ms: 1000,
         ..Config::default()
     });
-    let (mut units, mut outs) = (Vec::new(), Vec::new());
+    let mut outs = Vec::new();
     let mut init: Option<Bytes> = None;
     let mut new_init = false;
     let mut current: Option<Current> = None;
@@ -88,13 +87,7 @@ async fn record(opts: RecordOptions, hub: Hub, mut stop: tokio::sync::watch::Rec
         tokio::select! {
             bytes = sub.next() => {
                 let Some(bytes) = bytes else { break };
-                demux.push(&bytes, &mut units);
-                demux.end_video(&mut units);
-                seg.expect_audio(demux.has_audio());
-                let now = unix_ms();
-                for u in units.drain(..) {
-                    seg.push(u, now, &mut outs);
-                }
+                input.push(&bytes, unix_ms(), &mut seg, &mut outs);
             }
             _ = stop.changed() => {
                 seg.end_run(&mut outs);

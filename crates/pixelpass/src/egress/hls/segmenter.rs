@@ -20,7 +20,7 @@ use super::mp4::{self, AudioConfig, Run, Sample, VideoConfig, AUDIO_TRACK, VIDEO
 use crate::media::adts::{self, SAMPLES_PER_FRAME};
 use crate::media::h264;
 use crate::media::sps;
-use crate::media::ts::pes::{EsKind, EsUnit};
+use crate::media::ts::pes::{Demux, EsKind, EsUnit};
 
 const TICKS: u64 = mp4::VIDEO_TIMESCALE as u64;
 const WRAP: u64 = 1 << 33;
@@ -88,6 +88,28 @@ struct Frame {
     key: bool,
     avcc: Vec<u8>,
     media_ms: f64,
+}
+
+/// A hub's MPEG-TS chunks into a [`Segmenter`]: demultiplexed, and each
+/// chunk's last video access unit ended with it (a hub chunk ends where the
+/// next video access unit starts). The live service and the recorder both
+/// feed their segmenter this way.
+#[derive(Default)]
+pub struct TsInput {
+    demux: Demux,
+    units: Vec<EsUnit>,
+}
+
+impl TsInput {
+    /// One hub chunk, arrived at `wall_ms` (Unix ms): what it completes goes to `out`.
+    pub fn push(&mut self, bytes: &[u8], wall_ms: u64, seg: &mut Segmenter, out: &mut Vec<Output>) {
+        self.demux.push(bytes, &mut self.units);
+        self.demux.end_video(&mut self.units);
+        seg.expect_audio(self.demux.has_audio());
+        for u in self.units.drain(..) {
+            seg.push(u, wall_ms, out);
+        }
+    }
 }
 
 pub struct Segmenter {

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use super::playlist::Timing;
-use super::segmenter::{self, Output, Segmenter};
+use super::segmenter::{self, Output, Segmenter, TsInput};
 use super::window::{Served, Window};
-use crate::media::ts::pes::Demux;
 use crate::registry::StreamEntry;
 use crate::supervisor::{Lease, Supervisor};
 
@@ -263,22 +262,15 @@ impl HlsStream {
         // From a fresh keyframe, not the cached GOP: frames that arrive in
         // real time give the program date-time its true wall clock.
         let mut sub = hub.subscribe_next_keyframe(Instant::now(), None);
-        let mut demux = Demux::new();
+        let mut input = TsInput::default();
         let mut seg = Segmenter::new(self.cfg.segmenter);
-        let (mut units, mut outs) = (Vec::new(), Vec::new());
+        let mut outs = Vec::new();
         let mut reap = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 bytes = sub.next() => {
                     let Some(bytes) = bytes else { break };
-                    demux.push(&bytes, &mut units);
-                    // A hub chunk ends where the next video access unit starts.
-                    demux.end_video(&mut units);
-                    seg.expect_audio(demux.has_audio());
-                    let now = unix_ms();
-                    for u in units.drain(..) {
-                        seg.push(u, now, &mut outs);
-                    }
+                    input.push(&bytes, unix_ms(), &mut seg, &mut outs);
                     if !outs.is_empty() {
                         self.apply(&mut outs, &hub);
                     }
