@@ -81,6 +81,7 @@ async fn host(args: HostArgs, token: String) -> anyhow::Result<ExitCode> {
             dir,
             file_length: Duration::from_secs_f64(args.record_minutes * 60.0),
             name: "host".into(),
+            keep: Default::default(),
         }),
         limits: args.conn.limits(None),
     })

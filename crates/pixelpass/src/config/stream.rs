@@ -81,6 +81,53 @@ pub struct StreamConfig {
     /// a stream published over WHIP carries what its publisher sends.
     #[serde(default = "default_layers")]
     pub layers: u32,
+    /// Write the stream to playable fragmented MP4 files too, whenever it
+    /// runs (the CMAF of its LL-HLS output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordConfig>,
+}
+
+/// `[streams.record]`: where and how long a stream's recordings are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// The directory (made if missing); files are `ID-2026-12-03T19-04-49Z.mp4`.
+    pub dir: std::path::PathBuf,
+    /// A new file starts at the first keyframe after this many seconds.
+    #[serde(default = "default_record_segment")]
+    pub segment_seconds: f64,
+    /// Files older than this are deleted (none: kept by age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hours: Option<f64>,
+    /// The oldest files are deleted while the stream's files take more (GB, 10^9 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_gb: Option<f64>,
+}
+
+fn default_record_segment() -> f64 {
+    600.0
+}
+
+impl RecordConfig {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.dir.as_os_str().is_empty() {
+            return fail("record.dir", "must name a directory");
+        }
+        check_range(
+            "record.segment_seconds",
+            self.segment_seconds,
+            1.0,
+            86400.0,
+            " seconds",
+        )?;
+        if let Some(h) = self.keep_hours {
+            check_range("record.keep_hours", h, 0.01, 87600.0, " hours")?;
+        }
+        if let Some(gb) = self.keep_gb {
+            check_range("record.keep_gb", gb, 0.001, 1_000_000.0, " GB")?;
+        }
+        Ok(())
+    }
 }
 
 /// `layers` at most: the full size, half the size, a quarter at a low rate.
@@ -225,6 +272,9 @@ impl StreamConfig {
             }
         }
         self.validate_input()?;
+        if let Some(r) = &self.record {
+            r.validate()?;
+        }
         check_range("linger", self.linger, 0.0, 86400.0, " seconds")?;
         check_range(
             "reconnect_delay_seconds",

@@ -49,6 +49,7 @@ pub fn routes(api: Api) -> Router {
         )
         .route("/api/v1/streams/{id}/command", put(command))
         .route("/api/v1/streams/{id}/report", get(report))
+        .route("/api/v1/streams/{id}/recordings", get(recordings))
         .route("/api/v1/{*rest}", axum::routing::any(unknown))
         .route("/metrics", get(metrics))
         .with_state(api)
@@ -283,6 +284,13 @@ async fn report(_: Authed, State(api): State<Api>, Path(id): Path<String>) -> Re
     match api.streams.report(&id) {
         Some(r) => ok(StatusCode::OK, r),
         None => stream_error(StreamError::NotFound(id)),
+    }
+}
+
+async fn recordings(_: Authed, State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.streams.recordings(&id) {
+        Ok(r) => ok(StatusCode::OK, r),
+        Err(e) => stream_error(e),
     }
 }
 

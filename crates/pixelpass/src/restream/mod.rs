@@ -21,6 +21,7 @@ use crate::supervisor::{Event, Order, Policy, Producer, ProducerError, State, St
 use crate::token;
 use crate::whip::{PublisherView, Whip};
 
+pub mod record;
 pub mod reload;
 
 /// A random token has 22 characters (128 bits); a chosen one shorter than
@@ -34,6 +35,8 @@ struct Stream {
     token: String,
     supervisor: Supervisor,
     process: Arc<ProcessState>,
+    /// Writing its files (`record`); dropped with the stream.
+    _recorder: Option<Arc<crate::egress::hls::record::Recorder>>,
 }
 
 /// Why an API call on streams failed (mapped to HTTP codes by the API).
@@ -589,12 +592,14 @@ impl Streams {
                 Hub::with_layers(hub_config(&config), config.layers as usize),
             )
         };
+        let recorder = record::start(&config, &hub)?;
         let supervisor = Supervisor::spawn(policy, hub, producer);
         Ok(Stream {
             config,
             token,
             supervisor,
             process,
+            _recorder: recorder,
         })
     }
 }

@@ -28,6 +28,8 @@ pub struct RecordOptions {
     pub file_length: Duration,
     /// The files' name prefix (the stream's id).
     pub name: String,
+    /// Older or more files are deleted (each time a file starts).
+    pub keep: super::recordings::Keep,
 }
 
 /// A recording in progress; dropping it (or [`Recorder::stop`]) ends it.
@@ -39,11 +41,19 @@ pub struct Recorder {
 impl Recorder {
     /// Check the directory can be written, then record `hub` (its layer 0).
     pub fn start(opts: RecordOptions, hub: Hub) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&opts.dir)
-            .with_context(|| format!("--record: cannot create {}", opts.dir.display()))?;
+        std::fs::create_dir_all(&opts.dir).with_context(|| {
+            format!(
+                "cannot create the recording directory {}",
+                opts.dir.display()
+            )
+        })?;
         let probe = opts.dir.join(".pixelpass-write-test");
-        std::fs::write(&probe, b"")
-            .with_context(|| format!("--record: cannot write in {}", opts.dir.display()))?;
+        std::fs::write(&probe, b"").with_context(|| {
+            format!(
+                "cannot write in the recording directory {}",
+                opts.dir.display()
+            )
+        })?;
         let _ = std::fs::remove_file(&probe);
         let (stop, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(record(opts, hub, rx));
@@ -134,6 +144,8 @@ async fn write(
                         tracing::info!("recording done: {}", c.path.display());
                     }
                     *current = open(opts, init, media_ms, wall_ms).await;
+                    let now_writing = current.as_ref().map(|c| c.path.as_path());
+                    super::recordings::prune(&opts.dir, &opts.name, opts.keep, now_writing);
                 }
                 if let Some(c) = current.as_mut() {
                     let ok = c.file.write_all(&bytes).await.is_ok() && c.file.flush().await.is_ok();
