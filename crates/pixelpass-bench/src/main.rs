@@ -35,6 +35,7 @@ mod capture;
 mod fanout;
 mod faults;
 mod hls_cache;
+mod hls_segment;
 mod host;
 mod http_load;
 mod join;
@@ -71,6 +72,9 @@ pub enum BenchCommand {
     /// LL-HLS behind nginx (caching, request collapsing): origin requests/s
     /// against 10, 100, 500 following clients.
     HlsCache(hls_cache::HlsCacheArgs),
+    /// The LL-HLS segmenter's cost per stream: CPU per second of media and
+    /// the memory its window holds (720p30 + AAC, encoded once by FFmpeg).
+    HlsSegment(hls_segment::HlsSegmentArgs),
     /// The load generator of `fanout` (started by it as a child process).
     #[command(hide = true)]
     FanoutClient(http_load::ClientArgs),
@@ -227,6 +231,7 @@ fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Fanout(a) => fanout::run(a),
         BenchCommand::Latency(a) => latency::run(a),
         BenchCommand::HlsCache(a) => hls_cache::run(a),
+        BenchCommand::HlsSegment(a) => hls_segment::run(a),
         BenchCommand::FanoutClient(a) => http_load::run(a),
         BenchCommand::Join(a) => join::run(a),
         BenchCommand::Capture(a) => capture::run(a),

@@ -41,6 +41,7 @@ fn the_product_binary_has_no_benchmarks_and_the_bench_binary_has_them_all() {
             "fanout",
             "latency",
             "hls-cache",
+            "hls-segment",
             "join",
             "capture",
             "whep-fanout",
