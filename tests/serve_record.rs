@@ -58,23 +58,8 @@ fn a_serve_stream_records_files_the_api_lists_and_that_decode() {
         Some(size),
         "the listing says the file's size"
     );
-    let errors = decode_errors(&path);
-    assert!(
-        errors.is_empty(),
-        "{path:?} does not decode cleanly: {errors}"
-    );
     // segment_seconds = 4 at 30 frames/s, cut at the first keyframe after.
-    let frames = count_video_frames(&path);
-    assert!(frames >= 110, "{path:?}: {frames} frames");
-    let streams = ffprobe_streams(&path);
-    assert!(
-        streams.iter().any(|(t, c)| t == "video" && c == "h264"),
-        "{streams:?}"
-    );
-    assert!(
-        streams.iter().any(|(t, c)| t == "audio" && c == "aac"),
-        "{streams:?}"
-    );
+    assert_recording_decodes(&path, 110);
 
     // A stream without `record`, an unknown one, a directory that cannot be made.
     let (status, v) = serve.json("GET", "/api/v1/streams/plain/recordings", None);

@@ -159,6 +159,30 @@ pub fn count_video_frames(file: &Path) -> u64 {
         .unwrap_or_else(|| panic!("frame count {:?}", out.stdout))
 }
 
+/// A recorded file decodes cleanly, has at least `least` video frames, and
+/// carries H.264 and AAC.
+pub fn assert_recording_decodes(file: &Path, least: u64) {
+    let errors = decode_errors(file);
+    assert!(
+        errors.is_empty(),
+        "{file:?} does not decode cleanly: {errors}"
+    );
+    let frames = count_video_frames(file);
+    assert!(
+        frames >= least,
+        "{file:?}: {frames} frames, at least {least} expected"
+    );
+    let streams = ffprobe_streams(file);
+    assert!(
+        streams.iter().any(|(t, c)| t == "video" && c == "h264"),
+        "{file:?}: {streams:?}"
+    );
+    assert!(
+        streams.iter().any(|(t, c)| t == "audio" && c == "aac"),
+        "{file:?}: {streams:?}"
+    );
+}
+
 /// What `ffmpeg -v error` says while decoding the whole file (empty = clean).
 pub fn decode_errors(file: &Path) -> String {
     let mut cmd = Command::new("ffmpeg");

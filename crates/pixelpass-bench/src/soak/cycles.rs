@@ -33,6 +33,19 @@ pub struct Done {
     pub vanished: u64,
 }
 
+impl Done {
+    /// Count `other`'s cycles in, and keep the first reason a cycle failed.
+    pub fn add(&mut self, other: Done, why: Option<String>, first_why: &mut Option<String>) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.deleted += other.deleted;
+        self.vanished += other.vanished;
+        if first_why.is_none() {
+            *first_why = why;
+        }
+    }
+}
+
 /// Run cycles `first..first + count` of `kind`, `concurrency` at a time.
 /// The first failure's reason is kept for the report.
 pub async fn run(
@@ -93,15 +106,7 @@ pub async fn run(
     let mut first_why = None;
     for w in workers {
         match w.await {
-            Ok((d, why)) => {
-                total.ok += d.ok;
-                total.failed += d.failed;
-                total.deleted += d.deleted;
-                total.vanished += d.vanished;
-                if first_why.is_none() {
-                    first_why = why;
-                }
-            }
+            Ok((d, why)) => total.add(d, why, &mut first_why),
             Err(e) => first_why = Some(format!("a load task panicked: {e}")),
         }
     }

@@ -185,13 +185,7 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
                 concurrency,
             ));
             done_cycles += n;
-            total.ok += d.ok;
-            total.failed += d.failed;
-            total.deleted += d.deleted;
-            total.vanished += d.vanished;
-            if first_why.is_none() {
-                first_why = why;
-            }
+            total.add(d, why, &mut first_why);
             let s = target.sample();
             points.push((done_cycles as f64, s.rss_kib as f64, s.fds as f64));
             rows.push(Row {
