@@ -34,7 +34,7 @@ const RECV_BATCH: usize = 64;
 /// Rounds of due work (each ends with a send batch) per wake-up. Going back
 /// to the loop's `select!` after each batch cost a poll of every branch, a
 /// new sleep in tokio's timer and an `epoll_wait` per 64 datagrams: with
-/// pacing, two or three per 1 ms step.
+/// pacing, two or three per pacing step (see `pacer::GRID`).
 const DUE_ROUNDS: usize = 16;
 /// Packets in flight from the per-stream forwarders to the engine.
 const MEDIA_QUEUE: usize = 1024;
