@@ -154,6 +154,8 @@ async fn serve(
     })
     .await?;
     let registry = Registry::new();
+    let counted = registry.clone();
+    let heap_trim = pixelpass::heap::spawn(move || counted.viewers());
     let streams = Streams::new(registry.clone(), whep.clone(), Some(whip.clone()));
     for s in config.streams.iter().cloned() {
         let id = s.id.clone();
@@ -196,6 +198,7 @@ async fn serve(
     ));
     super::wait_for_signal().await?;
     reloads.abort();
+    heap_trim.abort();
     tracing::info!("stopping");
     let _ = shutdown_tx.send(true);
     if tokio::time::timeout(STOP_BUDGET, streams.shutdown())

@@ -52,6 +52,8 @@ pub struct Host {
     pub https: bool,
     publisher: Option<Publisher>,
     recorder: Option<crate::egress::hls::record::Recorder>,
+    /// Gives freed heap back once viewers have left ([`crate::heap`]).
+    heap_trim: JoinHandle<()>,
 }
 
 impl Host {
@@ -128,6 +130,8 @@ impl Host {
             opts.tls,
             stop_rx,
         ));
+        let counted = supervisor.clone();
+        let heap_trim = crate::heap::spawn(move || counted.status().viewers);
         Ok(Self {
             http: local,
             token: opts.token,
@@ -139,6 +143,7 @@ impl Host {
             https,
             publisher,
             recorder,
+            heap_trim,
         })
     }
 
@@ -175,6 +180,7 @@ impl Host {
     /// within `budget`. False when it ran out.
     pub async fn shutdown(self, budget: Duration) -> bool {
         let _ = self.stop.send(true);
+        self.heap_trim.abort();
         let stop_all = async {
             if let Some(p) = self.publisher {
                 p.stop().await;

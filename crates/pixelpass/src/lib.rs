@@ -28,6 +28,7 @@ pub(crate) mod ffmpeg;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heap;
 pub mod host;
 pub mod http;
 pub mod hub;

@@ -80,6 +80,11 @@ impl Registry {
         at.map(|i| streams[i].clone())
     }
 
+    /// Viewers of every stream (the slots their supervisors hold).
+    pub fn viewers(&self) -> usize {
+        self.all().iter().map(|e| e.supervisor.status().viewers).sum()
+    }
+
     pub fn all(&self) -> Vec<StreamEntry> {
         self.streams
             .read()

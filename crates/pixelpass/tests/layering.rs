@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Lower layers first. A module may import its own layer's neighbours only
 /// if that makes no cycle, and any module of a lower layer.
 const LAYERS: &[&[&str]] = &[
-    &["token", "net", "logging", "media", "view"],
+    &["token", "net", "logging", "media", "view", "heap"],
     &["hub"],
     &["supervisor"],
     &["ingest", "config"],

@@ -2,14 +2,16 @@
 //! real `host` and `serve` (child processes on loopback), and the server
 //! must end where it began.
 //!
-//! Per target: a warm-up (`--warmup`, a quarter of each load, so lazily made things
-//! exist: capture running, allocator arenas, str0m's crypto), every viewer
-//! gone, 3 s of rest → **before**; `--http-cycles` HTTP-TS connect / GET /
+//! Per target: a warm-up (`--warmup`, by default as long as each load, so
+//! lazily made things exist and the warm-up reaches the load's peak of live
+//! peers: capture running, allocator arenas, str0m's crypto, maps grown to
+//! that peak), every viewer gone, rest until the server gave freed heap back
+//! ([`pixelpass::heap`]) → **before**; `--http-cycles` HTTP-TS connect / GET /
 //! first body bytes / close in `--batches` batches, then `--whep-cycles`
 //! WHEP joins (ICE, DTLS, first keyframe) that leave half with DELETE and
 //! half by vanishing (freed by the consent timeout, `--webrtc-timeout`),
-//! sampled after each batch → **during**; every viewer and peer gone, 3 s of
-//! rest → **after** (each the median RSS of five samples a second apart). Sampled: open descriptors (/proc/PID/fd), RSS, threads
+//! sampled after each batch → **during**; every viewer and peer gone, the
+//! same rest → **after** (each the median RSS of five samples a second apart). Sampled: open descriptors (/proc/PID/fd), RSS, threads
 //! (/proc/PID/task: tokio's tasks are not counted by the server), viewers and
 //! WebRTC peers (`/TOKEN/status`), FFmpeg children. Printed: the samples, the
 //! slope of RSS and descriptors over the cycles of each load (least squares,
@@ -56,9 +58,12 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=30))]
     pub webrtc_timeout: u32,
     /// The warm-up, as a fraction of each load (at least 20 HTTP-TS and 4
-    /// WHEP cycles): what the allocator keeps after the first peak of peers
-    /// is part of the baseline, not a leak.
-    #[arg(long, default_value_t = 0.25)]
+    /// WHEP cycles): what the server keeps after its first peak of peers
+    /// (maps grown to it, heap pages it fragmented) is part of the baseline,
+    /// not a leak. With a quarter, `serve` ended 5–11 MiB above a baseline
+    /// taken before its peak, whether after 2 000, 4 000 or 8 000 WHEP
+    /// cycles (no growth with cycles); with a whole load, −0.9 MiB.
+    #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
     /// An environment variable for the server (`MALLOC_ARENA_MAX=2`), repeatable.
     #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -262,13 +267,15 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
     Ok(back)
 }
 
-/// Every viewer gone (bounded), then rest so closing work is done.
+/// Every viewer gone (bounded), then rest so closing work is done and the
+/// server has given freed heap back (it does [`pixelpass::heap::QUIET`]
+/// after its audience stopped changing, checked each [`pixelpass::heap::TICK`]).
 fn settle(target: &Target, within: Duration, after: &str) {
     if !target.wait_freed(within) {
         let (v, p) = target.viewers_and_peers();
         say!("after {after}: still {v} viewers and {p} peers after {within:?}");
     }
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2) + pixelpass::heap::QUIET + 2 * pixelpass::heap::TICK);
 }
 
 /// Five samples a second apart: the median RSS (an encoder's buffers move it
