@@ -37,6 +37,39 @@ fn the_quality_menu_moves_the_picture_to_the_chosen_layer() {
     );
 }
 
+/// A one-layer stream negotiates no transport-wide sequence numbers (no
+/// TWCC feedback to estimate from), so Chromium estimates the link itself
+/// and sends REMB: the server takes that as the viewer's estimate and says
+/// so (`estimate_from: "remb"`) to the page.
+#[test]
+fn a_one_layer_streams_viewer_is_estimated_from_the_browsers_remb() {
+    let host = [
+        "--source",
+        "test",
+        "--framerate",
+        "30",
+        "--width",
+        "640",
+        "--height",
+        "360",
+        "--bitrate",
+        "1500",
+        "--layers",
+        "1",
+    ];
+    let mut args = Vec::new();
+    for a in host {
+        args.extend(["--host", a]);
+    }
+    let r = play_until("host-remb", &args, &["--wait-link"], "live", 20);
+    let link = &r["link"];
+    eprintln!("the page's view of its link: {link}");
+    assert_eq!(link["mode"], "single", "one layer: {r}");
+    assert_eq!(link["estimate_from"], "remb", "the browser's REMB: {r}");
+    let bps = link["estimate_bps"].as_u64().unwrap_or(0);
+    assert!(bps >= 100_000, "a plausible estimate, not {bps} bit/s: {r}");
+}
+
 #[test]
 fn chromium_plays_a_serve_streams_page_over_whep() {
     let config =

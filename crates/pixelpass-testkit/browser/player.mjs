@@ -31,6 +31,10 @@ const reconnect = process.argv.includes("--reconnect");
 // picture to change size and --frames more to play; the result says the
 // sizes before and after, the menu's entries and what the page showed.
 const chooseLayer = arg("choose-layer");
+// --wait-link: once --frames played, wait (within --seconds) until the
+// server reports a bandwidth estimate for this viewer (the page's
+// window.pixelpassState, polled each second); the result's `link` is it.
+const waitLink = process.argv.includes("--wait-link");
 if (!url) {
   console.error("usage: node player.mjs --url URL [--seconds N] [--frames N] [--screenshot FILE]");
   process.exit(2);
@@ -103,6 +107,17 @@ try {
   }
   // How long the page took to play (what a choice of layer takes is not in it).
   const elapsedMs = Date.now() - t0;
+  if (waitLink && state.frames >= wantFrames) {
+    const until = Date.now() + seconds * 1000;
+    let link = null;
+    while (Date.now() < until) {
+      link = await page.evaluate(() => window.pixelpassState);
+      if (link && link.estimate_bps) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    state.link = link;
+    if (!link || !link.estimate_bps) state.frames = 0; // not ok: no estimate came
+  }
   if (chooseLayer !== undefined && state.frames >= wantFrames) {
     const before = { width: state.width, height: state.height };
     state.menu = await page.evaluate(() => {

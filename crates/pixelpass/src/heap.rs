@@ -71,7 +71,10 @@ pub fn spawn(viewers: impl Fn() -> usize + Send + 'static) -> tokio::task::JoinH
             tick.tick().await;
             let n = viewers();
             if trim.observe(Instant::now(), n) {
-                tracing::debug!(viewers = n, "the audience shrank: freed heap goes back to the system");
+                tracing::debug!(
+                    viewers = n,
+                    "the audience shrank: freed heap goes back to the system"
+                );
                 release_free();
             }
         }
@@ -116,7 +119,10 @@ mod tests {
         for s in 0..30 {
             assert!(!grow.observe(at(t0, s), s as usize), "{s}");
         }
-        assert!(!grow.observe(at(t0, 100), 29), "a steady audience is not trimmed");
+        assert!(
+            !grow.observe(at(t0, 100), 29),
+            "a steady audience is not trimmed"
+        );
     }
 
     #[test]

@@ -82,7 +82,10 @@ impl Registry {
 
     /// Viewers of every stream (the slots their supervisors hold).
     pub fn viewers(&self) -> usize {
-        self.all().iter().map(|e| e.supervisor.status().viewers).sum()
+        self.all()
+            .iter()
+            .map(|e| e.supervisor.status().viewers)
+            .sum()
     }
 
     pub fn all(&self) -> Vec<StreamEntry> {
