@@ -81,11 +81,15 @@ pub enum LinkState {
     /// [`LinkState::Thin`] with a cap of [`LinkState::STARVED_RATE_BPS`]:
     /// room for the sound, not for the lowest layer's picture.
     Starved,
+    /// [`LinkState::Thin`] with a cap of [`LinkState::NARROW_RATE_BPS`]:
+    /// room for a third layer (150 kbit/s) and the sound, not for layer 1.
+    Narrow,
 }
 
 impl LinkState {
     pub const THIN_RATE_BPS: u64 = 1_200_000;
     pub const STARVED_RATE_BPS: u64 = 200_000;
+    pub const NARROW_RATE_BPS: u64 = 400_000;
     pub const THIN_QUEUE_PACKETS: usize = 50;
     const ONE_WAY: Duration = Duration::from_millis(40);
 
@@ -96,6 +100,7 @@ impl LinkState {
             LinkState::Lifted => "lifted",
             LinkState::Burst => "burst",
             LinkState::Starved => "starved",
+            LinkState::Narrow => "narrow",
         }
     }
 
@@ -113,6 +118,10 @@ impl LinkState {
             LinkState::Starved => delayed
                 .with_loss(0.02)
                 .with_rate(Rate::bits_per_sec(Self::STARVED_RATE_BPS))
+                .with_queue_limit(Self::THIN_QUEUE_PACKETS),
+            LinkState::Narrow => delayed
+                .with_loss(0.02)
+                .with_rate(Rate::bits_per_sec(Self::NARROW_RATE_BPS))
                 .with_queue_limit(Self::THIN_QUEUE_PACKETS),
         }
     }

@@ -10,6 +10,11 @@
 //!   [`Rules::headroom`] to spare for [`Rules::up_after`] (hysteresis: no
 //!   flapping on a link that carries one layer just barely). The engine asks
 //!   str0m to probe for the next layer meanwhile ([`Selector::probe`]).
+//! - A try that fails (back down within [`Rules::trial`] of going up) keeps
+//!   that layer out of reach for [`Rules::retry_after`], twice as long after
+//!   each failed try in a row (up to [`Rules::retry_max`]): an estimate that
+//!   overshoots on a narrow link (GCC grows it while we send less than the
+//!   link takes) costs one stumble, not one every few seconds.
 //! - Below the lowest layer, video PAUSES (audio goes on); it resumes on the
 //!   lowest layer the same way it would go up.
 //! - A viewer may pin a layer (the player page's quality menu): then the
@@ -56,6 +61,13 @@ pub struct Rules {
     pub pause_after: Duration,
     /// Paused video resumes once the lowest layer has fitted this long.
     pub resume_after: Duration,
+    /// A layer gone up to and left again within this was a failed try…
+    pub trial: Duration,
+    /// …and is not tried again for this long, doubled after each failed
+    /// try in a row…
+    pub retry_after: Duration,
+    /// …up to this.
+    pub retry_max: Duration,
 }
 
 impl Default for Rules {
@@ -77,6 +89,9 @@ impl Default for Rules {
             pause_below: 0.8,
             pause_after: Duration::from_secs(2),
             resume_after: Duration::from_secs(2),
+            trial: Duration::from_secs(10),
+            retry_after: Duration::from_secs(8),
+            retry_max: Duration::from_secs(64),
         }
     }
 }
@@ -89,6 +104,12 @@ pub struct Selector {
     congested_since: Option<Instant>,
     /// Since when the next layer up has fitted with headroom.
     headroom_since: Option<Instant>,
+    /// The layer last gone up to, and when: on trial until [`Rules::trial`].
+    on_trial: Option<(u8, Instant)>,
+    /// A layer a failed try keeps out of reach, and until when.
+    blocked: Option<(u8, Instant)>,
+    /// How long the next failed try blocks its layer.
+    backoff: Duration,
 }
 
 impl Selector {
@@ -103,12 +124,16 @@ impl Selector {
                 c => c,
             },
         };
+        let backoff = rules.retry_after;
         Self {
             rules,
             current,
             mode: Mode::Auto,
             congested_since: None,
             headroom_since: None,
+            on_trial: None,
+            blocked: None,
+            backoff,
         }
     }
 
@@ -148,6 +173,15 @@ impl Selector {
         let lossy = loss.is_some_and(|l| l > self.rules.lossy);
         let n = rates.len();
         let lowest = last_of(n);
+        if let Some((l, at)) = self.on_trial {
+            if self.current == Choice::Layer(l)
+                && now.saturating_duration_since(at) >= self.rules.trial
+            {
+                // The try held: the next failed one blocks for the shortest time.
+                self.on_trial = None;
+                self.backoff = self.rules.retry_after;
+            }
+        }
         if let Choice::Layer(i) = self.current {
             if lossy || !fits(&self.rules, estimate, rate(rates, i), 1.0) {
                 self.headroom_since = None;
@@ -172,6 +206,7 @@ impl Selector {
                     return None;
                 }
                 self.congested_since = None;
+                self.failed_try(i, now);
                 return self.set(target);
             }
         }
@@ -183,6 +218,10 @@ impl Selector {
             return None;
         };
         let up_rate = match up {
+            Choice::Layer(i) if self.blocked.is_some_and(|(l, until)| l == i && now < until) => {
+                self.headroom_since = None;
+                return None;
+            }
             Choice::Layer(i) => rate(rates, i),
             Choice::Paused => return None,
         };
@@ -201,7 +240,22 @@ impl Selector {
             return None;
         }
         self.headroom_since = None;
+        if let (Choice::Layer(l), Choice::Layer(_)) = (up, self.current) {
+            self.on_trial = Some((l, now));
+        }
         self.set(up)
+    }
+
+    /// Leaving layer `i` at `now`: when it was gone up to less than
+    /// [`Rules::trial`] ago, that try failed and `i` is blocked for a while.
+    fn failed_try(&mut self, i: u8, now: Instant) {
+        let Some((l, at)) = self.on_trial.take() else {
+            return;
+        };
+        if l == i && now.saturating_duration_since(at) < self.rules.trial {
+            self.blocked = Some((i, now + self.backoff));
+            self.backoff = (self.backoff * 2).min(self.rules.retry_max);
+        }
     }
 
     /// What str0m's estimator should probe for: the next layer up (with
@@ -385,6 +439,59 @@ mod tests {
         );
         // It probes for the next layer up, with headroom; at the top, for its own.
         assert_eq!(s.probe(&RATES), Some((4_000_000.0 * 1.05 * 1.15) as u64));
+    }
+
+    #[test]
+    fn a_failed_try_up_blocks_that_layer_for_longer_each_time() {
+        let mut t = Instant::now();
+        let mut s = Selector::new(Rules::default(), Some(300_000), &RATES);
+        assert_eq!(s.current(), Choice::Layer(2));
+        // An overshooting estimate: up to layer 1 after 2 s of headroom…
+        let moves = run(&mut s, &mut t, 3.0, 1_400_000, 0.0);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(1)]
+        );
+        // …which the link cannot carry: down within a second, a failed try.
+        let moves = run(&mut s, &mut t, 2.0, 300_000, 0.0);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(2)]
+        );
+        // The estimate overshoots again at once: no try for 8 s.
+        let moves = run(&mut s, &mut t, 12.0, 1_400_000, 0.0);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert!(
+            moves[0].0 >= Duration::from_secs(7),
+            "blocked ~8 s: {moves:?}"
+        );
+        // Failed again: now 16 s.
+        let moves = run(&mut s, &mut t, 2.0, 300_000, 0.0);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(2)]
+        );
+        let moves = run(&mut s, &mut t, 20.0, 1_400_000, 0.0);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert!(
+            moves[0].0 >= Duration::from_secs(15),
+            "blocked ~16 s: {moves:?}"
+        );
+        // This try holds (the link really carries it): after the trial, a
+        // later failure blocks for the shortest time again.
+        assert!(run(&mut s, &mut t, 15.0, 1_400_000, 0.0).is_empty());
+        assert_eq!(s.current(), Choice::Layer(1));
+        let moves = run(&mut s, &mut t, 2.0, 300_000, 0.0);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(2)]
+        );
+        let moves = run(&mut s, &mut t, 5.0, 1_400_000, 0.0);
+        assert_eq!(
+            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            [Choice::Layer(1)],
+            "not a failed try: no block"
+        );
     }
 
     #[test]
