@@ -37,6 +37,7 @@ pub(super) fn step(
     server: &Server,
     args: &WhepFanoutArgs,
     n: usize,
+    bitrate_kbps: u32,
 ) -> anyhow::Result<(Row, String)> {
     let left = server.wait_idle(Duration::from_secs(20));
     if left > 0 {
@@ -71,7 +72,14 @@ pub(super) fn step(
     let what = "the peers' process";
     let (row, detail) =
         crate::run_load_child(&mut cmd, what, |child| measure(server, args, n, child))?;
-    Ok((Row { rss_base, ..row }, detail))
+    Ok((
+        Row {
+            rss_base,
+            bitrate_kbps,
+            ..row
+        },
+        detail,
+    ))
 }
 
 fn measure(
@@ -127,6 +135,7 @@ fn measure(
     let frames: Vec<u64> = peers.iter().map(|p| p.frames).collect();
     let (frames_min, frames_median) = min_median(&frames);
     let row = Row {
+        bitrate_kbps: 0, // the caller's
         peers: n,
         connected,
         window_s: wall,
@@ -143,6 +152,7 @@ fn measure(
         frames_min,
         frames_median,
         instructions,
+        peers_cpu_per_s: client_cpu_s / window_s.max(1e-9),
     };
     let hz = procstat::clock_ticks_per_sec() as f64;
     let mut threads: Vec<(String, f64)> = s1

@@ -26,7 +26,12 @@ pub(super) struct Server {
 }
 
 impl Server {
-    pub(super) fn start(args: &WhepFanoutArgs, max_peers: usize) -> anyhow::Result<Self> {
+    /// The server under test, its stream at `bitrate` kbit/s of video.
+    pub(super) fn start(
+        args: &WhepFanoutArgs,
+        bitrate: u32,
+        max_peers: usize,
+    ) -> anyhow::Result<Self> {
         if args.workers == 0 {
             bail!("--workers must be at least 1");
         }
@@ -36,9 +41,9 @@ impl Server {
             .enable_all()
             .build()?;
         let sample = if args.synthetic {
-            RtpSample::synthetic(args.bitrate)
+            RtpSample::synthetic(bitrate)
         } else {
-            rt.block_on(record(args.bitrate, args.record_seconds))?
+            rt.block_on(record(bitrate, args.record_seconds))?
         };
         eprintln!(
             "replaying {:.1} s laps at {:.2} Mbit/s (RTP incl. headers, video + audio)",

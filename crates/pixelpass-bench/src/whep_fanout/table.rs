@@ -1,12 +1,14 @@
 //! One measured step ([`Row`]), its derived rates, and the printed table
 //! and verdict against the targets.
 
-use super::{TARGET_CORE_PER_GBPS, TARGET_RSS_PER_PEER};
+use super::{TARGET_CORE_PER_GBPS, TARGET_RSS_PER_PEER, TARGET_US_PER_PACKET};
 use crate::rates;
 
 /// One measured step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The stream's video bitrate, kbit/s.
+    pub bitrate_kbps: u32,
     pub peers: usize,
     pub connected: usize,
     pub window_s: f64,
@@ -24,7 +26,12 @@ pub struct Row {
     pub frames_median: u64,
     /// Instructions this process executed in the window (`--callgrind`).
     pub instructions: Option<u64>,
+    /// CPU seconds per second of the peers' process (the load generator).
+    pub peers_cpu_per_s: f64,
 }
+
+/// A process this busy (CPU seconds per second) had no CPU to spare.
+const SATURATED: f64 = 0.9;
 
 impl Row {
     pub fn cpu_per_s(&self) -> f64 {
@@ -56,9 +63,23 @@ impl Row {
         rates::rss_per(self.rss_base, self.rss_streaming, self.peers)
     }
 
+    /// Which side ran out of CPU, if one did: `server` (its figures are then
+    /// a ceiling: it could not keep up), `peers` (the load generator: the
+    /// server was not pushed; losses may be the peers' own).
+    pub fn bottleneck(&self) -> Option<&'static str> {
+        if self.cpu_per_s() >= SATURATED {
+            Some("server")
+        } else if self.peers_cpu_per_s >= SATURATED {
+            Some("peers")
+        } else {
+            None
+        }
+    }
+
     /// The table line's figures, for `--json`.
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
+            "bitrate_kbps": self.bitrate_kbps,
             "peers": self.peers,
             "connected": self.connected,
             "window_s": self.window_s,
@@ -74,6 +95,8 @@ impl Row {
             "gaps": self.gaps,
             "frames_min": self.frames_min,
             "frames_median": self.frames_median,
+            "peers_cpu_per_s": self.peers_cpu_per_s,
+            "bottleneck": self.bottleneck(),
         })
     }
 
@@ -96,7 +119,8 @@ pub fn min_median(v: &[u64]) -> (u64, u64) {
 
 pub fn table_header() -> String {
     format!(
-        "{:>5} {:>9} {:>8} {:>6} {:>6} {:>7} {:>11} {:>12} {:>6} {:>6} {:>5} {:>16}",
+        "{:>6} {:>5} {:>9} {:>8} {:>6} {:>6} {:>7} {:>11} {:>12} {:>6} {:>6} {:>5} {:>16} {:>7} {:>6}",
+        "kbit/s",
         "peers",
         "connected",
         "cpu s/s",
@@ -108,7 +132,9 @@ pub fn table_header() -> String {
         "lost",
         "NACKs",
         "gaps",
-        "frames/peer min/med"
+        "frames/peer min/med",
+        "µs/pkt",
+        "limit"
     )
 }
 
@@ -117,7 +143,8 @@ pub fn table_row(r: &Row) -> String {
         .core_per_gbps()
         .map_or_else(|| "-".to_owned(), |c| format!("{c:.3}"));
     format!(
-        "{:>5} {:>9} {:>8.3} {:>6.3} {:>6.3} {:>7.3} {:>11} {:>8.1} KiB {:>6} {:>6} {:>5} {:>9} / {:<5}",
+        "{:>6} {:>5} {:>9} {:>8.3} {:>6.3} {:>6.3} {:>7.3} {:>11} {:>8.1} KiB {:>6} {:>6} {:>5} {:>9} / {:<5} {:>7} {:>6}",
+        r.bitrate_kbps,
         r.peers,
         r.connected,
         r.cpu_per_s(),
@@ -131,6 +158,9 @@ pub fn table_row(r: &Row) -> String {
         r.gaps,
         r.frames_min,
         r.frames_median,
+        r.us_per_packet()
+            .map_or_else(|| "-".to_owned(), |u| format!("{u:.2}")),
+        r.bottleneck().unwrap_or("-"),
     )
 }
 
@@ -138,15 +168,23 @@ pub fn table_row(r: &Row) -> String {
 pub fn verdict(rows: &[Row]) -> Option<String> {
     let r = rows.iter().max_by_key(|r| r.peers)?;
     let core = r.core_per_gbps();
+    let us = r.us_per_packet();
     let ok = |b: bool| if b { "met" } else { "MISSED" };
     Some(format!(
-        "targets at {} peers: {} core/Gbit/s ≤ {TARGET_CORE_PER_GBPS} → {}; RSS/peer {:.1} KiB ≤ {:.0} KiB → {}",
+        "targets at {} peers, {} kbit/s: {} µs per packet-to-peer ≤ {TARGET_US_PER_PACKET} → {}; {} core/Gbit/s ≤ {TARGET_CORE_PER_GBPS} → {}; RSS/peer {:.1} KiB ≤ {:.0} KiB → {}{}",
         r.peers,
+        r.bitrate_kbps,
+        us.map_or_else(|| "-".to_owned(), |u| format!("{u:.2}")),
+        ok(us.is_some_and(|u| u <= TARGET_US_PER_PACKET)),
         core.map_or_else(|| "-".to_owned(), |c| format!("{c:.3}")),
         ok(core.is_some_and(|c| c <= TARGET_CORE_PER_GBPS)),
         r.rss_per_peer() / 1024.0,
         TARGET_RSS_PER_PEER / 1024.0,
         ok(r.rss_per_peer() <= TARGET_RSS_PER_PEER),
+        match r.bottleneck() {
+            Some(b) => format!(" (the {b} ran out of CPU: not a clean measurement)"),
+            None => String::new(),
+        }
     ))
 }
 
@@ -156,6 +194,7 @@ mod tests {
 
     fn row(peers: usize, cpu: f64, bytes: u64, base: u64, streaming: u64) -> Row {
         Row {
+            bitrate_kbps: 4000,
             peers,
             connected: peers,
             window_s: 10.0,
@@ -171,6 +210,7 @@ mod tests {
             frames_min: 299,
             frames_median: 300,
             instructions: None,
+            peers_cpu_per_s: 0.2,
         }
     }
 
@@ -191,16 +231,29 @@ mod tests {
         assert!((r.fps_median() - 30.0).abs() < 1e-9);
         let v = verdict(&[row(1, 0.1, 0, 0, 0), r.clone()]).unwrap();
         assert!(
-            v.starts_with("targets at 200 peers")
-                && v.contains("→ met; RSS/peer 100.0 KiB ≤ 256 KiB → met"),
+            v.starts_with("targets at 200 peers, 4000 kbit/s")
+                && v.contains("→ met; RSS/peer 100.0 KiB ≤ 128 KiB → met")
+                && !v.contains("ran out"),
             "{v}"
         );
+        assert_eq!(r.bottleneck(), None);
         let bad = Row {
             cpu_user_s: 5.0,
             cpu_sys_s: 5.0,
+            ..r.clone()
+        };
+        let v = verdict(&[bad.clone()]).unwrap();
+        assert!(
+            v.contains("→ MISSED; RSS") && v.contains("the server ran out of CPU"),
+            "{v}"
+        );
+        assert_eq!(bad.bottleneck(), Some("server"));
+        let generator = Row {
+            peers_cpu_per_s: 0.97,
             ..r
         };
-        assert!(verdict(&[bad]).unwrap().contains("→ MISSED; RSS"));
+        assert_eq!(generator.bottleneck(), Some("peers"));
+        assert_eq!(generator.json()["bottleneck"], "peers");
         assert_eq!(row(1, 1.0, 0, 0, 0).core_per_gbps(), None);
         assert!(
             row(2, 0.1, 0, 1000, 0).rss_per_peer() < 0.0,
@@ -217,7 +270,7 @@ mod tests {
         assert_eq!(
             cells(&table_header()) - 2,
             cells(&table_row(&r)) - 3,
-            "12 columns"
+            "15 columns"
         );
         assert_eq!(min_median(&[5, 1, 9, 3]), (1, 5));
         assert_eq!(min_median(&[]), (0, 0));
