@@ -44,21 +44,12 @@ fn the_quality_menu_moves_the_picture_to_the_chosen_layer() {
 #[test]
 fn a_one_layer_streams_viewer_is_estimated_from_the_browsers_remb() {
     let host = [
-        "--source",
-        "test",
-        "--framerate",
-        "30",
-        "--width",
-        "640",
-        "--height",
-        "360",
-        "--bitrate",
-        "1500",
-        "--layers",
-        "1",
+        &["--source", "test"],
+        pixelpass_testkit::prelude::LIGHT,
+        &["--layers", "1"],
     ];
     let mut args = Vec::new();
-    for a in host {
+    for a in host.concat() {
         args.extend(["--host", a]);
     }
     let r = play_until("host-remb", &args, &["--wait-link"], "live", 20);

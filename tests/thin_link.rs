@@ -174,6 +174,19 @@ fn smooth(who: &str, secs: &[Second], min_fps: f64, failures: &mut Vec<String>) 
     }
 }
 
+/// A failure (`what`, then the seconds as t:packets) for each second with
+/// fewer than [`MIN_AUDIO_PACKETS`] audio packets.
+fn sound_flowing(what: &str, secs: &[Second], failures: &mut Vec<String>) {
+    let quiet: Vec<String> = secs
+        .iter()
+        .filter(|s| s.audio_packets < MIN_AUDIO_PACKETS)
+        .map(|s| format!("{}:{}", s.t, s.audio_packets))
+        .collect();
+    if !quiet.is_empty() {
+        failures.push(format!("{what} (t:packets) [{}]", quiet.join(" ")));
+    }
+}
+
 fn verdict(summary: &[String], failures: &[String]) {
     for s in summary {
         eprintln!("{s}");
@@ -198,17 +211,7 @@ fn a_thin_lossy_link_plays_a_lower_layer_smoothly_while_a_clean_viewer_keeps_lay
     let clean = between(&run.seconds(Seat::Clean), 10, 30);
     let mut failures = Vec::new();
     smooth("thin viewer", &thin, MIN_FPS, &mut failures);
-    let quiet: Vec<String> = thin
-        .iter()
-        .filter(|s| s.audio_packets < MIN_AUDIO_PACKETS)
-        .map(|s| format!("{}:{}", s.t, s.audio_packets))
-        .collect();
-    if !quiet.is_empty() {
-        failures.push(format!(
-            "thin viewer: audio stalled (t:packets) [{}]",
-            quiet.join(" ")
-        ));
-    }
+    sound_flowing("thin viewer: audio stalled", &thin, &mut failures);
     if thin.is_empty() || thin.iter().any(|s| s.height.is_none_or(|h| h >= full)) {
         failures.push(format!(
             "thin viewer: not on a lower layer: every second after the first 10 must be below layer 0's height {full}; heights per second [{}]",
@@ -378,17 +381,11 @@ fn below_the_lowest_layer_the_picture_pauses_the_sound_goes_on_and_both_come_bac
             starved.len()
         ));
     }
-    let quiet: Vec<String> = starved
-        .iter()
-        .filter(|s| s.audio_packets < MIN_AUDIO_PACKETS)
-        .map(|s| format!("{}:{}", s.t, s.audio_packets))
-        .collect();
-    if !quiet.is_empty() {
-        failures.push(format!(
-            "the sound stalled while the picture was paused (t:packets) [{}]",
-            quiet.join(" ")
-        ));
-    }
+    sound_flowing(
+        "the sound stalled while the picture was paused",
+        &starved,
+        &mut failures,
+    );
     let resumed = after
         .iter()
         .position(|s| s.paused == Some(false) && s.fps >= MIN_FPS);
@@ -501,17 +498,7 @@ fn a_narrow_link_slides_a_three_layer_viewer_to_layer_2_and_it_plays() {
             slow.join(" ")
         ));
     }
-    let quiet: Vec<String> = after
-        .iter()
-        .filter(|s| s.audio_packets < MIN_AUDIO_PACKETS)
-        .map(|s| format!("{}:{}", s.t, s.audio_packets))
-        .collect();
-    if !quiet.is_empty() {
-        failures.push(format!(
-            "the sound stalled (t:packets) [{}]",
-            quiet.join(" ")
-        ));
-    }
+    sound_flowing("the sound stalled", after, &mut failures);
     verdict(
         &[
             describe("thin (1.2 Mbit/s)", &between(&secs, 0, narrow)),
