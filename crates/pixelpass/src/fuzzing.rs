@@ -268,6 +268,11 @@ pub struct Http {
     fixed: Vec<StreamConfig>,
 }
 
+/// How long [`Http::request`] waits for an answer before it drops the
+/// request (a viewer waiting for a stream to go live is answered only when
+/// it does, or after a minute).
+pub const ANSWER_WITHIN: Duration = Duration::from_millis(50);
+
 /// The stream tokens and API token [`Http`] is set up with (seeds use them).
 pub const HTTP_TOKENS: [&str; 3] = [
     "fuzzviewertoken0000000",
@@ -337,7 +342,8 @@ impl Http {
 
     /// One request, `METHOD TARGET\nName: value\n…\n\nbody` (what the
     /// server would have read off a socket; lines that hyper would refuse
-    /// are skipped): its status, once its body ended or stalled. Then the
+    /// are skipped): its status, once its body ended or stalled (`None`: no
+    /// answer within [`ANSWER_WITHIN`], or not a request). Then the
     /// streams are put back as they were (created ones deleted, changed or
     /// deleted ones made again), so state stays bounded and inputs repeatable.
     pub fn request(&self, data: &[u8]) -> Option<StatusCode> {
@@ -365,7 +371,13 @@ impl Http {
         }
         let req = req.body(Body::from(Bytes::copy_from_slice(body))).ok()?;
         let status = self.rt.block_on(async {
-            let resp = self.app.clone().oneshot(req).await.ok()?;
+            // A viewer of a stream that is not live waits for it (up to a
+            // minute: `lease.ready`); such a request is dropped after
+            // ANSWER_WITHIN, as a client giving up would (which frees its slot).
+            let resp = tokio::time::timeout(ANSWER_WITHIN, self.app.clone().oneshot(req))
+                .await
+                .ok()?
+                .ok()?;
             let status = resp.status();
             // A live stream's body never ends: read what is there, then drop it.
             let _ = axum::body::to_bytes(resp.into_body(), 1 << 20).now_or_never();
