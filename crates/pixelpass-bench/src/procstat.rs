@@ -202,21 +202,12 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 }
 
 /// RSS as a step's baseline: after the previous step's clients had 300 ms
-/// to go and the freed heap went back to the OS.
+/// to go and the freed heap went back to the OS (glibc keeps freed arenas
+/// resident: a baseline would hide memory the next step reuses).
 pub fn settled_rss() -> io::Result<u64> {
     std::thread::sleep(std::time::Duration::from_millis(300));
-    trim_heap();
+    pixelpass::heap::release_free();
     rss_bytes()
-}
-
-/// Give freed heap back to the OS so an RSS baseline does not hide memory
-/// that the next step will reuse (glibc keeps freed arenas resident).
-pub fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 #[cfg(test)]

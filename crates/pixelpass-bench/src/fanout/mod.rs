@@ -121,7 +121,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     procstat::raise_nofile_limit().context("cannot raise the open-file limit")?;
     let max_n = *args.viewers.iter().max().expect("checked non-empty");
 
-    procstat::trim_heap();
+    pixelpass::heap::release_free();
     let rss_before_stream = procstat::rss_bytes()?;
     let server = Server::start(&args, sample.clone(), max_n)?;
     say!("pixelpass bench fanout");
@@ -146,7 +146,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let cap = server.hub.config().capacity;
     let avg_chunk = stats.bytes as f64 / stats.chunks.max(1) as f64;
     let ring = avg_chunk * cap.min(stats.chunks as usize) as f64;
-    procstat::trim_heap();
+    pixelpass::heap::release_free();
     let rss_stream = procstat::rss_bytes()?;
     say!(
         "  hub ring: {cap} chunks × {:.1} KiB avg = {:.2} MiB (GOP cache {:.2} MiB, same chunks); RSS {:.1} MiB with the stream running, {:+.1} MiB for it",

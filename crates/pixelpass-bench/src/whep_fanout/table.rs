@@ -242,7 +242,7 @@ mod tests {
             cpu_sys_s: 5.0,
             ..r.clone()
         };
-        let v = verdict(&[bad.clone()]).unwrap();
+        let v = verdict(std::slice::from_ref(&bad)).unwrap();
         assert!(
             v.contains("→ MISSED; RSS") && v.contains("the server ran out of CPU"),
             "{v}"
