@@ -106,23 +106,20 @@ impl LinkState {
 
     /// What the server's packets to the constrained viewer meet.
     pub fn down(self) -> Impairment {
-        let delayed = Impairment::delay(Self::ONE_WAY);
+        // The thin link's delay, 2 % loss and queue, capped at `bps`.
+        let capped = |bps| {
+            Impairment::delay(Self::ONE_WAY)
+                .with_loss(0.02)
+                .with_rate(Rate::bits_per_sec(bps))
+                .with_queue_limit(Self::THIN_QUEUE_PACKETS)
+        };
         match self {
             LinkState::Clean => Impairment::NONE,
-            LinkState::Thin => delayed
-                .with_loss(0.02)
-                .with_rate(Rate::bits_per_sec(Self::THIN_RATE_BPS))
-                .with_queue_limit(Self::THIN_QUEUE_PACKETS),
-            LinkState::Lifted => delayed.with_loss(0.02),
-            LinkState::Burst => delayed.with_loss(0.10),
-            LinkState::Starved => delayed
-                .with_loss(0.02)
-                .with_rate(Rate::bits_per_sec(Self::STARVED_RATE_BPS))
-                .with_queue_limit(Self::THIN_QUEUE_PACKETS),
-            LinkState::Narrow => delayed
-                .with_loss(0.02)
-                .with_rate(Rate::bits_per_sec(Self::NARROW_RATE_BPS))
-                .with_queue_limit(Self::THIN_QUEUE_PACKETS),
+            LinkState::Thin => capped(Self::THIN_RATE_BPS),
+            LinkState::Lifted => Impairment::delay(Self::ONE_WAY).with_loss(0.02),
+            LinkState::Burst => Impairment::delay(Self::ONE_WAY).with_loss(0.10),
+            LinkState::Starved => capped(Self::STARVED_RATE_BPS),
+            LinkState::Narrow => capped(Self::NARROW_RATE_BPS),
         }
     }
 
