@@ -312,6 +312,11 @@ mod tests {
 
     const RATES: [u64; 3] = [4_000_000, 1_000_000, 150_000];
 
+    /// The choices of `moves`, without their times.
+    fn choices(moves: &[(Duration, Choice)]) -> Vec<Choice> {
+        moves.iter().map(|m| m.1).collect()
+    }
+
     /// Feed `estimate`/`loss` every 100 ms for `secs`; the choices made, with when.
     fn run(
         s: &mut Selector,
@@ -378,10 +383,7 @@ mod tests {
         let mut t = Instant::now();
         let mut s = Selector::new(Rules::default(), Some(8_000_000), &RATES);
         let moves = run(&mut s, &mut t, 1.5, 8_000_000, 0.2);
-        assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
-            [Choice::Layer(1)]
-        );
+        assert_eq!(choices(&moves), [Choice::Layer(1)]);
     }
 
     #[test]
@@ -396,15 +398,12 @@ mod tests {
         // Well under it for 2 s: paused.
         let _ = run(&mut s, &mut t, 5.0, 300_000, 0.0);
         let moves = run(&mut s, &mut t, 3.0, 100_000, 0.0);
-        assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
-            [Choice::Paused]
-        );
+        assert_eq!(choices(&moves), [Choice::Paused]);
         assert!(moves[0].0 >= Duration::from_secs(2), "{moves:?}");
         // Back above: the lowest layer once it fits for 2 s, then up one by one.
         let moves = run(&mut s, &mut t, 20.0, 10_000_000, 0.0);
         assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            choices(&moves),
             [Choice::Layer(2), Choice::Layer(1), Choice::Layer(0)]
         );
         assert!(moves[0].0 >= Duration::from_secs(2), "{moves:?}");
@@ -414,10 +413,7 @@ mod tests {
         let _ = run(&mut s, &mut t, 5.0, 50_000, 0.0);
         assert_eq!(s.current(), Choice::Paused);
         let moves = run(&mut s, &mut t, 3.0, 400_000, 0.5);
-        assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
-            [Choice::Layer(2)]
-        );
+        assert_eq!(choices(&moves), [Choice::Layer(2)]);
     }
 
     #[test]
@@ -433,10 +429,7 @@ mod tests {
             assert!(run(&mut s, &mut t, 0.2, 2_000_000, 0.0).is_empty());
         }
         let moves = run(&mut s, &mut t, 5.0, 6_000_000, 0.0);
-        assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
-            [Choice::Layer(0)]
-        );
+        assert_eq!(choices(&moves), [Choice::Layer(0)]);
         // It probes for the next layer up, with headroom; at the top, for its own.
         assert_eq!(s.probe(&RATES), Some((4_000_000.0 * 1.05 * 1.15) as u64));
     }
@@ -448,16 +441,10 @@ mod tests {
         assert_eq!(s.current(), Choice::Layer(2));
         // An overshooting estimate: up to layer 1 after 2 s of headroom…
         let moves = run(&mut s, &mut t, 3.0, 1_400_000, 0.0);
-        assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
-            [Choice::Layer(1)]
-        );
+        assert_eq!(choices(&moves), [Choice::Layer(1)]);
         // …which the link cannot carry: down within a second, a failed try.
         let moves = run(&mut s, &mut t, 2.0, 300_000, 0.0);
-        assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
-            [Choice::Layer(2)]
-        );
+        assert_eq!(choices(&moves), [Choice::Layer(2)]);
         // The estimate overshoots again at once: no try for 8 s.
         let moves = run(&mut s, &mut t, 12.0, 1_400_000, 0.0);
         assert_eq!(moves.len(), 1, "{moves:?}");
@@ -467,10 +454,7 @@ mod tests {
         );
         // Failed again: now 16 s.
         let moves = run(&mut s, &mut t, 2.0, 300_000, 0.0);
-        assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
-            [Choice::Layer(2)]
-        );
+        assert_eq!(choices(&moves), [Choice::Layer(2)]);
         let moves = run(&mut s, &mut t, 20.0, 1_400_000, 0.0);
         assert_eq!(moves.len(), 1, "{moves:?}");
         assert!(
@@ -482,13 +466,10 @@ mod tests {
         assert!(run(&mut s, &mut t, 15.0, 1_400_000, 0.0).is_empty());
         assert_eq!(s.current(), Choice::Layer(1));
         let moves = run(&mut s, &mut t, 2.0, 300_000, 0.0);
-        assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
-            [Choice::Layer(2)]
-        );
+        assert_eq!(choices(&moves), [Choice::Layer(2)]);
         let moves = run(&mut s, &mut t, 5.0, 1_400_000, 0.0);
         assert_eq!(
-            moves.iter().map(|m| m.1).collect::<Vec<_>>(),
+            choices(&moves),
             [Choice::Layer(1)],
             "not a failed try: no block"
         );
