@@ -23,6 +23,8 @@ use crate::whip::{PublisherView, Whip};
 mod policy;
 pub mod record;
 pub mod reload;
+#[cfg(test)]
+mod tests;
 
 pub use policy::{hub_config, policy, published_hub_config, published_policy};
 
@@ -306,12 +308,21 @@ impl Streams {
         if config.input.is_empty() && config.publish_token.is_none() {
             config.publish_token = old_publish_token;
         }
-        self.delete(id).await?;
-        self.create(config)
+        // Old out and new in, whole, even if the caller goes away between.
+        let this = self.clone();
+        let id = id.to_owned();
+        to_the_end(async move {
+            this.delete(&id).await?;
+            this.create(config)
+        })
+        .await
     }
 
     /// Remove a stream: its WebRTC peers close, then FFmpeg stops, then its
-    /// HTTP viewers' bodies end.
+    /// HTTP viewers' bodies end. The teardown runs to its end even if the
+    /// caller is dropped half way (an API client that hangs up): a stream
+    /// out of the map but still registered with WHIP, with peers, or with
+    /// its supervisor running would be kept forever.
     pub async fn delete(&self, id: &str) -> Result<(), StreamError> {
         let stream = self
             .lock()
@@ -319,12 +330,17 @@ impl Streams {
             .ok_or_else(|| StreamError::NotFound(id.to_owned()))?;
         self.inner.registry.remove(id);
         stream.supervisor.stop();
-        self.inner.whep.close_all(id).await;
-        if let Some(whip) = &self.inner.whip {
-            whip.unregister(id).await;
-        }
-        stream.supervisor.shutdown().await;
-        Ok(())
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        to_the_end(async move {
+            inner.whep.close_all(&id).await;
+            if let Some(whip) = &inner.whip {
+                whip.unregister(&id).await;
+            }
+            stream.supervisor.shutdown().await;
+            Ok(())
+        })
+        .await
     }
 
     pub fn command(&self, id: &str, command: &str) -> Result<(), StreamError> {
@@ -443,6 +459,16 @@ impl Streams {
         let stops = streams.iter().map(|s| s.supervisor.shutdown());
         futures_util::future::join_all(stops).await;
     }
+}
+
+/// Run `work` as a task of its own and wait for it: dropping the waiter
+/// (a request whose client hung up) leaves the work running to its end.
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, StreamError>> + Send + 'static,
+) -> Result<T, StreamError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| StreamError::Internal(format!("a stream change failed half way: {e}")))?
 }
 
 fn bytes_out(hub: &Hub) -> BytesOut {
