@@ -173,6 +173,14 @@ impl Hub {
         Self::build(cfg, Vec::new(), Arc::default())
     }
 
+    /// Whether this hub is still alive somewhere, asked later without
+    /// keeping it alive (a test's leak check).
+    #[cfg(test)]
+    pub(crate) fn alive_probe(&self) -> impl Fn() -> bool {
+        let weak = Arc::downgrade(&self.inner);
+        move || weak.strong_count() > 0
+    }
+
     fn build(cfg: HubConfig, layers: Vec<Hub>, out: Arc<OutCounters>) -> Self {
         let (tx, _) = broadcast::channel(cfg.capacity.max(2));
         let keyframes = KeyframeLimiter::new(cfg.min_keyframe_interval);

@@ -1,5 +1,6 @@
 //! Stream changes that a caller abandons half way (an API client hanging
-//! up during `DELETE` or `PUT`) still finish.
+//! up during `DELETE` or `PUT`) still finish, and a deleted stream's hub
+//! (its rings and GOP cache) is freed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -90,4 +91,54 @@ async fn a_replace_whose_caller_goes_away_still_puts_the_new_config_in() {
         "the abandoned replace left the stream deleted or old"
     );
     assert!(whip.slot("pub").is_some(), "the new stream is registered");
+}
+
+/// A probe of `id`'s hub: true while anything still holds it.
+fn hub_probe(streams: &Streams, id: &str) -> impl Fn() -> bool {
+    let map = streams.lock();
+    map.get(id)
+        .expect("the stream")
+        .supervisor
+        .hub()
+        .alive_probe()
+}
+
+#[tokio::test]
+async fn a_deleted_published_stream_frees_its_hub() {
+    let (streams, _whip) = streams().await;
+    streams.create(published("pub")).unwrap();
+    let alive = hub_probe(&streams, "pub");
+    streams.delete("pub").await.unwrap();
+    assert!(
+        until(3000, || !alive()).await,
+        "something still holds the deleted stream's hub"
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_delete_frees_the_hub_too() {
+    let (streams, _whip) = streams().await;
+    streams.create(published("pub")).unwrap();
+    let alive = hub_probe(&streams, "pub");
+    assert!(streams.delete("pub").now_or_never().is_none());
+    assert!(
+        until(3000, || !alive()).await,
+        "something still holds the deleted stream's hub"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_ffmpeg_stream_frees_its_hub() {
+    let (streams, _whip) = streams().await;
+    let cam: StreamConfig = serde_json::from_str(
+        r#"{"id":"cam","token":"cam-viewer-token-0123456789","input":["-i","x.ts"],"on_demand":true}"#,
+    )
+    .unwrap();
+    streams.create(cam).unwrap();
+    let alive = hub_probe(&streams, "cam");
+    streams.delete("cam").await.unwrap();
+    assert!(
+        until(3000, || !alive()).await,
+        "something still holds the deleted stream's hub"
+    );
 }

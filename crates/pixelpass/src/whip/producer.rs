@@ -4,7 +4,7 @@
 //! stream's viewers before its sources and starts waiting again — a
 //! republish continues the stream.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
 
@@ -40,15 +40,21 @@ impl WhipProducer {
 }
 
 /// Keyframe requests of the hub (rate-limited there) → PLI to the publisher.
+/// The hub's keyframe source while a publisher runs. It holds the slot
+/// weakly: the slot holds the hub, and a hub that held its slot would keep
+/// both alive for ever once the stream is deleted (a cycle of `Arc`s).
 struct Pli {
-    slot: Arc<Slot>,
+    slot: Weak<Slot>,
     stream: Arc<str>,
     cmds: mpsc::UnboundedSender<Cmd>,
 }
 
 impl KeyframeSource for Pli {
     fn request_keyframe(&self) {
-        self.slot.pli_sent(std::time::Instant::now());
+        let Some(slot) = self.slot.upgrade() else {
+            return; // the stream is gone
+        };
+        slot.pli_sent(std::time::Instant::now());
         let _ = self.cmds.send(Cmd::Keyframe(self.stream.clone()));
     }
 }
@@ -61,7 +67,7 @@ impl Producer for WhipProducer {
         Box::pin(async move {
             let stream: Arc<str> = slot.id.as_str().into();
             hub.begin_run(Some(Arc::new(Pli {
-                slot: slot.clone(),
+                slot: Arc::downgrade(&slot),
                 stream: stream.clone(),
                 cmds: cmds.clone(),
             })));
