@@ -11,7 +11,7 @@
 //! WHEP joins (ICE, DTLS, first keyframe) that leave half with DELETE and
 //! half by vanishing (freed by the consent timeout, `--webrtc-timeout`),
 //! sampled after each batch → **during**; every viewer and peer gone, the
-//! same rest → **after** (each the median RSS of five samples a second apart). Sampled: open descriptors (/proc/PID/fd), RSS, threads
+//! same rest → **after** (each the median RSS of eleven samples a second apart). Sampled: open descriptors (/proc/PID/fd), RSS, threads
 //! (/proc/PID/task: tokio's tasks are not counted by the server), viewers and
 //! WebRTC peers (`/TOKEN/status`), FFmpeg children. Printed: the samples, the
 //! slope of RSS and descriptors over the cycles of each load (least squares,
@@ -278,10 +278,11 @@ fn settle(target: &Target, within: Duration, after: &str) {
     std::thread::sleep(Duration::from_secs(2) + pixelpass::heap::QUIET + 2 * pixelpass::heap::TICK);
 }
 
-/// Five samples a second apart: the median RSS (an encoder's buffers move it
-/// by megabytes from one moment to the next), the most descriptors seen.
+/// Eleven samples a second apart: the median RSS (an encoder's buffers move
+/// it by a megabyte from one moment to the next, and its heap grows back
+/// for seconds after the server's trim), the most descriptors seen.
 fn steady(target: &Target) -> Sample {
-    let mut samples: Vec<Sample> = (0..5)
+    let mut samples: Vec<Sample> = (0..STEADY_SAMPLES)
         .map(|i| {
             if i > 0 {
                 std::thread::sleep(Duration::from_secs(1));
@@ -291,10 +292,13 @@ fn steady(target: &Target) -> Sample {
         .collect();
     let fds = samples.iter().map(|s| s.fds).max().unwrap_or(0);
     samples.sort_by_key(|s| s.rss_kib);
-    let mut mid = samples.swap_remove(2);
+    let mut mid = samples.swap_remove(STEADY_SAMPLES / 2);
     mid.fds = fds;
     mid
 }
+
+/// Samples in a [`steady`] look (odd: the median is one of them).
+const STEADY_SAMPLES: usize = 11;
 
 fn report_failures(what: &str, d: &Done, why: Option<String>) {
     if d.failed > 0 {
