@@ -102,8 +102,15 @@ pub fn thread_ticks() -> BTreeMap<String, u64> {
 
 /// VmRSS from the text of /proc/PID/status, in bytes.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut it = line["VmRSS:".len()..].split_ascii_whitespace();
+    parse_status_bytes(status, "VmRSS")
+}
+
+/// A size field (`VmRSS`, `RssAnon`, …) of /proc/PID/status, in bytes.
+pub fn parse_status_bytes(status: &str, field: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let mut it = line[field.len() + 1..].split_ascii_whitespace();
     let value: u64 = it.next()?.parse().ok()?;
     let unit = it.next().unwrap_or("kB");
     let mult = match unit {
@@ -236,6 +243,14 @@ mod tests {
             "Name:\tpixelpass\nVmPeak:\t  900000 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 100 kB\n";
         assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
+        let status = "VmRSS:\t  5000 kB\nRssAnon:\t  3000 kB\nRssFile:\t  2000 kB\n";
+        assert_eq!(parse_status_bytes(status, "RssAnon"), Some(3000 * 1024));
+        assert_eq!(parse_status_bytes(status, "RssFile"), Some(2000 * 1024));
+        assert_eq!(
+            parse_status_bytes(status, "Rss"),
+            None,
+            "a whole field name"
+        );
         assert!(rss_bytes().unwrap() > 0);
     }
 

@@ -250,17 +250,19 @@ fn soak(rt: &tokio::runtime::Runtime, kind: Kind, args: &SoakArgs) -> anyhow::Re
     step(
         "soak",
         &format!(
-            "{kind}: fds {} → {} ({fd_delta:+}), RSS {} → {} KiB ({rss_delta:+}), threads {} → {}, max peers {max_peers}: {}",
+            "{kind}: fds {} → {} ({fd_delta:+}), RSS {} → {} KiB ({rss_delta:+}; anonymous {:+}), threads {} → {}, max peers {max_peers}: {}",
             before.fds,
             after.fds,
             before.rss_kib,
             after.rss_kib,
+            after.anon_kib as i64 - before.anon_kib as i64,
             before.threads,
             after.threads,
             if back { "back to baseline" } else { "NOT back to baseline" }
         ),
         json!({"target": kind, "summary": "baseline", "fds_before": before.fds, "fds_after": after.fds,
                "rss_kib_before": before.rss_kib, "rss_kib_after": after.rss_kib,
+               "anon_kib_before": before.anon_kib, "anon_kib_after": after.anon_kib,
                "threads_before": before.threads, "threads_after": after.threads,
                "max_peers": max_peers, "back": back}),
     );
@@ -313,7 +315,9 @@ fn report_failures(what: &str, d: &Done, why: Option<String>) {
 
 fn header(kind: Kind) {
     if !output::json() {
-        say!("{kind}: phase   cycles   secs    fds  RSS KiB  threads viewers peers ffmpeg");
+        say!(
+            "{kind}: phase   cycles   secs    fds  RSS KiB anon KiB  threads viewers peers ffmpeg"
+        );
     }
 }
 
@@ -321,12 +325,13 @@ fn print_row(kind: Kind, r: &Row) {
     step(
         "soak",
         &format!(
-            "{kind}: {:<7} {:>6} {:>6.0} {:>6} {:>8} {:>8} {:>7} {:>5} {:>6}",
+            "{kind}: {:<7} {:>6} {:>6.0} {:>6} {:>8} {:>8} {:>8} {:>7} {:>5} {:>6}",
             r.phase,
             r.cycles,
             r.secs,
             r.s.fds,
             r.s.rss_kib,
+            r.s.anon_kib,
             r.s.threads,
             r.s.viewers,
             r.s.peers,

@@ -52,6 +52,9 @@ pub struct Target {
 pub struct Sample {
     pub fds: usize,
     pub rss_kib: u64,
+    /// Of `rss_kib`, anonymous memory (the heap, stacks): not the binary's
+    /// and libraries' pages, which RSS counts once they were touched.
+    pub anon_kib: u64,
     pub threads: usize,
     pub viewers: u64,
     pub peers: u64,
@@ -140,12 +143,13 @@ impl Target {
     pub fn sample(&self) -> Sample {
         let fds = pixelpass_testkit::tools::open_fds(self.pid).unwrap_or(0);
         let (viewers, peers) = self.viewers_and_peers();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let kib = |field| procstat::parse_status_bytes(&status, field).map_or(0, |b| b / 1024);
         Sample {
             fds,
-            rss_kib: std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-                .ok()
-                .and_then(|s| procstat::parse_vm_rss(&s))
-                .map_or(0, |b| b / 1024),
+            rss_kib: kib("VmRSS"),
+            anon_kib: kib("RssAnon"),
             threads: std::fs::read_dir(format!("/proc/{}/task", self.pid)).map_or(0, |d| d.count()),
             viewers,
             peers,
