@@ -300,14 +300,7 @@ impl Http {
                 ..WebRtcArgs::default()
             })
             .await?;
-            let whip = Whip::start(WhipConfig {
-                udp: loopback,
-                public_host: Vec::new(),
-                timeout: Duration::from_secs(5),
-                public_url: None,
-                https: false,
-            })
-            .await?;
+            let whip = Whip::start(WhipConfig::loopback()).await?;
             let registry = Registry::new();
             let streams = Streams::new(registry.clone(), whep.clone(), Some(whip.clone()));
             let cfg = ServeConfig::parse(

@@ -124,3 +124,29 @@ fn negotiated(rtc: &Rtc, answer: &str) -> Option<Negotiated> {
         codecs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use super::{Answerer, OfferError};
+
+    /// An offer the `sdp` fuzz target made (a Chromium offer, mangled) on
+    /// which str0m 0.25 asserts ("Pt locked multiple times",
+    /// `format/payload_params.rs`) inside `accept_offer`.
+    const PT_CLAIMED_TWICE: &str =
+        include_str!("../../../../fuzz/corpus/sdp/str0m_pt_claimed_twice.sdp");
+
+    #[test]
+    fn an_offer_str0m_panics_on_is_refused_not_a_crash() {
+        let host = vec![SocketAddr::from(([127, 0, 0, 1], 40000))];
+        let r = Answerer::new(host)
+            .unwrap()
+            .answer(PT_CLAIMED_TWICE, Instant::now());
+        assert!(
+            matches!(&r, Err(OfferError::Malformed(m)) if m.contains("could not be negotiated")),
+            "str0m's panic, caught, is a 400"
+        );
+    }
+}

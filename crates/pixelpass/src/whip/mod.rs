@@ -50,6 +50,21 @@ pub struct WhipConfig {
     pub https: bool,
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl WhipConfig {
+    /// A relay on an ephemeral loopback port that names itself by the
+    /// request's `Host` (tests and the fuzz targets).
+    pub fn loopback() -> Self {
+        Self {
+            udp: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_host: Vec::new(),
+            timeout: Duration::from_secs(5),
+            public_url: None,
+            https: false,
+        }
+    }
+}
+
 /// The WHIP service: the UDP socket, the engine task, the published streams.
 #[derive(Clone)]
 pub struct Whip {
