@@ -39,8 +39,8 @@ impl WhipProducer {
     }
 }
 
-/// Keyframe requests of the hub (rate-limited there) → PLI to the publisher.
-/// The hub's keyframe source while a publisher runs. It holds the slot
+/// Keyframe requests of the hub (rate-limited there) → PLI to the publisher:
+/// the hub's keyframe source while a publisher runs. It holds the slot
 /// weakly: the slot holds the hub, and a hub that held its slot would keep
 /// both alive for ever once the stream is deleted (a cycle of `Arc`s).
 struct Pli {
