@@ -165,6 +165,8 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Host(_) | Command::Serve(_)) {
         // Every viewer is a socket: use all the descriptors the system allows.
         pixelpass::http::fds::raise_nofile();
+        // Large buffers go back to the system when freed (see heap.rs).
+        pixelpass::heap::fix_mmap_threshold();
     }
     let result = match cli.command {
         Command::Host(args) => host::run(args),
