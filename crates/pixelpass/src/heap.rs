@@ -13,6 +13,12 @@
 //! not on a timer, and never while viewers come and go (a trim takes each
 //! arena's lock for a moment). [`Trim`] decides when (sans-IO, time passed
 //! in); [`spawn`] asks it each second.
+//!
+//! A trim cannot return what lies between live allocations, so large buffers
+//! (encoder frames, socket batches) are kept out of the arenas altogether:
+//! [`fix_mmap_threshold`] gives every buffer of 128 KiB or more its own
+//! mapping, returned the moment it is freed, unless the operator chose a
+//! threshold through glibc's `MALLOC_MMAP_THRESHOLD_`.
 
 use std::time::{Duration, Instant};
 
@@ -53,7 +59,10 @@ impl Trim {
 
 /// Buffers this large and larger get their own mapping, given back the
 /// moment they are freed.
-pub const MMAP_THRESHOLD: usize = 128 * 1024;
+const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// glibc's own setting for the threshold; an operator who sets it wins.
+const MMAP_THRESHOLD_ENV: &str = "MALLOC_MMAP_THRESHOLD_";
 
 /// Keep large buffers (encoder frames, socket batches) out of the arenas:
 /// fix glibc's mmap threshold at [`MMAP_THRESHOLD`]. Left dynamic, the
@@ -62,13 +71,27 @@ pub const MMAP_THRESHOLD: usize = 128 * 1024;
 /// Measured with `pixelpass-bench soak` on `host` (release, 10 000 HTTP-TS +
 /// 2 000 WHEP cycles): fixed, +172, +36 and +192 KiB after the run; dynamic,
 /// +2 888 KiB (and +1.6 to +10.5 MiB in earlier runs). Call once at start.
+/// Leaves the threshold alone when `MALLOC_MMAP_THRESHOLD_` is set.
 pub fn fix_mmap_threshold() {
+    let Some(bytes) = threshold_to_set(std::env::var_os(MMAP_THRESHOLD_ENV).is_some()) else {
+        tracing::debug!(
+            "{MMAP_THRESHOLD_ENV} is set: the allocator keeps the operator's threshold"
+        );
+        return;
+    };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes an allocator setting, under the main
     // arena's lock.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes as libc::c_int);
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = bytes;
+}
+
+/// The threshold to set, or none when the operator set their own.
+fn threshold_to_set(operator_set: bool) -> Option<usize> {
+    (!operator_set).then_some(MMAP_THRESHOLD)
 }
 
 /// Give the free pages of every arena back to the system.
@@ -144,6 +167,12 @@ mod tests {
             !grow.observe(at(t0, 100), 29),
             "a steady audience is not trimmed"
         );
+    }
+
+    #[test]
+    fn the_threshold_is_fixed_unless_the_operator_chose_one() {
+        assert_eq!(threshold_to_set(false), Some(128 * 1024));
+        assert_eq!(threshold_to_set(true), None);
     }
 
     #[test]
