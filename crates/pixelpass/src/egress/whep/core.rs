@@ -148,6 +148,10 @@ pub struct Core {
     pace_timers: BTreeSet<(Instant, PeerId)>,
     /// The origin of the pacing grid (when the first peer came).
     epoch: Option<Instant>,
+    /// Peers whose pacer let datagrams go since the last
+    /// [`handle_sent`](Self::handle_sent), and when the first of them did.
+    released: Vec<PeerId>,
+    released_at: Option<Instant>,
     next_id: u64,
     /// Datagrams and events waiting for [`poll_output`](Self::poll_output).
     out: VecDeque<Output>,
@@ -173,6 +177,8 @@ impl Core {
             timers: BTreeSet::new(),
             pace_timers: BTreeSet::new(),
             epoch: None,
+            released: Vec::new(),
+            released_at: None,
             next_id: 1,
             out: VecDeque::new(),
             held: Vec::new(),
@@ -188,11 +194,14 @@ impl Core {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due (`None`: no peer).
+    /// (A driver that never calls [`handle_sent`](Self::handle_sent) is
+    /// woken at once after datagrams were let go, and they count as sent then.)
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.timers.first().map(|(t, _)| *t),
             self.pace_timers.first().map(|(t, _)| *t),
             self.held_until,
+            self.released_at,
         ]
         .into_iter()
         .flatten()
@@ -330,7 +339,7 @@ impl Core {
         }
         self.timers.insert((peer.wake, id));
         peer.filed = Some(peer.wake);
-        self.file_pace(id);
+        self.file_pace(id, now);
     }
 
     /// The peer is connected: it joins its stream's feed (the first one opens
@@ -475,6 +484,7 @@ impl Core {
     /// [`poll_timeout`](Self::poll_timeout) says so, and the driver sends
     /// what is queued before it calls again.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_sent(now);
         if !self.release_paced(now) {
             return; // a send batch is full: the rest stays due
         }

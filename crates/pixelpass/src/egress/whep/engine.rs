@@ -216,12 +216,14 @@ impl Engine {
         }
     }
 
-    /// Send everything the core queued.
+    /// Send everything the core queued, and tell it when that was done
+    /// (its pacers count from there).
     async fn flush(&mut self) {
         self.collect().await;
         if !self.out.is_empty() {
             self.udp.send_batch(&mut self.out).await;
         }
+        self.core.handle_sent(Instant::now());
     }
 }
 

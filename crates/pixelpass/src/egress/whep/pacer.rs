@@ -6,12 +6,25 @@
 //! libwebrtc paces at 2.5× its target bitrate; so do we, per peer:
 //!
 //! - [`Pacer`]: a token bucket. Tokens (bytes) flow in at the pacing rate and
-//!   hold at most [`BURST_BYTES`] (three full-size datagrams): in any
-//!   interval `w` a peer gets at most `BURST_BYTES + rate × w` bytes. A frame
-//!   that fits in the bucket leaves at once (no delay for small frames);
-//!   the rest waits in the peer's queue and leaves in groups of three
-//!   datagrams ([`Pacer::next_due`] waits until the bucket is full again, so
-//!   a group is one GSO message and a wake-up, not one per datagram).
+//!   hold at most [`BURST_BYTES`] (five full-size datagrams), plus one
+//!   [`GRID`] step of the rate while datagrams wait (what waiting for the
+//!   next step would otherwise lose). A frame that fits in the bucket leaves
+//!   at once (no delay for small frames); the rest waits in the peer's queue
+//!   and leaves in groups of five to seven datagrams ([`Pacer::next_due`]
+//!   waits until the bucket is full again, so a group is one GSO message and
+//!   a wake-up, not one per datagram).
+//! - Tokens flow from when a group really LEFT ([`Pacer::sent`]: the driver
+//!   says when its send call returned), not from when the pacer let it go.
+//!   On a busy machine the driver is sometimes descheduled between the two;
+//!   counted from the release, the next group then followed the late one
+//!   within a millisecond or two, and a receiver saw two or three groups
+//!   together. Counted from the send, two groups are at least
+//!   `BURST_BYTES ÷ rate` apart on the wire (4.6 ms for a 4.3 Mbit/s
+//!   stream), so any 5 ms hold at most two: 14 datagrams, plus the odd audio
+//!   or RTCP one. Each group is one GSO message: against one message per
+//!   frame unpaced, a 4 Mbit/s P-frame of ~11 datagrams costs two, not four
+//!   (measured: the kernel's per-message path is most of what pacing costs;
+//!   see the README).
 //! - The rate: [`PACING_FACTOR`] × the stream's measured media bitrate
 //!   ([`RateMeter`], over [`RATE_WINDOW`]), at least [`MIN_RATE`] (so a
 //!   low-bitrate stream's keyframe is not stretched over many frames), and
@@ -43,20 +56,21 @@ pub const PACING_FACTOR: f64 = 2.5;
 /// leaves within 50–100 ms at this rate instead of 100–200 ms at 2.5×, and
 /// in 5 ms a peer still gets no more than `BURST_BYTES` + 3 KB.
 pub const MIN_RATE: u64 = 5_000_000;
-/// The bucket's depth: what may leave back to back. Three datagrams of
-/// ~1240 bytes (a 1200-byte RTP packet plus SRTP and header extensions):
-/// at 4 Mbit/s a peer gets at most 3 + 5 ≈ 8–9 datagrams in any 5 ms
-/// (measured on a loaded 2-core machine: 13 at most with four, see
-/// `tests/pacing.rs`), and a group is still one GSO message.
-pub const BURST_BYTES: usize = 3_750;
+/// The bucket's depth: what may leave back to back. Five datagrams of
+/// ~1240 bytes (a 1200-byte RTP packet plus SRTP and header extensions),
+/// seven with [`LATE_SLACK`]: at 4 Mbit/s a peer gets at most two groups,
+/// 14 datagrams, in any 5 ms (see the module doc and `tests/pacing.rs`),
+/// and a group is one GSO message.
+pub const BURST_BYTES: usize = 6_250;
+/// With datagrams waiting, the bucket also holds this much of the rate:
+/// a group falls due when the bucket is full, and waits for the next
+/// [`GRID`] step, up to this long; without it what fills meanwhile is lost
+/// (and a queue of a huge frame drains slower than [`MAX_QUEUE_TIME`]).
+pub const LATE_SLACK: Duration = GRID;
 /// The queue is emptied at least this fast, whatever the measured bitrate.
 pub const MAX_QUEUE_TIME: Duration = Duration::from_millis(500);
 /// The media bitrate is measured over windows this long.
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// A backlogged peer's bucket may hold this much more of the rate when the
-/// driver wakes late (see [`Pacer::pop`]'s refill): at most ~2 more
-/// datagrams at 4 Mbit/s, and only after a late wake-up.
-pub const LATE_SLACK: Duration = Duration::from_millis(2);
 /// Due times are rounded up to this grid, and the time a pacer is told down
 /// to it (see the module doc).
 pub const GRID: Duration = Duration::from_millis(2);
@@ -146,6 +160,8 @@ pub struct Pacer<T> {
     drain: f64,
     /// The grid's origin (see the module doc; `None`: the first time seen).
     epoch: Option<Instant>,
+    /// Items went out since the driver last said when they left ([`Pacer::sent`]).
+    unsent: bool,
 }
 
 impl<T> Default for Pacer<T> {
@@ -158,6 +174,7 @@ impl<T> Default for Pacer<T> {
             rate: MIN_RATE,
             drain: 0.0,
             epoch: None,
+            unsent: false,
         }
     }
 }
@@ -175,12 +192,16 @@ impl<T> Pacer<T> {
         }
     }
 
+    /// `now` in ns since the epoch (0 before it).
+    fn ns(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.checked_duration_since(epoch)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
     /// `now` rounded down to the grid, in ns since the epoch (0 before it).
     fn step(&mut self, now: Instant) -> u64 {
-        let epoch = *self.epoch.get_or_insert(now);
-        let ns = now
-            .checked_duration_since(epoch)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let ns = self.ns(now);
         ns - ns % GRID_NS
     }
 
@@ -212,11 +233,10 @@ impl<T> Pacer<T> {
         };
         let per_s = self.bytes_per_s();
         let dt = now.saturating_sub(at) as f64 * 1e-9;
-        // Idle, the bucket holds at most BURST_BYTES. With datagrams
-        // waiting, a driver that woke late (busy with other peers) may
-        // also send what [`LATE_SLACK`] more of the rate allows: without
-        // it a late wake-up loses tokens, and a peer served late again
-        // and again falls behind its stream for good.
+        // However late the driver wakes, at most one group (and the slack
+        // for the grid): what a wake-up later than that loses, the rate's
+        // headroom (PACING_FACTOR) and the drain rate (MAX_QUEUE_TIME)
+        // make up.
         let cap = if self.queue.is_empty() {
             BURST_BYTES as f64
         } else {
@@ -224,6 +244,22 @@ impl<T> Pacer<T> {
         };
         self.tokens = (self.tokens + dt * per_s).min(cap);
         self.at = Some(now.max(at));
+    }
+
+    /// What was let go since the last call left at `at` (the driver's send
+    /// call returned then): tokens flow again from there, not from the
+    /// release (see the module doc). Nothing let go: nothing changes.
+    pub fn sent(&mut self, at: Instant) {
+        if !std::mem::take(&mut self.unsent) {
+            return;
+        }
+        let at = self.ns(at);
+        self.at = Some(self.at.map_or(at, |a| a.max(at)));
+    }
+
+    /// Items were let go that [`sent`](Self::sent) has not been told of.
+    pub fn unsent(&self) -> bool {
+        self.unsent
     }
 
     /// Queue an item of `bytes` (it leaves through [`release`](Self::release)).
@@ -270,6 +306,7 @@ impl<T> Pacer<T> {
         }
         self.tokens -= bytes as f64;
         self.queued -= bytes;
+        self.unsent = true;
         if self.queued == 0 {
             self.drain = 0.0;
         }
@@ -279,8 +316,8 @@ impl<T> Pacer<T> {
     /// When the next group can leave, on the grid: once the bucket is full
     /// ([`BURST_BYTES`]), or holds all that is queued if less, but at least
     /// the next item. Rounding up to the grid loses no tokens: with items
-    /// queued the bucket holds up to [`LATE_SLACK`] of the rate more, at
-    /// least one [`GRID`] step. `None`: nothing queued.
+    /// queued the bucket holds [`LATE_SLACK`] (one [`GRID`] step) of the
+    /// rate more. `None`: nothing queued.
     pub fn next_due(&self) -> Option<Instant> {
         let (epoch, at) = (self.epoch?, self.at?);
         let &(front, _) = self.queue.front()?;

@@ -196,6 +196,9 @@ pub struct Peer {
     pub pacer: Option<Pacer<(SocketAddr, Vec<u8>)>>,
     /// The time its pacer is filed under in the engine's pacing timers.
     pub pace_filed: Option<Instant>,
+    /// Its pacer let datagrams go: it is filed again once the driver says
+    /// when they left ([`super::core::Core::handle_sent`]).
+    pub pace_awaiting: bool,
     video: Option<Out>,
     audio: Option<Out>,
     /// Cached-GOP packets still to write (a peer that joined on the cache),
@@ -232,6 +235,7 @@ impl Peer {
             dirty: false,
             pacer: None,
             pace_filed: None,
+            pace_awaiting: false,
             video: None,
             audio: None,
             burst: VecDeque::new(),

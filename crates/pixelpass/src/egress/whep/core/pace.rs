@@ -1,6 +1,7 @@
 //! Pacing in the core: where each datagram a peer's `Rtc` puts out goes (its
-//! pacer, or straight out), when a peer's pacer is due, and the cached GOP
-//! of a joining peer, written as its queue empties rather than all at once.
+//! pacer, or straight out), when a peer's pacer is due (counted from when
+//! its last group left: [`Core::handle_sent`]), and the cached GOP of a
+//! joining peer, written as its queue empties rather than all at once.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -109,18 +110,53 @@ impl Core {
                 // Writes the next chunk if there is room, and files both timers.
                 self.after_drain(id, Vec::new(), now);
             } else {
-                self.file_pace(id);
+                self.file_pace(id, now);
             }
         }
         true
     }
 
+    /// The datagrams taken from [`poll_output`](Self::poll_output) so far
+    /// have left: the driver's send call returned at `now`. The pacers that
+    /// let them go count their next group from here, and are filed again.
+    pub fn handle_sent(&mut self, now: Instant) {
+        if self.released.is_empty() {
+            return;
+        }
+        self.released_at = None;
+        let mut released = std::mem::take(&mut self.released);
+        for &id in &released {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue; // gone meanwhile
+            };
+            peer.pace_awaiting = false;
+            if let Some(p) = &mut peer.pacer {
+                p.sent(now);
+            }
+            self.file_pace(id, now);
+        }
+        released.clear();
+        self.released = released;
+    }
+
     /// File a peer's pacer under its next due time (on the grid: peers due
-    /// about together are served by one wake-up), or take it out.
-    pub(super) fn file_pace(&mut self, id: PeerId) {
+    /// about together are served by one wake-up), or take it out. One that
+    /// let datagrams go waits for [`handle_sent`](Self::handle_sent).
+    pub(super) fn file_pace(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        if peer.pacer.as_ref().is_some_and(|p| p.unsent()) {
+            if !peer.pace_awaiting {
+                peer.pace_awaiting = true;
+                self.released.push(id);
+                self.released_at.get_or_insert(now);
+            }
+            if let Some(f) = peer.pace_filed.take() {
+                self.pace_timers.remove(&(f, id));
+            }
+            return;
+        }
         let due = peer.pacer.as_ref().and_then(|p| p.next_due());
         if due == peer.pace_filed {
             return;

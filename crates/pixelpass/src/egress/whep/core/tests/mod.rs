@@ -262,6 +262,7 @@ fn a_frame_to_many_peers_goes_out_a_send_batch_at_a_time() {
             n += usize::from(matches!(o, Output::Transmit { .. }));
             net.on_core_output(o);
         }
+        net.core.handle_sent(now);
         rounds.push(n);
         let due = net.core.poll_timeout().is_some_and(|t| t <= now);
         if !due || rounds.len() > 100 {

@@ -234,6 +234,7 @@ impl Net {
                 moved = true;
                 self.on_core_output(o);
             }
+            self.core.handle_sent(self.now);
             for i in 0..self.clients.len() {
                 moved |= self.drain_client(i);
             }
