@@ -6,33 +6,37 @@
 //! libwebrtc paces at 2.5× its target bitrate; so do we, per peer:
 //!
 //! - [`Pacer`]: a token bucket. Tokens (bytes) flow in at the pacing rate and
-//!   hold at most [`BURST_BYTES`] (five full-size datagrams), plus one
+//!   hold at most [`BURST_BYTES`] (fifteen full-size datagrams), plus one
 //!   [`GRID`] step of the rate while datagrams wait (what waiting for the
-//!   next step would otherwise lose). A frame that fits in the bucket leaves
-//!   at once (no delay for small frames); the rest waits in the peer's queue
-//!   and leaves in groups of five to seven datagrams ([`Pacer::next_due`]
-//!   waits until the bucket is full again, so a group is one GSO message and
-//!   a wake-up, not one per datagram).
-//! - Tokens flow from when a group really LEFT ([`Pacer::sent`]: the driver
-//!   says when its send call returned), not from when the pacer let it go.
-//!   On a busy machine the driver is sometimes descheduled between the two;
-//!   counted from the release, the next group then followed the late one
-//!   within a millisecond or two, and a receiver saw two or three groups
-//!   together. Counted from the send, two groups are at least
-//!   `BURST_BYTES ÷ rate` apart on the wire (4.6 ms for a 4.3 Mbit/s
-//!   stream), so any 5 ms hold at most two: 14 datagrams, plus the odd audio
-//!   or RTCP one. Each group is one GSO message: against one message per
-//!   frame unpaced, a 4 Mbit/s P-frame of ~11 datagrams costs two, not four
-//!   (measured: the kernel's per-message path is most of what pacing costs;
-//!   see the README).
+//!   next step would otherwise lose). A frame that fits leaves at once, as
+//!   one GSO message; a larger one (a keyframe) waits in the peer's queue
+//!   and leaves in groups ([`Pacer::next_due`] waits until the bucket is
+//!   full again: a group is one GSO message and one wake-up, not one per
+//!   datagram).
+//! - [`window`]: however the bucket stands, at most [`WINDOW_DATAGRAMS`]
+//!   (fifteen) and [`WINDOW_BYTES`] within any 5 ms of send times, audio
+//!   included. Groups count from when they really LEFT ([`Pacer::sent`]:
+//!   the driver says when its send call returned), not from when the pacer
+//!   let them go: on a busy machine the driver is sometimes descheduled
+//!   between the two, and counted from the release the next group followed
+//!   a late one within a millisecond or two (a receiver saw 15 datagrams in
+//!   5 ms from a three-datagram bucket).
+//! - Why so deep: what pacing costs is mostly one more trip through the
+//!   kernel's send path per GSO message. With a bucket of three datagrams a
+//!   4 Mbit/s P-frame (13 datagrams) left as five messages instead of one,
+//!   and pacing cost 22 % more CPU per packet; now a P-frame and the audio
+//!   held for it leave whole, and only keyframes are spread (+7–9 %, see
+//!   the README).
 //! - The rate: [`PACING_FACTOR`] × the stream's measured media bitrate
 //!   ([`RateMeter`], over [`RATE_WINDOW`]), at least [`MIN_RATE`] (so a
 //!   low-bitrate stream's keyframe is not stretched over many frames), and
 //!   at least what empties the queue within [`MAX_QUEUE_TIME`] (a huge
 //!   frame cannot hold a peer back for long).
-//! - [`lane`]: only video (and its retransmissions) is paced. Audio, RTCP,
-//!   STUN and DTLS go out at once, so audio never waits behind a keyframe;
-//!   they are a few small datagrams a second and outside the bucket.
+//! - [`lane`]: only video (and its retransmissions) goes through the bucket.
+//!   Audio goes ahead of any queued video, through the window only: it
+//!   never waits behind a keyframe, at most (≤ 5 ms) for room in the
+//!   window. RTCP, STUN and DTLS, a few small datagrams a second, go out at
+//!   once and count in the window ([`Pacer::note`]).
 //! - The grid: a pacer sees time in [`GRID`] steps of 2 ms from one epoch
 //!   that all pacers of a core share ([`Pacer::on_grid_of`]): the time
 //!   passed in is rounded down to a step, and due times up to one. Peers
@@ -50,18 +54,21 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub mod window;
+use window::Window;
+pub use window::{WINDOW_BYTES, WINDOW_DATAGRAMS};
+
 /// Pacing rate ÷ media bitrate (libwebrtc's `kDefaultPaceMultiplier`).
 pub const PACING_FACTOR: f64 = 2.5;
 /// The lowest pacing rate, bit/s. A 1 Mbit/s stream's 30–60 KB keyframe
 /// leaves within 50–100 ms at this rate instead of 100–200 ms at 2.5×, and
-/// in 5 ms a peer still gets no more than `BURST_BYTES` + 3 KB.
+/// in 5 ms a peer still gets no more than [`WINDOW_BYTES`].
 pub const MIN_RATE: u64 = 5_000_000;
-/// The bucket's depth: what may leave back to back. Five datagrams of
-/// ~1240 bytes (a 1200-byte RTP packet plus SRTP and header extensions),
-/// seven with [`LATE_SLACK`]: at 4 Mbit/s a peer gets at most two groups,
-/// 14 datagrams, in any 5 ms (see the module doc and `tests/pacing.rs`),
-/// and a group is one GSO message.
-pub const BURST_BYTES: usize = 6_250;
+/// The bucket's depth: what may leave back to back. Fifteen datagrams of
+/// ~1250 bytes (a 1200-byte RTP packet plus SRTP and header extensions), as
+/// much as the [`window`] lets through in 5 ms: a 4 Mbit/s P-frame is one
+/// group, one GSO message.
+pub const BURST_BYTES: usize = WINDOW_BYTES;
 /// With datagrams waiting, the bucket also holds this much of the rate:
 /// a group falls due when the bucket is full, and waits for the next
 /// [`GRID`] step, up to this long; without it what fills meanwhile is lost
@@ -81,18 +88,20 @@ pub const RTP_OVERHEAD: usize = 40;
 /// (time is whole nanoseconds, tokens are not).
 const SLACK: f64 = 1.0;
 
-/// Whether a datagram is paced or goes out at once.
+/// How a datagram leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
-    /// Video and its retransmissions: through the bucket.
+    /// Video and its retransmissions: through the bucket and the window.
     Paced,
-    /// Audio, RTCP, STUN, DTLS: at once, outside the bucket.
+    /// Audio: ahead of queued video, through the window only.
+    Audio,
+    /// RTCP, STUN, DTLS: at once (counted in the window).
     Now,
 }
 
 /// The lane of an outgoing datagram (SRTP leaves the RTP header in the
-/// clear): RTP whose payload type is not `audio_pt` is paced; the rest
-/// (audio, RTCP, STUN, DTLS, anything unknown) is not.
+/// clear): RTP whose payload type is `audio_pt` is audio, other RTP is
+/// paced; the rest (RTCP, STUN, DTLS, anything unknown) goes now.
 pub fn lane(datagram: &[u8], audio_pt: Option<u8>) -> Lane {
     let [b0, b1, ..] = datagram else {
         return Lane::Now;
@@ -104,7 +113,7 @@ pub fn lane(datagram: &[u8], audio_pt: Option<u8>) -> Lane {
         return Lane::Now;
     }
     if Some(b1 & 0x7f) == audio_pt {
-        Lane::Now
+        Lane::Audio
     } else {
         Lane::Paced
     }
@@ -147,6 +156,8 @@ impl RateMeter {
 #[derive(Debug)]
 pub struct Pacer<T> {
     queue: VecDeque<(usize, T)>,
+    /// Audio waiting for room in the window (it goes before `queue`).
+    urgent: VecDeque<(usize, T)>,
     /// Bytes in `queue`.
     queued: usize,
     /// Bytes that may leave now (at most [`BURST_BYTES`]), as of `at`.
@@ -160,14 +171,18 @@ pub struct Pacer<T> {
     drain: f64,
     /// The grid's origin (see the module doc; `None`: the first time seen).
     epoch: Option<Instant>,
-    /// Items went out since the driver last said when they left ([`Pacer::sent`]).
+    /// Queued items went out since the driver last said when they left
+    /// ([`Pacer::sent`]).
     unsent: bool,
+    /// What left within the last [`window::WINDOW`].
+    window: Window,
 }
 
 impl<T> Default for Pacer<T> {
     fn default() -> Self {
         Self {
             queue: VecDeque::new(),
+            urgent: VecDeque::new(),
             queued: 0,
             tokens: BURST_BYTES as f64,
             at: None,
@@ -175,6 +190,7 @@ impl<T> Default for Pacer<T> {
             drain: 0.0,
             epoch: None,
             unsent: false,
+            window: Window::default(),
         }
     }
 }
@@ -250,16 +266,29 @@ impl<T> Pacer<T> {
     /// call returned then): tokens flow again from there, not from the
     /// release (see the module doc). Nothing let go: nothing changes.
     pub fn sent(&mut self, at: Instant) {
-        if !std::mem::take(&mut self.unsent) {
+        if !self.unsent() {
             return;
         }
         let at = self.ns(at);
-        self.at = Some(self.at.map_or(at, |a| a.max(at)));
+        self.window.sent(at);
+        if std::mem::take(&mut self.unsent) {
+            self.at = Some(self.at.map_or(at, |a| a.max(at)));
+        }
     }
 
-    /// Items were let go that [`sent`](Self::sent) has not been told of.
+    /// Datagrams were let go (or [`noted`](Self::note)) that
+    /// [`sent`](Self::sent) has not been told of.
     pub fn unsent(&self) -> bool {
-        self.unsent
+        self.unsent || self.window.has_pending()
+    }
+
+    /// A datagram of `bytes` went out at once, outside the pacer (RTCP,
+    /// STUN, DTLS): it counts in the [`window`], so what is paced leaves
+    /// room for it.
+    pub fn note(&mut self, now: Instant, bytes: usize) {
+        let now = self.step(now);
+        self.window.forget(now);
+        self.window.let_go(bytes);
     }
 
     /// Queue an item of `bytes` (it leaves through [`release`](Self::release)).
@@ -277,33 +306,53 @@ impl<T> Pacer<T> {
             .max(self.queued as f64 * (1.0 / MAX_QUEUE_TIME.as_secs_f64()));
     }
 
-    /// Hand every item the bucket lets go at `now` to `send`, in order.
+    /// Queue an audio item of `bytes`: it leaves before any queued video,
+    /// as soon as the window has room (usually at once).
+    pub fn push_urgent(&mut self, bytes: usize, item: T) {
+        self.urgent.push_back((bytes, item));
+    }
+
+    /// Hand every item the window and the bucket let go at `now` to
+    /// `send`: audio first, then video, each in order.
     pub fn release(&mut self, now: Instant, mut send: impl FnMut(T)) {
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && self.urgent.is_empty() {
             return;
         }
         let now = self.step(now);
         self.refill(now);
-        while let Some(item) = self.take() {
+        while let Some(item) = self.take(now) {
             send(item);
         }
     }
 
-    /// The next item, if the bucket lets it go at `now`.
+    /// The next item, if the window and the bucket let it go at `now`.
     #[cfg(test)]
     pub fn pop(&mut self, now: Instant) -> Option<T> {
         let now = self.step(now);
         self.refill(now);
-        self.take()
+        self.take(now)
     }
 
-    /// The front item, if the bucket (brought up to date) lets it go.
-    fn take(&mut self) -> Option<T> {
+    /// The front item (audio first), if the window at step `now` and, for
+    /// video, the bucket (brought up to date) let it go.
+    fn take(&mut self, now: u64) -> Option<T> {
+        if let Some(&(bytes, _)) = self.urgent.front() {
+            if !self.window.fits(now, bytes) {
+                return None; // and no video overtakes it
+            }
+            self.window.let_go(bytes);
+            return self.urgent.pop_front().map(|(_, item)| item);
+        }
         let &(bytes, _) = self.queue.front()?;
-        // (An item larger than the bucket leaves when the bucket is full.)
+        // (An item larger than the bucket leaves when the bucket is full,
+        // one larger than the window when the window is empty.)
         if self.tokens + SLACK < bytes.min(BURST_BYTES) as f64 {
             return None;
         }
+        if !self.window.fits(now, bytes) {
+            return None;
+        }
+        self.window.let_go(bytes);
         self.tokens -= bytes as f64;
         self.queued -= bytes;
         self.unsent = true;
@@ -315,11 +364,23 @@ impl<T> Pacer<T> {
 
     /// When the next group can leave, on the grid: once the bucket is full
     /// ([`BURST_BYTES`]), or holds all that is queued if less, but at least
-    /// the next item. Rounding up to the grid loses no tokens: with items
+    /// the next item, and the [`window`] has room for as much. Rounding up to the grid loses no tokens: with items
     /// queued the bucket holds [`LATE_SLACK`] (one [`GRID`] step) of the
     /// rate more. `None`: nothing queued.
     pub fn next_due(&self) -> Option<Instant> {
-        let (epoch, at) = (self.epoch?, self.at?);
+        let epoch = self.epoch?;
+        let due = match self.urgent.front() {
+            // Audio waits for the window only.
+            Some(&(front, _)) => self.window.due(1, front).unwrap_or(self.at.unwrap_or(0)),
+            None => self.video_due()?,
+        };
+        Some(epoch + Duration::from_nanos(due.div_ceil(GRID_NS) * GRID_NS))
+    }
+
+    /// When the next video group can leave (ns since the epoch, before
+    /// rounding to the grid).
+    fn video_due(&self) -> Option<u64> {
+        let at = self.at?;
         let &(front, _) = self.queue.front()?;
         let per_s = self.bytes_per_s();
         let need = (self.queued.min(BURST_BYTES) as f64).max(front.min(BURST_BYTES) as f64);
@@ -328,7 +389,12 @@ impl<T> Pacer<T> {
         } else {
             at + ((need - self.tokens) / per_s * 1e9).ceil() as u64
         };
-        Some(epoch + Duration::from_nanos(due.div_ceil(GRID_NS) * GRID_NS))
+        let datagrams = if need as usize >= self.queued {
+            self.queue.len()
+        } else {
+            WINDOW_DATAGRAMS
+        };
+        Some(due.max(self.window.due(datagrams, need as usize).unwrap_or(0)))
     }
 
     /// Bytes waiting.

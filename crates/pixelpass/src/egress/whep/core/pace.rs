@@ -34,14 +34,23 @@ pub(super) fn drain(
         match rtc::poll(&mut peer.rtc) {
             Polled::Transmit(t) => {
                 let contents: Vec<u8> = t.contents.into();
-                match &mut peer.pacer {
-                    Some(p) if lane(&contents, audio_pt) == Lane::Paced => {
-                        p.push(now, contents.len(), (t.destination, contents));
-                    }
-                    _ => out.push_back(Output::Transmit {
+                let Some(p) = &mut peer.pacer else {
+                    out.push_back(Output::Transmit {
                         destination: t.destination,
                         contents,
-                    }),
+                    });
+                    continue;
+                };
+                match lane(&contents, audio_pt) {
+                    Lane::Paced => p.push(now, contents.len(), (t.destination, contents)),
+                    Lane::Audio => p.push_urgent(contents.len(), (t.destination, contents)),
+                    Lane::Now => {
+                        p.note(now, contents.len());
+                        out.push_back(Output::Transmit {
+                            destination: t.destination,
+                            contents,
+                        });
+                    }
                 }
             }
             Polled::Event(ev) => actions.extend(peer.on_event(ev, now)),

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::net::*;
-use crate::egress::whep::pacer::{BURST_BYTES, MIN_RATE};
+use crate::egress::whep::pacer::WINDOW_DATAGRAMS;
 
 /// Video payload bytes per packet: only video datagrams are longer.
 const PAYLOAD: usize = 1100;
@@ -33,13 +33,9 @@ fn max_in_window(times: &[Instant], w: Duration) -> usize {
     best
 }
 
-/// The most a paced peer may get in 5 ms at the floor rate (the stream's
-/// bitrate is not measured yet in these short runs): the bucket, plus 5 ms
-/// of the rate, in datagrams of PAYLOAD + ~40 bytes.
+/// The most a paced peer may get in 5 ms: the window.
 fn bound_5ms() -> usize {
-    let dgram = PAYLOAD + 40;
-    let rate_5ms = MIN_RATE as usize / 8 / 200;
-    BURST_BYTES / dgram + rate_5ms.div_ceil(dgram)
+    WINDOW_DATAGRAMS
 }
 
 fn assert_in_order(seqs: &[u64], n: usize) {
