@@ -47,6 +47,17 @@ fn max_in_window(sent: &[(Instant, usize)], w: Duration) -> usize {
     best
 }
 
+/// A pacer on a grid from `t0` for a 4 Mbit/s stream, `n` full-size
+/// datagrams (0, 1, …) queued at `t0`.
+fn queued(t0: Instant, n: usize) -> Pacer<usize> {
+    let mut p = Pacer::on_grid_of(t0);
+    p.set_media_rate(t0, 4_000_000);
+    for i in 0..n {
+        p.push(t0, DGRAM, i);
+    }
+    p
+}
+
 #[test]
 fn a_keyframe_leaves_at_two_and_a_half_times_the_stream_rate_in_small_groups() {
     let t0 = Instant::now();
@@ -243,11 +254,7 @@ fn audio_goes_first_and_takes_its_room_in_the_window() {
 #[test]
 fn the_next_group_waits_from_when_the_last_one_left_not_from_its_release() {
     let t0 = Instant::now();
-    let mut p = Pacer::on_grid_of(t0);
-    p.set_media_rate(t0, 4_000_000);
-    for i in 0..30 {
-        p.push(t0, DGRAM, i);
-    }
+    let mut p = queued(t0, 30);
     while p.pop(t0).is_some() {}
     let on_time = p.next_due().expect("more queued");
     // The driver was descheduled between the release and its send call:
