@@ -547,6 +547,9 @@ impl Core {
         let (video, audio) = peer.sent();
         tracing::info!(resource = %crate::token::short(&peer.resource), stream = %peer.stream, video, audio, "WebRTC viewer removed: {why}");
         if close && rtc::close(&mut peer.rtc) {
+            // Its goodbye goes at once, not through a pacer that would
+            // hold it for room in its window (and be gone by then).
+            peer.pacer = None;
             let _ = drain(&mut self.out, &mut peer, now, self.cfg.timeout);
         }
         self.leave_feeds(&peer.stream, id);

@@ -33,10 +33,10 @@
 //!   at least what empties the queue within [`MAX_QUEUE_TIME`] (a huge
 //!   frame cannot hold a peer back for long).
 //! - [`lane`]: only video (and its retransmissions) goes through the bucket.
-//!   Audio goes ahead of any queued video, through the window only: it
-//!   never waits behind a keyframe, at most (≤ 5 ms) for room in the
-//!   window. RTCP, STUN and DTLS, a few small datagrams a second, go out at
-//!   once and count in the window ([`Pacer::note`]).
+//!   Audio, RTCP, STUN and DTLS go ahead of any queued video, through the
+//!   window only: they never wait behind a keyframe, at most (≤ 5 ms, and
+//!   only right after a full P-frame) for room in the window. So nothing a
+//!   peer gets escapes the window.
 //! - The grid: a pacer sees time in [`GRID`] steps of 2 ms from one epoch
 //!   that all pacers of a core share ([`Pacer::on_grid_of`]): the time
 //!   passed in is rounded down to a step, and due times up to one. Peers
@@ -93,27 +93,22 @@ const SLACK: f64 = 1.0;
 pub enum Lane {
     /// Video and its retransmissions: through the bucket and the window.
     Paced,
-    /// Audio: ahead of queued video, through the window only.
-    Audio,
-    /// RTCP, STUN, DTLS: at once (counted in the window).
-    Now,
+    /// Audio, RTCP, STUN, DTLS: ahead of queued video, through the window only.
+    Window,
 }
 
 /// The lane of an outgoing datagram (SRTP leaves the RTP header in the
-/// clear): RTP whose payload type is `audio_pt` is audio, other RTP is
-/// paced; the rest (RTCP, STUN, DTLS, anything unknown) goes now.
+/// clear): RTP whose payload type is not `audio_pt` is paced; the rest
+/// (audio, RTCP, STUN, DTLS, anything unknown) is not.
 pub fn lane(datagram: &[u8], audio_pt: Option<u8>) -> Lane {
     let [b0, b1, ..] = datagram else {
-        return Lane::Now;
+        return Lane::Window;
     };
     let rtp_version = b0 >> 6 == 2;
     // RFC 5761: payload types 64–95 (with the marker bit: 192–223) are RTCP.
     let rtcp = (192..=223).contains(b1);
-    if !rtp_version || rtcp || datagram.len() < 12 {
-        return Lane::Now;
-    }
-    if Some(b1 & 0x7f) == audio_pt {
-        Lane::Audio
+    if !rtp_version || rtcp || datagram.len() < 12 || Some(b1 & 0x7f) == audio_pt {
+        Lane::Window
     } else {
         Lane::Paced
     }
@@ -156,7 +151,8 @@ impl RateMeter {
 #[derive(Debug)]
 pub struct Pacer<T> {
     queue: VecDeque<(usize, T)>,
-    /// Audio waiting for room in the window (it goes before `queue`).
+    /// Audio and control datagrams waiting for room in the window (they go
+    /// before `queue`).
     urgent: VecDeque<(usize, T)>,
     /// Bytes in `queue`.
     queued: usize,
@@ -276,19 +272,9 @@ impl<T> Pacer<T> {
         }
     }
 
-    /// Datagrams were let go (or [`noted`](Self::note)) that
-    /// [`sent`](Self::sent) has not been told of.
+    /// Datagrams were let go that [`sent`](Self::sent) has not been told of.
     pub fn unsent(&self) -> bool {
         self.unsent || self.window.has_pending()
-    }
-
-    /// A datagram of `bytes` went out at once, outside the pacer (RTCP,
-    /// STUN, DTLS): it counts in the [`window`], so what is paced leaves
-    /// room for it.
-    pub fn note(&mut self, now: Instant, bytes: usize) {
-        let now = self.step(now);
-        self.window.forget(now);
-        self.window.let_go(bytes);
     }
 
     /// Queue an item of `bytes` (it leaves through [`release`](Self::release)).
@@ -306,8 +292,8 @@ impl<T> Pacer<T> {
             .max(self.queued as f64 * (1.0 / MAX_QUEUE_TIME.as_secs_f64()));
     }
 
-    /// Queue an audio item of `bytes`: it leaves before any queued video,
-    /// as soon as the window has room (usually at once).
+    /// Queue an audio or control item of `bytes`: it leaves before any
+    /// queued video, as soon as the window has room (usually at once).
     pub fn push_urgent(&mut self, bytes: usize, item: T) {
         self.urgent.push_back((bytes, item));
     }

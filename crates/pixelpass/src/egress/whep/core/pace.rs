@@ -43,14 +43,7 @@ pub(super) fn drain(
                 };
                 match lane(&contents, audio_pt) {
                     Lane::Paced => p.push(now, contents.len(), (t.destination, contents)),
-                    Lane::Audio => p.push_urgent(contents.len(), (t.destination, contents)),
-                    Lane::Now => {
-                        p.note(now, contents.len());
-                        out.push_back(Output::Transmit {
-                            destination: t.destination,
-                            contents,
-                        });
-                    }
+                    Lane::Window => p.push_urgent(contents.len(), (t.destination, contents)),
                 }
             }
             Polled::Event(ev) => actions.extend(peer.on_event(ev, now)),

@@ -21,11 +21,10 @@ pub const WINDOW: Duration = Duration::from_millis(5);
 /// What one peer may get within any [`WINDOW`]: fifteen datagrams, audio
 /// included, and no more bytes than fifteen full-size ones (~1250 bytes).
 /// A 4 Mbit/s P-frame (12–13 datagrams) and the one or two audio packets
-/// held for it leave whole; with the odd RTCP or STUN datagram (which
-/// cannot wait) a receiver sees 16 at most in 5 ms (tests/pacing.rs).
-/// Counting bytes alone let 18 through (an encoder that cuts frames into
-/// slices makes many short datagrams), and leaving audio outside let 17–18
-/// through (it came on top of a full window).
+/// held for it leave whole. Counting bytes alone let 18 through (an encoder
+/// that cuts frames into slices makes many short datagrams), and leaving
+/// audio and RTCP outside let 16–18 through (they came on top of a full
+/// window).
 pub const WINDOW_DATAGRAMS: usize = 15;
 pub const WINDOW_BYTES: usize = 18_750;
 
@@ -77,7 +76,7 @@ impl Window {
     }
 
     /// Drop the groups that left [`WINDOW`] or more before `now`.
-    pub fn forget(&mut self, now: u64) {
+    fn forget(&mut self, now: u64) {
         while let Some(&(t, load)) = self.recent.front() {
             if t.saturating_add(WINDOW_NS) > now {
                 break;
