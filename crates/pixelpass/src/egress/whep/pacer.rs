@@ -350,9 +350,10 @@ impl<T> Pacer<T> {
 
     /// When the next group can leave, on the grid: once the bucket is full
     /// ([`BURST_BYTES`]), or holds all that is queued if less, but at least
-    /// the next item, and the [`window`] has room for as much. Rounding up to the grid loses no tokens: with items
-    /// queued the bucket holds [`LATE_SLACK`] (one [`GRID`] step) of the
-    /// rate more. `None`: nothing queued.
+    /// the next item, and the [`window`] has room for as much. Rounding up
+    /// to the grid loses no tokens: with items queued the bucket holds
+    /// [`LATE_SLACK`] (one [`GRID`] step) of the rate more. Audio and
+    /// control items wait for the window only. `None`: nothing queued.
     pub fn next_due(&self) -> Option<Instant> {
         let epoch = self.epoch?;
         let due = match self.urgent.front() {

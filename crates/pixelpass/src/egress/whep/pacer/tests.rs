@@ -74,9 +74,9 @@ fn a_keyframe_leaves_at_two_and_a_half_times_the_stream_rate_in_small_groups() {
         (0..100).collect::<Vec<_>>(),
         "all of it, in order"
     );
-    // The first group at once, then at the rate: (124 000 − 16 120) B at
-    // 1.25 MB/s ≈ 86 ms, in groups of what fills the bucket by the next
-    // grid step.
+    // The first group (15 datagrams) at once, then at the rate:
+    // (124 000 − 18 600) B at 1.25 MB/s ≈ 84 ms, in groups of what fills
+    // the bucket by the next grid step, each waiting for that step.
     assert_eq!(
         sent.iter().filter(|s| s.0 == t0).count(),
         BURST_BYTES / DGRAM
@@ -86,7 +86,7 @@ fn a_keyframe_leaves_at_two_and_a_half_times_the_stream_rate_in_small_groups() {
         (86 * MS..=100 * MS).contains(&took),
         "took {took:?} of fake time"
     );
-    // At most the window within any 5 ms: 13 datagrams.
+    // At most the window within any 5 ms: 15 datagrams.
     let most = max_in_window(&sent, 5 * MS);
     assert!(most <= WINDOW_DATAGRAMS, "{most} datagrams within 5 ms");
     // Whole groups: one wake-up (and one GSO message) serves ten or more.
