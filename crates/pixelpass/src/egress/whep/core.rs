@@ -136,7 +136,10 @@ struct Feed {
 pub struct Core {
     index: Arc<Index>,
     cfg: EngineConfig,
-    peers: HashMap<PeerId, Peer>,
+    /// Boxed: a `Peer` (its `Rtc` alone is 10 KB) would make the table's
+    /// slots that big, and a table grown for a crowd keeps its capacity:
+    /// 256 empty slots of 11 KB each are 2.8 MB the heap cannot give back.
+    peers: HashMap<PeerId, Box<Peer>>,
     hubs: HashMap<PeerId, Hub>,
     by_resource: HashMap<Arc<str>, PeerId>,
     by_addr: HashMap<SocketAddr, PeerId>,
@@ -229,7 +232,7 @@ impl Core {
         };
         self.by_resource.insert(new.resource, id);
         self.hubs.insert(id, new.hub);
-        self.peers.insert(id, peer);
+        self.peers.insert(id, Box::new(peer));
         self.input(id, None, now);
     }
 
