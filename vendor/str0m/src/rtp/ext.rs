@@ -727,6 +727,7 @@ impl Extension {
             }
             RtpMid => {
                 let v = ev.mid?;
+                let v: &str = &v; // one deref: it strips the padding
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)

@@ -47,10 +47,9 @@ macro_rules! str_id {
                 // spaces by byte. `str::trim` scans for Unicode whitespace,
                 // and this runs for every packet that carries a MID.
                 let b = &self.0;
-                if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
-                    let start = b.iter().position(|c| *c != b' ').unwrap_or(b.len());
-                    let end = b.iter().rposition(|c| *c != b' ').map_or(start, |i| i + 1);
-                    return from_utf8(&b[start..end]).expect("ascii id");
+                let end = b.iter().rposition(|c| *c != b' ').map_or(0, |i| i + 1);
+                if b[..end].iter().all(|c| c.is_ascii_graphic()) {
+                    return from_utf8(&b[..end]).expect("ascii id");
                 }
                 from_utf8(b).expect("ascii id").trim()
             }
