@@ -20,8 +20,6 @@ pub struct EvictingBuffer<T> {
     /// The maximum size allowed to grow to. Once this sized is reached, new pushed
     /// entries will overwrite older entries even if they haven't reached max_age.
     max_size: usize,
-    /// The size it starts at, and never shrinks below.
-    min_size: usize,
     /// Last inserted position
     last_position: Option<u64>,
     /// Next element to evict.
@@ -58,7 +56,6 @@ impl<T> EvictingBuffer<T> {
             buf: prepare_buf(initial_size),
             max_age,
             max_size,
-            min_size: initial_size,
             last_position: None,
             next_evict: None,
             last_timeout: already_happened(),
@@ -205,42 +202,6 @@ impl<T> EvictingBuffer<T> {
         }
 
         self.next_evict = Some(position);
-        self.maybe_shrink(position);
-    }
-
-    /// Give back what a burst grew: once the live positions (`first`
-    /// through the last inserted) span under half the buffer, rebuild it
-    /// at 4/3 of that span (what growing by 133 % would have reached) (never below the initial size). A
-    /// send stream's cache grown to its maximum by one burst (a joining
-    /// viewer's cached GOP) otherwise keeps that size, ~400 bytes a slot,
-    /// for the stream's life.
-    fn maybe_shrink(&mut self, first: u64) {
-        let Some(last) = self.last_position else {
-            return;
-        };
-        let live = if first > last {
-            0
-        } else {
-            (last - first + 1) as usize
-        };
-        if self.buf.len() <= self.min_size || live * 2 >= self.buf.len() {
-            return;
-        }
-        // Pushes may come out of order: the last inserted is not always the
-        // highest, so span what is really there.
-        let highest = self.buf.iter().flatten().map(|e| e.position).max();
-        let span = highest.map_or(0, |h| (h.saturating_sub(first) + 1) as usize);
-        let new_size = (span * 4 / 3 + 1).max(self.min_size);
-        if new_size >= self.buf.len() {
-            return;
-        }
-        let old_buffer = mem::replace(&mut self.buf, prepare_buf(new_size));
-        // Every live position is within the span, which is smaller than the
-        // new size, so none collide.
-        for e in old_buffer.into_iter().flatten() {
-            let index = self.index_for_position(e.position);
-            self.buf[index] = Some(e);
-        }
     }
 
     fn grow(&mut self) {
