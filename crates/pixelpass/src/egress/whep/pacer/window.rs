@@ -37,6 +37,20 @@ struct Load {
     bytes: usize,
 }
 
+impl std::ops::AddAssign for Load {
+    fn add_assign(&mut self, o: Load) {
+        self.datagrams += o.datagrams;
+        self.bytes += o.bytes;
+    }
+}
+
+impl std::ops::SubAssign for Load {
+    fn sub_assign(&mut self, o: Load) {
+        self.datagrams -= o.datagrams;
+        self.bytes -= o.bytes;
+    }
+}
+
 impl Load {
     fn fits(self, more: Load) -> bool {
         self.datagrams + more.datagrams <= WINDOW_DATAGRAMS
@@ -56,10 +70,9 @@ pub struct Window {
 
 impl Window {
     fn held(&self) -> Load {
-        Load {
-            datagrams: self.total.datagrams + self.pending.datagrams,
-            bytes: self.total.bytes + self.pending.bytes,
-        }
+        let mut held = self.total;
+        held += self.pending;
+        held
     }
 
     /// Whether a datagram of `bytes` may be let go at `now` (a grid step):
@@ -82,15 +95,16 @@ impl Window {
                 break;
             }
             self.recent.pop_front();
-            self.total.datagrams -= load.datagrams;
-            self.total.bytes -= load.bytes;
+            self.total -= load;
         }
     }
 
     /// A datagram of `bytes` was let go (its send time follows in [`sent`](Self::sent)).
     pub fn let_go(&mut self, bytes: usize) {
-        self.pending.datagrams += 1;
-        self.pending.bytes += bytes;
+        self.pending += Load {
+            datagrams: 1,
+            bytes,
+        };
     }
 
     /// Something was let go whose send time is not known yet.
@@ -103,8 +117,7 @@ impl Window {
         let pending = std::mem::take(&mut self.pending);
         if pending != Load::default() {
             self.recent.push_back((at, pending));
-            self.total.datagrams += pending.datagrams;
-            self.total.bytes += pending.bytes;
+            self.total += pending;
         }
     }
 
@@ -120,8 +133,7 @@ impl Window {
             return None;
         }
         for &(t, load) in &self.recent {
-            held.datagrams -= load.datagrams;
-            held.bytes -= load.bytes;
+            held -= load;
             if held.fits(need) {
                 return Some(t.saturating_add(WINDOW_NS));
             }
