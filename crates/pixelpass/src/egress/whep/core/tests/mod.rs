@@ -105,6 +105,7 @@ fn a_lost_packet_is_sent_again_from_history_on_nack() {
     net.advance(30 * MS);
     let first = net.clients[c].rx.first().expect("the keyframe arrives");
     let (pt, seq) = (first.header.payload_type, first.header.sequence_number);
+    let ts = first.header.timestamp;
     // The next video datagram is lost on the way.
     let lost = Arc::new(AtomicUsize::new(0));
     let counter = lost.clone();
@@ -125,8 +126,14 @@ fn a_lost_packet_is_sent_again_from_history_on_nack() {
     // The client NACKs the gap; the core answers from the peer's history.
     net.advance(100 * MS);
     assert_eq!(net.tags(c), vec![1, 3, 2], "frame 2 comes again, after 3");
+    // The sender keeps its history compact and puts a packet back together
+    // to resend it: what arrives is the packet that was lost, field by field.
     let again = &net.clients[c].rx[2];
     assert_eq!(again.header.sequence_number, seq.wrapping_add(1));
+    assert_eq!(again.header.timestamp, ts.wrapping_add(3000));
+    assert!(again.header.marker);
+    assert_eq!(&again.payload[..], &[0x41, 2, 0xaa, 0xbb]);
+    assert_eq!(net.clients[c].rx[1].header.timestamp, ts.wrapping_add(6000));
     assert_eq!(lost.load(Ordering::SeqCst), 1);
 }
 
