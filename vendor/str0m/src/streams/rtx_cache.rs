@@ -1,3 +1,5 @@
+use std::ops::Deref;
+use std::panic::RefUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -24,7 +26,7 @@ pub(crate) struct RtxCache {
 
     /// The header most recently cached, without its per-packet fields: the
     /// next packet whose header is the same apart from those shares it.
-    last_header: Option<Arc<RtpHeader>>,
+    last_header: Option<Arc<SharedHeader>>,
 
     /// A cached packet put back together, lent out by the getters.
     scratch: RtpPacket,
@@ -35,20 +37,36 @@ pub(crate) struct RtxCache {
 /// An `RtpPacket` is ~400 bytes, ~290 of them its header, mostly extension
 /// values and CSRC slots that are the same from one packet of a stream to the
 /// next. A cache of a few hundred packets per stream, per peer, was mostly
-/// copies of that. Here the header's per-packet fields (sequence number, RTP
-/// timestamp, marker) are kept inline and the rest is shared with the packets
-/// around it: ~100 bytes an entry.
+/// copies of that. Here the header's per-packet fields (RTP timestamp,
+/// marker) are kept inline and the rest is shared with the packets around it;
+/// the sequence number is the entry's position. ~80 bytes a slot, with the
+/// buffer's own. Not kept: when the packet was queued (`RtpPacket::timestamp`),
+/// which nothing reads for a resend.
 #[derive(Debug)]
 struct Cached {
-    seq_no: SeqNo,
     time: MediaTime,
     payload: Arc<[u8]>,
-    vp8_patch: Option<Vp8Patch>,
-    timestamp: Instant,
-    sequence_number: u16,
+    header: Arc<SharedHeader>,
     rtp_timestamp: u32,
+    vp8_patch: Option<Vp8Patch>,
     marker: bool,
-    header: Arc<RtpHeader>,
+}
+
+/// A header as the cached packets that have it share it, read-only.
+#[derive(Debug)]
+struct SharedHeader(RtpHeader);
+
+// Nothing mutates a shared header: a panic cannot leave one half-changed.
+// (Without this `Arc` asks for `RefUnwindSafe`, which the user extension
+// values' `dyn Any` does not promise, and `Rtc` would lose `UnwindSafe`.)
+impl RefUnwindSafe for SharedHeader {}
+
+impl Deref for SharedHeader {
+    type Target = RtpHeader;
+
+    fn deref(&self) -> &RtpHeader {
+        &self.0
+    }
 }
 
 impl RtxCache {
@@ -73,53 +91,48 @@ impl RtxCache {
 
     fn compact(&mut self, packet: RtpPacket) -> Cached {
         let RtpPacket {
-            seq_no,
+            seq_no: _,
             time,
             mut header,
             payload,
             vp8_patch,
-            timestamp,
+            timestamp: _,
             last_sender_info: _,
             nackable: _,
         } = packet;
-        let sequence_number = header.sequence_number;
         let rtp_timestamp = header.timestamp;
         let marker = header.marker;
         header.sequence_number = 0;
         header.timestamp = 0;
         header.marker = false;
         let header = match &self.last_header {
-            Some(last) if **last == header => last.clone(),
+            Some(last) if ***last == header => last.clone(),
             _ => {
-                let shared = Arc::new(header);
+                let shared = Arc::new(SharedHeader(header));
                 self.last_header = Some(shared.clone());
                 shared
             }
         };
         Cached {
-            seq_no,
             time,
             payload,
-            vp8_patch,
-            timestamp,
-            sequence_number,
-            rtp_timestamp,
-            marker,
             header,
+            rtp_timestamp,
+            vp8_patch,
+            marker,
         }
     }
 
     /// Puts the cached packet back together in `scratch`.
-    fn expand<'a>(scratch: &'a mut RtpPacket, cached: &Cached) -> &'a mut RtpPacket {
-        scratch.seq_no = cached.seq_no;
+    fn expand<'a>(scratch: &'a mut RtpPacket, seq_no: SeqNo, cached: &Cached) -> &'a mut RtpPacket {
+        scratch.seq_no = seq_no;
         scratch.time = cached.time;
-        scratch.header.clone_from(&cached.header);
-        scratch.header.sequence_number = cached.sequence_number;
+        scratch.header.clone_from(&**cached.header);
+        scratch.header.sequence_number = *seq_no as u16;
         scratch.header.timestamp = cached.rtp_timestamp;
         scratch.header.marker = cached.marker;
         scratch.payload = cached.payload.clone();
         scratch.vp8_patch = cached.vp8_patch;
-        scratch.timestamp = cached.timestamp;
         scratch.last_sender_info = None;
         // Only nackable packets are cached.
         scratch.nackable = true;
@@ -137,7 +150,7 @@ impl RtxCache {
 
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
         let cached = self.packet_by_seq_no.get(*seq_no)?;
-        Some(Self::expand(&mut self.scratch, cached))
+        Some(Self::expand(&mut self.scratch, seq_no, cached))
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
@@ -180,13 +193,19 @@ mod test {
     }
 
     fn packet(now: Instant, seq_no: u64, millis: u64) -> RtpPacket {
+        // As sent: the header's sequence number is the low 16 bits of
+        // seq_no. The cache does not keep when a packet was queued.
+        let _ = after(now, millis);
         RtpPacket {
-            header: RtpHeader::default(),
+            header: RtpHeader {
+                sequence_number: seq_no as u16,
+                ..Default::default()
+            },
             seq_no: seq_no.into(),
             time: MediaTime::from_90khz(0),
             payload: millis.to_be_bytes().into(),
             vp8_patch: None,
-            timestamp: after(now, millis),
+            timestamp: crate::util::already_happened(),
             last_sender_info: None,
             nackable: true,
         }
