@@ -217,6 +217,15 @@ pub fn settled_rss() -> io::Result<u64> {
     rss_bytes()
 }
 
+/// This process's anonymous resident memory (`RssAnon`: heap, stacks,
+/// anonymous maps), in bytes: VmRSS without the file-backed pages, i.e.
+/// without the binary's code the first peers page in, once.
+pub fn rss_anon_bytes() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/status")?;
+    parse_status_bytes(&text, "RssAnon")
+        .ok_or_else(|| io::Error::other("no RssAnon line in /proc/self/status"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

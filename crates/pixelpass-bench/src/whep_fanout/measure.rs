@@ -20,6 +20,7 @@ struct Snap {
     cpu: CpuTimes,
     threads: BTreeMap<String, u64>,
     rss: u64,
+    anon: u64,
 }
 
 impl Snap {
@@ -29,6 +30,7 @@ impl Snap {
             cpu: procstat::process_cpu()?,
             threads: procstat::thread_ticks(),
             rss: procstat::rss_bytes()?,
+            anon: procstat::rss_anon_bytes()?,
         })
     }
 }
@@ -44,6 +46,7 @@ pub(super) fn step(
         eprintln!("bench: {left} peers of the previous step are still there");
     }
     let rss_base = procstat::settled_rss()?;
+    let anon_base = procstat::rss_anon_bytes()?;
     let exe = if let Some(exe) = &args.client_exe {
         exe.clone()
     } else {
@@ -75,6 +78,7 @@ pub(super) fn step(
     Ok((
         Row {
             rss_base,
+            anon_base,
             bitrate_kbps,
             ..row
         },
@@ -146,6 +150,8 @@ fn measure(
         udp_datagrams: (datagrams as f64 * wall / window_s.max(1e-9)) as u64,
         rss_base: 0,
         rss_streaming: s0.rss.max(s1.rss),
+        anon_base: 0,
+        anon_streaming: s0.anon.max(s1.anon),
         lost: peers.iter().map(|p| p.lost).sum(),
         nacks: peers.iter().map(|p| p.nacks).sum(),
         gaps: peers.iter().map(|p| p.gaps).sum(),

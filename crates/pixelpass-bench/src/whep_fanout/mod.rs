@@ -25,6 +25,9 @@
 //! - *core/Gbit/s*: server CPU seconds per second ÷ that;
 //! - *RSS/peer*: (server VmRSS with N peers streaming − VmRSS before they
 //!   connected, after returning freed heap to the OS) ÷ N;
+//! - *anon/peer*: the same for anonymous memory only (`RssAnon`), which the
+//!   target is judged on: VmRSS also counts the binary's code pages that the
+//!   first peers touch (DTLS, SRTP, the send path; ~6 MB once, not per peer);
 //! - *lost*: H.264 packets missing on the wire (sequence gaps, all peers),
 //!   *NACKs* the peers sent, *gaps*: frames that were still incomplete;
 //! - *frames/peer*: min / median video frames a peer assembled in the window;
