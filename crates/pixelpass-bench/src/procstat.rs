@@ -217,6 +217,48 @@ pub fn settled_rss() -> io::Result<u64> {
     rss_bytes()
 }
 
+/// How often [`MemPeak`] reads /proc/self/status.
+const PEAK_EVERY: Duration = Duration::from_millis(100);
+
+/// The highest VmRSS and `RssAnon` of this process, read on a thread every
+/// [`PEAK_EVERY`] until [`stop`](Self::stop). Two samples, one at each end
+/// of a window, mostly miss the peaks: a keyframe goes to every peer at
+/// once and sits in their pacing queues as sealed datagrams for a moment.
+pub struct MemPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<io::Result<(u64, u64)>>,
+}
+
+impl MemPeak {
+    pub fn start() -> io::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-mem-peak".into())
+            .spawn(move || {
+                let mut peak = (0, 0);
+                while !flag.load(Ordering::Relaxed) {
+                    let text = std::fs::read_to_string("/proc/self/status")?;
+                    let rss = parse_vm_rss(&text).unwrap_or(0);
+                    let anon = parse_status_bytes(&text, "RssAnon").unwrap_or(0);
+                    peak = (peak.0.max(rss), peak.1.max(anon));
+                    std::thread::sleep(PEAK_EVERY);
+                }
+                Ok(peak)
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// (VmRSS, RssAnon), the highest of each, in bytes.
+    pub fn stop(self) -> io::Result<(u64, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| io::Error::other("the memory sampler thread panicked"))?
+    }
+}
+
 /// This process's anonymous resident memory (`RssAnon`: heap, stacks,
 /// anonymous maps), in bytes: VmRSS without the file-backed pages, i.e.
 /// without the binary's code the first peers page in, once.

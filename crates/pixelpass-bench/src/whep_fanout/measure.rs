@@ -118,6 +118,10 @@ fn measure(
         .then(crate::callgrind::Window::start)
         .transpose()?;
     let s0 = Snap::take()?;
+    // Not under callgrind: its reads would be counted as the server's.
+    let peak = (!args.callgrind)
+        .then(procstat::MemPeak::start)
+        .transpose()?;
     let ClientLine::Result {
         window_s,
         client_cpu_s,
@@ -131,6 +135,7 @@ fn measure(
         bail!("expected the result line");
     };
     let s1 = Snap::take()?;
+    let (rss_peak, anon_peak) = peak.map(|p| p.stop()).transpose()?.unwrap_or((0, 0));
     let instructions = counted.map(|w| w.instructions()).transpose()?;
     let wall = s1.at.duration_since(s0.at).as_secs_f64();
     let cpu = s1.cpu.since(&s0.cpu);
@@ -149,9 +154,9 @@ fn measure(
         udp_bytes: (udp as f64 * wall / window_s.max(1e-9)) as u64,
         udp_datagrams: (datagrams as f64 * wall / window_s.max(1e-9)) as u64,
         rss_base: 0,
-        rss_streaming: s0.rss.max(s1.rss),
+        rss_streaming: s0.rss.max(s1.rss).max(rss_peak),
         anon_base: 0,
-        anon_streaming: s0.anon.max(s1.anon),
+        anon_streaming: s0.anon.max(s1.anon).max(anon_peak),
         lost: peers.iter().map(|p| p.lost).sum(),
         nacks: peers.iter().map(|p| p.nacks).sum(),
         gaps: peers.iter().map(|p| p.gaps).sum(),

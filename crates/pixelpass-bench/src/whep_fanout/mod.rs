@@ -23,8 +23,9 @@
 //! - *Gbit/s*: bytes the peers received on their UDP sockets in the window
 //!   (SRTP + SRTCP + STUN) × 8 ÷ window;
 //! - *core/Gbit/s*: server CPU seconds per second ÷ that;
-//! - *RSS/peer*: (server VmRSS with N peers streaming − VmRSS before they
-//!   connected, after returning freed heap to the OS) ÷ N;
+//! - *RSS/peer*: (server VmRSS with N peers streaming, the highest of
+//!   samples every 100 ms over the window − VmRSS before they connected,
+//!   after returning freed heap to the OS) ÷ N;
 //! - *anon/peer*: the same for anonymous memory only (`RssAnon`), which the
 //!   target is judged on: VmRSS also counts the binary's code pages that the
 //!   first peers touch (DTLS, SRTP, the send path; ~6 MB once, not per peer);
