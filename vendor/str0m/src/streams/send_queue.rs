@@ -6,6 +6,12 @@ use crate::util::not_happening;
 
 use super::RtpPacket;
 
+/// (pixelpass) Packets the queue keeps room for once it is empty again. An
+/// `RtpPacket` is ~400 bytes: a keyframe's 64 slots are 26 KiB a stream, held
+/// for good by a `VecDeque` that never shrinks; a P-frame at 4 Mbit/s is ~13
+/// packets.
+const KEEP_CAPACITY: usize = 16;
+
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
@@ -67,6 +73,10 @@ impl SendQueue {
         // Unwrap is OK, because peek() above must have returned a value
         // for us to be here.
         let packet = self.queue.pop_front().unwrap();
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_CAPACITY {
+            // (pixelpass) A keyframe grew the queue; a P-frame needs less.
+            self.queue.shrink_to(KEEP_CAPACITY);
+        }
 
         // Must be timestamped
         assert!(packet.timestamp != not_happening());
@@ -331,6 +341,30 @@ mod test {
             "expect handle_timeout to have timestamped every packet"
         );
         assert!(!queue.need_timeout());
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_what_a_large_frame_took() {
+        let mut queue = SendQueue::new();
+        let start = Instant::now();
+        for i in 0..100_u64 {
+            let mut packet = RtpPacket::blank();
+            packet.seq_no = i.into();
+            packet.payload = vec![1_u8; 10].into();
+            queue.push(packet);
+        }
+        assert!(queue.queue.capacity() >= 100);
+        queue.handle_timeout(start);
+        let mut popped = 0;
+        while queue.pop(start).is_some() {
+            popped += 1;
+        }
+        assert_eq!(popped, 100);
+        assert!(
+            queue.queue.capacity() <= KEEP_CAPACITY,
+            "{} slots kept",
+            queue.queue.capacity()
+        );
     }
 
     #[test]

@@ -292,6 +292,14 @@ impl<T> Pacer<T> {
             .max(self.queued as f64 * (1.0 / MAX_QUEUE_TIME.as_secs_f64()));
     }
 
+    /// `bytes` more wait upstream for room in the queue (unsealed): the
+    /// queue is emptied within [`MAX_QUEUE_TIME`] of them too.
+    pub fn expect(&mut self, bytes: usize) {
+        self.drain = self
+            .drain
+            .max((self.queued + bytes) as f64 * (1.0 / MAX_QUEUE_TIME.as_secs_f64()));
+    }
+
     /// Queue an audio or control item of `bytes`: it leaves before any
     /// queued video, as soon as the window has room (usually at once).
     pub fn push_urgent(&mut self, bytes: usize, item: T) {

@@ -16,16 +16,15 @@ use super::config::Bwe;
 use super::forward::Out;
 use super::layer::Link;
 use super::layer::PeerLayer;
-use super::pacer::Pacer;
+use super::pacer::{Pacer, RTP_OVERHEAD};
 use crate::hub::{RtpPkt, Track};
 use crate::net::rtc::{add_opus, negotiated_pt, parse_offer, sdp as offer, Identity};
 
 /// H.264 as the encoder emits it: constrained baseline 3.1, FU-A/STAP-A.
 pub const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
 /// Video packets kept per peer to answer NACKs: ≈ 0.6 s at 4 Mbit/s, several
-/// round trips even on a poor network. The payloads are shared with the hub,
-/// but str0m keeps a ~440-byte packet struct per slot: 256 slots ≈ 110 KiB of
-/// each peer's memory, the largest part of it.
+/// round trips even on a poor network. The payloads are shared with the hub;
+/// str0m keeps an ~80-byte slot per packet (see PIXELPASS.md): 20 KiB a peer.
 const NACK_HISTORY: usize = 256;
 /// …and no packet older than this (a lower bitrate keeps fewer slots).
 const NACK_MAX_AGE: Duration = Duration::from_secs(1);
@@ -34,6 +33,16 @@ const RTX_RATIO_CAP: f32 = 0.15;
 /// Cached-GOP packets written to a peer between two drains (keeps str0m's
 /// send queue, whose capacity stays allocated, short).
 pub const BURST_CHUNK: usize = 32;
+/// A paced peer's video waits unsealed in its burst queue (a hub packet: a
+/// shared payload and a few header fields, ~64 bytes) while its pacer holds
+/// this much sealed, or written to be: a group and a half, so the pacer has
+/// the next group when it falls due (it is refilled right after each
+/// release), and str0m's send queue needs no more than 32 slots of ~400
+/// bytes to seal it.
+/// Sealed, a 4 Mbit/s keyframe (100–200 KB) sat whole in every peer's
+/// queue at once: 200 peers, 20–40 MB, most of it left resident as free
+/// heap after the keyframe had gone.
+pub const HOLD_SEALED: usize = 3 * super::pacer::BURST_BYTES / 2;
 
 /// Our id for the playout-delay header extension (the answer takes the offer's).
 const PLAYOUT_DELAY_EXT_ID: u8 = 12;
@@ -202,8 +211,14 @@ pub struct Peer {
     video: Option<Out>,
     audio: Option<Out>,
     /// Cached-GOP packets still to write (a peer that joined on the cache),
-    /// then the live video that came meanwhile (`false`: not cached).
+    /// then the live video that came meanwhile or waits for room in its
+    /// pacer ([`HOLD_SEALED`]) (`false`: not cached).
     burst: VecDeque<(RtpPkt, bool)>,
+    /// Live video bytes in `burst` (RTP overhead included).
+    held: usize,
+    /// Paced video bytes written to str0m since its output was last drained
+    /// (sealed by then, and in the pacer's queue).
+    pub unsealed: usize,
     /// The producer's payload types: packets with others are not ours to send.
     producer_pts: (u8, u8),
     /// The stream's delivered-bytes counter (payload bytes written).
@@ -239,6 +254,8 @@ impl Peer {
             video: None,
             audio: None,
             burst: VecDeque::new(),
+            held: 0,
+            unsealed: 0,
             producer_pts,
             out: None,
             link: Link::default(),
@@ -330,9 +347,16 @@ impl Peer {
         let first_seq = (u64::from(now.saturating_duration_since(self.created).subsec_nanos())
             ^ fastrand_seed(&self.resource)) as u16;
         *slot = Some(Out::new(mid, pt, track, first_seq));
-        if kind == MediaKind::Video {
-            if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                tx.set_rtx_cache(NACK_HISTORY, NACK_MAX_AGE, Some(RTX_RATIO_CAP));
+        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+            match kind {
+                MediaKind::Video => {
+                    tx.set_rtx_cache(NACK_HISTORY, NACK_MAX_AGE, Some(RTX_RATIO_CAP))
+                }
+                // Browsers do not NACK Opus (it conceals a loss; its offer
+                // has no `nack` for it): str0m's default history of 3 s
+                // (~150 slots, 13 KiB a peer) answered nobody. (Its 10 initial
+                // slots stay: a zero age makes the cache inert.)
+                MediaKind::Audio => tx.set_rtx_cache(0, Duration::ZERO, None),
             }
         }
     }
@@ -351,6 +375,7 @@ impl Peer {
     /// keyframe of that layer): what was queued of the old one is dropped.
     pub fn switch_video(&mut self) {
         self.burst = VecDeque::new();
+        self.held = 0;
         if let Some(out) = self.video.as_mut() {
             out.track.switch_source();
         }
@@ -368,13 +393,27 @@ impl Peer {
     }
 
     /// Hand one hub packet to str0m (header values rewritten, payload
-    /// shared). Live video waits behind cached-GOP packets not written yet.
+    /// shared). Live video waits behind cached-GOP packets not written yet,
+    /// and while the pacer holds enough sealed ([`HOLD_SEALED`]).
     pub fn write(&mut self, track: Track, pkt: &RtpPkt, now: Instant) {
-        if track == Track::Video && !self.burst.is_empty() {
+        if track == Track::Video && (!self.burst.is_empty() || self.pacer_full()) {
+            let bytes = pkt.payload.len() + RTP_OVERHEAD;
+            self.held += bytes;
+            if let Some(p) = &mut self.pacer {
+                // The pacer empties within MAX_QUEUE_TIME what waits here too.
+                p.expect(self.held);
+            }
             self.burst.push_back((pkt.clone(), false));
             return;
         }
         self.write_as(track, pkt, now, false);
+    }
+
+    /// Its pacer holds [`HOLD_SEALED`] or more, sealed or being sealed.
+    pub fn pacer_full(&self) -> bool {
+        self.pacer
+            .as_ref()
+            .is_some_and(|p| p.queued_bytes() + self.unsealed >= HOLD_SEALED)
     }
 
     /// `cached`: a packet of the cached GOP (see [`super::forward::TrackOut::admit_cached`]).
@@ -393,6 +432,9 @@ impl Peer {
         let ext = (track == Track::Video).then(playout_delay_zero);
         if !out.write(&mut self.rtc, pkt, cached, ext) {
             return;
+        }
+        if track == Track::Video && self.pacer.is_some() {
+            self.unsealed += pkt.payload.len() + RTP_OVERHEAD;
         }
         if let Some(out) = &self.out {
             out.whep_bytes.fetch_add(
@@ -426,20 +468,30 @@ impl Peer {
         !self.burst.is_empty()
     }
 
-    /// Write up to `max` packets of the cached GOP (and the live video
-    /// queued behind it); false when none was left.
+    /// Write up to `max` packets of the cached GOP and the live video
+    /// queued behind it (paced: until its pacer is full); false when none
+    /// was left.
     pub fn write_burst(&mut self, max: usize, now: Instant) -> bool {
         if self.burst.is_empty() {
             return false;
         }
         for _ in 0..max {
+            if self.pacer_full() {
+                break;
+            }
             let Some((p, cached)) = self.burst.pop_front() else {
                 break;
             };
+            if !cached {
+                self.held = self.held.saturating_sub(p.payload.len() + RTP_OVERHEAD);
+            }
             self.write_as(Track::Video, &p, now, cached);
         }
         if self.burst.is_empty() {
             self.burst = VecDeque::new(); // give the memory back
+            self.held = 0;
+        } else if let Some(p) = &mut self.pacer {
+            p.expect(self.held);
         }
         true
     }

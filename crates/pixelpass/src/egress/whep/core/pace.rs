@@ -9,14 +9,9 @@ use std::time::{Duration, Instant};
 use str0m::Input;
 
 use super::{Core, Output, PeerId, MAX_DRAIN, OUT_BATCH};
-use crate::egress::whep::pacer::{lane, Lane, BURST_BYTES};
+use crate::egress::whep::pacer::{lane, Lane};
 use crate::egress::whep::peer::{Action, Peer, BURST_CHUNK};
 use crate::net::rtc::{self, Polled};
-
-/// A paced peer's cached GOP is written, a chunk at a time, while less than
-/// this is queued: the queue never runs dry during a join, and holds at
-/// most this plus a chunk (not the whole GOP, sealed, per peer).
-const BURST_LOW_WATER: usize = 4 * BURST_BYTES;
 
 /// Drain a peer's output: its datagrams into its pacer (video, when paced)
 /// or `out` (the rest), then what its pacer lets go now into `out`; collect
@@ -42,12 +37,20 @@ pub(super) fn drain(
                     continue;
                 };
                 match lane(&contents, audio_pt) {
-                    Lane::Paced => p.push(now, contents.len(), (t.destination, contents)),
+                    Lane::Paced => {
+                        // Written, now sealed: counted in the queue instead.
+                        peer.unsealed = peer.unsealed.saturating_sub(contents.len());
+                        p.push(now, contents.len(), (t.destination, contents))
+                    }
                     Lane::Window => p.push_urgent(contents.len(), (t.destination, contents)),
                 }
             }
             Polled::Event(ev) => actions.extend(peer.on_event(ev, now)),
             Polled::Timeout(t) => {
+                if t > now {
+                    // Nothing written waits in str0m (it would be due now).
+                    peer.unsealed = 0;
+                }
                 peer.wake = t.min(peer.deadline(timeout)).max(now);
                 release(out, peer, now);
                 return actions;
@@ -75,15 +78,20 @@ fn release(out: &mut VecDeque<Output>, peer: &mut Peer, now: Instant) {
     }
 }
 
-/// Write the next chunk of a joining peer's cached GOP. `None`: nothing to
-/// write, or (paced) its queue is full enough for now. Paced, the chunk is
-/// sealed at once (a timeout input: str0m sends written media on its next
-/// timeout), so the next look at the queue counts it; `Err` if str0m failed.
+/// Write the next chunk of a joining peer's cached GOP, or of the live
+/// video held for room in its pacer. `None`: nothing to write, or (paced)
+/// its queue is full enough for now ([`HOLD_SEALED`]: the queue never runs
+/// dry, and holds at most that and a packet, not a whole keyframe or GOP,
+/// sealed, per peer). Paced, the chunk is sealed at once (a timeout input:
+/// str0m sends written media on its next timeout), so the next look at the
+/// queue counts it; `Err` if str0m failed.
+///
+/// [`HOLD_SEALED`]: crate::egress::whep::peer::HOLD_SEALED
 pub(super) fn write_burst(peer: &mut Peer, now: Instant) -> Option<Result<(), String>> {
-    let Some(p) = &peer.pacer else {
+    if peer.pacer.is_none() {
         return peer.write_burst(BURST_CHUNK, now).then_some(Ok(()));
-    };
-    if p.queued_bytes() >= BURST_LOW_WATER || !peer.write_burst(BURST_CHUNK, now) {
+    }
+    if peer.pacer_full() || !peer.write_burst(BURST_CHUNK, now) {
         return None;
     }
     Some(rtc::feed(&mut peer.rtc, Input::Timeout(now)))

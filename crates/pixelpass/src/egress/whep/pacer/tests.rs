@@ -153,6 +153,25 @@ fn a_huge_queue_is_emptied_within_the_max_queue_time() {
 }
 
 #[test]
+fn bytes_waiting_upstream_count_toward_the_max_queue_time() {
+    let t0 = Instant::now();
+    let mut p = Pacer::default();
+    p.set_media_rate(t0, 1_000_000);
+    for i in 0..30 {
+        p.push(t0, DGRAM, i);
+    }
+    assert_eq!(p.rate_bps(), MIN_RATE, "30 datagrams: the floor will do");
+    // The rest of a 1000-datagram frame waits unsealed for room in the queue.
+    p.expect(970 * DGRAM);
+    let within = (1000 * DGRAM * 8) as f64 / MAX_QUEUE_TIME.as_secs_f64();
+    assert!(
+        p.rate_bps() as f64 >= within * 0.999,
+        "{} bit/s: the whole frame within {MAX_QUEUE_TIME:?} takes {within}",
+        p.rate_bps()
+    );
+}
+
+#[test]
 fn a_late_wake_up_sends_one_group_not_what_the_late_time_would_allow() {
     let t0 = Instant::now();
     let mut p = Pacer::default();

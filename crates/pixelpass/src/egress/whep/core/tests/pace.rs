@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use super::net::*;
-use crate::egress::whep::pacer::WINDOW_DATAGRAMS;
+use crate::egress::whep::pacer::{MAX_QUEUE_TIME, WINDOW_DATAGRAMS};
+use crate::egress::whep::peer::HOLD_SEALED;
 
 /// Video payload bytes per packet: only video datagrams are longer.
 const PAYLOAD: usize = 1100;
@@ -56,6 +57,59 @@ fn a_keyframe_reaches_a_peer_in_small_groups_at_the_pacing_rate() {
     // 114 KB at the 5 Mbit/s floor: about 180 ms from first to last.
     let spread = times[99] - times[0];
     assert!(spread >= 150 * MS, "spread over {spread:?}");
+}
+
+/// The most bytes any peer's pacer held sealed.
+fn most_sealed(net: &Net) -> usize {
+    net.core
+        .peers
+        .values()
+        .filter_map(|p| p.pacer.as_ref())
+        .map(|p| p.queued_bytes())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_keyframe_waits_unsealed_while_the_pacer_holds_a_group_and_a_half() {
+    let mut net = Net::with_pacing(true);
+    let c = net.connect();
+    net.advance(30 * MS);
+    net.publish_frame(true, 100, PAYLOAD);
+    net.deliver_media();
+    let mut most = most_sealed(&net);
+    for _ in 0..400 {
+        net.advance(MS);
+        most = most.max(most_sealed(&net));
+    }
+    let (times, seqs) = video_rx(&net, c);
+    assert_in_order(&seqs, 100);
+    // One datagram of ~1150 bytes may cross the line.
+    assert!(
+        most <= HOLD_SEALED + 1300,
+        "{most} bytes sealed at once (of a 114 KB keyframe)"
+    );
+    assert!(most >= HOLD_SEALED / 2, "{most}: the pacer was kept fed");
+    let spread = times[99] - times[0];
+    assert!(spread >= 150 * MS, "still paced: spread over {spread:?}");
+}
+
+#[test]
+fn a_huge_keyframe_held_unsealed_still_leaves_within_the_max_queue_time() {
+    let mut net = Net::with_pacing(true);
+    let c = net.connect();
+    net.advance(30 * MS);
+    // 684 KB: 1.1 s at the 5 Mbit/s floor.
+    net.publish_frame(true, 600, PAYLOAD);
+    net.deliver_media();
+    net.advance(1500 * MS);
+    let (times, seqs) = video_rx(&net, c);
+    assert_in_order(&seqs, 600);
+    let took = times[599] - times[0];
+    assert!(
+        took <= MAX_QUEUE_TIME + 50 * MS,
+        "took {took:?} of fake time"
+    );
 }
 
 #[test]
