@@ -35,14 +35,14 @@ const RTX_RATIO_CAP: f32 = 0.15;
 pub const BURST_CHUNK: usize = 32;
 /// A paced peer's video waits unsealed in its burst queue (a hub packet: a
 /// shared payload and a few header fields, ~64 bytes) while its pacer holds
-/// this much sealed, or written to be: a group and a half, so the pacer has
-/// the next group when it falls due (it is refilled right after each
-/// release), and str0m's send queue needs no more than 32 slots of ~400
-/// bytes to seal it.
-/// Sealed, a 4 Mbit/s keyframe (100–200 KB) sat whole in every peer's
-/// queue at once: 200 peers, 20–40 MB, most of it left resident as free
-/// heap after the keyframe had gone.
-pub const HOLD_SEALED: usize = 3 * super::pacer::BURST_BYTES / 2;
+/// this much sealed, or written to be: a full group (the bucket,
+/// [`BURST_BYTES`](super::pacer::BURST_BYTES)) and two datagrams, so the
+/// pacer has the next whole group when it falls due (it is refilled right
+/// after each release), and str0m's send queue needs no more than 32 slots
+/// of ~400 bytes to seal it. Sealed, a 4 Mbit/s keyframe (100–200 KB) sat
+/// whole in every peer's queue at once: 200 peers, 20–40 MB, most of it
+/// left resident as free heap after the keyframe had gone.
+pub const HOLD_SEALED: usize = super::pacer::BURST_BYTES + 2 * 1250;
 
 /// Our id for the playout-delay header extension (the answer takes the offer's).
 const PLAYOUT_DELAY_EXT_ID: u8 = 12;

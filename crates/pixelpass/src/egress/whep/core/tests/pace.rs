@@ -71,7 +71,7 @@ fn most_sealed(net: &Net) -> usize {
 }
 
 #[test]
-fn a_keyframe_waits_unsealed_while_the_pacer_holds_a_group_and_a_half() {
+fn a_keyframe_waits_unsealed_while_the_pacer_holds_a_group() {
     let mut net = Net::with_pacing(true);
     let c = net.connect();
     net.advance(30 * MS);
