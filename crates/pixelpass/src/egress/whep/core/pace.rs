@@ -66,8 +66,16 @@ pub(super) fn drain(
     actions
 }
 
-/// What `peer`'s pacer lets go at `now`, into `out`.
+/// What `peer`'s pacer lets go at `now`, into `out`; nothing while `out`
+/// holds a send batch already ([`OUT_BATCH`]): the pacer, due, is served by
+/// [`Core::release_paced`] once that batch has left. A keyframe reaches
+/// every peer in one wake-up; released at once, each peer's first group
+/// sat sealed in `out` beside its refilled queue (heaptrack, 200 peers at
+/// 4 Mbit/s: ~19 KiB a peer more at the peak).
 fn release(out: &mut VecDeque<Output>, peer: &mut Peer, now: Instant) {
+    if out.len() >= OUT_BATCH {
+        return;
+    }
     if let Some(p) = &mut peer.pacer {
         p.release(now, |(destination, contents)| {
             out.push_back(Output::Transmit {
