@@ -1,7 +1,11 @@
 //! Pacing in the core: where each datagram a peer's `Rtc` puts out goes (its
 //! pacer, or straight out), when a peer's pacer is due (counted from when
-//! its last group left: [`Core::handle_sent`]), and the cached GOP of a
-//! joining peer, written as its queue empties rather than all at once.
+//! its last group left: [`Core::handle_sent`]), and the video held back
+//! unsealed (a joining peer's cached GOP, and live video while the pacer
+//! holds a group: [`HOLD_SEALED`]), written as its queue empties rather
+//! than sealed all at once.
+//!
+//! [`HOLD_SEALED`]: crate::egress::whep::peer::HOLD_SEALED
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
