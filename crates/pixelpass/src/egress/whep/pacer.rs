@@ -287,13 +287,12 @@ impl<T> Pacer<T> {
         }
         self.queue.push_back((bytes, item));
         self.queued += bytes;
-        self.drain = self
-            .drain
-            .max(self.queued as f64 * (1.0 / MAX_QUEUE_TIME.as_secs_f64()));
+        self.expect(0);
     }
 
     /// `bytes` more wait upstream for room in the queue (unsealed): the
-    /// queue is emptied within [`MAX_QUEUE_TIME`] of them too.
+    /// queue is emptied within [`MAX_QUEUE_TIME`] of them too (and, with 0,
+    /// of what it holds).
     pub fn expect(&mut self, bytes: usize) {
         self.drain = self
             .drain

@@ -397,8 +397,7 @@ impl Peer {
     /// and while the pacer holds enough sealed ([`HOLD_SEALED`]).
     pub fn write(&mut self, track: Track, pkt: &RtpPkt, now: Instant) {
         if track == Track::Video && (!self.burst.is_empty() || self.pacer_full()) {
-            let bytes = pkt.payload.len() + RTP_OVERHEAD;
-            self.held += bytes;
+            self.held += paced_bytes(pkt);
             if let Some(p) = &mut self.pacer {
                 // The pacer empties within MAX_QUEUE_TIME what waits here too.
                 p.expect(self.held);
@@ -434,7 +433,7 @@ impl Peer {
             return;
         }
         if track == Track::Video && self.pacer.is_some() {
-            self.unsealed += pkt.payload.len() + RTP_OVERHEAD;
+            self.unsealed += paced_bytes(pkt);
         }
         if let Some(out) = &self.out {
             out.whep_bytes.fetch_add(
@@ -483,7 +482,7 @@ impl Peer {
                 break;
             };
             if !cached {
-                self.held = self.held.saturating_sub(p.payload.len() + RTP_OVERHEAD);
+                self.held = self.held.saturating_sub(paced_bytes(&p));
             }
             self.write_as(Track::Video, &p, now, cached);
         }
@@ -503,6 +502,12 @@ impl Peer {
             self.audio.as_ref().map_or(0, |o| o.track.sent()),
         )
     }
+}
+
+/// What a hub packet weighs in a pacer: its payload and [`RTP_OVERHEAD`].
+/// `held` and `unsealed` add and take away the same figure.
+fn paced_bytes(pkt: &RtpPkt) -> usize {
+    pkt.payload.len() + RTP_OVERHEAD
 }
 
 /// A per-peer seed for the first sequence number (not security relevant:
