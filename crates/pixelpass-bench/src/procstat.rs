@@ -239,9 +239,7 @@ impl MemPeak {
             .spawn(move || {
                 let mut peak = (0, 0);
                 while !flag.load(Ordering::Relaxed) {
-                    let text = std::fs::read_to_string("/proc/self/status")?;
-                    let rss = parse_vm_rss(&text).unwrap_or(0);
-                    let anon = parse_status_bytes(&text, "RssAnon").unwrap_or(0);
+                    let (rss, anon) = mem_bytes()?;
                     peak = (peak.0.max(rss), peak.1.max(anon));
                     std::thread::sleep(PEAK_EVERY);
                 }
@@ -259,13 +257,17 @@ impl MemPeak {
     }
 }
 
-/// This process's anonymous resident memory (`RssAnon`: heap, stacks,
-/// anonymous maps), in bytes: VmRSS without the file-backed pages, i.e.
-/// without the binary's code the first peers page in, once.
-pub fn rss_anon_bytes() -> io::Result<u64> {
+/// This process's VmRSS and anonymous resident memory (`RssAnon`: heap,
+/// stacks, anonymous maps: VmRSS without the file-backed pages, i.e.
+/// without the binary's code the first peers page in, once), in bytes, from
+/// one read of /proc/self/status.
+pub fn mem_bytes() -> io::Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/self/status")?;
-    parse_status_bytes(&text, "RssAnon")
-        .ok_or_else(|| io::Error::other("no RssAnon line in /proc/self/status"))
+    let field = |name: &str| {
+        parse_status_bytes(&text, name)
+            .ok_or_else(|| io::Error::other(format!("no {name} line in /proc/self/status")))
+    };
+    Ok((field("VmRSS")?, field("RssAnon")?))
 }
 
 #[cfg(test)]
@@ -303,6 +305,8 @@ mod tests {
             "a whole field name"
         );
         assert!(rss_bytes().unwrap() > 0);
+        let (rss, anon) = mem_bytes().unwrap();
+        assert!(anon > 0 && anon <= rss, "RssAnon {anon} within VmRSS {rss}");
     }
 
     #[test]

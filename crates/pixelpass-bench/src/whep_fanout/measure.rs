@@ -25,12 +25,13 @@ struct Snap {
 
 impl Snap {
     fn take() -> anyhow::Result<Self> {
+        let (rss, anon) = procstat::mem_bytes()?;
         Ok(Self {
             at: Instant::now(),
             cpu: procstat::process_cpu()?,
             threads: procstat::thread_ticks(),
-            rss: procstat::rss_bytes()?,
-            anon: procstat::rss_anon_bytes()?,
+            rss,
+            anon,
         })
     }
 }
@@ -46,7 +47,7 @@ pub(super) fn step(
         eprintln!("bench: {left} peers of the previous step are still there");
     }
     let rss_base = procstat::settled_rss()?;
-    let anon_base = procstat::rss_anon_bytes()?;
+    let (_, anon_base) = procstat::mem_bytes()?;
     let exe = if let Some(exe) = &args.client_exe {
         exe.clone()
     } else {
