@@ -1244,13 +1244,15 @@ impl Session {
 
         let params = &self.codec_config;
         let exts = media.remote_extmap();
+        let send_exts = media.send_exts();
 
         // TWCC might not be enabled for this m-line. Firefox do use TWCC, but not
         // for audio. This is indiciated via the SDP.
-        let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
+        let twcc_enabled = send_exts.twcc;
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
-        let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+        let receipt =
+            stream.poll_packet(now, exts, send_exts.abs_send_time, twcc, params, buf)?;
 
         let PacketReceipt {
             header,

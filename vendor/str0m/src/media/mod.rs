@@ -10,7 +10,7 @@ use crate::format::CodecConfig;
 
 use crate::packet::{CodecDepacketizer, DepacketizingBuffer, Payloader};
 use crate::packet::{RedSender, RedSink, RtpMeta};
-use crate::rtp_::ExtensionMap;
+use crate::rtp_::{Extension, ExtensionMap};
 use crate::rtp_::MidRid;
 use crate::rtp_::SRTP_BLOCK_SIZE;
 use crate::rtp_::SRTP_OVERHEAD;
@@ -120,6 +120,10 @@ pub struct Media {
     ///
     /// These are 1-indexed to be exactly like in the SDP.
     remote_exts: ExtensionMap,
+
+    /// (pixelpass) What every RTP packet sent asks of `remote_exts`, looked
+    /// up once when the map is set instead of twice per packet.
+    send_exts: SendExts,
 
     /// [`true`] if this media was created by the remote peer, [`false`] if it was created by us.
     remote_created: bool,
@@ -661,7 +665,14 @@ impl Media {
     }
 
     pub(crate) fn set_remote_extmap(&mut self, exts: ExtensionMap) {
+        self.send_exts = SendExts::of(&exts);
         self.remote_exts = exts;
+    }
+
+    /// Whether packets sent carry the transport-wide sequence number and
+    /// the absolute send time (both mapped in [`Self::remote_extmap`]).
+    pub(crate) fn send_exts(&self) -> SendExts {
+        self.send_exts
     }
 
     /// The remote PT (payload types) configured for this Media.
@@ -728,6 +739,7 @@ impl Default for Media {
             remote_pts: vec![],
             stopped: false,
             remote_exts: ExtensionMap::empty(),
+            send_exts: SendExts::default(),
             remote_created: false,
             dir: Direction::SendRecv,
             simulcast: None,
@@ -784,6 +796,7 @@ impl Media {
             kind: a.kind,
             dir: a.dir,
             remote_pts: a.pts,
+            send_exts: SendExts::of(&a.exts),
             remote_exts: a.exts,
             remote_created: false,
             simulcast: a.simulcast.map(|s| s.into_sdp()),
@@ -811,8 +824,25 @@ impl Media {
             index,
             kind,
             dir: Direction::SendRecv,
+            send_exts: SendExts::of(&exts),
             remote_exts: exts,
             ..Default::default()
+        }
+    }
+}
+
+/// See [`Media::send_exts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SendExts {
+    pub twcc: bool,
+    pub abs_send_time: bool,
+}
+
+impl SendExts {
+    fn of(exts: &ExtensionMap) -> Self {
+        SendExts {
+            twcc: exts.id_of(Extension::TransportSequenceNumber).is_some(),
+            abs_send_time: exts.id_of(Extension::AbsoluteSendTime).is_some(),
         }
     }
 }

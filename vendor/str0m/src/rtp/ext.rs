@@ -419,9 +419,15 @@ impl ExtensionMap {
     ///
     /// The returned id will be 1-based.
     pub fn id_of(&self, e: Extension) -> Option<u8> {
+        // (pixelpass) Asked twice per RTP packet sent: compare the variant
+        // tag first, the full value (an unknown URI's string) only on a match.
+        let tag = std::mem::discriminant(&e);
         self.0
             .iter()
-            .position(|x| x.as_ref().map(|e| &e.ext) == Some(&e))
+            .position(|x| {
+                x.as_ref()
+                    .is_some_and(|m| std::mem::discriminant(&m.ext) == tag && m.ext == e)
+            })
             .map(|p| p as u8 + 1)
     }
 

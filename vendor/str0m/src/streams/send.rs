@@ -16,7 +16,7 @@ use crate::pacer::QueueSnapshot;
 use crate::pacer::QueueState;
 use crate::packet::Vp8Patch;
 use crate::rtp_::MidRid;
-use crate::rtp_::{Bitrate, Descriptions, Extension, ExtensionMap, ExtensionValues, Frequency};
+use crate::rtp_::{Bitrate, Descriptions, ExtensionMap, ExtensionValues, Frequency};
 use crate::rtp_::{MAX_BLANK_PADDING_PAYLOAD_SIZE, Sdes, SdesType};
 use crate::rtp_::{MediaTime, Mid, NackEntry, ReportList, Rtcp, RtpHeader};
 use crate::rtp_::{Pt, Rid, RtcpFb, SenderInfo, SenderReport, Ssrc};
@@ -563,6 +563,7 @@ impl StreamTx {
         &mut self,
         now: Instant,
         exts: &ExtensionMap,
+        abs_send_time: bool,
         twcc: Option<&mut u64>,
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
@@ -707,7 +708,7 @@ impl StreamTx {
         // declaring we support.
 
         // Absolute Send Time might not be enabled for this m-line.
-        if exts.id_of(Extension::AbsoluteSendTime).is_some() {
+        if abs_send_time {
             header.ext_vals.abs_send_time = Some(now);
         }
 
@@ -1382,6 +1383,7 @@ struct Resend {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::rtp_::Extension;
 
     #[test]
     fn regular_padding_does_not_search_probe_negotiation() {
@@ -1415,7 +1417,7 @@ mod test {
             let mut twcc = 42;
             let mut buf = vec![];
             let receipt = stream
-                .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+                .poll_packet(now, &exts, exts.id_of(Extension::AbsoluteSendTime).is_some(), Some(&mut twcc), codecs.params(), &mut buf)
                 .unwrap();
             assert_eq!(
                 receipt.header.ext_vals.abs_send_time,
@@ -1445,7 +1447,7 @@ mod test {
             stream.send_queue.handle_timeout(now);
             if i >= 5 {
                 stream
-                    .poll_packet(now, &exts, None, codecs.params(), &mut buf)
+                    .poll_packet(now, &exts, exts.id_of(Extension::AbsoluteSendTime).is_some(), None, codecs.params(), &mut buf)
                     .expect("a queued packet to send");
             }
         }
@@ -1467,14 +1469,14 @@ mod test {
         let exts = ExtensionMap::standard();
         sender.generate_padding(241);
         let first = sender
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+            .poll_packet(now, &exts, exts.id_of(Extension::AbsoluteSendTime).is_some(), Some(&mut twcc), codecs.params(), &mut buf)
             .unwrap();
         assert_eq!(first.payload_size, 240);
         assert!(first.header.has_padding);
         assert_eq!(first.header.ext_vals.abs_send_time, Some(now));
         assert_eq!(*first.seq_no, 65_535);
         let second = sender
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+            .poll_packet(now, &exts, exts.id_of(Extension::AbsoluteSendTime).is_some(), Some(&mut twcc), codecs.params(), &mut buf)
             .unwrap();
         assert_eq!(*second.seq_no, 65_536);
         assert_eq!(second.header.sequence_number, 0);
@@ -1507,7 +1509,7 @@ mod test {
         let stream = streams.stream_tx_by_midrid(queue).unwrap();
         stream.generate_padding(480);
         let first = stream
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+            .poll_packet(now, &exts, exts.id_of(Extension::AbsoluteSendTime).is_some(), Some(&mut twcc), codecs.params(), &mut buf)
             .unwrap();
         assert_eq!(first.header.ext_vals.mid, Some("aud".into()));
 
@@ -1521,12 +1523,12 @@ mod test {
         let stream = streams.stream_tx_by_midrid(queue).unwrap();
         assert!(
             stream
-                .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+                .poll_packet(now, &exts, exts.id_of(Extension::AbsoluteSendTime).is_some(), Some(&mut twcc), codecs.params(), &mut buf)
                 .is_none()
         );
         stream.generate_padding(240);
         let second = stream
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+            .poll_packet(now, &exts, exts.id_of(Extension::AbsoluteSendTime).is_some(), Some(&mut twcc), codecs.params(), &mut buf)
             .unwrap();
         assert_eq!(*second.seq_no, *first.seq_no + 1);
         assert_eq!(second.header.ext_vals.transport_cc, Some(1));

@@ -174,6 +174,11 @@ impl TotalQueue {
     fn move_time_forward(&mut self, now: Instant) {
         if let Some(last) = self.last {
             assert!(self.unsent_count > 0);
+            if now == last {
+                // (pixelpass) A frame's packets are queued and sent at one
+                // `now`: no time to add (and no `Instant` arithmetic).
+                return;
+            }
             let from_last = now - last;
             self.queue_time += from_last * (self.unsent_count as u32);
             self.last = Some(now);
