@@ -874,6 +874,13 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub use error::RtcError;
 
+/// (pixelpass) Hand back the contents of a [`net::Transmit`] once they are
+/// sent: a later RTP packet sealed on this thread reuses the buffer instead
+/// of allocating one. Optional; a buffer not worth keeping is freed.
+pub fn recycle_datagram(contents: Vec<u8>) {
+    util::datagram_pool::recycle(contents);
+}
+
 /// Instance that does WebRTC. Main struct of the entire library.
 ///
 /// ## Usage

@@ -218,7 +218,11 @@ impl Udp {
                 }
             }
         }
-        batch.items.clear();
+        // Sent (or dropped): str0m seals later packets into these buffers
+        // (`str0m::recycle_datagram`) instead of a malloc and free each.
+        for (buf, _) in batch.items.drain(..) {
+            str0m::recycle_datagram(buf);
+        }
     }
 }
 

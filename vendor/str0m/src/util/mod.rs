@@ -6,6 +6,8 @@ pub(crate) use bit_pattern::BitPattern;
 
 pub(crate) mod value_history;
 
+pub(crate) mod datagram_pool;
+
 mod time_tricks;
 pub(crate) use time_tricks::{InstantExt, SystemTimeExt, not_happening};
 pub(crate) use time_tricks::{already_happened, epoch_to_beginning};
