@@ -217,6 +217,10 @@ pub(crate) fn next_json<T: serde::de::DeserializeOwned>(
 fn main() -> ExitCode {
     let args = <BenchArgs as clap::Parser>::parse();
     pixelpass::logging::init();
+    // The servers measured here run in this process: give them the
+    // allocator setting `pixelpass host`/`serve` start with (src/main.rs),
+    // or their RSS is not the product's.
+    pixelpass::heap::fix_mmap_threshold();
     match run(args) {
         Ok(code) => code,
         Err(e) => {
