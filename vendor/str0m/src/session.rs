@@ -1259,7 +1259,14 @@ impl Session {
             seq_no,
             is_padding,
             payload_size,
+            body,
         } = receipt;
+        // The header is at the start of `buf`; the payload follows it
+        // there, or is the shared one.
+        let (head, body) = match &body {
+            Some(b) => (&buf[..header.header_len], &b[..]),
+            None => buf.split_at(header.header_len),
+        };
 
         trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
 
@@ -1273,10 +1280,11 @@ impl Session {
         self.pacer.register_send(now, payload_size.into(), midrid);
 
         if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+            let packet = [head, body].concat();
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), packet)));
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        let protected = srtp_tx.protect_rtp_parts(head, body, &header, *seq_no);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {
@@ -1557,6 +1565,9 @@ pub struct PacketReceipt {
     pub seq_no: SeqNo,
     pub is_padding: bool,
     pub payload_size: usize,
+    /// (pixelpass) The payload, when it was not copied after the header
+    /// into the buffer: it is sealed from where it is.
+    pub body: Option<Arc<[u8]>>,
 }
 
 /// Find the PayloadParams for the given Pt, either when the Pt is the main Pt for the Codec or

@@ -248,12 +248,31 @@ impl DecryptWarnings {
 }
 
 impl SrtpContext {
+    // (pixelpass) The send path seals with `protect_rtp_parts`; the tests
+    // keep this whole-buffer form.
+    #[cfg(test)]
     pub fn protect_rtp(
         &mut self,
         buf: &[u8],
         header: &RtpHeader,
         srtp_index: u64, // same as ext_seq
     ) -> Vec<u8> {
+        let (head, body) = buf.split_at(header.header_len);
+        self.protect_rtp_parts(head, body, header, srtp_index)
+    }
+
+    /// (pixelpass) [`Self::protect_rtp`] of the packet `head` + `body`
+    /// (`head` is the header, `header.header_len` bytes), without the two
+    /// put together first: the payload is sealed from where it is.
+    pub fn protect_rtp_parts(
+        &mut self,
+        head: &[u8],
+        input: &[u8],
+        header: &RtpHeader,
+        srtp_index: u64, // same as ext_seq
+    ) -> Vec<u8> {
+        debug_assert_eq!(head.len(), header.header_len);
+        let packet_len = head.len() + input.len();
         // SRTP layout
         // [header, [rtp, (padding + pad_count)], tag]
 
@@ -282,7 +301,6 @@ impl SrtpContext {
         //  |                                                                   |
         //  +- Encrypted Portion*                      Authenticated Portion ---+
         let hlen = header.header_len;
-        let input = &buf[hlen..];
 
         match &mut self.rtp {
             Derived::Aes128CmSha1_80 { key, salt, enc, .. } => {
@@ -296,29 +314,29 @@ impl SrtpContext {
                 let padding_needed =
                     CTR_BUFFER_PADDING.saturating_sub(Aes128CmSha1_80::HMAC_TAG_LEN);
                 let mut output =
-                    vec![0_u8; buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed];
+                    vec![0_u8; packet_len + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed];
 
                 enc.encrypt(&iv, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
-                output[..hlen].copy_from_slice(&buf[..hlen]);
+                output[..hlen].copy_from_slice(head);
 
-                let hmac_start = buf.len();
+                let hmac_start = packet_len;
                 let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
                 Aes128CmSha1_80::rtp_hmac(sha1_hmac, key, &mut output, srtp_index, hmac_start);
 
-                output.truncate(buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN);
+                output.truncate(packet_len + Aes128CmSha1_80::HMAC_TAG_LEN);
                 output
             }
             Derived::AeadAes128Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
 
                 let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
-                let aad = &buf[..hlen];
+                let aad = head;
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = crate::util::datagram_pool::zeroed(buf.len() + AeadAes128Gcm::TAG_LEN);
+                let mut output = crate::util::datagram_pool::zeroed(packet_len + AeadAes128Gcm::TAG_LEN);
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
@@ -330,11 +348,11 @@ impl SrtpContext {
                 let roc = (srtp_index >> 16) as u32;
 
                 let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
-                let aad = &buf[..hlen];
+                let aad = head;
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = crate::util::datagram_pool::zeroed(buf.len() + AeadAes256Gcm::TAG_LEN);
+                let mut output = crate::util::datagram_pool::zeroed(packet_len + AeadAes256Gcm::TAG_LEN);
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
@@ -1058,6 +1076,32 @@ mod test {
     fn aead_256_decryption_warnings_are_rate_limited() {
         for rtcp_first in [false, true] {
             check_decryption_warning_rate_limit(SrtpProfile::AEAD_AES_256_GCM, rtcp_first);
+        }
+    }
+
+    /// (pixelpass) The send path seals a packet from its header and its
+    /// payload where they lie: the same bytes as sealing them put together.
+    #[test]
+    fn sealing_from_parts_equals_sealing_the_whole_packet() {
+        for profile in [
+            SrtpProfile::AES128_CM_SHA1_80,
+            SrtpProfile::AEAD_AES_128_GCM,
+            SrtpProfile::AEAD_AES_256_GCM,
+        ] {
+            let crypto = crate::crypto::test_default_provider();
+            let mat = KeyingMaterial::new(&vec![7; profile.keying_material_len()]);
+            let mut whole = SrtpContext::new(crypto, profile, &mat, true);
+            let crypto = crate::crypto::test_default_provider();
+            let mut parts = SrtpContext::new(crypto, profile, &mat, true);
+            let mut packet = vec![0x80, 96, 0, 9, 0, 0, 0, 5, 0, 0, 0, 1];
+            packet.extend((0..1100u32).map(|i| (i * 7) as u8));
+            let header =
+                RtpHeader::parse(&packet, &crate::rtp_::ExtensionMap::empty()).unwrap();
+            let (head, body) = packet.split_at(header.header_len);
+            let a = whole.protect_rtp(&packet, &header, 9);
+            let b = parts.protect_rtp_parts(head, body, &header, 9);
+            assert_eq!(a, b, "{profile:?}");
+            assert_eq!(parts.unprotect_rtp(&b, &header, 9).unwrap(), body);
         }
     }
 

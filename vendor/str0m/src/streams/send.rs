@@ -735,7 +735,17 @@ impl StreamTx {
 
         let pkt = &next.pkt;
 
+        // (pixelpass) A regular packet's payload as it is (no VP8 patch to
+        // apply) is not copied after the header: it is sealed from where it
+        // is, shared (see `PacketReceipt::body`).
+        let mut body = None;
+
         let body_len = match next.kind {
+            NextPacketKind::Regular if pkt.vp8_patch.is_none() => {
+                body = Some(pkt.payload.clone());
+                // Only the header is in `buf`: see below.
+                pkt.payload.len()
+            }
             NextPacketKind::Regular | NextPacketKind::Resend(_) => {
                 let body_len = pkt.payload.len();
                 if let Some(patch) = pkt.vp8_patch.as_ref() {
@@ -767,7 +777,11 @@ impl StreamTx {
             }
         };
 
-        buf.truncate(header_len + body_len);
+        if body.is_none() {
+            buf.truncate(header_len + body_len);
+        }
+        // (else `buf` keeps its length: only its header is this packet's,
+        // and the next packet's `resize` above need not zero it again.)
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
@@ -822,6 +836,7 @@ impl StreamTx {
             seq_no,
             is_padding,
             payload_size: body_len,
+            body,
         })
     }
 
