@@ -81,6 +81,7 @@ pub(super) fn step(
             rss_base,
             anon_base,
             bitrate_kbps,
+            receive_on_peers_cpu: args.in_netns,
             ..row
         },
         detail,
@@ -165,6 +166,7 @@ fn measure(
         frames_median,
         instructions,
         peers_cpu_per_s: client_cpu_s / window_s.max(1e-9),
+        receive_on_peers_cpu: false, // the caller's
     };
     let hz = procstat::clock_ticks_per_sec() as f64;
     let mut threads: Vec<(String, f64)> = s1

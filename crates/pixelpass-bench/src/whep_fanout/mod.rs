@@ -7,7 +7,10 @@
 //! child process (`pixelpass-bench whep-fanout-client`, the same binary) pinned to the
 //! other CPU. So this process's CPU time (getrusage: every thread) is the
 //! server's alone, kernel send path included, and the peers' decryption and
-//! depacketization never compete with it. Per-thread time is printed too:
+//! depacketization never compete with it. On the host's loopback the send
+//! path includes the peers' kernel receive path (it runs inside the
+//! server's `sendmmsg`); `--own-netns` moves that to the peers' CPU
+//! ([`netns`]), as a real network moves it to the viewers' machines. Per-thread time is printed too:
 //! `whep-server` is the tokio worker that runs the engine (and the idle
 //! HTTP server), `whep-replay` the producer.
 //!
@@ -46,6 +49,7 @@
 
 mod lines;
 mod measure;
+mod netns;
 mod peers;
 mod replay;
 mod sample;
@@ -128,6 +132,14 @@ pub struct WhepFanoutArgs {
     /// machine, where CPU seconds are not.
     #[arg(long)]
     pub callgrind: bool,
+    /// Run in a network namespace of its own whose loopback does the
+    /// peers' receive work on the peers' CPU (RPS), as a real network does
+    /// on the viewers' machines: see `netns`. Root.
+    #[arg(long, conflicts_with = "callgrind")]
+    pub own_netns: bool,
+    /// (The re-run inside the namespace `--own-netns` made.)
+    #[arg(long, hide = true, conflicts_with = "own_netns")]
+    pub in_netns: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -159,6 +171,16 @@ pub fn run(args: WhepFanoutArgs) -> anyhow::Result<ExitCode> {
     }
     if !(args.seconds > 0.0 && args.warmup >= 0.0) {
         bail!("--seconds must be positive and --warmup not negative");
+    }
+    if args.own_netns {
+        return netns::rerun_inside();
+    }
+    if args.in_netns {
+        netns::steer_receive_to(args.client_cpu)?;
+        eprintln!(
+            "bench: in a network namespace of its own; its loopback's receive work runs on CPU {}",
+            args.client_cpu
+        );
     }
     let cpus = procstat::online_cpus();
     if args.server_cpu == args.client_cpu || args.server_cpu.max(args.client_cpu) >= cpus.max(1) {

@@ -31,6 +31,9 @@ pub struct Row {
     pub instructions: Option<u64>,
     /// CPU seconds per second of the peers' process (the load generator).
     pub peers_cpu_per_s: f64,
+    /// The peers' receive path ran on their CPU (`--own-netns`), not in
+    /// the server's sends.
+    pub receive_on_peers_cpu: bool,
 }
 
 /// A process this busy (CPU seconds per second) had no CPU to spare.
@@ -108,6 +111,7 @@ impl Row {
             "frames_median": self.frames_median,
             "peers_cpu_per_s": self.peers_cpu_per_s,
             "bottleneck": self.bottleneck(),
+            "receive_on_peers_cpu": self.receive_on_peers_cpu,
         })
     }
 
@@ -227,6 +231,7 @@ mod tests {
             frames_median: 300,
             instructions: None,
             peers_cpu_per_s: 0.2,
+            receive_on_peers_cpu: false,
         }
     }
 
@@ -275,6 +280,7 @@ mod tests {
         assert_eq!(bad.bottleneck(), Some("server"));
         let generator = Row {
             peers_cpu_per_s: 0.97,
+            receive_on_peers_cpu: false,
             ..r
         };
         assert_eq!(generator.bottleneck(), Some("peers"));
