@@ -95,7 +95,13 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 /// This invocation's arguments with `--own-netns` turned into `--in-netns`.
 pub fn inner_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     args.into_iter()
-        .map(|a| if a == "--own-netns" { "--in-netns".into() } else { a })
+        .map(|a| {
+            if a == "--own-netns" {
+                "--in-netns".into()
+            } else {
+                a
+            }
+        })
         .collect()
 }
 
@@ -133,8 +139,9 @@ mod tests {
     #[test]
     fn the_inner_run_gets_in_netns_and_keeps_the_rest() {
         let a = inner_args(["whep-fanout", "--own-netns", "--peers", "200"].map(Into::into));
-        let want: Vec<std::ffi::OsString> =
-            ["whep-fanout", "--in-netns", "--peers", "200"].map(Into::into).to_vec();
+        let want: Vec<std::ffi::OsString> = ["whep-fanout", "--in-netns", "--peers", "200"]
+            .map(Into::into)
+            .to_vec();
         assert_eq!(a, want);
     }
 }

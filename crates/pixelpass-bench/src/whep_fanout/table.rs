@@ -64,16 +64,17 @@ impl Row {
         rates::core_per_gbps(self.cpu_per_s(), self.gbps())
     }
 
-    /// Signed: the heap may shrink between steps.
+    /// Signed: the heap may shrink between steps. Per peer that connected
+    /// (on a saturated server some give up: see `connected`).
     pub fn rss_per_peer(&self) -> f64 {
-        rates::rss_per(self.rss_base, self.rss_streaming, self.peers)
+        rates::rss_per(self.rss_base, self.rss_streaming, self.connected)
     }
 
     /// Anonymous RSS per peer: what the target is judged on. VmRSS also
     /// grows by the binary's code pages that the first peers touch (DTLS,
     /// SRTP, str0m's send path: ~6 MB, once), which is no peer's cost.
     pub fn anon_per_peer(&self) -> f64 {
-        rates::rss_per(self.anon_base, self.anon_streaming, self.peers)
+        rates::rss_per(self.anon_base, self.anon_streaming, self.connected)
     }
 
     /// Which side ran out of CPU, if one did: `server` (its figures are then
@@ -280,11 +281,14 @@ mod tests {
         assert_eq!(bad.bottleneck(), Some("server"));
         let generator = Row {
             peers_cpu_per_s: 0.97,
-            receive_on_peers_cpu: false,
-            ..r
+            ..r.clone()
         };
         assert_eq!(generator.bottleneck(), Some("peers"));
         assert_eq!(generator.json()["bottleneck"], "peers");
+        // A saturated step: half of the peers gave up connecting; memory
+        // is per peer that streamed.
+        let partial = Row { peers: 400, ..r };
+        assert!((partial.anon_per_peer() - 100.0 * 1024.0).abs() < 1e-6);
         assert_eq!(row(1, 1.0, 0, 0, 0).core_per_gbps(), None);
         assert!(
             row(2, 0.1, 0, 1000, 0).rss_per_peer() < 0.0,
