@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Seconds a silent WebRTC viewer keeps its slot.
     #[arg(long = "webrtc-timeout", value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub webrtc_timeout: u64,
+    /// Refuse new WebRTC viewers (`503` + `Retry-After`) while the engine
+    /// is busy this share of the time, in percent; 100: never.
+    #[arg(long = "webrtc-max-load", value_name = "PERCENT", default_value_t = pixelpass::egress::whep::DEFAULT_MAX_LOAD, env = pixelpass::egress::whep::MAX_LOAD_ENV, value_parser = clap::value_parser!(u8).range(10..=100))]
+    pub webrtc_max_load: u8,
     #[command(flatten)]
     pub tls: pixelpass::http::TlsArgs,
     #[command(flatten)]
@@ -120,6 +124,7 @@ async fn serve(
         },
         ice_server: args.ice_server.clone(),
         webrtc_timeout: args.webrtc_timeout,
+        webrtc_max_load: args.webrtc_max_load,
         base_path: args
             .public_url
             .as_deref()

@@ -303,7 +303,7 @@ async fn unknown(_: Authed) -> Response {
 }
 
 async fn metrics(_: Authed, State(api): State<Api>) -> Response {
-    let text = super::metrics::render(&api.streams.samples());
+    let text = super::metrics::render(&api.streams.samples(), api.streams.engine_load());
     (
         [
             (

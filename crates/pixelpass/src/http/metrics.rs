@@ -24,9 +24,17 @@ impl Family<'_> {
     }
 }
 
-pub fn render(samples: &[Sample]) -> String {
+/// `engine_load`: the WebRTC engine's busy share (see
+/// [`crate::egress::whep::load`]).
+pub fn render(samples: &[Sample], engine_load: f64) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
+    f.head(
+        "pixelpass_webrtc_engine_load",
+        "gauge",
+        "Share of the time the WebRTC engine is busy (smoothed over about 1 s); new WebRTC viewers are refused past --webrtc-max-load.",
+    );
+    let _ = writeln!(f.out, "pixelpass_webrtc_engine_load {engine_load:.3}");
 
     f.head(
         "pixelpass_stream_state",
@@ -297,7 +305,11 @@ mod tests {
                 },
             )],
         };
-        let text = render(&[sample]);
+        let text = render(&[sample], 0.25);
+        assert!(
+            text.contains("\npixelpass_webrtc_engine_load 0.250\n"),
+            "{text}"
+        );
         let states: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("pixelpass_stream_state{"))

@@ -208,6 +208,11 @@ struct Inner {
 }
 
 impl Streams {
+    /// The WebRTC engine's busy share, 0.0..=1.0 (for `/metrics`).
+    pub fn engine_load(&self) -> f64 {
+        self.inner.whep.load().share()
+    }
+
     pub fn new(registry: Registry, whep: Whep, whip: Option<Whip>) -> Self {
         Self {
             inner: Arc::new(Inner {

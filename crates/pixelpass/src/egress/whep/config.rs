@@ -67,6 +67,35 @@ pub struct WebRtcArgs {
     /// Also `PIXELPASS_WEBRTC_BWE`.
     #[arg(long = "webrtc-bwe", value_name = "layers|all|off", default_value = "layers", env = BWE_ENV, hide = true)]
     pub webrtc_bwe: Bwe,
+
+    /// Refuse new WebRTC viewers (`503` + `Retry-After`) while the engine
+    /// is busy this share of the time, in percent, so the viewers already
+    /// watching keep a smooth picture; 100: never refuse. Also
+    /// `PIXELPASS_WEBRTC_MAX_LOAD`.
+    #[arg(long = "webrtc-max-load", value_name = "PERCENT", default_value_t = DEFAULT_MAX_LOAD, env = MAX_LOAD_ENV, value_parser = clap::value_parser!(u8).range(10..=100))]
+    pub webrtc_max_load: u8,
+}
+
+/// See [`WebRtcArgs::webrtc_max_load`].
+pub const DEFAULT_MAX_LOAD: u8 = 90;
+/// The environment variable for the engine's load limit where no flag is parsed.
+pub const MAX_LOAD_ENV: &str = "PIXELPASS_WEBRTC_MAX_LOAD";
+
+/// The load limit [`MAX_LOAD_ENV`] asks for (10..=100), or the default; a
+/// value out of range is said once and the default kept.
+pub fn max_load_from_env() -> u8 {
+    match std::env::var(MAX_LOAD_ENV) {
+        Ok(v) => match v.trim().parse::<u8>() {
+            Ok(p) if (10..=100).contains(&p) => p,
+            _ => {
+                tracing::warn!(
+                    "{MAX_LOAD_ENV}: {v:?} is not a percentage in 10..=100; keeping {DEFAULT_MAX_LOAD}"
+                );
+                DEFAULT_MAX_LOAD
+            }
+        },
+        Err(_) => DEFAULT_MAX_LOAD,
+    }
 }
 
 /// The environment variable that switches pacing off (`off`) where no flag is parsed.
@@ -164,6 +193,7 @@ impl Default for WebRtcArgs {
             base_path: String::new(),
             webrtc_pacing: Pacing::from_env(),
             webrtc_bwe: Bwe::from_env(),
+            webrtc_max_load: max_load_from_env(),
         }
     }
 }

@@ -12,6 +12,9 @@
 //!   again while work is due, up to [`DUE_ROUNDS`] times before the socket
 //!   and the commands get a turn);
 //! - commands from the HTTP side → add / remove / close;
+//! - the CPU time from each wake-up to the end of its flush → [`Meter`], whose
+//!   smoothed busy share the HTTP side reads from [`Load`] (new viewers are
+//!   refused past `--webrtc-max-load`);
 //! - [`Core::poll_output`] datagrams → [`SendBatch`]: up to 64 per
 //!   `sendmmsg`, across peers, a video frame's packets to one peer as one UDP
 //!   GSO message (see [`Udp::send_batch`]).
@@ -26,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::core::{Core, EngineConfig, Event, FeedId, MediaMsg, NewPeer, Output, MEDIA_BATCH};
 use super::index::Index;
+use super::load::{thread_cpu, Load, Meter};
 use crate::hub::{RtpSubscriber, Track};
 use crate::net::udp::{SendBatch, Udp};
 
@@ -38,6 +42,17 @@ const RECV_BATCH: usize = 64;
 const DUE_ROUNDS: usize = 16;
 /// Packets in flight from the per-stream forwarders to the engine.
 const MEDIA_QUEUE: usize = 1024;
+
+/// What woke the engine's loop.
+enum Wake {
+    Cmd(Option<Cmd>),
+    Readable(io::Result<()>),
+    Media(MediaMsg),
+    /// The core's timer.
+    Due,
+    /// The load meter's window ended (see [`Meter::poll_timeout`]).
+    Window,
+}
 
 pub enum Cmd {
     Add(Box<NewPeer>),
@@ -66,6 +81,10 @@ pub struct Engine {
     out: SendBatch,
     /// The media batch being handled (kept for its allocation).
     media_batch: Vec<MediaMsg>,
+    /// Busy time per window, published to `load` (new viewers are refused
+    /// past its limit).
+    meter: Meter,
+    load: Load,
 }
 
 impl Engine {
@@ -74,6 +93,7 @@ impl Engine {
         index: Arc<Index>,
         cfg: EngineConfig,
         cmds: mpsc::UnboundedReceiver<Cmd>,
+        load: Load,
     ) -> JoinHandle<()> {
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         let engine = Engine {
@@ -84,6 +104,8 @@ impl Engine {
             buf: vec![0; 2048],
             out: SendBatch::default(),
             media_batch: Vec::with_capacity(MEDIA_BATCH),
+            meter: Meter::new(Instant::now()),
+            load,
         };
         tokio::spawn(engine.run(cmds, media_rx))
     }
@@ -96,34 +118,56 @@ impl Engine {
         let udp = self.udp.clone();
         loop {
             let next = self.core.poll_timeout();
+            let window = self.meter.poll_timeout();
             let sleep = async {
                 match next {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
+                    Some(t) if t <= window => {
+                        tokio::time::sleep_until(t.into()).await;
+                        Wake::Due
+                    }
+                    _ => {
+                        tokio::time::sleep_until(window.into()).await;
+                        Wake::Window
+                    }
                 }
             };
-            tokio::select! {
-                cmd = cmds.recv() => match cmd {
-                    None => break,
-                    Some(Cmd::Shutdown(done)) => {
-                        self.core.close_all(Instant::now());
-                        self.flush().await;
-                        let _ = done.send(());
-                        return;
-                    }
-                    Some(cmd) => self.on_cmd(cmd).await,
-                },
-                r = udp.readable() => match r {
-                    Ok(()) => self.on_readable().await,
-                    Err(e) => {
-                        tracing::error!("WebRTC UDP socket failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(m) = media.recv() => self.on_media(m, &mut media),
-                _ = sleep => self.on_due().await,
+            let wake = tokio::select! {
+                cmd = cmds.recv() => Wake::Cmd(cmd),
+                r = udp.readable() => Wake::Readable(r),
+                Some(m) = media.recv() => Wake::Media(m),
+                w = sleep => w,
+            };
+            let woke = Instant::now();
+            let (thread, cpu0) = (std::thread::current().id(), thread_cpu());
+            match wake {
+                Wake::Cmd(None) => break,
+                Wake::Cmd(Some(Cmd::Shutdown(done))) => {
+                    self.core.close_all(woke);
+                    self.flush().await;
+                    let _ = done.send(());
+                    return;
+                }
+                Wake::Cmd(Some(cmd)) => self.on_cmd(cmd).await,
+                Wake::Readable(Ok(())) => self.on_readable().await,
+                Wake::Readable(Err(e)) => {
+                    tracing::error!("WebRTC UDP socket failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Wake::Media(m) => self.on_media(m, &mut media),
+                Wake::Due => self.on_due().await,
+                Wake::Window => {}
             }
             self.flush().await;
+            let done = Instant::now();
+            // The task may have moved to another worker at an await: then
+            // its wall time stands in (an upper bound).
+            let cpu = match (cpu0, thread_cpu()) {
+                (Some(a), Some(b)) if std::thread::current().id() == thread => b.saturating_sub(a),
+                _ => done.saturating_duration_since(woke),
+            };
+            if let Some(permille) = self.meter.busy(cpu, done) {
+                self.load.publish(permille);
+            }
         }
         self.core.close_all(Instant::now());
         self.flush().await;

@@ -11,7 +11,8 @@
 //!
 //! Errors: wrong method `405`, wrong content type `415`, unparsable SDP
 //! `400`, no H.264 (or no common codec) `422`, unknown resource `404`, ETag
-//! mismatch `412`, stream full or capture failed `503` + `Retry-After`. A
+//! mismatch `412`, stream full, capture failed or the engine past
+//! `--webrtc-max-load` (see [`super::load`]) `503` + `Retry-After`. A
 //! wrong token is the server's plain `404`. Every WHEP answer carries CORS
 //! headers, so a player from another origin works.
 
@@ -128,6 +129,10 @@ async fn post_offer(
             StatusCode::NOT_FOUND,
             "this stream is not offered over WebRTC (webrtc.enabled = false); play /stream.ts instead",
         );
+    }
+    if let Some(why) = st.whep.load().refusal() {
+        tracing::warn!(stream = %entry.id, "WebRTC viewer refused: {why}");
+        return with_cors(http_ts::unavailable(why));
     }
     let posted = Instant::now();
     if !content_type_is(&headers, SDP) {

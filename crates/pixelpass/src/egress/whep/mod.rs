@@ -8,6 +8,7 @@
 //! - [`pacer`]: per-peer pacing (a token bucket at 2.5× the stream's bitrate);
 //! - [`core`]: every peer, its timers and media, sans-IO (time passed in);
 //! - [`engine`]: the task driving the core: socket, hub feeds, clock;
+//! - [`load`]: how busy the engine is; new viewers are refused past a limit;
 //! - [`index`]: WHEP resources and the leases they hold;
 //! - [`http`]: POST / PATCH / DELETE / OPTIONS under the stream token.
 //!
@@ -22,6 +23,7 @@ pub(crate) mod forward;
 pub(crate) mod http;
 pub(crate) mod index;
 pub(crate) mod layer;
+pub mod load;
 pub(crate) mod pacer;
 pub(crate) mod peer;
 pub(crate) mod select;
@@ -33,7 +35,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{Bwe, IceServer, Pacing, WebRtcArgs};
+pub use config::{Bwe, IceServer, Pacing, WebRtcArgs, DEFAULT_MAX_LOAD, MAX_LOAD_ENV};
 pub use layer::{PeerReport, PeerView};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
 pub use select::{Choice, Mode};
@@ -62,6 +64,7 @@ struct Inner {
     base_path: String,
     local: SocketAddr,
     engine: Mutex<Option<JoinHandle<()>>>,
+    load: load::Load,
 }
 
 impl Whep {
@@ -79,7 +82,8 @@ impl Whep {
             producer_pts: (args.video_pt, args.audio_pt),
             pacing: args.webrtc_pacing == Pacing::On,
         };
-        let engine = Engine::spawn(Arc::new(udp), index.clone(), cfg, rx);
+        let load = load::Load::new(args.webrtc_max_load);
+        let engine = Engine::spawn(Arc::new(udp), index.clone(), cfg, rx, load.clone());
         tracing::info!(udp = %local, candidates = ?factory.candidates(), pacing = ?args.webrtc_pacing, bwe = ?args.webrtc_bwe, "WebRTC (WHEP) ready");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -90,6 +94,7 @@ impl Whep {
                 base_path: args.base_path.trim_end_matches('/').to_owned(),
                 local,
                 engine: Mutex::new(Some(engine)),
+                load,
             }),
         })
     }
@@ -170,6 +175,11 @@ impl Whep {
             .is_ok()
             .then_some(rx);
         udp::stop_driver(answered, &self.inner.engine).await;
+    }
+
+    /// How busy the engine is (also what refuses new viewers past the limit).
+    pub fn load(&self) -> &load::Load {
+        &self.inner.load
     }
 
     pub(crate) fn index(&self) -> &Index {
