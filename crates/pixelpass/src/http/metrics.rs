@@ -24,9 +24,8 @@ impl Family<'_> {
     }
 }
 
-/// `engine_load`: the WebRTC engine's busy share (see
-/// [`crate::egress::whep::load`]).
-pub fn render(samples: &[Sample], engine_load: f64) -> String {
+/// `engine`: the WebRTC engine's load (see [`crate::egress::whep::load`]).
+pub fn render(samples: &[Sample], engine: &crate::egress::whep::load::Load) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     f.head(
@@ -34,7 +33,13 @@ pub fn render(samples: &[Sample], engine_load: f64) -> String {
         "gauge",
         "Share of the time the WebRTC engine is busy (smoothed over about 1 s); new WebRTC viewers are refused past --webrtc-max-load.",
     );
-    let _ = writeln!(f.out, "pixelpass_webrtc_engine_load {engine_load:.3}");
+    let _ = writeln!(f.out, "pixelpass_webrtc_engine_load {:.3}", engine.share());
+    f.head(
+        "pixelpass_webrtc_refused_total",
+        "counter",
+        "WebRTC viewers refused (503) because the engine was past --webrtc-max-load.",
+    );
+    let _ = writeln!(f.out, "pixelpass_webrtc_refused_total {}", engine.refused());
 
     f.head(
         "pixelpass_stream_state",
@@ -305,9 +310,13 @@ mod tests {
                 },
             )],
         };
-        let text = render(&[sample], 0.25);
+        let engine = crate::egress::whep::load::Load::new(90);
+        engine.publish(250);
+        let _ = engine.count_refusal(std::time::Instant::now());
+        let text = render(&[sample], &engine);
         assert!(
-            text.contains("\npixelpass_webrtc_engine_load 0.250\n"),
+            text.contains("\npixelpass_webrtc_engine_load 0.250\n")
+                && text.contains("\npixelpass_webrtc_refused_total 1\n"),
             "{text}"
         );
         let states: Vec<&str> = text

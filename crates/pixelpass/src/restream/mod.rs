@@ -208,9 +208,9 @@ struct Inner {
 }
 
 impl Streams {
-    /// The WebRTC engine's busy share, 0.0..=1.0 (for `/metrics`).
-    pub fn engine_load(&self) -> f64 {
-        self.inner.whep.load().share()
+    /// The WebRTC engine's load and refusals (for `/metrics`).
+    pub fn engine_load(&self) -> &crate::egress::whep::load::Load {
+        self.inner.whep.load()
     }
 
     pub fn new(registry: Registry, whep: Whep, whip: Option<Whip>) -> Self {

@@ -131,7 +131,9 @@ async fn post_offer(
         );
     }
     if let Some(why) = st.whep.load().refusal() {
-        tracing::warn!(stream = %entry.id, "WebRTC viewer refused: {why}");
+        if let Some(n) = st.whep.load().count_refusal(Instant::now()) {
+            tracing::warn!(stream = %entry.id, refused = n, "WebRTC viewer refused: {why}");
+        }
         return with_cors(http_ts::unavailable(why));
     }
     let posted = Instant::now();

@@ -16,8 +16,8 @@
 //! [`WINDOW`] is smoothed and published to a [`Load`] the HTTP side reads
 //! without a lock.
 
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Busy time is summed over windows this long.
@@ -38,7 +38,15 @@ struct Shared {
     permille: AtomicU16,
     /// Per mille; 1000 never refuses.
     limit: u16,
+    /// Viewers refused so far (`/metrics`).
+    refused: AtomicU64,
+    /// When a refusal was last logged, and the refused count then.
+    logged: Mutex<Option<(Instant, u64)>>,
 }
+
+/// A refusal is logged at most this often (an overloaded server gets
+/// offers by the hundred).
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Load {
     /// `limit_percent` in 1..=100; 100 never refuses.
@@ -47,6 +55,8 @@ impl Load {
             inner: Arc::new(Shared {
                 permille: AtomicU16::new(0),
                 limit: u16::from(limit_percent.clamp(1, 100)) * 10,
+                refused: AtomicU64::new(0),
+                logged: Mutex::new(None),
             }),
         }
     }
@@ -70,6 +80,26 @@ impl Load {
                 limit / 10
             )
         })
+    }
+
+    /// Viewers refused so far.
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
+    /// Count a refusal at `now`; `Some(n)`, the refusals since the last
+    /// one logged, when this one is to be logged (at most every
+    /// [`LOG_EVERY`]).
+    pub fn count_refusal(&self, now: Instant) -> Option<u64> {
+        let total = self.inner.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged = self.inner.logged.lock().unwrap_or_else(|e| e.into_inner());
+        match *logged {
+            Some((at, _)) if now.saturating_duration_since(at) < LOG_EVERY => None,
+            prev => {
+                *logged = Some((now, total));
+                Some(total - prev.map_or(0, |(_, n)| n))
+            }
+        }
     }
 
     pub(crate) fn publish(&self, permille: u16) {
@@ -233,6 +263,18 @@ mod tests {
             wall_from.elapsed()
         );
         assert!(x > 0);
+    }
+
+    #[test]
+    fn refusals_are_counted_and_logged_at_most_every_10_s() {
+        let load = Load::new(90);
+        let t0 = Instant::now();
+        assert_eq!(load.count_refusal(t0), Some(1));
+        for i in 1..100u32 {
+            assert_eq!(load.count_refusal(t0 + i * 50 * MS), None);
+        }
+        assert_eq!(load.count_refusal(t0 + LOG_EVERY), Some(100));
+        assert_eq!(load.refused(), 101);
     }
 
     #[test]
