@@ -364,6 +364,7 @@ fn window(
     let ClientLine::Ready {
         connected,
         failed,
+        refused: _,
         errors,
         connect_s,
     } = whep_fanout::next_line(&lines, Duration::from_secs(180))?

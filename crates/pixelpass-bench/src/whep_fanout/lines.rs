@@ -17,6 +17,10 @@ pub enum ClientLine {
     /// window starts after the warm-up.
     Ready {
         connected: usize,
+        /// Peers the server refused (`503`, its load limit) until the
+        /// connect limit: not failures.
+        #[serde(default)]
+        refused: usize,
         failed: usize,
         errors: Vec<String>,
         connect_s: f64,

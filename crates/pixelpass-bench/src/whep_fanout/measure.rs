@@ -97,6 +97,7 @@ fn measure(
     let lines = line_reader(child)?;
     let ClientLine::Ready {
         connected,
+        refused,
         failed,
         errors,
         connect_s,
@@ -149,6 +150,7 @@ fn measure(
         bitrate_kbps: 0, // the caller's
         peers: n,
         connected,
+        refused,
         window_s: wall,
         cpu_user_s: cpu.user.as_secs_f64(),
         cpu_sys_s: cpu.system.as_secs_f64(),

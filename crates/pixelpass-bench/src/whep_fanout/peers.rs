@@ -13,7 +13,7 @@ use anyhow::bail;
 use super::lines::{ClientLine, PeerWindow};
 use super::procstat;
 use super::WhepFanoutClientArgs;
-use pixelpass_testkit::client::{ClientStats, WhepClient, WhepEvent, WhepOptions};
+use pixelpass_testkit::client::{ClientStats, WhepClient, WhepError, WhepEvent, WhepOptions};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -22,6 +22,13 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// and the step is measured with those that made it (the bench waits 120 s
 /// for the ready line).
 const CONNECT_WITHIN: Duration = Duration::from_secs(90);
+
+/// Why a peer is not streaming.
+enum Fail {
+    /// The server answered 503 (`--webrtc-max-load`) until the connect limit.
+    Refused,
+    Error(String),
+}
 
 /// Shared between the peer tasks and the conductor of the child process.
 struct Shared {
@@ -67,7 +74,7 @@ async fn client_main(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
         closed_early: AtomicU64::new(0),
     });
     let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), Fail>>();
     let t0 = Instant::now();
     let connect_by = tokio::time::Instant::from_std(t0 + CONNECT_WITHIN);
     let mut tasks = Vec::new();
@@ -83,17 +90,19 @@ async fn client_main(args: WhepFanoutClientArgs) -> anyhow::Result<ExitCode> {
         }));
     }
     drop(ready_tx);
-    let (mut connected, mut errors) = (0usize, Vec::new());
+    let (mut connected, mut refused, mut errors) = (0usize, 0usize, Vec::new());
     while let Some(r) = ready_rx.recv().await {
         match r {
             Ok(()) => connected += 1,
-            Err(e) => errors.push(e),
+            Err(Fail::Refused) => refused += 1,
+            Err(Fail::Error(e)) => errors.push(e),
         }
     }
     let failed = errors.len();
     errors.truncate(5);
     emit(&ClientLine::Ready {
         connected,
+        refused,
         failed,
         errors,
         connect_s: t0.elapsed().as_secs_f64(),
@@ -163,25 +172,61 @@ async fn peer(
     url: String,
     shared: Arc<Shared>,
     sem: Arc<tokio::sync::Semaphore>,
-    ready: tokio::sync::mpsc::UnboundedSender<Result<(), String>>,
+    ready: tokio::sync::mpsc::UnboundedSender<Result<(), Fail>>,
     connect_by: tokio::time::Instant,
 ) {
+    // Refused at least once: a peer still not streaming at the connect
+    // limit was kept out by the server's load limit.
+    let refused = std::sync::atomic::AtomicBool::new(false);
     let connect = async {
-        // A few handshakes at a time; the wait for the first keyframe (up
-        // to a GOP: the replay makes none on demand) holds no permit.
-        let permit = sem.acquire().await.map_err(|e| e.to_string())?;
-        let mut c = WhepClient::connect_with(&url, LOOPBACK, WhepOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut permit = Some(permit);
         loop {
-            match c.next_event(deadline).await.map_err(|e| e.to_string())? {
-                None => return Err("no keyframe within 30 s".to_owned()),
-                Some(WhepEvent::Connected) => drop(permit.take()),
-                Some(WhepEvent::Video(f)) if f.keyframe => return Ok(c),
-                Some(WhepEvent::Closed) => return Err("closed by the server".to_owned()),
-                Some(_) => {}
+            // A few handshakes at a time; the wait for the first keyframe
+            // (up to a GOP: the replay makes none on demand) holds no permit.
+            let permit = sem
+                .acquire()
+                .await
+                .map_err(|e| Fail::Error(e.to_string()))?;
+            let mut c = match WhepClient::connect_with(&url, LOOPBACK, WhepOptions::default()).await
+            {
+                Ok(c) => c,
+                // Refused (`--webrtc-max-load`): try again when told, like
+                // the player page.
+                Err(WhepError::Status {
+                    status: 503,
+                    retry_after,
+                    ..
+                }) => {
+                    drop(permit);
+                    refused.store(true, Ordering::Relaxed);
+                    let secs = retry_after
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .unwrap_or(5)
+                        .clamp(1, 30);
+                    let again = tokio::time::Instant::now() + Duration::from_secs(secs);
+                    if again >= connect_by {
+                        return Err(Fail::Refused);
+                    }
+                    tokio::time::sleep_until(again).await;
+                    continue;
+                }
+                Err(e) => return Err(Fail::Error(e.to_string())),
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut permit = Some(permit);
+            loop {
+                match c
+                    .next_event(deadline)
+                    .await
+                    .map_err(|e| Fail::Error(e.to_string()))?
+                {
+                    None => return Err(Fail::Error("no keyframe within 30 s".to_owned())),
+                    Some(WhepEvent::Connected) => drop(permit.take()),
+                    Some(WhepEvent::Video(f)) if f.keyframe => return Ok(c),
+                    Some(WhepEvent::Closed) => {
+                        return Err(Fail::Error("closed by the server".to_owned()))
+                    }
+                    Some(_) => {}
+                }
             }
         }
     };
@@ -189,17 +234,24 @@ async fn peer(
         tokio::time::timeout_at(connect_by, connect)
             .await
             .unwrap_or_else(|_| {
-                Err(format!(
+                if refused.load(Ordering::Relaxed) {
+                    return Err(Fail::Refused);
+                }
+                Err(Fail::Error(format!(
                     "not streaming {} s after the peers began to connect (a saturated server \
                      or peers' process)",
                     CONNECT_WITHIN.as_secs()
-                ))
+                )))
             })
     };
     let mut c = match connect.await {
         Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(format!("peer {i}: {e}")));
+        Err(Fail::Refused) => {
+            let _ = ready.send(Err(Fail::Refused));
+            return;
+        }
+        Err(Fail::Error(e)) => {
+            let _ = ready.send(Err(Fail::Error(format!("peer {i}: {e}"))));
             return;
         }
     };

@@ -62,6 +62,7 @@ impl Server {
                 webrtc_udp: "127.0.0.1:0".parse()?,
                 webrtc_pacing: args.pacing,
                 webrtc_bwe: args.bwe,
+                webrtc_max_load: args.max_load,
                 ..WebRtcArgs::default()
             };
             let whep = Whep::start(&webrtc).await?;

@@ -11,6 +11,9 @@ pub struct Row {
     pub bitrate_kbps: u32,
     pub peers: usize,
     pub connected: usize,
+    /// Peers the server refused (`503` past `--max-load`) until the
+    /// bench's connect limit.
+    pub refused: usize,
     pub window_s: f64,
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
@@ -96,6 +99,7 @@ impl Row {
             "bitrate_kbps": self.bitrate_kbps,
             "peers": self.peers,
             "connected": self.connected,
+            "refused": self.refused,
             "window_s": self.window_s,
             "cpu_per_s": self.cpu_per_s(),
             "gbps": self.gbps(),
@@ -135,10 +139,11 @@ pub fn min_median(v: &[u64]) -> (u64, u64) {
 
 pub fn table_header() -> String {
     format!(
-        "{:>6} {:>5} {:>9} {:>8} {:>6} {:>6} {:>7} {:>11} {:>12} {:>12} {:>6} {:>6} {:>5} {:>16} {:>7} {:>6}",
+        "{:>6} {:>5} {:>9} {:>7} {:>8} {:>6} {:>6} {:>7} {:>11} {:>12} {:>12} {:>6} {:>6} {:>5} {:>16} {:>7} {:>6}",
         "kbit/s",
         "peers",
         "connected",
+        "refused",
         "cpu s/s",
         "user",
         "sys",
@@ -160,10 +165,11 @@ pub fn table_row(r: &Row) -> String {
         .core_per_gbps()
         .map_or_else(|| "-".to_owned(), |c| format!("{c:.3}"));
     format!(
-        "{:>6} {:>5} {:>9} {:>8.3} {:>6.3} {:>6.3} {:>7.3} {:>11} {:>8.1} KiB {:>8.1} KiB {:>6} {:>6} {:>5} {:>9} / {:<5} {:>7} {:>6}",
+        "{:>6} {:>5} {:>9} {:>7} {:>8.3} {:>6.3} {:>6.3} {:>7.3} {:>11} {:>8.1} KiB {:>8.1} KiB {:>6} {:>6} {:>5} {:>9} / {:<5} {:>7} {:>6}",
         r.bitrate_kbps,
         r.peers,
         r.connected,
+        r.refused,
         r.cpu_per_s(),
         r.cpu_user_s / r.window_s,
         r.cpu_sys_s / r.window_s,
@@ -216,6 +222,7 @@ mod tests {
             bitrate_kbps: 4000,
             peers,
             connected: peers,
+            refused: 0,
             window_s: 10.0,
             cpu_user_s: cpu * 0.5,
             cpu_sys_s: cpu * 0.5,
