@@ -120,15 +120,20 @@ impl Engine {
             let next = self.core.poll_timeout();
             let window = self.meter.poll_timeout();
             let sleep = async {
-                match next {
-                    Some(t) if t <= window => {
+                match (next, window) {
+                    (Some(t), Some(w)) if w < t => {
+                        tokio::time::sleep_until(w.into()).await;
+                        Wake::Window
+                    }
+                    (Some(t), _) => {
                         tokio::time::sleep_until(t.into()).await;
                         Wake::Due
                     }
-                    _ => {
-                        tokio::time::sleep_until(window.into()).await;
+                    (None, Some(w)) => {
+                        tokio::time::sleep_until(w.into()).await;
                         Wake::Window
                     }
+                    (None, None) => std::future::pending().await,
                 }
             };
             let wake = tokio::select! {
@@ -139,6 +144,7 @@ impl Engine {
             };
             let woke = Instant::now();
             let (thread, cpu0) = (std::thread::current().id(), thread_cpu());
+            let is_window = matches!(wake, Wake::Window);
             match wake {
                 Wake::Cmd(None) => break,
                 Wake::Cmd(Some(Cmd::Shutdown(done))) => {
@@ -159,13 +165,22 @@ impl Engine {
             }
             self.flush().await;
             let done = Instant::now();
-            // The task may have moved to another worker at an await: then
-            // its wall time stands in (an upper bound).
-            let cpu = match (cpu0, thread_cpu()) {
-                (Some(a), Some(b)) if std::thread::current().id() == thread => b.saturating_sub(a),
-                _ => done.saturating_duration_since(woke),
+            let published = if is_window {
+                // Only the window to close: not work to count (an idle
+                // engine's load falls to 0, and then it sleeps for good).
+                self.meter.handle_timeout(done)
+            } else {
+                // The task may have moved to another worker at an await:
+                // then its wall time stands in (an upper bound).
+                let cpu = match (cpu0, thread_cpu()) {
+                    (Some(a), Some(b)) if std::thread::current().id() == thread => {
+                        b.saturating_sub(a)
+                    }
+                    _ => done.saturating_duration_since(woke),
+                };
+                self.meter.busy(cpu, done)
             };
-            if let Some(permille) = self.meter.busy(cpu, done) {
+            if let Some(permille) = published {
                 self.load.publish(permille);
             }
         }

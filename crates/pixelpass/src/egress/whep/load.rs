@@ -134,10 +134,13 @@ impl Meter {
         self.handle_timeout(now)
     }
 
-    /// When the current window closes: the engine wakes by then even when
-    /// idle, so an idle engine's load falls back to 0.
-    pub fn poll_timeout(&self) -> Instant {
-        self.window_start + WINDOW
+    /// When the current window closes, while there is a load to follow:
+    /// the engine wakes by then even when idle, so its load falls back to
+    /// 0; `None` once it is 0 and nothing was counted since (an idle
+    /// engine sleeps).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.busy.is_zero() && (self.smoothed * 1000.0).round() < 1.0;
+        (!idle).then_some(self.window_start + WINDOW)
     }
 
     /// Close the window(s) that ended by `now`; the new smoothed share in
@@ -238,7 +241,15 @@ mod tests {
         assert_eq!(m.busy(700 * MS, t0 + 1000 * MS), Some(700));
         // Ten windows asleep: the load is all but gone.
         assert_eq!(m.handle_timeout(t0 + 6000 * MS), Some(1));
-        assert_eq!(m.poll_timeout(), t0 + 6500 * MS);
+        // Nothing to follow any more: no timer.
+        assert_eq!(m.poll_timeout(), Some(t0 + 6500 * MS));
+        assert_eq!(m.handle_timeout(t0 + 6500 * MS), Some(0));
+        assert_eq!(m.poll_timeout(), None);
+        // Work starts a window again, from the last one closed.
+        assert_eq!(m.busy(MS, t0 + 9000 * MS), Some(0));
+        assert_eq!(m.poll_timeout(), None);
+        assert_eq!(m.busy(300 * MS, t0 + 9100 * MS), None);
+        assert_eq!(m.poll_timeout(), Some(t0 + 9500 * MS));
     }
 
     #[test]
