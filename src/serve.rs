@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use pixelpass::config::ServeConfig;
-use pixelpass::egress::whep::{IceServer, MaxLoad, WebRtcArgs, Whep};
+use pixelpass::egress::whep::{IceServer, WebRtcArgs, Whep};
 use pixelpass::http::api::Api;
 use pixelpass::http::{self as server};
 use pixelpass::registry::Registry;
@@ -69,9 +69,9 @@ pub struct ServeArgs {
     #[arg(long = "webrtc-timeout", value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub webrtc_timeout: u64,
     /// Refuse new WebRTC viewers (`503` + `Retry-After`) while the engine
-    /// is busy this share of the time, in percent (10–100); 100: never.
-    #[arg(long = "webrtc-max-load", value_name = "PERCENT", default_value_t = MaxLoad::default(), env = pixelpass::egress::whep::MAX_LOAD_ENV)]
-    pub webrtc_max_load: MaxLoad,
+    /// is busy this share of the time, in percent; 100: never.
+    #[arg(long = "webrtc-max-load", value_name = "PERCENT", default_value_t = pixelpass::egress::whep::DEFAULT_MAX_LOAD, env = pixelpass::egress::whep::MAX_LOAD_ENV, value_parser = clap::value_parser!(u8).range(10..=100))]
+    pub webrtc_max_load: u8,
     #[command(flatten)]
     pub tls: pixelpass::http::TlsArgs,
     #[command(flatten)]

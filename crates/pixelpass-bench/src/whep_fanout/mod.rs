@@ -126,8 +126,8 @@ pub struct WhepFanoutArgs {
     /// it new peers get `503` and try again after `Retry-After`, like the
     /// player page; those never let in by the connect limit (90 s) are
     /// counted as `refused`, and the step is measured with the rest.
-    #[arg(long, value_name = "PERCENT", default_value_t = pixelpass::egress::whep::MaxLoad::default())]
-    pub max_load: pixelpass::egress::whep::MaxLoad,
+    #[arg(long, value_name = "PERCENT", default_value_t = pixelpass::egress::whep::DEFAULT_MAX_LOAD, value_parser = clap::value_parser!(u8).range(10..=100))]
+    pub max_load: u8,
     /// The binary that runs the peers (default: this one). Needed under
     /// valgrind, where /proc/self/exe is valgrind itself.
     #[arg(long, value_name = "PATH")]

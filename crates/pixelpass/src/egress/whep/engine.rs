@@ -117,18 +117,23 @@ impl Engine {
     ) {
         let udp = self.udp.clone();
         loop {
-            // The core's timer, or the meter's window end when that is sooner.
-            let timer = match (self.core.poll_timeout(), self.meter.poll_timeout()) {
-                (Some(t), w) if w.is_none_or(|w| t <= w) => Some((t, Wake::Due)),
-                (_, w) => w.map(|w| (w, Wake::Window)),
-            };
+            let next = self.core.poll_timeout();
+            let window = self.meter.poll_timeout();
             let sleep = async {
-                match timer {
-                    Some((at, wake)) => {
-                        tokio::time::sleep_until(at.into()).await;
-                        wake
+                match (next, window) {
+                    (Some(t), Some(w)) if w < t => {
+                        tokio::time::sleep_until(w.into()).await;
+                        Wake::Window
                     }
-                    None => std::future::pending().await,
+                    (Some(t), _) => {
+                        tokio::time::sleep_until(t.into()).await;
+                        Wake::Due
+                    }
+                    (None, Some(w)) => {
+                        tokio::time::sleep_until(w.into()).await;
+                        Wake::Window
+                    }
+                    (None, None) => std::future::pending().await,
                 }
             };
             let wake = tokio::select! {

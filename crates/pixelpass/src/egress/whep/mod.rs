@@ -35,7 +35,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{Bwe, IceServer, MaxLoad, Pacing, WebRtcArgs, MAX_LOAD_ENV};
+pub use config::{Bwe, IceServer, Pacing, WebRtcArgs, DEFAULT_MAX_LOAD, MAX_LOAD_ENV};
 pub use layer::{PeerReport, PeerView};
 pub use peer::{OfferError, H264_PROFILE_LEVEL_ID};
 pub use select::{Choice, Mode};
@@ -82,7 +82,7 @@ impl Whep {
             producer_pts: (args.video_pt, args.audio_pt),
             pacing: args.webrtc_pacing == Pacing::On,
         };
-        let load = load::Load::new(args.webrtc_max_load.percent());
+        let load = load::Load::new(args.webrtc_max_load);
         let engine = Engine::spawn(Arc::new(udp), index.clone(), cfg, rx, load.clone());
         tracing::info!(udp = %local, candidates = ?factory.candidates(), pacing = ?args.webrtc_pacing, bwe = ?args.webrtc_bwe, "WebRTC (WHEP) ready");
         Ok(Self {
